@@ -1,0 +1,50 @@
+"""aiopop: an asyncio POP3 client.
+
+A sans-I/O protocol core with a thin asyncio layer, named after :mod:`poplib`
+so that poplib programs port line by line::
+
+    async with aiopop.POP3_SSL("pop.example.com") as client:
+        await client.login("user", "password")
+        print("You have %d messages totaling %d bytes" % await client.stat())
+"""
+
+from ._state import State
+from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
+from .errors import (
+    APOPNotOfferedError,
+    AuthenticationError,
+    CommandStateError,
+    ConnectionLostError,
+    InsecureLoginError,
+    POP3Error,
+    POP3TimeoutError,
+    ProtocolError,
+    ResponseError,
+    error_proto,
+)
+from .types import AuthMethod, ListEntry, Stat, UidEntry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "POP3",
+    "POP3_PORT",
+    "POP3_SSL",
+    "POP3_SSL_PORT",
+    "APOPNotOfferedError",
+    "AuthMethod",
+    "AuthenticationError",
+    "CommandStateError",
+    "ConnectionLostError",
+    "InsecureLoginError",
+    "ListEntry",
+    "POP3Error",
+    "POP3TimeoutError",
+    "ProtocolError",
+    "ResponseError",
+    "Stat",
+    "State",
+    "UidEntry",
+    "__version__",
+    "error_proto",
+]

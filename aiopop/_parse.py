@@ -1,0 +1,164 @@
+"""Pure parsers for POP3 server lines: no state, no I/O.
+
+Every function takes the bytes of one line (without its CRLF) or the text of
+one status line and either returns a value or raises :class:`ProtocolError`.
+All of them run in time linear in their input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+from .types import ListEntry, Stat, UidEntry
+
+__all__ = [
+    "StatusLine",
+    "escape",
+    "find_apop_timestamp",
+    "parse_capa_line",
+    "parse_list_entry",
+    "parse_stat",
+    "parse_status_line",
+    "parse_uid_entry",
+]
+
+# Sizes and message numbers beyond 20 digits are not real; this also keeps
+# int() away from its quadratic (and capped) path for huge digit strings.
+_MAX_DIGITS = 20
+_ESCAPE_LIMIT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    """One parsed status line.
+
+    ``raw`` is the line as received (without CRLF), ``text`` what follows the
+    indicator and its space, ``code`` an RFC 2449 response code in upper case.
+    """
+
+    ok: bool
+    text: bytes
+    code: str | None
+    raw: bytes
+
+
+def escape(data: bytes | str, limit: int = _ESCAPE_LIMIT) -> str:
+    """Make untrusted server text safe to show: decode leniently, escape controls, cap length.
+
+    C0 and C1 control characters and DEL (ANSI escape sequences among them)
+    become ``\\xNN``; undecodable bytes become ``\\xNN`` too.
+    """
+    text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+
+
+def parse_status_line(line: bytes) -> StatusLine:
+    """Parse ``+OK text`` / ``-ERR text``; the indicator is matched case-insensitively."""
+    head, sep, rest = line.partition(b" ")
+    indicator = head.upper()
+    if indicator == b"+OK":
+        ok = True
+    elif indicator == b"-ERR":
+        ok = False
+    else:
+        raise ProtocolError(f"expected +OK or -ERR, got {escape(line, 80)!r}")
+    text = rest if sep else b""
+    return StatusLine(ok=ok, text=text, code=_response_code(text), raw=line)
+
+
+def _response_code(text: bytes) -> str | None:
+    """The RFC 2449 section 8 response code at the start of ``text``, if any."""
+    if not text.startswith(b"["):
+        return None
+    end = text.find(b"]", 1)
+    if end <= 1:
+        return None
+    code = text[1:end]
+    if not all(0x21 <= b <= 0x7E for b in code):
+        return None
+    return code.decode("ascii").upper()
+
+
+def find_apop_timestamp(text: bytes) -> bytes | None:
+    """The APOP timestamp of a greeting (RFC 1939 section 7), or None.
+
+    A timestamp is an RFC 822 msg-id: ``<`` local ``@`` domain ``>`` in
+    printable ASCII with no space. The first valid one counts. Each byte is
+    looked at a bounded number of times, so hostile input (a megabyte of
+    ``<``) costs linear time.
+    """
+    start = text.find(b"<")
+    while start >= 0:
+        end = text.find(b">", start + 1)
+        if end < 0:
+            return None
+        inner_open = text.rfind(b"<", start + 1, end)
+        if inner_open >= 0:
+            # The bytes between start and inner_open cannot hold a valid id.
+            start = inner_open
+        candidate = text[start : end + 1]
+        if _is_msg_id(candidate):
+            return candidate
+        start = text.find(b"<", end + 1)
+    return None
+
+
+def _is_msg_id(candidate: bytes) -> bool:
+    inner = candidate[1:-1]
+    local, at, domain = inner.rpartition(b"@")
+    return bool(at and local and domain) and all(0x21 <= b <= 0x7E for b in inner)
+
+
+def _parse_number(field: bytes, what: str, line: bytes) -> int:
+    if not field.isdigit() or len(field) > _MAX_DIGITS:
+        raise ProtocolError(f"bad {what} in {escape(line, 80)!r}")
+    return int(field)
+
+
+def _two_numbers(line: bytes, what: str) -> tuple[int, int]:
+    fields = line.split()
+    if len(fields) < 2:
+        raise ProtocolError(f"malformed {what} line {escape(line, 80)!r}")
+    return _parse_number(fields[0], what, line), _parse_number(fields[1], what, line)
+
+
+def parse_stat(text: bytes) -> Stat:
+    """Parse the text of STAT's ``+OK`` (RFC 1939 section 5: count and size, maybe more)."""
+    return Stat(*_two_numbers(text, "STAT"))
+
+
+def parse_list_entry(line: bytes) -> ListEntry:
+    """Parse ``number size`` from a LIST line or from LIST n's ``+OK`` text."""
+    number, size = _two_numbers(line, "LIST")
+    if number == 0:
+        raise ProtocolError(f"message number 0 in {escape(line, 80)!r}")
+    return ListEntry(number, size)
+
+
+def parse_uid_entry(line: bytes) -> UidEntry:
+    """Parse ``number uid`` from a UIDL line or from UIDL n's ``+OK`` text.
+
+    RFC 1939 limits a uid to 70 characters in 0x21-0x7E; the characters are
+    checked, the length is left to the line limit because real servers exceed it.
+    """
+    fields = line.split()
+    if len(fields) < 2:
+        raise ProtocolError(f"malformed UIDL line {escape(line, 80)!r}")
+    number = _parse_number(fields[0], "UIDL", line)
+    uid = fields[1]
+    if number == 0 or not all(0x21 <= b <= 0x7E for b in uid):
+        raise ProtocolError(f"bad UIDL line {escape(line, 80)!r}")
+    return UidEntry(number, uid.decode("ascii"))
+
+
+def parse_capa_line(line: bytes) -> tuple[str, list[str]]:
+    """Parse one CAPA line into its upper-cased tag and its arguments (RFC 2449 section 5)."""
+    fields = line.decode("utf-8", "replace").split()
+    if not fields:
+        raise ProtocolError("empty CAPA line")
+    return fields[0].upper(), fields[1:]
