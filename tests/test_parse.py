@@ -1,0 +1,175 @@
+"""The pure parsers of aiopop._parse."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aiopop import ListEntry, ProtocolError, Stat, UidEntry
+from aiopop._parse import (
+    escape,
+    find_apop_timestamp,
+    parse_capa_line,
+    parse_list_entry,
+    parse_stat,
+    parse_status_line,
+    parse_uid_entry,
+)
+
+RFC_TIMESTAMP = b"<1896.697170952@dbc.mtview.ca.us>"
+
+
+@pytest.mark.parametrize(
+    ("line", "ok", "text", "code"),
+    [
+        (b"+OK", True, b"", None),
+        (b"+OK ", True, b"", None),
+        (b"+OK 2 320", True, b"2 320", None),
+        (b"+ok lower case", True, b"lower case", None),
+        (b"-ERR", False, b"", None),
+        (b"-ERR no such message", False, b"no such message", None),
+        (b"-ERR [SYS/TEMP] try later", False, b"[SYS/TEMP] try later", "SYS/TEMP"),
+        (b"-ERR [in-use] locked", False, b"[in-use] locked", "IN-USE"),
+        (b"-ERR [AUTH] bad", False, b"[AUTH] bad", "AUTH"),
+        (b"-ERR [] empty", False, b"[] empty", None),
+        (b"-ERR [NO END", False, b"[NO END", None),
+        (b"-ERR [BAD CODE] space", False, b"[BAD CODE] space", None),
+        (b"-ERR [\x1b[31m] escape", False, b"[\x1b[31m] escape", None),
+    ],
+)
+def test_status_line(line: bytes, ok: bool, text: bytes, code: str | None) -> None:
+    status = parse_status_line(line)
+    assert (status.ok, status.text, status.code, status.raw) == (ok, text, code, line)
+
+
+@pytest.mark.parametrize("line", [b"", b"OK", b"+OKAY", b"-ERROR x", b"* OK", b"+", b" +OK"])
+def test_status_line_malformed(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_status_line(line)
+
+
+@given(st.binary(max_size=200))
+def test_status_line_parses_or_raises_protocol_error(line: bytes) -> None:
+    head = line.partition(b" ")[0].upper()
+    try:
+        status = parse_status_line(line)
+    except ProtocolError:
+        assert head not in (b"+OK", b"-ERR")
+        return
+    assert status.ok == (head == b"+OK")
+    assert status.raw == line
+
+
+@pytest.mark.parametrize(
+    ("greeting", "timestamp"),
+    [
+        (b"POP3 server ready " + RFC_TIMESTAMP, RFC_TIMESTAMP),
+        (b"Dovecot ready. <1a2.3b.5f8e2a1c@host.example>", b"<1a2.3b.5f8e2a1c@host.example>"),
+        (b"ready", None),
+        (b"ready <>", None),
+        (b"ready <no-at-sign>", None),
+        (b"ready <@domain>", None),
+        (b"ready <local@>", None),
+        (b"ready <a b@c>", None),
+        (b"ready <\x80@x>", None),
+        (b"ready <a\x00@x>", None),
+        (b"ready <unclosed@x", None),
+        (b"<<<<a@b>", b"<a@b>"),
+        (b"<bad> then <good@one> and <second@one>", b"<good@one>"),
+        (b"<bad <good@x>", b"<good@x>"),
+        (b">>> <a@b>", b"<a@b>"),
+    ],
+)
+def test_apop_timestamp(greeting: bytes, timestamp: bytes | None) -> None:
+    assert find_apop_timestamp(greeting) == timestamp
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"<" * 1_000_000,
+        b"<@" * 500_000,
+        b"<" * 500_000 + b">" * 500_000,
+        b"<a@b " * 200_000,
+    ],
+)
+def test_apop_timestamp_is_linear(hostile: bytes) -> None:
+    # CVE-2018-1060: poplib's greeting regex backtracked on exactly this.
+    started = time.perf_counter()
+    find_apop_timestamp(hostile)
+    # A generous bound that only a quadratic scan would break.
+    assert time.perf_counter() - started < 1.0
+
+
+@given(st.binary(max_size=300))
+def test_apop_timestamp_found_is_a_valid_msg_id(data: bytes) -> None:
+    found = find_apop_timestamp(data)
+    if found is not None:
+        assert found in data
+        assert found.startswith(b"<")
+        assert found.endswith(b">")
+        assert b"@" in found
+        assert all(0x21 <= b <= 0x7E for b in found)
+
+
+@given(st.binary(max_size=100), st.binary(max_size=100))
+def test_apop_timestamp_embedded_is_found(before: bytes, after: bytes) -> None:
+    before = before.replace(b"<", b"").replace(b">", b"")
+    assert find_apop_timestamp(before + RFC_TIMESTAMP + after) == RFC_TIMESTAMP
+
+
+def test_stat() -> None:
+    assert parse_stat(b"2 320") == Stat(2, 320)
+    assert parse_stat(b"0 0 extra words") == Stat(0, 0)
+    count, size = parse_stat(b"7 1024")
+    # The seed program's own formatting must keep working.
+    assert "%d messages totaling %d bytes" % parse_stat(b"7 1024") == (  # noqa: UP031
+        "7 messages totaling 1024 bytes"
+    )
+    assert (count, size) == (7, 1024)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"", b"2", b"abc", b"2 abc", b"-1 5", b"2 +5", b"\xd9\xa3 5", b"1_0 5", b"9" * 21 + b" 1"],
+)
+def test_stat_malformed(text: bytes) -> None:
+    # cpython PR 130646: "+OK" alone or "+OK abc" for STAT must not parse.
+    with pytest.raises(ProtocolError):
+        parse_stat(text)
+
+
+def test_list_and_uidl_entries() -> None:
+    assert parse_list_entry(b"1 120") == ListEntry(1, 120)
+    assert parse_list_entry(b"3 5 extension") == ListEntry(3, 5)
+    assert parse_uid_entry(b"1 whqtswO00WBw418f9t5JxYwZ") == UidEntry(1, "whqtswO00WBw418f9t5JxYwZ")
+    for bad in (b"0 12", b"x 12", b"1", b""):
+        with pytest.raises(ProtocolError):
+            parse_list_entry(bad)
+    for bad in (b"0 abc", b"1", b"one abc", b"1 \xff\xfe"):
+        with pytest.raises(ProtocolError):
+            parse_uid_entry(bad)
+
+
+def test_capa_line() -> None:
+    assert parse_capa_line(b"sasl PLAIN SCRAM-SHA-256") == ("SASL", ["PLAIN", "SCRAM-SHA-256"])
+    assert parse_capa_line(b"TOP") == ("TOP", [])
+    with pytest.raises(ProtocolError):
+        parse_capa_line(b"   ")
+
+
+def test_escape() -> None:
+    assert escape(b"plain text") == "plain text"
+    assert escape(b"\x1b[2Jred\r\n") == "\\x1b[2Jred\\x0d\\x0a"
+    assert escape("\x9b31m") == "\\x9b31m"
+    assert escape(b"\xff") == "\\xff"
+    assert escape(b"caf\xc3\xa9") == "caf\u00e9"
+    assert escape(b"x" * 1000, limit=10) == "x" * 10 + "..."
+
+
+@given(st.binary(max_size=200))
+def test_escape_output_has_no_control_characters(data: bytes) -> None:
+    assert all(c.isprintable() for c in escape(data))
