@@ -126,7 +126,7 @@ def test_stat() -> None:
     assert parse_stat(b"0 0 extra words") == Stat(0, 0)
     count, size = parse_stat(b"7 1024")
     # The seed program's own formatting must keep working.
-    assert "%d messages totaling %d bytes" % parse_stat(b"7 1024") == (  # noqa: UP031
+    assert "%d messages totaling %d bytes" % parse_stat(b"7 1024") == (
         "7 messages totaling 1024 bytes"
     )
     assert (count, size) == (7, 1024)

@@ -1,0 +1,562 @@
+"""The asyncio client against the in-process server and scripted hostile servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import trustme
+
+import aiopop
+from aiopop import AuthMethod, ListEntry, Stat, UidEntry
+from aiopop._apop import apop_digest
+from aiopop.testing import (
+    Close,
+    Expect,
+    Mailbox,
+    POP3TestServer,
+    ScriptedServer,
+    Send,
+    Sleep,
+    Step,
+    Trickle,
+    WaitForClose,
+)
+
+PASSWORD = "tanstaaf"
+MESSAGES = [
+    b"Subject: first\r\nFrom: a@example.org\r\n\r\n"
+    b"line one\r\n.starts with a dot\r\nline three\r\n",
+    b"Subject: second\r\n\r\n" + b"y" * 20000 + b"\r\n",
+    b"Subject: third\r\n\r\nbody\r\n",
+]
+LOGIN: list[Step] = [
+    Send(b"+OK ready\r\n"),
+    Expect(b"USER u"),
+    Send(b"+OK\r\n"),
+    Expect(b"PASS p"),
+    Send(b"+OK logged in\r\n"),
+]
+
+
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox(PASSWORD, list(MESSAGES))
+
+
+@pytest.fixture
+async def server(mailbox: Mailbox) -> AsyncIterator[POP3TestServer]:
+    async with POP3TestServer({"mrose": mailbox}) as running:
+        yield running
+
+
+def client_for(server: POP3TestServer | ScriptedServer, **options: float) -> aiopop.POP3:
+    return aiopop.POP3(server.host, server.port, **options)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def logged_in(
+    steps: Sequence[Step], **options: float
+) -> AsyncIterator[tuple[ScriptedServer, aiopop.POP3]]:
+    """A scripted server that lets user "u" in with password "p", then plays ``steps``."""
+    async with ScriptedServer([*LOGIN, *steps]) as server:
+        client = client_for(server, **options)
+        try:
+            await client.connect()
+            await client.user("u")
+            await client.pass_("p")
+            yield server, client
+        finally:
+            await client.close()
+
+
+# -- the seed flows ---------------------------------------------------------------
+
+
+async def test_connect_and_greeting(server: POP3TestServer) -> None:
+    client = client_for(server)
+    assert repr(client).endswith("not connected>")
+    greeting = await client.connect()
+    assert greeting.startswith(b"+OK ")
+    assert client.getwelcome() == greeting
+    timestamp = server.sessions[0].apop_timestamp
+    assert timestamp is not None
+    assert client.apop_timestamp == timestamp
+    assert client.is_connected
+    assert client.state is aiopop.State.AUTHORIZATION
+    assert "authorization" in repr(client)
+    await client.quit()
+    assert not client.is_connected
+    assert client.state is aiopop.State.CLOSED
+
+
+async def test_login_with_apop_keeps_the_password_off_the_wire(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        assert await client.login("mrose", PASSWORD) is AuthMethod.APOP
+        assert client.state is aiopop.State.TRANSACTION
+    session = server.sessions[0]
+    assert session.apop_timestamp is not None
+    expected = b"APOP mrose " + apop_digest(session.apop_timestamp, PASSWORD.encode()).encode()
+    assert session.lines[0] == expected
+    assert not any(PASSWORD.encode() in line for line in session.lines)
+    assert session.quit
+
+
+async def test_apop_call_returns_the_ok_line(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        assert (await client.apop("mrose", PASSWORD)).startswith(b"+OK")
+
+
+async def test_login_falls_back_to_user_pass_when_apop_is_refused(mailbox: Mailbox) -> None:
+    async with POP3TestServer({"mrose": mailbox}, apop_accepted=False) as server:
+        async with client_for(server) as client:
+            method = await client.login("mrose", PASSWORD, allow_cleartext=True)
+            assert method is AuthMethod.USER
+            assert str(method) == "USER"
+        verbs = [line.split()[0] for line in server.sessions[0].lines]
+        assert verbs == [b"APOP", b"USER", b"PASS", b"QUIT"]
+
+
+async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, apop=False)
+    async with server, client_for(server) as client:
+        assert client.apop_timestamp is None
+        with pytest.raises(aiopop.APOPNotOfferedError):
+            await client.apop("mrose", PASSWORD)
+        with pytest.raises(aiopop.InsecureLoginError):
+            await client.login("mrose", PASSWORD)
+        # Nothing at all reached the server: no APOP, no USER, no PASS.
+        assert server.sessions[0].lines == []
+        assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.USER
+
+
+async def test_login_does_not_fall_back_on_a_temporary_refusal(mailbox: Mailbox) -> None:
+    mailbox.locked = True
+    async with POP3TestServer({"mrose": mailbox}) as server:
+        async with client_for(server) as client:
+            with pytest.raises(aiopop.AuthenticationError) as info:
+                await client.login("mrose", PASSWORD, allow_cleartext=True)
+        assert info.value.code == "IN-USE"
+        assert info.value.is_temporary
+        assert [line.split()[0] for line in server.sessions[0].lines] == [b"APOP", b"QUIT"]
+
+
+async def test_wrong_password_carries_the_servers_explanation(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(aiopop.AuthenticationError) as info:
+            await client.login("mrose", "wrong", allow_cleartext=True)
+    error = info.value
+    assert isinstance(error, aiopop.ResponseError)
+    assert isinstance(error, aiopop.error_proto)
+    assert error.code == "AUTH"
+    assert error.is_credentials_problem
+    assert not error.is_temporary
+    assert "Authentication failed" in error.response
+    assert "Authentication failed" in str(error)
+    assert "wrong" not in str(error)
+
+
+async def test_stat_list_uidl_retr_top(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        sizes = [len(m) for m in MESSAGES]
+        stat = await client.stat()
+        assert stat == Stat(3, sum(sizes))
+        assert "%d messages totaling %d bytes" % stat == f"3 messages totaling {sum(sizes)} bytes"
+        assert await client.list() == [ListEntry(i + 1, s) for i, s in enumerate(sizes)]
+        assert await client.list(2) == ListEntry(2, sizes[1])
+        uids = await client.uidl()
+        assert [u.number for u in uids] == [1, 2, 3]
+        assert await client.uidl(3) == UidEntry(3, uids[2].uid)
+        for number, message in enumerate(MESSAGES, 1):
+            assert await client.retr(number) == message
+        assert (
+            await client.top(1, 1) == b"Subject: first\r\nFrom: a@example.org\r\n\r\nline one\r\n"
+        )
+        assert await client.top(1, 0) == b"Subject: first\r\nFrom: a@example.org\r\n\r\n"
+        assert (await client.noop()).startswith(b"+OK")
+        capabilities = await client.capa()
+        assert "UIDL" in capabilities
+        assert "TOP" in capabilities
+
+
+async def test_dele_then_quit_commits(server: POP3TestServer, mailbox: Mailbox) -> None:
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        assert (await client.dele(1)).startswith(b"+OK")
+        with pytest.raises(aiopop.ResponseError):
+            await client.retr(1)
+        assert await client.stat() == Stat(2, len(MESSAGES[1]) + len(MESSAGES[2]))
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        assert (await client.stat()).count == 2
+        assert await client.retr(1) == MESSAGES[1]
+
+
+async def test_dele_then_rset_keeps_everything(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        await client.dele(1)
+        await client.dele(2)
+        assert (await client.rset()).startswith(b"+OK")
+        assert (await client.stat()).count == 3
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        assert (await client.stat()).count == 3
+
+
+async def test_leaving_async_with_by_an_exception_rolls_deletions_back(
+    server: POP3TestServer,
+) -> None:
+    client = client_for(server)
+
+    async def fail_after_dele() -> None:
+        async with client:
+            await client.login("mrose", PASSWORD)
+            await client.dele(1)
+            raise KeyError("the program failed before it stored message 1")
+
+    with pytest.raises(KeyError):
+        await fail_after_dele()
+    assert not server.sessions[0].quit
+    assert not client.is_connected
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        assert (await client.stat()).count == 3
+
+
+async def test_quit_refused_still_closes() -> None:
+    async with logged_in(
+        [Expect(b"QUIT"), Send(b"-ERR [SYS/PERM] some deleted messages not removed\r\n")]
+    ) as (_server, client):
+        with pytest.raises(aiopop.ResponseError) as info:
+            await client.quit()
+        assert info.value.code == "SYS/PERM"
+        assert not client.is_connected
+
+
+# -- local errors: nothing is sent ----------------------------------------------------
+
+
+async def test_wrong_state_is_refused_before_sending(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(aiopop.CommandStateError, match="before logging in"):
+            await client.stat()
+        with pytest.raises(aiopop.CommandStateError):
+            await client.pass_(PASSWORD)
+        await client.login("mrose", PASSWORD)
+        with pytest.raises(aiopop.CommandStateError, match="after logging in"):
+            await client.user("mrose")
+    assert [line.split()[0] for line in server.sessions[0].lines] == [b"APOP", b"QUIT"]
+
+
+@pytest.mark.parametrize("bad", ["mrose\r\nDELE 1", "a\x00b", "tab\there", "esc\x1b"])
+async def test_injection_is_refused_before_sending(server: POP3TestServer, bad: str) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(ValueError, match="control character"):
+            await client.user(bad)
+        with pytest.raises(ValueError, match=r"control character|space"):
+            await client.apop(bad, PASSWORD)
+    assert server.sessions[0].lines == [b"QUIT"]
+
+
+async def test_argument_checks(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(ValueError, match="space"):
+            await client.apop("two words", PASSWORD)
+        await client.login("mrose", PASSWORD)
+        for bad in (0, -1, True, "1"):
+            with pytest.raises(ValueError, match="message number"):
+                await client.retr(bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="line count"):
+            await client.top(1, -1)
+        with pytest.raises(ValueError, match="line count"):
+            await client.top(1, True)
+    assert [line.split()[0] for line in server.sessions[0].lines] == [b"APOP", b"QUIT"]
+
+
+async def test_utf8_credentials(mailbox: Mailbox) -> None:
+    async with POP3TestServer({"j\u00fcrgen": mailbox}) as server, client_for(server) as client:
+        with pytest.raises(ValueError, match="UTF8"):
+            await client.user("j\u00fcrgen")
+        assert (await client.utf8()).startswith(b"+OK")
+        await client.user("j\u00fcrgen")
+        await client.pass_(PASSWORD)
+        assert (await client.stat()).count == 3
+
+
+def test_constructor_checks_and_does_no_io() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        aiopop.POP3("127.0.0.1", timeout=0)
+    with pytest.raises(ValueError, match="max_line_length"):
+        aiopop.POP3("127.0.0.1", max_line_length=100)
+    client = aiopop.POP3("127.0.0.1")
+    assert client.port == aiopop.POP3_PORT
+    assert not client.is_connected
+    assert client.state is aiopop.State.CLOSED
+    assert client.apop_timestamp is None
+    with pytest.raises(aiopop.CommandStateError):
+        client.getwelcome()
+    secure = aiopop.POP3_SSL("127.0.0.1")
+    assert secure.port == aiopop.POP3_SSL_PORT
+    assert secure.is_tls
+    assert secure.ssl_context.verify_mode is ssl.CERT_REQUIRED
+    assert secure.ssl_context.check_hostname
+
+
+async def test_commands_need_a_connection(server: POP3TestServer) -> None:
+    client = client_for(server)
+    with pytest.raises(aiopop.CommandStateError, match="not connected"):
+        await client.noop()
+    await client.connect()
+    with pytest.raises(aiopop.CommandStateError, match="already connected"):
+        await client.connect()
+    await client.close()
+    await client.close()
+    with pytest.raises(aiopop.CommandStateError, match="not connected"):
+        await client.noop()
+
+
+# -- concurrency and cancellation ----------------------------------------------------
+
+
+async def test_tasks_sharing_a_client_each_get_their_own_reply(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        numbers = [1, 2, 3] * 5
+        results = await asyncio.gather(*(client.retr(n) for n in numbers))
+        assert results == [MESSAGES[n - 1] for n in numbers]
+        stat, listing, message = await asyncio.gather(client.stat(), client.list(), client.retr(3))
+        assert stat.count == 3
+        assert len(listing) == 3
+        assert message == MESSAGES[2]
+
+
+async def test_a_cancelled_command_does_not_desynchronise_the_next() -> None:
+    async with logged_in(
+        [
+            Expect(b"RETR 1"),
+            Sleep(0.3),
+            Send(b"+OK\r\nthe first message\r\n.\r\n"),
+            Expect(b"STAT"),
+            Send(b"+OK 1 19\r\n"),
+        ]
+    ) as (server, client):
+        task = asyncio.create_task(client.retr(1))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await client.stat() == Stat(1, 19)
+        assert client.is_connected
+        await client.close()
+    assert server.mismatches == []
+
+
+async def test_cancelled_while_waiting_for_the_lock_sends_nothing(server: POP3TestServer) -> None:
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        first = asyncio.create_task(client.retr(2))
+        second = asyncio.create_task(client.retr(3))
+        await asyncio.sleep(0)
+        second.cancel()
+        assert await first == MESSAGES[1]
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert await client.retr(1) == MESSAGES[0]
+    assert [line.split()[0] for line in server.sessions[0].lines].count(b"RETR") == 2
+
+
+# -- timeouts ------------------------------------------------------------------------
+
+
+async def test_a_trickling_server_hits_the_command_timeout() -> None:
+    async with logged_in(
+        [Expect(b"RETR 1"), Trickle(b"+OK\r\n" + b"z" * 1000, 0.05)], timeout=0.5
+    ) as (_server, client):
+        with pytest.raises(aiopop.POP3TimeoutError) as info:
+            await client.retr(1)
+        assert isinstance(info.value, TimeoutError)
+        assert not client.is_connected
+
+
+async def test_a_silent_server_hits_the_connect_timeout() -> None:
+    async with ScriptedServer([Sleep(5)]) as server:
+        client = client_for(server, timeout=0.2)
+        with pytest.raises(aiopop.POP3TimeoutError, match="connecting"):
+            await client.connect()
+        assert not client.is_connected
+
+
+# -- hostile and broken servers --------------------------------------------------------
+
+
+async def test_err_greeting() -> None:
+    async with ScriptedServer([Send(b"-ERR [SYS/TEMP] too busy\r\n")]) as server:
+        client = client_for(server)
+        with pytest.raises(aiopop.ResponseError) as info:
+            await client.connect()
+        assert info.value.code == "SYS/TEMP"
+        assert info.value.is_temporary
+        assert not client.is_connected
+
+
+async def test_unrequested_lines_after_the_greeting_are_refused() -> None:
+    steps = [Send(b"+OK ready\r\n1 120\r\n2 200\r\n.\r\n"), WaitForClose()]
+    async with ScriptedServer(steps) as server:
+        client = client_for(server)
+        await client.connect()
+        # The extra lines came in the greeting's segment: USER is refused unsent.
+        with pytest.raises(aiopop.ProtocolError, match="nobody asked for"):
+            await client.user("u")
+        assert not client.is_connected
+    assert server.received == []
+
+
+async def test_overlong_status_line() -> None:
+    async with logged_in([Expect(b"NOOP"), Send(b"+OK " + b"a" * 100_000), WaitForClose()]) as (
+        _server,
+        client,
+    ):
+        with pytest.raises(aiopop.ProtocolError, match="longer than"):
+            await client.noop()
+        assert not client.is_connected
+
+
+async def test_greeting_with_a_megabyte_of_angle_brackets() -> None:
+    async with ScriptedServer(
+        [Send(b"+OK " + b"<" * 1_000_000 + b"\r\n"), WaitForClose()]
+    ) as server:
+        client = client_for(server)
+        with pytest.raises(aiopop.ProtocolError):
+            await client.connect()
+
+
+async def test_message_cut_short_is_never_returned() -> None:
+    async with logged_in(
+        [Expect(b"RETR 1"), Send(b"+OK\r\nSubject: x\r\n\r\nhalf a mess"), Close()]
+    ) as (_server, client):
+        with pytest.raises(aiopop.ConnectionLostError) as info:
+            await client.retr(1)
+        assert isinstance(info.value, ConnectionError)
+        assert not client.is_connected
+
+
+async def test_server_gone_between_commands() -> None:
+    async with logged_in([Close()]) as (_server, client):
+        await asyncio.sleep(0.05)
+        with pytest.raises(aiopop.ConnectionLostError):
+            await client.stat()
+
+
+async def test_malformed_stat_is_a_protocol_error() -> None:
+    async with logged_in([Expect(b"STAT"), Send(b"+OK abc\r\n"), WaitForClose()]) as (
+        _server,
+        client,
+    ):
+        with pytest.raises(aiopop.ProtocolError, match="STAT"):
+            await client.stat()
+
+
+async def test_message_size_cap() -> None:
+    async with logged_in(
+        [Expect(b"RETR 1"), Send(b"+OK\r\n" + b"m" * 2000 + b"\r\n.\r\n"), WaitForClose()],
+        max_message_size=1000,
+    ) as (_server, client):
+        with pytest.raises(aiopop.ProtocolError, match="larger than"):
+            await client.retr(1)
+
+
+async def test_server_text_in_errors_is_escaped() -> None:
+    async with logged_in([Expect(b"DELE 1"), Send(b"-ERR \x1b[2J\x1b]0;pwned\x07 gone\r\n")]) as (
+        _server,
+        client,
+    ):
+        with pytest.raises(aiopop.ResponseError) as info:
+            await client.dele(1)
+        assert "\x1b" not in str(info.value)
+        assert "\\x1b[2J" in info.value.response
+        await client.close()
+
+
+async def test_debug_log_redacts_secrets(
+    server: POP3TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    async with client_for(server) as client:
+        await client.login("mrose", PASSWORD)
+        timestamp = client.apop_timestamp
+        assert timestamp is not None
+    async with client_for(server) as client:
+        await client.user("mrose")
+        await client.pass_(PASSWORD)
+    digest = apop_digest(timestamp, PASSWORD.encode())
+    assert "C: APOP mrose <redacted>" in caplog.text
+    assert "C: PASS <redacted>" in caplog.text
+    assert PASSWORD not in caplog.text
+    assert digest not in caplog.text
+
+
+# -- TLS -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_pop3_ssl_with_a_trusted_ca(ca: trustme.CA, mailbox: Mailbox) -> None:
+    tls = server_context(ca, "localhost", "127.0.0.1")
+    async with POP3TestServer({"mrose": mailbox}, ssl_context=tls, apop=False) as server:
+        async with aiopop.POP3_SSL(
+            server.host, server.port, ssl_context=client_context(ca)
+        ) as client:
+            # Over TLS, login() may use USER/PASS without being told.
+            assert await client.login("mrose", PASSWORD) is AuthMethod.USER
+            assert await client.retr(1) == MESSAGES[0]
+        assert server.sessions[0].tls
+
+
+async def test_pop3_ssl_refuses_an_untrusted_certificate(ca: trustme.CA, mailbox: Mailbox) -> None:
+    tls = server_context(ca, "localhost", "127.0.0.1")
+    async with POP3TestServer({"mrose": mailbox}, ssl_context=tls) as server:
+        client = aiopop.POP3_SSL(server.host, server.port, timeout=5)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.connect()
+        assert not client.is_connected
+
+
+async def test_pop3_ssl_refuses_a_certificate_for_another_name(
+    ca: trustme.CA, mailbox: Mailbox
+) -> None:
+    tls = server_context(ca, "mail.example.org")
+    async with POP3TestServer({"mrose": mailbox}, ssl_context=tls) as server:
+        client = aiopop.POP3_SSL(
+            server.host, server.port, ssl_context=client_context(ca), timeout=5
+        )
+        with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+            await client.connect()
+        named = aiopop.POP3_SSL(
+            server.host,
+            server.port,
+            ssl_context=client_context(ca),
+            server_hostname="mail.example.org",
+        )
+        await named.connect()
+        await named.quit()
