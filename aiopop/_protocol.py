@@ -187,6 +187,11 @@ class POP3Protocol:
         """Note that the server closed its side."""
         self._eof = True
 
+    def connection_closed(self) -> None:
+        """Note that the connection was closed locally: the session is over."""
+        self._state = State.CLOSED
+        self._buffer.clear()
+
     def next_event(self) -> Event | None:
         """The next complete event, or None when more data is needed.
 

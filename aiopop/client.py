@@ -180,8 +180,8 @@ class POP3:
         writer = self._writer
         self._writer = None
         self._reader = None
-        if self._protocol is not None and self._protocol.state is not State.CLOSED:
-            self._protocol = None
+        if self._protocol is not None:
+            self._protocol.connection_closed()
         if writer is None:
             return
         writer.close()

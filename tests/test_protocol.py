@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,6 +39,12 @@ def transaction() -> POP3Protocol:
         assert isinstance(protocol.next_event(), Reply)
     assert protocol.state is State.TRANSACTION
     return protocol
+
+
+def copy_of(protocol: POP3Protocol) -> POP3Protocol:
+    twin = copy.deepcopy(protocol)
+    assert twin.buffered == protocol.buffered
+    return twin
 
 
 def body_of(events: list[object]) -> bytes:
@@ -243,7 +251,10 @@ def test_data_after_the_terminator_waits_for_the_next_command() -> None:
         if isinstance(event, End):
             break
     assert body_of(events) == b"body\r\n"
-    # security.md 15: the extra line is nobody's reply.
+    # security.md 15: the extra line is nobody's reply, whether the reader
+    # notices it first or the next command does.
+    with pytest.raises(ProtocolError, match="nobody asked for"):
+        copy_of(protocol).next_event()
     with pytest.raises(ProtocolError, match="nobody asked for"):
         protocol.send(Command("STAT"))
     with pytest.raises(ProtocolError):
@@ -368,6 +379,14 @@ def test_quit_in_authorization_closes() -> None:
     protocol.receive_data(b"+OK\r\n")
     protocol.next_event()
     assert protocol.state is State.CLOSED
+
+
+def test_locally_closed() -> None:
+    protocol = transaction()
+    protocol.connection_closed()
+    assert protocol.state is State.CLOSED
+    with pytest.raises(CommandStateError, match="closed"):
+        protocol.send(Command("NOOP"))
 
 
 def test_clean_eof_when_idle_closes() -> None:
