@@ -1,0 +1,55 @@
+"""In-process POP3 servers for tests and demos.
+
+:class:`POP3TestServer` is a real POP3 server (RFC 1939 with CAPA, response
+codes, UTF8, STLS and implicit TLS) serving :class:`Mailbox` objects on a
+loopback port. It keeps a :class:`SessionRecord` of every connection, so a
+test can check what the client put on the wire::
+
+    from aiopop.testing import Mailbox, POP3TestServer
+
+    mailbox = Mailbox("secret", [b"Subject: hello\\n\\nHi!\\n"])
+    async with POP3TestServer({"alice": mailbox}) as server:
+        ...  # connect a client to server.host, server.port
+    assert server.sessions[0].quit
+
+:class:`ScriptedServer` instead plays a fixed script of raw bytes to each
+connection (:class:`Send`, :class:`Expect`, :class:`Sleep`, :class:`Trickle`,
+:class:`Close`, :class:`WaitForClose`, :class:`StartTLS`), for testing how a
+client copes with servers that misbehave.
+
+Both listen on 127.0.0.1 and a free port by default; use them as async
+context managers or call ``start()`` and ``close()``.
+"""
+
+from ._mailbox import Mailbox
+from ._scripted import (
+    Close,
+    Expect,
+    Mismatch,
+    ScriptedServer,
+    Send,
+    Sleep,
+    StartTLS,
+    Step,
+    Trickle,
+    WaitForClose,
+)
+from ._server import POP3TestServer
+from ._session import MAX_LINE, SessionRecord
+
+__all__ = [
+    "MAX_LINE",
+    "Close",
+    "Expect",
+    "Mailbox",
+    "Mismatch",
+    "POP3TestServer",
+    "ScriptedServer",
+    "Send",
+    "SessionRecord",
+    "Sleep",
+    "StartTLS",
+    "Step",
+    "Trickle",
+    "WaitForClose",
+]

@@ -1,0 +1,131 @@
+"""The maildrop behind POP3TestServer: messages, unique-ids and message slicing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from ._saslprep import saslprep
+
+__all__ = ["Mailbox", "check_uid", "header_end", "normalise", "top_of"]
+
+
+def normalise(message: bytes) -> bytes:
+    """Return ``message`` with CRLF line ends and, unless empty, a final CRLF.
+
+    A bare LF becomes CRLF; a CR that ends no line is message content and kept.
+    """
+    data = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def check_uid(uid: str) -> None:
+    """Raise ValueError unless ``uid`` is a valid unique-id (RFC 1939 section 7)."""
+    if not 1 <= len(uid) <= 70 or any(not "\x21" <= ch <= "\x7e" for ch in uid):
+        raise ValueError(f"a unique-id is 1 to 70 characters from 0x21 to 0x7E, not {uid!r}")
+
+
+def _derive_uid(serial: int, message: bytes) -> str:
+    # The serial keeps two equal messages apart and is never reused in a
+    # mailbox, so a unique-id survives deletions of the messages before it.
+    return hashlib.sha256(b"%d\0%s" % (serial, message)).hexdigest()[:40]
+
+
+def header_end(message: bytes) -> int:
+    """Return the offset just past the blank line ending the header section.
+
+    A message without a blank line is all header: its length is returned.
+    """
+    if message.startswith(b"\r\n"):
+        return 2
+    blank = message.find(b"\r\n\r\n")
+    return len(message) if blank < 0 else blank + 4
+
+
+def top_of(message: bytes, lines: int) -> bytes:
+    """Return the headers, the blank line and the first ``lines`` body lines."""
+    end = header_end(message)
+    for _ in range(lines):
+        if end >= len(message):
+            break
+        end = message.index(b"\r\n", end) + 2
+    return message[:end]
+
+
+@dataclass
+class Mailbox:
+    """One user's maildrop on a :class:`POP3TestServer`.
+
+    ``messages`` are raw RFC 5322 messages; LF or CRLF line ends are accepted
+    and stored as CRLF, so sizes in STAT and LIST are exact wire octets.
+    ``uids`` defaults to stable unique-ids derived from each message and its
+    position; given explicitly, it needs one valid unique-id per message.
+    With ``locked`` set, every login is refused with ``-ERR [IN-USE]``.
+
+    The server works on this object: after a session that ended with QUIT,
+    ``messages`` and ``uids`` no longer hold the messages it deleted. Add
+    mail with :meth:`add`; mail added while a session holds the mailbox
+    appears at the next login, as it would on a real server.
+    """
+
+    password: str = field(repr=False)
+    messages: list[bytes] = field(default_factory=list)
+    uids: list[str] | None = None
+    locked: bool = False
+    _serial: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        saslprep(self.password)  # fail early on a password no client could send
+        self.messages = [normalise(message) for message in self.messages]
+        if self.uids is None:
+            self.uids = [_derive_uid(i, m) for i, m in enumerate(self.messages)]
+        else:
+            if len(self.uids) != len(self.messages):
+                raise ValueError(
+                    f"{len(self.uids)} unique-ids given for {len(self.messages)} messages"
+                )
+            for uid in self.uids:
+                check_uid(uid)
+            self.uids = list(self.uids)
+        self._serial = len(self.messages)
+
+    def add(self, message: bytes, uid: str | None = None) -> str:
+        """Append a message and return its unique-id (derived unless given)."""
+        data = normalise(message)
+        if uid is None:
+            uid = _derive_uid(self._serial, data)
+        check_uid(uid)
+        self._serial += 1
+        self.messages.append(data)
+        self._uid_list().append(uid)
+        return uid
+
+    def _uid_list(self) -> list[str]:
+        if self.uids is None:  # only if a caller set it back to None
+            self.uids = []
+        return self.uids
+
+    def _open(self) -> list[tuple[bytes, str]]:
+        """Return the maildrop as (message, uid) pairs for a new session.
+
+        Messages appended straight to ``messages`` are normalised here and get
+        derived unique-ids, so the two lists stay in step.
+        """
+        self.messages[:] = [normalise(message) for message in self.messages]
+        uids = self._uid_list()
+        while len(uids) < len(self.messages):
+            uids.append(_derive_uid(self._serial, self.messages[len(uids)]))
+            self._serial += 1
+        return list(zip(self.messages, uids, strict=False))
+
+    def _expunge(self, indexes: Collection[int]) -> None:
+        """Remove the messages at ``indexes`` (0-based), as QUIT does."""
+        uids = self._uid_list()
+        for index in sorted(indexes, reverse=True):
+            if index < len(self.messages):
+                del self.messages[index]
+            if index < len(uids):
+                del uids[index]

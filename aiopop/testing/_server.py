@@ -1,0 +1,120 @@
+"""POP3TestServer: a real RFC 1939 server on a loopback port, for tests and demos."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import ssl
+import time
+from collections.abc import Mapping
+
+from ._base import LoopbackServer
+from ._mailbox import Mailbox
+from ._saslprep import saslprep
+from ._session import Options, SessionRecord, run_session
+
+__all__ = ["POP3TestServer"]
+
+_HOSTNAME = re.compile(r"[!-;=?-~]+")  # printable ASCII without "<" and ">"
+
+
+class POP3TestServer(LoopbackServer):
+    """An in-process POP3 server (RFC 1939, with CAPA, UTF8 and STLS).
+
+    Each entry of ``mailboxes`` is a user name and its :class:`Mailbox`; the
+    server works on those objects, so a test can inspect them afterwards::
+
+        box = Mailbox("secret", [b"Subject: hi\\r\\n\\r\\nHello\\r\\n"])
+        async with POP3TestServer({"alice": box}) as server:
+            ...  # connect to server.host, server.port
+        assert server.sessions[0].quit
+
+    Options:
+
+    * ``ssl_context``: serve implicit TLS (POP3S) with this server context.
+    * ``starttls_context``: offer STLS (RFC 2595) and upgrade with this context.
+    * ``apop``: put an APOP timestamp ``<pid.counter.clock@hostname>`` in the
+      greeting. ``apop_accepted=False`` keeps the timestamp but answers APOP
+      with ``-ERR Unknown command``, as some servers do.
+    * ``user_pass=False``: refuse USER, leaving APOP as the only login.
+    * ``hostname``: the name in the timestamp and the sign-off.
+    * ``greeting``: the greeting text after ``+OK `` (the timestamp is appended).
+    * ``pipelining``: announce PIPELINING in CAPA. Commands are always read
+      and answered in order, so pipelined commands work either way.
+    * ``require_utf8_mode``: refuse RETR and TOP of a message with non-ASCII
+      octets in its header section with ``-ERR [UTF8]`` until the client has
+      sent UTF8 (RFC 6856 section 2.1). Body octets are never checked.
+
+    Login failures answer ``-ERR [AUTH] Authentication failed.``; a mailbox
+    that is ``locked``, or held by another session in the TRANSACTION state,
+    answers ``-ERR [IN-USE] ...`` after correct credentials. User names and
+    passwords may be UTF-8 and are compared after SASLprep.
+
+    :attr:`sessions` gets one :class:`SessionRecord` per connection.
+    """
+
+    def __init__(
+        self,
+        mailboxes: Mapping[str, Mailbox],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        starttls_context: ssl.SSLContext | None = None,
+        apop: bool = True,
+        apop_accepted: bool = True,
+        user_pass: bool = True,
+        hostname: str = "aiopop.test",
+        greeting: bytes | None = None,
+        pipelining: bool = True,
+        require_utf8_mode: bool = True,
+    ) -> None:
+        super().__init__(host=host, port=port, ssl_context=ssl_context)
+        if not _HOSTNAME.fullmatch(hostname):
+            raise ValueError(f"hostname must be printable ASCII without spaces or <>: {hostname!r}")
+        if greeting is not None and re.search(rb"[\r\n\0]", greeting):
+            raise ValueError("greeting must not contain CR, LF or NUL")
+        if ssl_context is not None and starttls_context is not None:
+            raise ValueError("STLS makes no sense on an implicit TLS port")
+        self.mailboxes: dict[str, Mailbox] = dict(mailboxes)
+        """The mailboxes by user name; entries may be added while running."""
+        self.sessions: list[SessionRecord] = []
+        """One record per connection, in the order they were accepted."""
+        for name in self.mailboxes:
+            saslprep(name)
+        self._apop = apop
+        self._hostname = hostname
+        self._timestamps = itertools.count(1)
+        self._options = Options(
+            mailboxes=self.mailboxes,
+            in_use=set(),
+            apop_accepted=apop_accepted,
+            user_pass=user_pass,
+            hostname=hostname,
+            greeting=b"aiopop test POP3 server ready" if greeting is None else greeting,
+            pipelining=pipelining,
+            require_utf8_mode=require_utf8_mode,
+            starttls_context=starttls_context,
+        )
+
+    def _timestamp(self) -> bytes:
+        # RFC 1939 section 7: a msg-id that differs on every greeting.
+        serial = next(self._timestamps)
+        return f"<{os.getpid()}.{serial}.{time.time_ns()}@{self._hostname}>".encode()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        record = SessionRecord(
+            apop_timestamp=self._timestamp() if self._apop else None,
+            tls=self.ssl_context is not None,
+        )
+        self.sessions.append(record)
+        try:
+            await run_session(self._options, record, reader, writer)
+        except (OSError, EOFError):
+            raise
+        except Exception as exc:
+            record.error = exc
+        finally:
+            record.closed = True

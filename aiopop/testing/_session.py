@@ -1,0 +1,514 @@
+"""One connection to POP3TestServer: the RFC 1939 state machine over a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hmac
+import re
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiopop._apop import apop_digest
+
+from ._lines import LineReader, LineTooLong, strip_crlf
+from ._mailbox import Mailbox, header_end, top_of
+from ._saslprep import saslprep
+
+__all__ = ["MAX_LINE", "Options", "SessionRecord", "State", "run_session"]
+
+MAX_LINE = 8192
+"""Longest command line accepted, CRLF included; a longer one ends the session."""
+
+_TLS_HANDSHAKE_TIMEOUT = 10.0
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+# Keywords and arguments are printable ASCII (RFC 1939 section 3); UTF-8 is
+# also allowed in credentials, as the "UTF8 USER" capability announces.
+_BAD_ASCII = re.compile(rb"[^\x20-\x7e]")
+_BAD_CREDENTIALS = re.compile(rb"[\x00-\x1f\x7f]")
+_CREDENTIAL_COMMANDS = frozenset({b"USER", b"PASS", b"APOP"})
+
+
+class State(enum.Enum):
+    """The session states of RFC 1939."""
+
+    AUTHORIZATION = "AUTHORIZATION"
+    TRANSACTION = "TRANSACTION"
+    UPDATE = "UPDATE"
+
+
+@dataclass
+class SessionRecord:
+    """What happened on one connection to a :class:`POP3TestServer`.
+
+    ``lines`` holds every command line the client sent, in order, as raw bytes
+    with the CRLF removed (a line ended by a bare LF keeps it), so a test can
+    check what reached the wire, for instance that no ``PASS`` line did.
+    """
+
+    lines: list[bytes] = field(default_factory=list)
+    """Command lines received, without their CRLF."""
+    apop_timestamp: bytes | None = None
+    """The ``<...>`` timestamp of the greeting, or None when APOP is off."""
+    user: str | None = None
+    """The mailbox name once a login succeeded."""
+    utf8: bool = False
+    """True once the client enabled UTF-8 mode (RFC 6856)."""
+    tls: bool = False
+    """True while the connection runs over TLS (implicit, or after STLS)."""
+    discarded_before_tls: bytes = b""
+    """Octets the client sent after STLS but before the handshake: dropped."""
+    quit: bool = False
+    """True if the session ended with a QUIT the server answered."""
+    closed: bool = False
+    """True once the server has finished with the connection."""
+    error: Exception | None = None
+    """An unexpected server-side error that ended the session (a bug)."""
+
+    @property
+    def keywords(self) -> list[str]:
+        """The command keyword of each line, upper-cased (``"PASS"``, ``"RETR"``)."""
+        return [
+            line.split(b" ", 1)[0].upper().decode("ascii", "backslashreplace")
+            for line in self.lines
+        ]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The server settings a session needs (see POP3TestServer for each)."""
+
+    mailboxes: Mapping[str, Mailbox]
+    """The server's mailboxes by user name (a live view)."""
+    in_use: set[str]
+    """Names of the mailboxes held by a session in the TRANSACTION state."""
+    apop_accepted: bool
+    user_pass: bool
+    hostname: str
+    greeting: bytes
+    pipelining: bool
+    require_utf8_mode: bool
+    starttls_context: ssl.SSLContext | None
+
+
+def _ok(text: str = "") -> bytes:
+    return b"+OK " + text.encode() + b"\r\n" if text else b"+OK\r\n"
+
+
+def _err(text: str) -> bytes:
+    return b"-ERR " + text.encode() + b"\r\n"
+
+
+def _multiline(first: str, body: bytes) -> bytes:
+    """A positive multi-line response; ``body`` is CRLF lines, dot-stuffed here."""
+    return _ok(first) + re.sub(rb"(?m)^\.", b"..", body) + b".\r\n"
+
+
+def _listing(first: str, lines: list[str]) -> bytes:
+    return _multiline(first, "".join(line + "\r\n" for line in lines).encode())
+
+
+_AUTH_FAILED = _err("[AUTH] Authentication failed.")
+_IN_USE = _err("[IN-USE] Mailbox is locked by another session.")
+_UNKNOWN = _err("Unknown command")
+
+
+class _Maildrop:
+    """A mailbox as one session sees it: fixed numbering, deletion marks."""
+
+    def __init__(self, name: str, mailbox: Mailbox) -> None:
+        self.name = name
+        self.mailbox = mailbox
+        self.entries = mailbox._open()
+        self.deleted: set[int] = set()
+
+    def visible(self) -> list[int]:
+        """0-based indexes of the messages not marked as deleted."""
+        return [i for i in range(len(self.entries)) if i not in self.deleted]
+
+    def totals(self) -> tuple[int, int]:
+        """(count, octets) of the messages not marked as deleted."""
+        indexes = self.visible()
+        return len(indexes), sum(len(self.entries[i][0]) for i in indexes)
+
+    def find(self, arg: bytes) -> int | bytes:
+        """The 0-based index for a message-number argument, or an -ERR reply."""
+        if not _DIGITS.fullmatch(arg):
+            return _err("Invalid message number")
+        number = int(arg)
+        if not 1 <= number <= len(self.entries):
+            return _err(f"No such message, only {len(self.entries)} messages in maildrop")
+        if number - 1 in self.deleted:
+            return _err(f"Message {number} already deleted")
+        return number - 1
+
+
+Handler = Callable[["_Session", "bytes | None"], bytes]
+
+
+class _Session:
+    """The protocol state of one connection; command handlers return replies."""
+
+    def __init__(
+        self,
+        options: Options,
+        record: SessionRecord,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.options = options
+        self.record = record
+        self.lines = LineReader(reader, MAX_LINE)
+        self.writer = writer
+        self.state = State.AUTHORIZATION
+        self.pending_user: str | None = None
+        self.after_user: str | None = None
+        self.maildrop: _Maildrop | None = None
+        self.finished = False
+        self.tls_requested = False
+
+    async def run(self) -> None:
+        parts = [b"+OK", self.options.greeting, self.record.apop_timestamp or b""]
+        await self.send(b" ".join(part for part in parts if part) + b"\r\n")
+        while not self.finished:
+            try:
+                raw = await self.lines.readline()
+            except LineTooLong:
+                await self.send(_err("Line too long"))
+                return
+            if raw is None:
+                return
+            line = strip_crlf(raw)
+            self.record.lines.append(line)
+            if not raw.endswith(b"\n"):
+                return  # the connection closed in the middle of a line
+            if line.endswith(b"\n"):
+                reply = _err("Command must end with CRLF")
+            else:
+                reply = self.dispatch(line)
+            if self.tls_requested:
+                await self.start_tls(reply)
+            else:
+                await self.send(reply)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def start_tls(self, reply: bytes) -> None:
+        """Answer STLS and run the handshake (RFC 2595 section 4)."""
+        assert self.options.starttls_context is not None
+        self.tls_requested = False
+        # Reading was paused when STLS was read; whatever came after it was
+        # sent in cleartext and must not be taken as sent under TLS.
+        self.record.discarded_before_tls = await self.lines.take_buffered()
+        await self.send(reply)
+        await self.writer.start_tls(
+            self.options.starttls_context, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT
+        )
+        self.record.tls = True
+
+    def release(self) -> None:
+        """Give up the mailbox lock, if this session holds one."""
+        if self.maildrop is not None:
+            self.options.in_use.discard(self.maildrop.name)
+            self.maildrop = None
+
+    def dispatch(self, line: bytes) -> bytes:
+        keyword, space, rest = line.partition(b" ")
+        keyword = keyword.upper()
+        arg = rest if space else None
+        self.after_user, self.pending_user = self.pending_user, None
+        bad = _BAD_CREDENTIALS if keyword in _CREDENTIAL_COMMANDS else _BAD_ASCII
+        if not line:
+            return _err("Empty command")
+        if bad.search(line):
+            return _err("Invalid characters in command")
+        entry = _COMMANDS.get(keyword)
+        if entry is None:
+            return _UNKNOWN
+        states, handler = entry
+        if self.state not in states:
+            return _err(f"{keyword.decode()} is not valid in the {self.state.value} state")
+        return handler(self, arg)
+
+    # AUTHORIZATION
+
+    def login(self, name: str, mailbox: Mailbox) -> bytes:
+        if mailbox.locked or name in self.options.in_use:
+            return _IN_USE
+        self.maildrop = _Maildrop(name, mailbox)
+        self.options.in_use.add(name)
+        self.state = State.TRANSACTION
+        self.record.user = name
+        count, octets = self.maildrop.totals()
+        return _ok(f"Mailbox locked and ready, {count} messages ({octets} octets)")
+
+    def lookup(self, name: str) -> tuple[str, Mailbox] | None:
+        """The mailbox whose name matches ``name`` after SASLprep, with its key."""
+        mailboxes = self.options.mailboxes
+        if name in mailboxes:
+            return name, mailboxes[name]
+        wanted = _prep(name)
+        if wanted is None:
+            return None
+        for key, mailbox in mailboxes.items():
+            if _prep(key) == wanted:
+                return key, mailbox
+        return None
+
+    def cmd_user(self, arg: bytes | None) -> bytes:
+        if not self.options.user_pass:
+            return _err("USER/PASS is not available on this server, use APOP")
+        if self.after_user is not None:
+            return _err("Send PASS or QUIT after a successful USER")
+        if not arg or b" " in arg:
+            return _err("Usage: USER name")
+        try:
+            self.pending_user = arg.decode()
+        except UnicodeDecodeError:
+            return _err("User name is not valid UTF-8")
+        return _ok("Send the password with PASS")
+
+    def cmd_pass(self, arg: bytes | None) -> bytes:
+        raw_name = self.after_user
+        if raw_name is None:
+            return _err("PASS must immediately follow a successful USER")
+        if not arg:
+            return _err("Usage: PASS password")
+        found = self.lookup(raw_name)
+        if found is None or not _password_matches(arg, found[1].password):
+            return _AUTH_FAILED
+        return self.login(*found)
+
+    def cmd_apop(self, arg: bytes | None) -> bytes:
+        timestamp = self.record.apop_timestamp
+        if timestamp is None or not self.options.apop_accepted:
+            return _UNKNOWN
+        if self.after_user is not None:
+            return _err("Send PASS or QUIT after a successful USER")
+        args = _split(arg)
+        if args is None or len(args) != 2:
+            return _err("Usage: APOP name digest")
+        try:
+            found = self.lookup(args[0].decode())
+        except UnicodeDecodeError:
+            found = None
+        if found is None:
+            return _AUTH_FAILED
+        secret = saslprep(found[1].password).encode()
+        if not hmac.compare_digest(args[1], apop_digest(timestamp, secret).encode()):
+            return _AUTH_FAILED
+        return self.login(*found)
+
+    def cmd_utf8(self, arg: bytes | None) -> bytes:
+        if arg is not None:
+            return _err("UTF8 takes no arguments")
+        self.record.utf8 = True
+        return _ok("UTF8 enabled")
+
+    def cmd_stls(self, arg: bytes | None) -> bytes:
+        if self.options.starttls_context is None:
+            return _UNKNOWN
+        if arg is not None:
+            return _err("STLS takes no arguments")
+        if self.record.tls:
+            return _err("Command not permitted when TLS active")
+        if self.record.utf8:
+            return _err("STLS is not permitted after UTF8")
+        # Pause now, before any await, so nothing the client sends from here
+        # on is read as cleartext: it can only reach us through TLS.
+        transport = self.writer.transport
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()
+        self.tls_requested = True
+        return _ok("Begin TLS negotiation")
+
+    # Both states
+
+    def cmd_capa(self, arg: bytes | None) -> bytes:
+        if arg is not None:
+            return _err("CAPA takes no arguments")
+        capabilities = ["TOP", "UIDL"]
+        if self.options.user_pass:
+            capabilities.append("USER")
+        capabilities += ["RESP-CODES", "AUTH-RESP-CODE"]
+        if self.options.pipelining:
+            capabilities.append("PIPELINING")
+        if (
+            self.options.starttls_context is not None
+            and not self.record.tls
+            and self.state is State.AUTHORIZATION
+        ):
+            capabilities.append("STLS")
+        capabilities += ["UTF8 USER", "IMPLEMENTATION aiopop-testing"]
+        return _listing("Capability list follows", capabilities)
+
+    def cmd_quit(self, arg: bytes | None) -> bytes:
+        if arg is not None:
+            return _err("QUIT takes no arguments")
+        self.finished = True
+        self.record.quit = True
+        signoff = f"{self.options.hostname} POP3 server signing off"
+        if self.maildrop is None:
+            return _ok(signoff)
+        self.state = State.UPDATE
+        self.maildrop.mailbox._expunge(self.maildrop.deleted)
+        left = len(self.maildrop.entries) - len(self.maildrop.deleted)
+        self.release()
+        return _ok(f"{signoff} ({left} messages left)")
+
+    # TRANSACTION
+
+    def drop(self) -> _Maildrop:
+        assert self.maildrop is not None
+        return self.maildrop
+
+    def cmd_stat(self, arg: bytes | None) -> bytes:
+        if arg is not None:
+            return _err("STAT takes no arguments")
+        count, octets = self.drop().totals()
+        return _ok(f"{count} {octets}")
+
+    def cmd_list(self, arg: bytes | None) -> bytes:
+        drop = self.drop()
+        if arg is None:
+            count, octets = drop.totals()
+            lines = [f"{i + 1} {len(drop.entries[i][0])}" for i in drop.visible()]
+            return _listing(f"{count} messages ({octets} octets)", lines)
+        index = drop.find(arg)
+        if isinstance(index, bytes):
+            return index
+        return _ok(f"{index + 1} {len(drop.entries[index][0])}")
+
+    def cmd_uidl(self, arg: bytes | None) -> bytes:
+        drop = self.drop()
+        if arg is None:
+            lines = [f"{i + 1} {drop.entries[i][1]}" for i in drop.visible()]
+            return _listing("Unique-id listing follows", lines)
+        index = drop.find(arg)
+        if isinstance(index, bytes):
+            return index
+        return _ok(f"{index + 1} {drop.entries[index][1]}")
+
+    def message(self, arg: bytes) -> bytes | tuple[int, bytes]:
+        """The index and content of a message to send, or an -ERR reply."""
+        index = self.drop().find(arg)
+        if isinstance(index, bytes):
+            return index
+        data = self.drop().entries[index][0]
+        if (
+            self.options.require_utf8_mode
+            and not self.record.utf8
+            and not data[: header_end(data)].isascii()
+        ):
+            return _err("[UTF8] Message has UTF-8 headers, issue UTF8 first")
+        return index, data
+
+    def cmd_retr(self, arg: bytes | None) -> bytes:
+        if arg is None or b" " in arg:
+            return _err("Usage: RETR msg")
+        found = self.message(arg)
+        if isinstance(found, bytes):
+            return found
+        return _multiline(f"{len(found[1])} octets", found[1])
+
+    def cmd_top(self, arg: bytes | None) -> bytes:
+        args = _split(arg)
+        if args is None or len(args) != 2:
+            return _err("Usage: TOP msg n")
+        found = self.message(args[0])
+        if isinstance(found, bytes):
+            return found
+        if not args[1].isdigit():
+            return _err("Invalid line count")
+        # More lines than the body has means all of it; cap huge numbers.
+        lines = int(args[1]) if len(args[1]) < 10 else len(found[1])
+        return _multiline("Top of message follows", top_of(found[1], lines))
+
+    def cmd_dele(self, arg: bytes | None) -> bytes:
+        if arg is None or b" " in arg:
+            return _err("Usage: DELE msg")
+        drop = self.drop()
+        index = drop.find(arg)
+        if isinstance(index, bytes):
+            return index
+        drop.deleted.add(index)
+        return _ok(f"Message {index + 1} deleted")
+
+    def cmd_noop(self, arg: bytes | None) -> bytes:
+        if arg is not None:
+            return _err("NOOP takes no arguments")
+        return _ok()
+
+    def cmd_rset(self, arg: bytes | None) -> bytes:
+        if arg is not None:
+            return _err("RSET takes no arguments")
+        drop = self.drop()
+        drop.deleted.clear()
+        count, octets = drop.totals()
+        return _ok(f"Maildrop has {count} messages ({octets} octets)")
+
+
+def _split(arg: bytes | None) -> list[bytes] | None:
+    """Arguments separated by single spaces, or None if any is empty."""
+    if arg is None:
+        return None
+    args = arg.split(b" ")
+    return None if b"" in args else args
+
+
+def _prep(text: str) -> str | None:
+    try:
+        return saslprep(text)
+    except ValueError:
+        return None
+
+
+def _password_matches(given: bytes, stored: str) -> bool:
+    try:
+        prepared = saslprep(given.decode()).encode()
+    except ValueError:  # not UTF-8, or refused by SASLprep
+        return False
+    return hmac.compare_digest(prepared, saslprep(stored).encode())
+
+
+_AUTH = frozenset({State.AUTHORIZATION})
+_TRANS = frozenset({State.TRANSACTION})
+_BOTH = _AUTH | _TRANS
+_COMMANDS: dict[bytes, tuple[frozenset[State], Handler]] = {
+    b"USER": (_AUTH, _Session.cmd_user),
+    b"PASS": (_AUTH, _Session.cmd_pass),
+    b"APOP": (_AUTH, _Session.cmd_apop),
+    b"UTF8": (_AUTH, _Session.cmd_utf8),
+    b"STLS": (_AUTH, _Session.cmd_stls),
+    b"CAPA": (_BOTH, _Session.cmd_capa),
+    b"QUIT": (_BOTH, _Session.cmd_quit),
+    b"STAT": (_TRANS, _Session.cmd_stat),
+    b"LIST": (_TRANS, _Session.cmd_list),
+    b"UIDL": (_TRANS, _Session.cmd_uidl),
+    b"RETR": (_TRANS, _Session.cmd_retr),
+    b"TOP": (_TRANS, _Session.cmd_top),
+    b"DELE": (_TRANS, _Session.cmd_dele),
+    b"NOOP": (_TRANS, _Session.cmd_noop),
+    b"RSET": (_TRANS, _Session.cmd_rset),
+}
+
+
+async def run_session(
+    options: Options,
+    record: SessionRecord,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Serve one POP3 connection until QUIT, end of stream or a fatal error.
+
+    Only a QUIT in the TRANSACTION state removes messages; a connection that
+    ends any other way leaves the mailbox as it was (RFC 1939 section 6).
+    """
+    session = _Session(options, record, reader, writer)
+    try:
+        await session.run()
+    finally:
+        session.release()

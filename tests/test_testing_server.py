@@ -1,0 +1,1238 @@
+"""Tests for aiopop.testing: the in-process POP3 server and the scripted server.
+
+The server is driven two ways: with raw asyncio streams, to see the exact
+octets on the wire, and with the stdlib poplib in a thread, as an independent
+client that knows nothing about this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import poplib
+import re
+import socket
+import ssl
+import struct
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import pytest
+import trustme
+
+from aiopop._apop import apop_digest
+from aiopop.testing import (
+    MAX_LINE,
+    Close,
+    Expect,
+    Mailbox,
+    Mismatch,
+    POP3TestServer,
+    ScriptedServer,
+    Send,
+    Sleep,
+    StartTLS,
+    Step,
+    Trickle,
+    WaitForClose,
+)
+from aiopop.testing._lines import LineReader, LineTooLong, strip_crlf
+from aiopop.testing._mailbox import header_end, normalise, top_of
+from aiopop.testing._saslprep import saslprep
+
+T = TypeVar("T")
+
+# LF line ends on purpose (stored as CRLF); lines starting with "." to stuff.
+FIRST = b"From: a@example.com\nSubject: one\n\nline 1\n.dot line\n.\nline 4\n"
+SECOND = b"Subject: two\r\n\r\nbody\r\n"
+THIRD = b"Subject: three\r\n\r\n" + b"x\r\n" * 5
+FIRST_CRLF = FIRST.replace(b"\n", b"\r\n")
+
+
+def mailboxes() -> dict[str, Mailbox]:
+    return {
+        "alice": Mailbox("secret", [FIRST, SECOND, THIRD]),
+        "bob": Mailbox("hunter2"),
+    }
+
+
+class Wire:
+    """A raw POP3 client over asyncio streams, reading one line at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.greeting = b""
+
+    @classmethod
+    async def open(cls, server: POP3TestServer | ScriptedServer, **kwargs: Any) -> Wire:
+        reader, writer = await asyncio.open_connection(server.host, server.port, **kwargs)
+        return cls(reader, writer)
+
+    @classmethod
+    async def pop(cls, server: POP3TestServer, **kwargs: Any) -> Wire:
+        wire = await cls.open(server, **kwargs)
+        wire.greeting = await wire.line()
+        return wire
+
+    async def line(self) -> bytes:
+        async with asyncio.timeout(5):
+            return await self.reader.readline()
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def cmd(self, command: bytes) -> bytes:
+        await self.send(command + b"\r\n")
+        return await self.line()
+
+    async def body(self) -> bytes:
+        """The rest of a multi-line response as sent: dot-stuffed, without the end line."""
+        lines = []
+        while (line := await self.line()) != b".\r\n":
+            assert line, "connection closed inside a multi-line response"
+            lines.append(line)
+        return b"".join(lines)
+
+    async def multi(self, command: bytes) -> tuple[bytes, bytes]:
+        first = await self.cmd(command)
+        assert first.startswith(b"+OK"), first
+        return first, await self.body()
+
+    async def login(self, user: bytes = b"alice", password: bytes = b"secret") -> bytes:
+        assert (await self.cmd(b"USER " + user)).startswith(b"+OK")
+        return await self.cmd(b"PASS " + password)
+
+    async def at_eof(self) -> bool:
+        async with asyncio.timeout(5):
+            return await self.reader.read() == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):  # ssl.SSLError is an OSError
+            await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[POP3TestServer]:
+    async with POP3TestServer(mailboxes()) as srv:
+        yield srv
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
+# -- Mailbox and message helpers ------------------------------------------------
+
+
+def test_normalise_line_ends() -> None:
+    assert normalise(b"a\nb\r\nc") == b"a\r\nb\r\nc\r\n"
+    assert normalise(b"") == b""
+    assert normalise(b"a\rb\n") == b"a\rb\r\n"  # a CR ending no line is content
+
+
+def test_mailbox_stores_crlf_and_derives_valid_stable_uids() -> None:
+    box = Mailbox("pw", [FIRST, SECOND, SECOND])
+    assert box.messages == [FIRST_CRLF, SECOND, SECOND]
+    assert box.uids is not None
+    assert len(set(box.uids)) == 3  # equal messages still get distinct ids
+    for uid in box.uids:
+        assert 1 <= len(uid) <= 70
+        assert re.fullmatch(r"[\x21-\x7e]+", uid)
+    assert Mailbox("other", [FIRST, SECOND, SECOND]).uids == box.uids
+
+
+def test_mailbox_explicit_uids_are_checked() -> None:
+    assert Mailbox("pw", [SECOND], uids=["id-1"]).uids == ["id-1"]
+    with pytest.raises(ValueError, match="2 unique-ids given for 1 messages"):
+        Mailbox("pw", [SECOND], uids=["a", "b"])
+    for bad in ["", "has space", "x" * 71, "caf\u00e9"]:
+        with pytest.raises(ValueError, match="unique-id"):
+            Mailbox("pw", [SECOND], uids=[bad])
+
+
+def test_mailbox_add_normalises_and_never_reuses_uids() -> None:
+    box = Mailbox("pw", [SECOND])
+    assert box.uids is not None
+    first_uid = box.uids[0]
+    box._expunge([0])
+    uid = box.add(SECOND)
+    assert uid != first_uid
+    assert box.add(b"a\nb", uid="mine") == "mine"
+    assert box.messages == [SECOND, b"a\r\nb\r\n"]
+    assert box.uids == [uid, "mine"]
+    with pytest.raises(ValueError, match="unique-id"):
+        box.add(SECOND, uid="bad id")
+
+
+def test_mailbox_repr_hides_password_and_checks_it() -> None:
+    assert "hunter2" not in repr(Mailbox("hunter2", [SECOND]))
+    with pytest.raises(ValueError, match="prohibited"):
+        Mailbox("bell\x07")
+
+
+def test_mailbox_open_syncs_messages_appended_directly() -> None:
+    box = Mailbox("pw", [SECOND])
+    box.messages.append(b"Subject: raw\n\nx\n")
+    box.uids = None
+    entries = box._open()
+    assert [m for m, _ in entries] == [SECOND, b"Subject: raw\r\n\r\nx\r\n"]
+    assert len({uid for _, uid in entries}) == 2
+
+
+def test_header_end_and_top_of() -> None:
+    assert header_end(b"\r\nbody\r\n") == 2
+    assert header_end(b"A: b\r\nC: d\r\n") == 12  # no blank line: all header
+    message = b"A: b\r\n\r\n1\r\n2\r\n3\r\n"
+    assert top_of(message, 0) == b"A: b\r\n\r\n"
+    assert top_of(message, 2) == b"A: b\r\n\r\n1\r\n2\r\n"
+    assert top_of(message, 10) == message
+    assert top_of(b"A: b\r\n", 3) == b"A: b\r\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "prepared"),
+    [
+        ("I\u00adX", "IX"),
+        ("user", "user"),
+        ("USER", "USER"),
+        ("\u00aa", "a"),
+        ("\u2168", "IX"),
+        ("a\u00a0b", "a b"),
+        ("\u0627\u0628", "\u0627\u0628"),
+    ],
+)
+def test_saslprep_rfc4013_examples(text: str, prepared: str) -> None:
+    assert saslprep(text) == prepared
+
+
+@pytest.mark.parametrize("text", ["\u0007", "\u0627\u0031", "\u0627a\u0628", "\ue000"])
+def test_saslprep_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"prohibited|right-to-left"):
+        saslprep(text)
+
+
+def test_saslprep_allows_code_points_newer_than_unicode_3_2() -> None:
+    assert saslprep("pw\U0001f642") == "pw\U0001f642"
+    assert Mailbox("pw\U0001f642").password == "pw\U0001f642"
+
+
+# -- LineReader -------------------------------------------------------------------
+
+
+def reader_with(data: bytes, *, eof: bool = True) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    if eof:
+        reader.feed_eof()
+    return reader
+
+
+async def test_line_reader_splits_and_returns_a_partial_last_line() -> None:
+    lines = LineReader(reader_with(b"one\r\ntwo\nthr"), 100)
+    assert await lines.readline() == b"one\r\n"
+    assert await lines.readline() == b"two\n"
+    assert await lines.readline() == b"thr"
+    assert await lines.readline() is None
+    assert strip_crlf(b"one\r\n") == b"one"
+    assert strip_crlf(b"two\n") == b"two\n"
+
+
+async def test_line_reader_limits_lines() -> None:
+    assert await LineReader(reader_with(b"12345\r\n"), 7).readline() == b"12345\r\n"
+    with pytest.raises(LineTooLong):
+        await LineReader(reader_with(b"123456\r\n"), 7).readline()
+    with pytest.raises(LineTooLong):  # no line feed at all: stop at the limit
+        await LineReader(reader_with(b"x" * 50, eof=False), 7).readline()
+
+
+async def test_line_reader_take_buffered() -> None:
+    stream = reader_with(b"STLS\r\nCA", eof=False)
+    lines = LineReader(stream, 100)
+    assert await lines.readline() == b"STLS\r\n"
+    stream.feed_data(b"PA\r\n")  # arrives in the StreamReader, not yet read
+    assert await lines.take_buffered() == b"CAPA\r\n"
+    assert await lines.take_buffered() == b""  # nothing there: does not wait
+    stream.feed_eof()
+    assert await lines.take_buffered() == b""
+    assert await lines.readline() is None
+
+
+# -- Greeting, construction and lifecycle -----------------------------------------
+
+
+async def test_greeting_carries_a_fresh_apop_timestamp(server: POP3TestServer) -> None:
+    first, second = await Wire.pop(server), await Wire.pop(server)
+    pattern = rb"\+OK aiopop test POP3 server ready (<\d+\.\d+\.\d+@aiopop\.test>)\r\n"
+    stamps = []
+    for wire in (first, second):
+        match = re.fullmatch(pattern, wire.greeting)
+        assert match
+        stamps.append(match[1])
+        await wire.close()
+    assert stamps[0] != stamps[1]
+    assert [s.apop_timestamp for s in server.sessions] == stamps
+
+
+async def test_custom_greeting_and_hostname() -> None:
+    async with POP3TestServer({}, greeting=b"hello", hostname="pop.example") as srv:
+        wire = await Wire.pop(srv)
+        assert re.fullmatch(rb"\+OK hello <[\d.]+@pop\.example>\r\n", wire.greeting)
+        assert await wire.cmd(b"QUIT") == b"+OK pop.example POP3 server signing off\r\n"
+        assert await wire.at_eof()
+        await wire.close()
+    async with POP3TestServer({}, greeting=b"", apop=False) as srv:
+        wire = await Wire.pop(srv)
+        assert wire.greeting == b"+OK\r\n"
+        await wire.close()
+
+
+def test_constructor_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="hostname"):
+        POP3TestServer({}, hostname="bad name")
+    with pytest.raises(ValueError, match="hostname"):
+        POP3TestServer({}, hostname="a<b")
+    with pytest.raises(ValueError, match="greeting"):
+        POP3TestServer({}, greeting=b"two\r\nlines")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with pytest.raises(ValueError, match="STLS"):
+        POP3TestServer({}, ssl_context=ctx, starttls_context=ctx)
+    with pytest.raises(ValueError, match="prohibited"):
+        POP3TestServer({"bell\x07": Mailbox("pw")})
+
+
+async def test_empty_greeting_with_apop() -> None:
+    async with POP3TestServer({}, greeting=b"") as srv:
+        wire = await Wire.pop(srv)
+        assert re.fullmatch(rb"\+OK <[\d.]+@aiopop\.test>\r\n", wire.greeting)
+        await wire.close()
+
+
+async def test_ipv6_loopback() -> None:
+    try:
+        srv = POP3TestServer(mailboxes(), host="::1")
+        await srv.start()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        wire = await Wire.pop(srv)
+        assert (await wire.login()).startswith(b"+OK")
+        await wire.close()
+    finally:
+        await srv.close()
+
+
+async def test_start_close_lifecycle() -> None:
+    srv = POP3TestServer(mailboxes())
+    await srv.close()  # closing a server never started is harmless
+    await srv.start()
+    assert srv.port != 0
+    with pytest.raises(RuntimeError, match="already started"):
+        await srv.start()
+    await srv.close()
+    await srv.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(srv.host, srv.port)
+
+
+async def test_close_aborts_open_sessions() -> None:
+    srv = POP3TestServer(mailboxes())
+    await srv.start()
+    wire = await Wire.pop(srv)
+    assert (await wire.login()).startswith(b"+OK")
+    await wire.send(b"DELE 1\r\n")
+    assert (await wire.line()).startswith(b"+OK")
+    await srv.close()
+    assert await wire.at_eof()
+    await wire.close()
+    assert srv.sessions[0].closed
+    assert not srv.sessions[0].quit
+    assert len(srv.mailboxes["alice"].messages) == 3
+
+
+# -- A whole session, on the wire ---------------------------------------------------
+
+
+async def test_transaction_on_the_wire(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    assert await wire.cmd(b"USER alice") == b"+OK Send the password with PASS\r\n"
+    sizes = [len(FIRST_CRLF), len(SECOND), len(THIRD)]
+    total = sum(sizes)
+    assert await wire.cmd(b"PASS secret") == (
+        b"+OK Mailbox locked and ready, 3 messages (%d octets)\r\n" % total
+    )
+    assert await wire.cmd(b"STAT") == b"+OK 3 %d\r\n" % total
+    first, listing = await wire.multi(b"LIST")
+    assert first == b"+OK 3 messages (%d octets)\r\n" % total
+    assert listing == b"1 %d\r\n2 %d\r\n3 %d\r\n" % tuple(sizes)
+    assert await wire.cmd(b"LIST 2") == b"+OK 2 %d\r\n" % sizes[1]
+    uids = server.mailboxes["alice"].uids
+    assert uids is not None
+    _, uidl = await wire.multi(b"UIDL")
+    assert uidl == b"".join(b"%d %s\r\n" % (i + 1, u.encode()) for i, u in enumerate(uids))
+    assert await wire.cmd(b"UIDL 3") == b"+OK 3 %s\r\n" % uids[2].encode()
+    first, body = await wire.multi(b"RETR 2")
+    assert (first, body) == (b"+OK %d octets\r\n" % sizes[1], SECOND)
+    assert await wire.cmd(b"NOOP") == b"+OK\r\n"
+    assert await wire.cmd(b"DELE 2") == b"+OK Message 2 deleted\r\n"
+    assert await wire.cmd(b"DELE 2") == b"-ERR Message 2 already deleted\r\n"
+    assert await wire.cmd(b"RETR 2") == b"-ERR Message 2 already deleted\r\n"
+    assert await wire.cmd(b"LIST 2") == b"-ERR Message 2 already deleted\r\n"
+    assert await wire.cmd(b"UIDL 2") == b"-ERR Message 2 already deleted\r\n"
+    assert await wire.cmd(b"TOP 2 0") == b"-ERR Message 2 already deleted\r\n"
+    remaining = total - sizes[1]
+    assert await wire.cmd(b"STAT") == b"+OK 2 %d\r\n" % remaining
+    _, listing = await wire.multi(b"LIST")
+    assert listing == b"1 %d\r\n3 %d\r\n" % (sizes[0], sizes[2])  # numbers do not shift
+    _, uidl = await wire.multi(b"UIDL")
+    assert uidl == b"1 %s\r\n3 %s\r\n" % (uids[0].encode(), uids[2].encode())
+    assert await wire.cmd(b"RSET") == b"+OK Maildrop has 3 messages (%d octets)\r\n" % total
+    assert await wire.cmd(b"DELE 3") == b"+OK Message 3 deleted\r\n"
+    assert len(server.mailboxes["alice"].messages) == 3  # nothing removed before QUIT
+    signoff = b"+OK aiopop.test POP3 server signing off"
+    assert await wire.cmd(b"QUIT") == signoff + b" (2 messages left)\r\n"
+    assert await wire.at_eof()
+    await wire.close()
+    assert server.mailboxes["alice"].messages == [FIRST_CRLF, SECOND]
+    assert server.mailboxes["alice"].uids == uids[:2]
+    record = server.sessions[0]
+    assert record.user == "alice"
+    assert record.quit
+    assert record.lines[:3] == [b"USER alice", b"PASS secret", b"STAT"]
+    assert record.keywords[-2:] == ["DELE", "QUIT"]
+    assert record.error is None
+
+
+async def test_commands_are_case_insensitive(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    assert (await wire.cmd(b"user alice")).startswith(b"+OK")
+    assert (await wire.cmd(b"Pass secret")).startswith(b"+OK")
+    assert (await wire.cmd(b"sTaT")).startswith(b"+OK 3 ")
+    first, _ = await wire.multi(b"retr 1")
+    assert first.startswith(b"+OK")
+    await wire.close()
+
+
+async def test_dot_stuffing_on_the_wire(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.login()
+    first, body = await wire.multi(b"RETR 1")
+    assert first == b"+OK %d octets\r\n" % len(FIRST_CRLF)
+    assert body == FIRST_CRLF.replace(b"\r\n.", b"\r\n..")
+    assert b"\r\n..dot line\r\n..\r\nline 4\r\n" in body
+    await wire.close()
+
+
+async def test_top(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.login()
+    assert await wire.multi(b"TOP 3 0") == (
+        b"+OK Top of message follows\r\n",
+        b"Subject: three\r\n\r\n",
+    )
+    _, body = await wire.multi(b"TOP 3 2")
+    assert body == b"Subject: three\r\n\r\nx\r\nx\r\n"
+    _, body = await wire.multi(b"TOP 3 99")
+    assert body == THIRD
+    _, body = await wire.multi(b"TOP 3 99999999999999999999")
+    assert body == THIRD
+    _, body = await wire.multi(b"TOP 1 2")  # stuffed like any multi-line response
+    assert body == b"From: a@example.com\r\nSubject: one\r\n\r\nline 1\r\n..dot line\r\n"
+    await wire.close()
+
+
+async def test_empty_maildrop(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    assert await wire.login(b"bob", b"hunter2") == (
+        b"+OK Mailbox locked and ready, 0 messages (0 octets)\r\n"
+    )
+    assert await wire.multi(b"LIST") == (b"+OK 0 messages (0 octets)\r\n", b"")
+    assert await wire.multi(b"UIDL") == (b"+OK Unique-id listing follows\r\n", b"")
+    assert await wire.cmd(b"RETR 1") == b"-ERR No such message, only 0 messages in maildrop\r\n"
+    signoff = b"+OK aiopop.test POP3 server signing off"
+    assert await wire.cmd(b"QUIT") == signoff + b" (0 messages left)\r\n"
+    await wire.close()
+
+
+async def test_pipelined_commands_are_answered_in_order(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.send(b"USER alice\r\nPASS secret\r\nSTAT\r\nRETR 2\r\nLIST 3\r\nQUIT\r\n")
+    assert (await wire.line()).startswith(b"+OK Send")
+    assert (await wire.line()).startswith(b"+OK Mailbox locked")
+    assert (await wire.line()).startswith(b"+OK 3 ")
+    assert (await wire.line()).startswith(b"+OK %d octets" % len(SECOND))
+    assert await wire.body() == SECOND
+    assert await wire.line() == b"+OK 3 %d\r\n" % len(THIRD)
+    assert (await wire.line()).startswith(b"+OK aiopop.test POP3 server signing off")
+    assert await wire.at_eof()
+    await wire.close()
+
+
+# -- Errors -----------------------------------------------------------------------
+
+
+async def test_authorization_state_errors(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    expected = {
+        b"": b"-ERR Empty command",
+        b"FOO": b"-ERR Unknown command",
+        b"STAT": b"-ERR STAT is not valid in the AUTHORIZATION state",
+        b"RETR 1": b"-ERR RETR is not valid in the AUTHORIZATION state",
+        b"NOOP": b"-ERR NOOP is not valid in the AUTHORIZATION state",
+        b"PASS secret": b"-ERR PASS must immediately follow a successful USER",
+        b"USER": b"-ERR Usage: USER name",
+        b"USER a b": b"-ERR Usage: USER name",
+        b"USER \xff": b"-ERR User name is not valid UTF-8",
+        b"USER al\x00ice": b"-ERR Invalid characters in command",
+        b"CAPA x": b"-ERR CAPA takes no arguments",
+        b"UTF8 x": b"-ERR UTF8 takes no arguments",
+        b"QUIT x": b"-ERR QUIT takes no arguments",
+        b"STLS": b"-ERR Unknown command",  # not offered without a context
+        b"LIST \xc3\xa9": b"-ERR Invalid characters in command",
+        b"APOP alice": b"-ERR Usage: APOP name digest",
+        b"APOP alice  x": b"-ERR Usage: APOP name digest",
+        b"APOP": b"-ERR Usage: APOP name digest",
+    }
+    for command, reply in expected.items():
+        assert await wire.cmd(command) == reply + b"\r\n", command
+    await wire.close()
+
+
+async def test_transaction_state_errors(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.login()
+    expected = {
+        b"USER alice": b"-ERR USER is not valid in the TRANSACTION state",
+        b"PASS secret": b"-ERR PASS is not valid in the TRANSACTION state",
+        b"UTF8": b"-ERR UTF8 is not valid in the TRANSACTION state",
+        b"STAT 1": b"-ERR STAT takes no arguments",
+        b"NOOP 1": b"-ERR NOOP takes no arguments",
+        b"RSET 1": b"-ERR RSET takes no arguments",
+        b"LIST x": b"-ERR Invalid message number",
+        b"LIST ": b"-ERR Invalid message number",
+        b"LIST -1": b"-ERR Invalid message number",
+        b"LIST 1 2": b"-ERR Invalid message number",
+        b"LIST 0": b"-ERR No such message, only 3 messages in maildrop",
+        b"LIST 4": b"-ERR No such message, only 3 messages in maildrop",
+        b"LIST " + b"9" * 40: b"-ERR Invalid message number",
+        b"UIDL 9": b"-ERR No such message, only 3 messages in maildrop",
+        b"RETR": b"-ERR Usage: RETR msg",
+        b"RETR 1 2": b"-ERR Usage: RETR msg",
+        b"RETR x": b"-ERR Invalid message number",
+        b"DELE": b"-ERR Usage: DELE msg",
+        b"DELE 1 2": b"-ERR Usage: DELE msg",
+        b"DELE 7": b"-ERR No such message, only 3 messages in maildrop",
+        b"TOP 1": b"-ERR Usage: TOP msg n",
+        b"TOP": b"-ERR Usage: TOP msg n",
+        b"TOP 1 -1": b"-ERR Invalid line count",
+        b"TOP 1 x": b"-ERR Invalid line count",
+        b"TOP x 1": b"-ERR Invalid message number",
+        b"XTND": b"-ERR Unknown command",
+        b"STAT\tx": b"-ERR Invalid characters in command",
+    }
+    for command, reply in expected.items():
+        assert await wire.cmd(command) == reply + b"\r\n", command
+    assert (await wire.cmd(b"STAT")).startswith(b"+OK 3 ")  # still usable
+    await wire.close()
+
+
+async def test_bare_lf_is_refused_and_recorded(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.send(b"CAPA\n")
+    assert await wire.line() == b"-ERR Command must end with CRLF\r\n"
+    await wire.close()
+    await server.wait_idle()
+    assert server.sessions[0].lines == [b"CAPA\n"]
+
+
+async def test_overlong_line_ends_the_session(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.send(b"USER " + b"a" * MAX_LINE)
+    assert await wire.line() == b"-ERR Line too long\r\n"
+    assert await wire.at_eof()
+    await wire.close()
+    # the server is still serving
+    wire = await Wire.pop(server)
+    assert (await wire.login()).startswith(b"+OK")
+    await wire.close()
+
+
+async def test_longest_allowed_line_is_accepted(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    name = b"a" * (MAX_LINE - len(b"USER \r\n"))
+    assert await wire.cmd(b"USER " + name) == b"+OK Send the password with PASS\r\n"
+    await wire.close()
+
+
+async def test_closing_mid_line_is_recorded(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.send(b"USER alice\r\nPASS sec")
+    assert (await wire.line()).startswith(b"+OK")
+    wire.writer.write_eof()
+    assert await wire.at_eof()
+    await wire.close()
+    await server.wait_idle()
+    record = server.sessions[0]
+    assert record.lines == [b"USER alice", b"PASS sec"]
+    assert record.user is None
+    assert record.closed
+
+
+# -- Authentication ------------------------------------------------------------------
+
+
+async def test_failed_logins_then_success(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    failed = b"-ERR [AUTH] Authentication failed.\r\n"
+    assert await wire.login(b"alice", b"wrong") == failed
+    assert await wire.login(b"nobody", b"secret") == failed
+    assert await wire.login(b"alice", b"\xff") == failed  # not UTF-8
+    assert await wire.login(b"alice", b"secret\x07") == b"-ERR Invalid characters in command\r\n"
+    assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+    assert await wire.cmd(b"PASS") == b"-ERR Usage: PASS password\r\n"
+    assert (await wire.login()).startswith(b"+OK Mailbox locked")
+    await wire.close()
+
+
+async def test_pass_must_follow_user_immediately(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+    assert await wire.cmd(b"USER alice") == b"-ERR Send PASS or QUIT after a successful USER\r\n"
+    assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+    assert await wire.cmd(b"APOP alice x") == b"-ERR Send PASS or QUIT after a successful USER\r\n"
+    assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+    assert (await wire.cmd(b"CAPA")).startswith(b"+OK")
+    await wire.body()
+    assert await wire.cmd(b"PASS secret") == (
+        b"-ERR PASS must immediately follow a successful USER\r\n"
+    )
+    await wire.close()
+
+
+async def test_password_may_contain_spaces() -> None:
+    async with POP3TestServer({"carol": Mailbox("correct horse battery")}) as srv:
+        wire = await Wire.pop(srv)
+        assert (await wire.login(b"carol", b"correct horse battery")).startswith(b"+OK")
+        await wire.close()
+
+
+async def test_apop_on_the_wire(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    stamp = re.search(rb"<[^>]*>", wire.greeting)
+    assert stamp
+    digest = apop_digest(stamp[0], b"secret").encode()
+    assert await wire.cmd(b"APOP alice " + digest.upper()) == (
+        b"-ERR [AUTH] Authentication failed.\r\n"
+    )
+    assert await wire.cmd(b"APOP nobody " + digest) == b"-ERR [AUTH] Authentication failed.\r\n"
+    assert await wire.cmd(b"APOP \xff " + digest) == b"-ERR [AUTH] Authentication failed.\r\n"
+    assert (await wire.cmd(b"APOP alice " + digest)).startswith(b"+OK Mailbox locked")
+    await wire.close()
+    await server.wait_idle()
+    assert server.sessions[0].user == "alice"
+    assert b"secret" not in b"".join(server.sessions[0].lines)
+
+
+async def test_apop_not_accepted_keeps_the_timestamp() -> None:
+    async with POP3TestServer(mailboxes(), apop_accepted=False) as srv:
+        wire = await Wire.pop(srv)
+        stamp = re.search(rb"<[^>]*>", wire.greeting)
+        assert stamp
+        digest = apop_digest(stamp[0], b"secret").encode()
+        assert await wire.cmd(b"APOP alice " + digest) == b"-ERR Unknown command\r\n"
+        assert (await wire.login()).startswith(b"+OK")
+        await wire.close()
+
+
+async def test_apop_off_has_no_timestamp() -> None:
+    async with POP3TestServer(mailboxes(), apop=False) as srv:
+        wire = await Wire.pop(srv)
+        assert wire.greeting == b"+OK aiopop test POP3 server ready\r\n"
+        assert await wire.cmd(b"APOP alice 0123") == b"-ERR Unknown command\r\n"
+        await wire.close()
+        assert srv.sessions[0].apop_timestamp is None
+
+
+async def test_user_pass_disabled() -> None:
+    async with POP3TestServer(mailboxes(), user_pass=False) as srv:
+        wire = await Wire.pop(srv)
+        assert await wire.cmd(b"USER alice") == (
+            b"-ERR USER/PASS is not available on this server, use APOP\r\n"
+        )
+        _, capa = await wire.multi(b"CAPA")
+        assert b"USER" not in capa.split(b"\r\n")
+        await wire.close()
+
+
+async def test_utf8_credentials_after_saslprep() -> None:
+    name = "j\u00f6rg"
+    async with POP3TestServer({name: Mailbox("p\u00e4ss\u00a0word")}) as srv:
+        wire = await Wire.pop(srv)
+        decomposed = unicodedata.normalize("NFD", name).encode()
+        password = "p\u00e4ss word".encode()  # U+00A0 is mapped to a plain space
+        assert (await wire.login(decomposed, password)).startswith(b"+OK Mailbox locked")
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.sessions[0].user == name
+        wire = await Wire.pop(srv)
+        assert (await wire.login(b"j\xc3\xb6rg\xc2\x85", b"x")).startswith(b"-ERR [AUTH]")
+        await wire.close()
+
+
+async def test_in_use_on_a_second_session(server: POP3TestServer) -> None:
+    first = await Wire.pop(server)
+    assert (await first.login()).startswith(b"+OK")
+    second = await Wire.pop(server)
+    assert await second.login(b"alice", b"wrong") == b"-ERR [AUTH] Authentication failed.\r\n"
+    in_use = b"-ERR [IN-USE] Mailbox is locked by another session.\r\n"
+    assert await second.login() == in_use
+    assert (await second.login(b"bob", b"hunter2")).startswith(b"+OK")  # others are free
+    await second.close()
+    assert (await first.cmd(b"QUIT")).startswith(b"+OK")
+    await first.close()
+    third = await Wire.pop(server)
+    assert (await third.login()).startswith(b"+OK")
+    await third.close()
+
+
+async def test_locked_mailbox_is_in_use() -> None:
+    boxes = mailboxes()
+    boxes["alice"].locked = True
+    async with POP3TestServer(boxes) as srv:
+        wire = await Wire.pop(srv)
+        assert await wire.login() == b"-ERR [IN-USE] Mailbox is locked by another session.\r\n"
+        await wire.close()
+
+
+async def test_drop_without_quit_commits_nothing_and_unlocks(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.login()
+    assert (await wire.cmd(b"DELE 1")).startswith(b"+OK")
+    await wire.close()
+    await server.wait_idle()
+    assert len(server.mailboxes["alice"].messages) == 3
+    assert not server.sessions[0].quit
+    wire = await Wire.pop(server)
+    assert (await wire.login()).startswith(b"+OK Mailbox locked and ready, 3 messages")
+    await wire.close()
+
+
+async def test_quit_in_authorization_state(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+    assert await wire.cmd(b"QUIT") == b"+OK aiopop.test POP3 server signing off\r\n"
+    assert await wire.at_eof()
+    await wire.close()
+    assert server.sessions[0].quit
+    assert server.sessions[0].user is None
+
+
+async def test_concurrent_sessions_on_different_mailboxes(server: POP3TestServer) -> None:
+    server.mailboxes["bob"].add(SECOND)
+
+    async def run(user: bytes, password: bytes) -> bytes:
+        wire = await Wire.pop(server)
+        await wire.login(user, password)
+        _, body = await wire.multi(b"RETR 1")
+        assert (await wire.cmd(b"DELE 1")).startswith(b"+OK")
+        assert (await wire.cmd(b"QUIT")).startswith(b"+OK")
+        await wire.close()
+        return body
+
+    results = await asyncio.gather(run(b"alice", b"secret"), run(b"bob", b"hunter2"))
+    assert list(results) == [FIRST_CRLF.replace(b"\r\n.", b"\r\n.."), SECOND]
+    assert len(server.mailboxes["alice"].messages) == 2
+    assert server.mailboxes["bob"].messages == []
+
+
+async def test_mailboxes_and_messages_added_while_running(server: POP3TestServer) -> None:
+    server.mailboxes["dave"] = Mailbox("pw")
+    server.mailboxes["dave"].messages.append(b"Subject: direct\n\nhi\n")
+    wire = await Wire.pop(server)
+    assert (await wire.login(b"dave", b"pw")).startswith(b"+OK")
+    _, body = await wire.multi(b"RETR 1")
+    assert body == b"Subject: direct\r\n\r\nhi\r\n"
+    _, uidl = await wire.multi(b"UIDL")
+    assert re.fullmatch(rb"1 [\x21-\x7e]{1,70}\r\n", uidl)
+    await wire.close()
+
+
+async def test_unexpected_error_is_recorded_not_raised(
+    server: POP3TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Mailbox) -> list[tuple[bytes, str]]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Mailbox, "_open", broken)
+    wire = await Wire.pop(server)
+    assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+    await wire.send(b"PASS secret\r\n")
+    assert await wire.at_eof()
+    await wire.close()
+    await server.wait_idle()
+    assert isinstance(server.sessions[0].error, RuntimeError)
+    monkeypatch.undo()
+    wire = await Wire.pop(server)
+    assert (await wire.login()).startswith(b"+OK")  # the lock was released
+    await wire.close()
+
+
+# -- CAPA and UTF8 ---------------------------------------------------------------------
+
+
+async def test_capa_in_both_states(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    tags = b"TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+    tags += b"UTF8 USER\r\nIMPLEMENTATION aiopop-testing\r\n"
+    assert await wire.multi(b"CAPA") == (b"+OK Capability list follows\r\n", tags)
+    await wire.login()
+    assert await wire.multi(b"CAPA") == (b"+OK Capability list follows\r\n", tags)
+    await wire.close()
+
+
+async def test_capa_without_pipelining() -> None:
+    async with POP3TestServer(mailboxes(), pipelining=False) as srv:
+        wire = await Wire.pop(srv)
+        _, capa = await wire.multi(b"CAPA")
+        assert b"PIPELINING" not in capa
+        await wire.close()
+
+
+async def test_utf8_headers_need_utf8_mode() -> None:
+    utf8 = "Subject: gr\u00fc\u00dfe\r\n\r\nhi\r\n".encode()
+    body_8bit = "Subject: plain\r\n\r\ngr\u00fc\u00dfe\r\n".encode()
+    boxes = {"alice": Mailbox("secret", [utf8, body_8bit])}
+    async with POP3TestServer(boxes) as srv:
+        wire = await Wire.pop(srv)
+        await wire.login()
+        refused = b"-ERR [UTF8] Message has UTF-8 headers, issue UTF8 first\r\n"
+        assert await wire.cmd(b"RETR 1") == refused
+        assert await wire.cmd(b"TOP 1 0") == refused
+        assert (await wire.cmd(b"LIST 1")).startswith(b"+OK 1 ")
+        assert await wire.multi(b"RETR 2") == (b"+OK %d octets\r\n" % len(body_8bit), body_8bit)
+        await wire.close()
+        wire = await Wire.pop(srv)
+        assert await wire.cmd(b"UTF8") == b"+OK UTF8 enabled\r\n"
+        await wire.login()
+        assert await wire.multi(b"RETR 1") == (b"+OK %d octets\r\n" % len(utf8), utf8)
+        await wire.close()
+        await srv.wait_idle()
+        assert [s.utf8 for s in srv.sessions] == [False, True]
+    async with POP3TestServer(boxes, require_utf8_mode=False) as srv:
+        wire = await Wire.pop(srv)
+        await wire.login()
+        assert await wire.multi(b"RETR 1") == (b"+OK %d octets\r\n" % len(utf8), utf8)
+        await wire.close()
+
+
+# -- poplib as an independent client ------------------------------------------------------
+
+
+async def test_poplib_user_pass_session(server: POP3TestServer) -> None:
+    sizes = [len(FIRST_CRLF), len(SECOND), len(THIRD)]
+    uids = server.mailboxes["alice"].uids
+    assert uids is not None
+
+    def session() -> None:
+        pop = poplib.POP3(server.host, server.port, timeout=5)
+        assert pop.getwelcome().startswith(b"+OK aiopop test POP3 server ready <")
+        caps = pop.capa()
+        assert {"TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING"} <= caps.keys()
+        assert caps["UTF8"] == ["USER"]
+        pop.user("alice")
+        pop.pass_("secret")
+        assert pop.stat() == (3, sum(sizes))
+        assert pop.list()[1] == [b"%d %d" % (i + 1, s) for i, s in enumerate(sizes)]
+        single: object = pop.list(3)  # typeshed has no overload for a message number
+        assert single == b"+OK 3 %d" % sizes[2]
+        assert pop.uidl()[1] == [b"%d %s" % (i + 1, u.encode()) for i, u in enumerate(uids)]
+        assert pop.uidl(1) == b"+OK 1 %s" % uids[0].encode()
+        _, lines, octets = pop.retr(1)
+        # poplib undoes the dot-stuffing: the original lines come back
+        assert lines == FIRST.rstrip(b"\n").split(b"\n")
+        assert octets == sizes[0]  # the size LIST gave: stuffing not counted
+        _, lines, _ = pop.top(3, 1)
+        assert lines == [b"Subject: three", b"", b"x"]
+        pop.dele(1)
+        with pytest.raises(poplib.error_proto, match="already deleted"):
+            pop.retr(1)
+        assert pop.stat() == (2, sizes[1] + sizes[2])
+        pop.rset()
+        assert pop.stat() == (3, sum(sizes))
+        pop.dele(2)
+        pop.noop()
+        assert pop.quit().startswith(b"+OK")
+
+    await in_thread(session)
+    assert server.mailboxes["alice"].messages == [FIRST_CRLF, THIRD]
+    record = server.sessions[0]
+    assert record.quit
+    assert b"PASS secret" in record.lines
+
+
+async def test_poplib_deletions_need_quit(server: POP3TestServer) -> None:
+    def drop() -> None:
+        pop = poplib.POP3(server.host, server.port, timeout=5)
+        pop.user("alice")
+        pop.pass_("secret")
+        pop.dele(1)
+        pop.dele(2)
+        pop.close()  # no QUIT
+
+    def count() -> int:
+        pop = poplib.POP3(server.host, server.port, timeout=5)
+        pop.user("alice")
+        pop.pass_("secret")
+        messages = pop.stat()[0]
+        pop.quit()
+        return messages
+
+    await in_thread(drop)
+    await server.wait_idle()
+    assert await in_thread(count) == 3
+
+
+async def test_poplib_apop(server: POP3TestServer) -> None:
+    def session() -> tuple[int, int]:
+        pop = poplib.POP3(server.host, server.port, timeout=5)
+        pop.apop("alice", "secret")
+        stat = pop.stat()
+        pop.quit()
+        return stat
+
+    assert (await in_thread(session))[0] == 3
+    assert server.sessions[0].keywords == ["APOP", "STAT", "QUIT"]
+
+
+async def test_poplib_apop_refused() -> None:
+    async with POP3TestServer(mailboxes(), apop_accepted=False) as srv:
+
+        def session() -> None:
+            pop = poplib.POP3(srv.host, srv.port, timeout=5)
+            with pytest.raises(poplib.error_proto, match="Unknown command"):
+                pop.apop("alice", "secret")
+            pop.user("alice")  # USER/PASS still works
+            pop.pass_("secret")
+            pop.quit()
+
+        await in_thread(session)
+
+
+async def test_poplib_in_use(server: POP3TestServer) -> None:
+    def session() -> None:
+        first = poplib.POP3(server.host, server.port, timeout=5)
+        first.user("alice")
+        first.pass_("secret")
+        second = poplib.POP3(server.host, server.port, timeout=5)
+        second.user("alice")
+        with pytest.raises(poplib.error_proto, match=re.escape("[IN-USE]")):
+            second.pass_("secret")
+        second.quit()
+        first.quit()
+
+    await in_thread(session)
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_implicit_tls(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
+    async with POP3TestServer(mailboxes(), ssl_context=server_tls) as srv:
+
+        def session() -> int:
+            pop = poplib.POP3_SSL(srv.host, srv.port, context=client_tls, timeout=5)
+            pop.user("alice")
+            pop.pass_("secret")
+            count = pop.stat()[0]
+            pop.quit()
+            return count
+
+        assert await in_thread(session) == 3
+        wire = await Wire.pop(srv, ssl=client_tls, server_hostname="localhost")
+        assert wire.greeting.startswith(b"+OK")
+        _, capa = await wire.multi(b"CAPA")
+        assert b"STLS" not in capa
+        await wire.close()
+        await srv.wait_idle()
+        assert all(s.tls for s in srv.sessions)
+
+
+async def test_failed_handshake_leaves_the_server_running(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    async with POP3TestServer(mailboxes(), ssl_context=server_tls) as srv:
+        untrusting = ssl.create_default_context()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(srv.host, srv.port, ssl=untrusting)
+        wire = await Wire.open(srv)  # plaintext on the TLS port
+        await wire.send(b"USER alice\r\n")
+        assert await wire.at_eof()
+        await wire.close()
+        wire = await Wire.pop(srv, ssl=client_tls, server_hostname="localhost")
+        assert (await wire.login()).startswith(b"+OK")
+        await wire.close()
+
+
+async def test_stls_on_the_wire(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
+    async with POP3TestServer(mailboxes(), starttls_context=server_tls) as srv:
+        wire = await Wire.pop(srv)
+        _, capa = await wire.multi(b"CAPA")
+        assert b"\r\nSTLS\r\n" in capa
+        assert await wire.cmd(b"STLS x") == b"-ERR STLS takes no arguments\r\n"
+        assert await wire.cmd(b"STLS") == b"+OK Begin TLS negotiation\r\n"
+        await wire.writer.start_tls(client_tls, server_hostname="localhost")
+        _, capa = await wire.multi(b"CAPA")
+        assert b"STLS" not in capa
+        assert await wire.cmd(b"STLS") == b"-ERR Command not permitted when TLS active\r\n"
+        assert (await wire.login()).startswith(b"+OK")
+        assert await wire.cmd(b"STLS") == b"-ERR STLS is not valid in the TRANSACTION state\r\n"
+        await wire.close()
+        await srv.wait_idle()
+        record = srv.sessions[0]
+        assert record.tls
+        assert record.discarded_before_tls == b""
+
+
+async def test_stls_discards_pipelined_cleartext(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    async with POP3TestServer(mailboxes(), starttls_context=server_tls) as srv:
+        wire = await Wire.pop(srv)
+        await wire.send(b"STLS\r\nUSER alice\r\n")
+        assert await wire.line() == b"+OK Begin TLS negotiation\r\n"
+        await wire.writer.start_tls(client_tls, server_hostname="localhost")
+        assert await wire.cmd(b"PASS secret") == (
+            b"-ERR PASS must immediately follow a successful USER\r\n"
+        )
+        await wire.close()
+        await srv.wait_idle()
+        record = srv.sessions[0]
+        assert record.discarded_before_tls == b"USER alice\r\n"
+        assert record.lines == [b"STLS", b"PASS secret"]
+
+
+async def test_failed_stls_handshake_ends_the_session_quietly(
+    server_tls: ssl.SSLContext,
+) -> None:
+    async with POP3TestServer(mailboxes(), starttls_context=server_tls) as srv:
+        wire = await Wire.pop(srv)
+        assert await wire.cmd(b"STLS") == b"+OK Begin TLS negotiation\r\n"
+        await wire.send(b"USER alice\r\n")  # cleartext where a handshake belongs
+        assert await wire.at_eof()
+        await wire.close()
+        await srv.wait_idle()
+        record = srv.sessions[0]
+        assert (record.tls, record.error, record.closed) == (False, None, True)
+
+
+async def test_connection_reset_by_the_client(server: POP3TestServer) -> None:
+    wire = await Wire.pop(server)
+    await wire.login()
+    sock = wire.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wire.writer.transport.abort()  # RST instead of FIN
+    await server.wait_idle()
+    record = server.sessions[0]
+    assert (record.quit, record.error, record.closed) == (False, None, True)
+    wire = await Wire.pop(server)
+    assert (await wire.login()).startswith(b"+OK Mailbox locked")
+    await wire.close()
+
+
+async def test_stls_refused_after_utf8(server_tls: ssl.SSLContext) -> None:
+    async with POP3TestServer(mailboxes(), starttls_context=server_tls) as srv:
+        wire = await Wire.pop(srv)
+        assert (await wire.cmd(b"UTF8")).startswith(b"+OK")
+        assert await wire.cmd(b"STLS") == b"-ERR STLS is not permitted after UTF8\r\n"
+        await wire.close()
+
+
+async def test_poplib_stls(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
+    async with POP3TestServer(mailboxes(), starttls_context=server_tls) as srv:
+
+        def session() -> int:
+            pop = poplib.POP3(srv.host, srv.port, timeout=5)
+            pop.stls(client_tls)
+            assert "STLS" not in pop.capa()
+            pop.user("alice")
+            pop.pass_("secret")
+            count = pop.stat()[0]
+            pop.quit()
+            return count
+
+        assert await in_thread(session) == 3
+        assert srv.sessions[0].tls
+
+
+# -- ScriptedServer -------------------------------------------------------------------------
+
+
+async def test_scripted_send_and_expect() -> None:
+    script: list[Step] = [
+        Send(b"+OK hi\r\n"),
+        Expect(b"STAT"),
+        Send(b"+OK 0 0\r\n"),
+        Expect(),
+        Send(b"+OK bye\r\n"),
+    ]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        assert await wire.line() == b"+OK hi\r\n"
+        assert await wire.cmd(b"STAT") == b"+OK 0 0\r\n"
+        assert await wire.cmd(b"anything") == b"+OK bye\r\n"
+        await wire.send(b"after the script\r\nmore\r\n")
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.received == [b"STAT", b"anything", b"after the script", b"more"]
+        assert srv.mismatches == []
+        assert srv.errors == []
+
+
+async def test_scripted_mismatch_closes_the_connection() -> None:
+    script: list[Step] = [Send(b"+OK hi\r\n"), Expect(b"STAT"), Send(b"+OK never sent\r\n")]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        assert await wire.line() == b"+OK hi\r\n"
+        await wire.send(b"LIST\r\n")
+        assert await wire.at_eof()
+        await wire.close()
+        wire = await Wire.open(srv)  # each connection runs the script from the start
+        await wire.line()
+        await wire.send(b"STAT\n")  # a bare LF is not a match
+        assert await wire.at_eof()
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.connections == 2
+        assert srv.mismatches == [
+            Mismatch(connection=0, step=1, expected=b"STAT", received=b"LIST"),
+            Mismatch(connection=1, step=1, expected=b"STAT", received=b"STAT\n"),
+        ]
+
+
+async def test_scripted_expect_sees_the_client_close() -> None:
+    async with ScriptedServer([Expect()]) as srv:
+        wire = await Wire.open(srv)
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.mismatches == [Mismatch(0, 0, None, None)]
+
+
+async def test_scripted_overlong_line() -> None:
+    async with ScriptedServer([Expect()]) as srv:
+        wire = await Wire.open(srv)
+        wire.writer.write(b"x" * 70000)
+        assert await wire.at_eof()
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.mismatches == [Mismatch(0, 0, None, None)]
+
+
+async def test_scripted_sleep_and_trickle() -> None:
+    script: list[Step] = [Sleep(0.2), Trickle(b"+OK\r\n", 0.05), Close()]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        start = time.monotonic()
+        chunks = []
+        async with asyncio.timeout(5):
+            while data := await wire.reader.read(100):
+                chunks.append(data)
+        elapsed = time.monotonic() - start
+        assert b"".join(chunks) == b"+OK\r\n"
+        assert len(chunks) > 1  # it really came in pieces
+        assert elapsed >= 0.2 + 4 * 0.05 * 0.9
+        await wire.close()
+
+
+async def test_scripted_close_ends_the_connection_at_once() -> None:
+    script: list[Step] = [Send(b"+OK\r\n"), Close(), Send(b"never\r\n")]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        assert await wire.line() == b"+OK\r\n"
+        assert await wire.at_eof()
+        await wire.close()
+
+
+async def test_scripted_wait_for_close_records_everything() -> None:
+    script: list[Step] = [Send(b"+OK\r\n"), WaitForClose(), Send(b"never\r\n")]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        assert await wire.line() == b"+OK\r\n"
+        await wire.send(b"QUIT\r\npartial")
+        wire.writer.write_eof()
+        assert await wire.at_eof()
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.received == [b"QUIT", b"partial"]
+
+
+async def test_scripted_starttls(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
+    script: list[Step] = [
+        Send(b"+OK\r\n"),
+        Expect(b"STLS"),
+        Send(b"+OK go ahead\r\n"),
+        StartTLS(server_tls),
+        Expect(b"CAPA"),
+        Send(b"+OK secret\r\n"),
+    ]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        assert await wire.line() == b"+OK\r\n"
+        assert await wire.cmd(b"STLS") == b"+OK go ahead\r\n"
+        await wire.writer.start_tls(client_tls, server_hostname="localhost")
+        assert await wire.cmd(b"CAPA") == b"+OK secret\r\n"
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.received == [b"STLS", b"CAPA"]
+
+
+async def test_scripted_implicit_tls(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    async with ScriptedServer([Send(b"+OK tls\r\n")], ssl_context=server_tls) as srv:
+        wire = await Wire.open(srv, ssl=client_tls, server_hostname="localhost")
+        assert await wire.line() == b"+OK tls\r\n"
+        await wire.close()
+
+
+async def test_scripted_errors_are_recorded() -> None:
+    async with ScriptedServer([Send("not bytes")]) as srv:  # type: ignore[arg-type]
+        wire = await Wire.open(srv)
+        assert await wire.at_eof()
+        await wire.close()
+        await srv.wait_idle()
+        assert len(srv.errors) == 1
+        assert isinstance(srv.errors[0], TypeError)
+
+
+async def test_scripted_close_aborts_sleeping_connections() -> None:
+    srv = ScriptedServer([Send(b"+OK\r\n"), Sleep(60)])
+    await srv.start()
+    wire = await Wire.open(srv)
+    assert await wire.line() == b"+OK\r\n"  # the server has taken the connection
+    async with asyncio.timeout(5):
+        await srv.close()
+    assert await wire.at_eof()
+    await wire.close()
