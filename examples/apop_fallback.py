@@ -10,12 +10,9 @@ told it may. The password comes from getpass (or $POP3_PASSWORD); the options ar
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import os
 import sys
 
-from popconn import make_client, parse_args  # same options as popconn.py
+from popconn import make_client, run  # the same options and set-up as popconn.py
 
 import aiopop
 
@@ -50,10 +47,4 @@ async def main(args: argparse.Namespace, password: str) -> int:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    secret = os.environ.get("POP3_PASSWORD") or getpass.getpass(f"Password for {arguments.user}: ")
-    try:
-        sys.exit(asyncio.run(main(arguments, secret)))
-    except (aiopop.POP3Error, OSError) as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

@@ -16,6 +16,8 @@ import getpass
 import os
 import ssl
 import sys
+from collections.abc import Callable, Coroutine
+from typing import NoReturn
 
 import aiopop
 
@@ -52,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
+def run(main: Callable[[argparse.Namespace, str], Coroutine[None, None, int]]) -> NoReturn:
+    """Parse the options, get the password, run ``main`` and exit with its status."""
     arguments = parse_args()
     secret = os.environ.get("POP3_PASSWORD") or getpass.getpass(f"Password for {arguments.user}: ")
     try:
@@ -60,3 +63,7 @@ if __name__ == "__main__":
     except (aiopop.POP3Error, OSError) as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run(main)

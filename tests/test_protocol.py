@@ -25,11 +25,26 @@ RETR = Command("RETR", ("1",), ReplyShape.DATA)
 LIST = Command("LIST", shape=ReplyShape.LINES)
 
 
+def greeted(greeting: bytes = b"+OK hi\r\n") -> POP3Protocol:
+    """A protocol that has read ``greeting``."""
+    protocol = POP3Protocol()
+    protocol.receive_data(greeting)
+    assert isinstance(protocol.next_event(), Greeting)
+    return protocol
+
+
+def exchange(protocol: POP3Protocol, command: Command, reply: bytes) -> Reply:
+    """Send ``command`` and feed its single-line ``reply``."""
+    protocol.send(command)
+    protocol.receive_data(reply)
+    event = protocol.next_event()
+    assert isinstance(event, Reply)
+    return event
+
+
 def transaction() -> POP3Protocol:
     """A protocol that is logged in."""
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK ready\r\n")
-    protocol.next_event()
+    protocol = greeted()
     for command, reply in (
         (Command("USER", ("u",)), b"+OK\r\n"),
         (Command("PASS", ("p",), secret=True), b"+OK\r\n"),
@@ -312,9 +327,7 @@ def test_commands_before_the_greeting_are_refused() -> None:
 
 @pytest.mark.parametrize("verb", ["STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL"])
 def test_transaction_commands_before_login_are_refused(verb: str) -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
+    protocol = greeted()
     with pytest.raises(CommandStateError, match="before logging in"):
         protocol.send(Command(verb))
     assert protocol.pending == 0
@@ -328,56 +341,36 @@ def test_authorization_commands_after_login_are_refused(verb: str) -> None:
 
 
 def test_pass_needs_an_accepted_user() -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
+    protocol = greeted()
     with pytest.raises(CommandStateError, match="USER"):
         protocol.send(Command("PASS", ("p",), secret=True))
-    protocol.send(Command("USER", ("nobody",)))
-    protocol.receive_data(b"-ERR no such user\r\n")
-    protocol.next_event()
+    exchange(protocol, Command("USER", ("nobody",)), b"-ERR no such user\r\n")
     with pytest.raises(CommandStateError):
         protocol.send(Command("PASS", ("p",), secret=True))
 
 
 def test_failed_pass_needs_user_again_and_stays_in_authorization() -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
-    protocol.send(Command("USER", ("u",)))
-    protocol.receive_data(b"+OK\r\n")
-    protocol.next_event()
-    protocol.send(Command("PASS", ("wrong",), secret=True))
-    protocol.receive_data(b"-ERR [AUTH] bad\r\n")
-    protocol.next_event()
+    protocol = greeted()
+    exchange(protocol, Command("USER", ("u",)), b"+OK\r\n")
+    exchange(protocol, Command("PASS", ("wrong",), secret=True), b"-ERR [AUTH] bad\r\n")
     assert protocol.state is State.AUTHORIZATION
     with pytest.raises(CommandStateError):
         protocol.send(Command("PASS", ("p",), secret=True))
 
 
 def test_apop_moves_to_transaction_and_quit_to_update() -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi <1@x>\r\n")
-    protocol.next_event()
-    protocol.send(Command("APOP", ("u", "0" * 32), secret=True))
-    protocol.receive_data(b"+OK\r\n")
-    protocol.next_event()
+    protocol = greeted(b"+OK hi <1@x>\r\n")
+    exchange(protocol, Command("APOP", ("u", "0" * 32), secret=True), b"+OK\r\n")
     assert protocol.state is State.TRANSACTION
-    protocol.send(Command("QUIT"))
-    protocol.receive_data(b"+OK bye\r\n")
-    protocol.next_event()
+    exchange(protocol, Command("QUIT"), b"+OK bye\r\n")
     assert protocol.state is State.UPDATE
     with pytest.raises(CommandStateError, match="closed"):
         protocol.send(Command("NOOP"))
 
 
 def test_quit_in_authorization_closes() -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
-    protocol.send(Command("QUIT"))
-    protocol.receive_data(b"+OK\r\n")
-    protocol.next_event()
+    protocol = greeted()
+    exchange(protocol, Command("QUIT"), b"+OK\r\n")
     assert protocol.state is State.CLOSED
 
 
@@ -418,21 +411,15 @@ def test_session_changing_commands_are_never_queued() -> None:
 )
 def test_injection_is_refused_before_anything_is_queued(arg: str) -> None:
     # security.md 6: poplib gh-94019 / gh-143923.
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
+    protocol = greeted()
     with pytest.raises(ValueError, match=r"control character|empty argument"):
         protocol.send(Command("USER", (arg,)))
     assert protocol.pending == 0
 
 
 def test_secret_argument_never_in_error_or_repr() -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
-    protocol.send(Command("USER", ("u",)))
-    protocol.receive_data(b"+OK\r\n")
-    protocol.next_event()
+    protocol = greeted()
+    exchange(protocol, Command("USER", ("u",)), b"+OK\r\n")
     command = Command("PASS", ("hunter2\n",), secret=True)
     with pytest.raises(ValueError, match="control character") as info:
         protocol.send(command)
@@ -445,9 +432,7 @@ def test_secret_argument_never_in_error_or_repr() -> None:
 
 
 def test_command_length_limit_and_encoding() -> None:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK hi\r\n")
-    protocol.next_event()
+    protocol = greeted()
     with pytest.raises(ValueError, match="255"):
         protocol.send(Command("USER", ("u" * 250,)))
     with pytest.raises(ValueError, match="UTF8"):
