@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -560,3 +562,52 @@ async def test_pop3_ssl_refuses_a_certificate_for_another_name(
         )
         await named.connect()
         await named.quit()
+
+
+@contextlib.asynccontextmanager
+async def resetting_server(
+    reset_after: bytes, *, answer_first: bool = False
+) -> AsyncIterator[tuple[str, int]]:
+    """A server that says +OK to anything, and resets the connection (TCP RST) on ``reset_after``.
+
+    With ``answer_first`` it answers that line too before the reset.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK ready\r\n")
+        while line := await reader.readline():
+            if line.rstrip(b"\r\n") == reset_after:
+                if answer_first:
+                    writer.write(b"+OK\r\n")
+                    await writer.drain()
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            writer.write(b"+OK\r\n")
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+
+
+async def test_reset_while_reading_a_reply() -> None:
+    async with resetting_server(b"NOOP") as (host, port):
+        client = aiopop.POP3(host, port, timeout=5)
+        await client.connect()
+        await client.user("u")
+        await client.pass_("p")
+        with pytest.raises(aiopop.ConnectionLostError):
+            await client.noop()
+        assert not client.is_connected
+
+
+async def test_reset_between_commands() -> None:
+    async with resetting_server(b"USER u", answer_first=True) as (host, port):
+        client = aiopop.POP3(host, port, timeout=5)
+        await client.connect()
+        await client.user("u")
+        await asyncio.sleep(0.1)  # the reset arrives while no command is under way
+        with pytest.raises(aiopop.ConnectionLostError):
+            await client.pass_("p")
+        assert not client.is_connected
