@@ -408,7 +408,7 @@ async def test_err_greeting() -> None:
 
 
 async def test_unrequested_lines_after_the_greeting_are_refused() -> None:
-    steps = [Send(b"+OK ready\r\n1 120\r\n2 200\r\n.\r\n"), WaitForClose()]
+    steps: list[Step] = [Send(b"+OK ready\r\n1 120\r\n2 200\r\n.\r\n"), WaitForClose()]
     async with ScriptedServer(steps) as server:
         client = client_for(server)
         await client.connect()

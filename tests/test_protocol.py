@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from aiopop._protocol import (
     Command,
     Data,
     End,
+    Event,
     Greeting,
     Line,
     POP3Protocol,
@@ -62,7 +64,7 @@ def copy_of(protocol: POP3Protocol) -> POP3Protocol:
     return twin
 
 
-def body_of(events: list[object]) -> bytes:
+def body_of(events: Sequence[Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, Data))
 
 
@@ -363,7 +365,7 @@ def test_apop_moves_to_transaction_and_quit_to_update() -> None:
     exchange(protocol, Command("APOP", ("u", "0" * 32), secret=True), b"+OK\r\n")
     assert protocol.state is State.TRANSACTION
     exchange(protocol, Command("QUIT"), b"+OK bye\r\n")
-    assert protocol.state is State.UPDATE
+    assert protocol.state is State.UPDATE  # type: ignore[comparison-overlap]  # mypy narrowed it
     with pytest.raises(CommandStateError, match="closed"):
         protocol.send(Command("NOOP"))
 
