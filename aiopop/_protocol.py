@@ -250,14 +250,19 @@ class POP3Protocol:
     def _take_line(self) -> bytes | None:
         """One status line without its line end (CRLF, or a bare LF from lax servers)."""
         buf = self._buffer
-        end = buf.find(b"\n", 0, self.max_line_length + 1)
+        limit = self.max_line_length
+        end = buf.find(b"\n", 0, limit + 2)
         if end < 0:
-            if len(buf) > self.max_line_length:
-                raise ProtocolError(f"line longer than {self.max_line_length} octets")
+            if len(buf) > limit + 1:
+                raise ProtocolError(f"line longer than {limit} octets")
             return None
         line = bytes(buf[:end])
         del buf[: end + 1]
-        return line[:-1] if line.endswith(b"\r") else line
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > limit:
+            raise ProtocolError(f"line longer than {limit} octets")
+        return line
 
     def _take_crlf_line(self) -> bytes | None:
         """One listing line: only CRLF ends it."""

@@ -44,9 +44,10 @@ def exchange(protocol: POP3Protocol, command: Command, reply: bytes) -> Reply:
     return event
 
 
-def transaction() -> POP3Protocol:
+def transaction(max_line_length: int = 8192) -> POP3Protocol:
     """A protocol that is logged in."""
     protocol = greeted()
+    protocol.max_line_length = max_line_length
     for command, reply in (
         (Command("USER", ("u",)), b"+OK\r\n"),
         (Command("PASS", ("p",), secret=True), b"+OK\r\n"),
@@ -130,6 +131,23 @@ def test_greeting_line_limit_is_configurable() -> None:
 
 def test_eof_before_greeting() -> None:
     assert run_all_ways(b"+OK rea", greeting=None, eof=True)[1] is ConnectionLostError
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"])
+def test_line_limit_is_exact(ending: bytes) -> None:
+    def small() -> POP3Protocol:
+        return POP3Protocol(max_line_length=600)
+
+    at_limit = b"+OK " + b"x" * 596
+    events, error = run_all_ways(at_limit + ending, greeting=None, make=small)
+    assert error is None
+    assert isinstance(events[0], Greeting)
+    assert events[0].status.raw == at_limit
+    assert run_all_ways(at_limit + b"y" + ending, greeting=None, make=small)[1] is ProtocolError
+    listing = b"+OK\r\n" + b"1 " + b"9" * 598 + b"\r\n.\r\n"
+    assert run_all_ways(listing, [LIST], make=lambda: transaction(600))[1] is None
+    too_long = b"+OK\r\n" + b"1 " + b"9" * 599 + b"\r\n.\r\n"
+    assert run_all_ways(too_long, [LIST], make=lambda: transaction(600))[1] is ProtocolError
 
 
 def test_greeting_with_bare_lf_is_accepted() -> None:

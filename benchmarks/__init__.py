@@ -1,0 +1,1 @@
+"""Benchmarks: aiopop measured against stdlib poplib and raw-socket baselines, in one run."""
