@@ -342,7 +342,7 @@ async def test_a_cancelled_command_does_not_desynchronise_the_next() -> None:
     async with logged_in(
         [
             Expect(b"RETR 1"),
-            Sleep(0.3),
+            Sleep(1.0),  # long enough that the cancel surely comes first
             Send(b"+OK\r\nthe first message\r\n.\r\n"),
             Expect(b"STAT"),
             Send(b"+OK 1 19\r\n"),
