@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import re
 from dataclasses import dataclass, field
 
 from ._parse import StatusLine, escape, find_apop_timestamp, parse_status_line
@@ -39,6 +40,8 @@ DEFAULT_MAX_LINE_LENGTH = 8192
 MAX_COMMAND_LENGTH = 255  # octets including CRLF, RFC 2449 section 4
 
 _CR, _LF, _DOT = 0x0D, 0x0A, 0x2E
+# C0 controls, DEL and C1 controls: never in an argument (command injection).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class ReplyShape(enum.Enum):
@@ -433,7 +436,7 @@ class POP3Protocol:
             )
             if not arg:
                 raise ValueError(f"{verb}: empty argument")
-            if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in arg):
+            if _CONTROL.search(arg):
                 raise ValueError(f"{verb}: control character in {what}")
             try:
                 parts.append(arg.encode(encoding))

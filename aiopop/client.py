@@ -271,7 +271,8 @@ class POP3:
         assert isinstance(event, Reply)
         assert event.command is command
         status = event.status
-        logger.debug("S: %s", _parse.escape(status.raw))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("S: %s", _parse.escape(status.raw))
         reply = _Reply(status)
         if not status.ok or command.shape is ReplyShape.SINGLE:
             return reply
