@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import hashlib
 import poplib
 import re
 import socket
 import ssl
 import struct
 import time
+import tracemalloc
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from aiopop.testing import (
     MAX_LINE,
     Close,
     Expect,
+    GeneratedMessage,
     Mailbox,
     Mismatch,
     POP3TestServer,
@@ -38,9 +42,11 @@ from aiopop.testing import (
     Trickle,
     WaitForClose,
 )
+from aiopop.testing._generated import rechunk, take_lines
 from aiopop.testing._lines import LineReader, LineTooLong, strip_crlf
-from aiopop.testing._mailbox import header_end, normalise, top_of
+from aiopop.testing._mailbox import header_end, headers_of, normalise, size_of, top_of
 from aiopop.testing._saslprep import saslprep
+from aiopop.testing._session import dot_stuff
 
 T = TypeVar("T")
 
@@ -49,6 +55,7 @@ FIRST = b"From: a@example.com\nSubject: one\n\nline 1\n.dot line\n.\nline 4\n"
 SECOND = b"Subject: two\r\n\r\nbody\r\n"
 THIRD = b"Subject: three\r\n\r\n" + b"x\r\n" * 5
 FIRST_CRLF = FIRST.replace(b"\n", b"\r\n")
+FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
 
 
 def mailboxes() -> dict[str, Mailbox]:
@@ -221,6 +228,151 @@ def test_saslprep_allows_code_points_newer_than_unicode_3_2() -> None:
     assert Mailbox("pw\U0001f642").password == "pw\U0001f642"
 
 
+# -- GeneratedMessage and streaming helpers ---------------------------------------
+
+
+def content(message: GeneratedMessage, chunk_size: int = 65536) -> bytes:
+    return b"".join(message.chunks(chunk_size))
+
+
+def unstuff(body: bytes) -> bytes:
+    return re.sub(rb"(?m)^\.", b"", body)
+
+
+def check_lines(data: bytes) -> list[bytes]:
+    """Assert that ``data`` is CRLF lines of at most 78 characters; return them."""
+    assert data.endswith(b"\r\n")
+    lines = data[:-2].split(b"\r\n")
+    assert all(b"\r" not in line and b"\n" not in line for line in lines)
+    assert max(len(line) for line in lines) <= 78
+    return lines
+
+
+@pytest.mark.parametrize("size", [100, 101, 102, 181, 5000, 65537, 200_000])
+def test_generated_message_has_the_exact_size_in_crlf_lines(size: int) -> None:
+    message = GeneratedMessage(size)
+    data = content(message)
+    assert len(data) == size == message.size == size_of(message)
+    check_lines(data)
+    assert message.sha256() == hashlib.sha256(data).hexdigest()
+
+
+def test_generated_message_has_lines_that_need_stuffing() -> None:
+    data = content(GeneratedMessage(5000))
+    lines = check_lines(data)
+    assert b"." in lines  # would end the response if the server did not stuff it
+    assert b".." in lines
+    assert b"" in lines[4:]  # an empty body line
+    assert any(line.startswith(b"..") and len(line) > 2 for line in lines)
+    assert any(line.startswith(b".") and line[1:2] != b"." and len(line) > 1 for line in lines)
+    assert b"".join(dot_stuff([data])) != data
+
+
+def test_generated_message_sizes_at_block_boundaries() -> None:
+    for size in range(100, 300):
+        assert len(content(GeneratedMessage(size, seed=size))) == size
+    # Sizes of five digits share one header length; the body repeats blocks.
+    header, block = (len(piece) for piece in list(GeneratedMessage(50_000)._pieces())[:2])
+    for blocks in (2, 3, 4):
+        for extra in (-3, -2, -1, 0, 1, 2, 3, 80, 81, 82, 83):
+            size = header + blocks * block + extra
+            data = content(GeneratedMessage(size))
+            assert len(data) == size
+            check_lines(data)
+            assert data.count(b"\r\nBlock ") == blocks + (extra > 80)
+
+
+def test_generated_message_chunks_at_any_size_give_the_same_content() -> None:
+    message = GeneratedMessage(5000, seed=3)
+    whole = content(message)
+    for chunk_size in (1, 7, 65536):
+        chunks = list(message.chunks(chunk_size))
+        assert b"".join(chunks) == whole
+        assert all(len(chunk) == chunk_size for chunk in chunks[:-1])
+        assert 0 < len(chunks[-1]) <= chunk_size
+    assert hashlib.sha256(whole).hexdigest() == message.sha256()
+    with pytest.raises(ValueError, match="chunk_size"):
+        message.chunks(0)
+
+
+def test_generated_message_is_deterministic_and_seeded() -> None:
+    assert content(GeneratedMessage(3000)) == content(GeneratedMessage(3000, seed=0))
+    assert GeneratedMessage(3000) == GeneratedMessage(3000, seed=0)
+    other = content(GeneratedMessage(3000, seed=1))
+    assert len(other) == 3000
+    assert other != content(GeneratedMessage(3000))
+    # One block in, the content is not a copy of the first block: blocks are counted.
+    assert GeneratedMessage(3000, seed=1).sha256() != GeneratedMessage(3000).sha256()
+    headers = email.message_from_bytes(GeneratedMessage(3000, seed=255).head(0))
+    assert headers["From"] == "gen@aiopop.test"
+    assert headers["Subject"] == "generated"
+    assert headers["Message-ID"] == "<3000.ff@aiopop.test>"
+
+
+def test_generated_message_validates_its_arguments() -> None:
+    assert len(content(GeneratedMessage(100, seed=2**64 - 1))) == 100  # longest header
+    with pytest.raises(ValueError, match="at least 100"):
+        GeneratedMessage(99)
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed"):
+            GeneratedMessage(1000, seed=seed)
+    with pytest.raises(ValueError, match="lines"):
+        GeneratedMessage(1000).head(-1)
+
+
+def test_generated_message_head_is_top_of_its_content() -> None:
+    message = GeneratedMessage(20_000, seed=5)
+    data = content(message)
+    for lines in (0, 1, 2, 3, 4, 10, 250, 10**6):
+        assert message.head(lines) == top_of(data, lines)
+    assert len(message.head(3)) < 400  # only what was asked for is generated
+    assert headers_of(message) == data[: header_end(data)] == message.head(0)
+    assert list(message._head_chunks(10**6, 4096)) == list(message.chunks(4096))
+
+
+def test_take_lines_and_rechunk() -> None:
+    pieces = [b"a\nb", b"\nc\nd\n", b"e\n"]
+    assert list(take_lines(pieces, 0)) == []
+    assert list(take_lines(pieces, 1)) == [b"a\n"]
+    assert list(take_lines(pieces, 2)) == [b"a\nb", b"\n"]
+    assert list(take_lines(pieces, 4)) == [b"a\nb", b"\nc\nd\n"]
+    assert list(take_lines(pieces, 9)) == pieces
+    assert list(rechunk(pieces, 4)) == [b"a\nb\n", b"c\nd\n", b"e\n"]
+    assert list(rechunk([b"", b""], 4)) == []
+
+
+def test_dot_stuff_gives_the_same_result_at_every_split() -> None:
+    data = b".a\r\n..\r\n.\r\nb.c\r\n\r\n.d\r\n"
+    expected = b"..a\r\n...\r\n..\r\nb.c\r\n\r\n..d\r\n"
+    assert b"".join(dot_stuff([data])) == expected
+    assert unstuff(expected) == data
+    for first in range(len(data) + 1):
+        for second in range(first, len(data) + 1):
+            pieces = [data[:first], data[first:second], data[second:]]  # empty pieces too
+            assert b"".join(dot_stuff(pieces)) == expected
+
+
+def test_mailbox_accepts_generated_messages() -> None:
+    big = GeneratedMessage(10_000, seed=1)
+    box = Mailbox("pw", [SECOND, big, GeneratedMessage(10_000, seed=1)])
+    assert box.messages == [SECOND, big, big]
+    assert box.messages[1] is big  # kept as it is, never generated into bytes
+    assert box.uids is not None
+    assert len(set(box.uids)) == 3  # equal generated messages still get distinct ids
+    assert Mailbox("other", [SECOND, big, big]).uids == box.uids
+    assert Mailbox("pw", [SECOND, GeneratedMessage(10_000, seed=2), big]).uids != box.uids
+    small = GeneratedMessage(500)
+    uid = box.add(small)
+    assert re.fullmatch(r"[\x21-\x7e]{1,70}", uid)
+    assert uid not in box.uids[:3]
+    assert box.messages[-1] is small
+    box.messages.append(GeneratedMessage(300))
+    entries = box._open()
+    assert entries[-1][0] == GeneratedMessage(300)
+    assert len({uid for _, uid in entries}) == 5
+    assert [size_of(m) for m, _ in entries] == [len(SECOND), 10_000, 10_000, 500, 300]
+
+
 # -- LineReader -------------------------------------------------------------------
 
 
@@ -262,6 +414,24 @@ async def test_line_reader_take_buffered() -> None:
     assert await lines.readline() is None
 
 
+async def test_line_reader_poll_buffered_keeps_every_octet_in_order() -> None:
+    stream = reader_with(b"STAT\r\n", eof=False)
+    lines = LineReader(stream, 100)
+    assert await lines.readline() == b"STAT\r\n"
+    async with asyncio.timeout(1):
+        assert not await lines.poll_buffered()  # nothing there: does not wait
+    stream.feed_data(b"LI")
+    assert await lines.poll_buffered()  # taken from the StreamReader
+    stream.feed_data(b"ST\r\nUIDL\r\n")
+    assert await lines.poll_buffered()  # already known: the StreamReader is left alone
+    assert await lines.readline() == b"LIST\r\n"
+    assert await lines.poll_buffered()
+    assert await lines.readline() == b"UIDL\r\n"
+    stream.feed_eof()
+    assert not await lines.poll_buffered()
+    assert await lines.readline() is None
+
+
 # -- Greeting, construction and lifecycle -----------------------------------------
 
 
@@ -298,6 +468,9 @@ def test_constructor_validates_arguments() -> None:
         POP3TestServer({}, hostname="a<b")
     with pytest.raises(ValueError, match="greeting"):
         POP3TestServer({}, greeting=b"two\r\nlines")
+    for delay in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="failed_login_delay"):
+            POP3TestServer({}, failed_login_delay=delay)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     with pytest.raises(ValueError, match="STLS"):
         POP3TestServer({}, ssl_context=ctx, starttls_context=ctx)
@@ -405,6 +578,7 @@ async def test_transaction_on_the_wire(server: POP3TestServer) -> None:
     assert record.lines[:3] == [b"USER alice", b"PASS secret", b"STAT"]
     assert record.keywords[-2:] == ["DELE", "QUIT"]
     assert record.error is None
+    assert not record.pipelined_any
 
 
 async def test_commands_are_case_insensitive(server: POP3TestServer) -> None:
@@ -470,6 +644,140 @@ async def test_pipelined_commands_are_answered_in_order(server: POP3TestServer) 
     assert (await wire.line()).startswith(b"+OK aiopop.test POP3 server signing off")
     assert await wire.at_eof()
     await wire.close()
+    await server.wait_idle()
+    record = server.sessions[0]
+    # The greeting had arrived, but each line came before the previous reply.
+    assert record.pipelined == record.lines[1:]
+    assert record.pipelined == [b"PASS secret", b"STAT", b"RETR 2", b"LIST 3", b"QUIT"]
+
+
+@pytest.mark.parametrize("announce", [True, False])
+async def test_pipelining_is_recorded(announce: bool) -> None:
+    async with POP3TestServer(mailboxes(), pipelining=announce) as srv:
+        wire = await Wire.pop(srv)
+        await wire.login()
+        await wire.send(b"STAT\r\nLIST\r\n")
+        total = len(FIRST_CRLF) + len(SECOND) + len(THIRD)
+        assert await wire.line() == b"+OK 3 %d\r\n" % total
+        assert await wire.line() == b"+OK 3 messages (%d octets)\r\n" % total
+        assert await wire.body() == b"1 %d\r\n2 %d\r\n3 %d\r\n" % (
+            len(FIRST_CRLF),
+            len(SECOND),
+            len(THIRD),
+        )
+        assert (await wire.cmd(b"QUIT")).startswith(b"+OK")
+        await wire.close()
+        await srv.wait_idle()
+        record = srv.sessions[0]
+        assert record.lines == [b"USER alice", b"PASS secret", b"STAT", b"LIST", b"QUIT"]
+        assert record.pipelined == [b"LIST"]
+        assert record.pipelined_any
+
+
+@pytest.mark.parametrize("announce", [True, False])
+async def test_waiting_for_each_reply_is_not_pipelining(announce: bool) -> None:
+    async with POP3TestServer(mailboxes(), pipelining=announce) as srv:
+        wire = await Wire.pop(srv)
+        await wire.login()
+        assert (await wire.cmd(b"STAT")).startswith(b"+OK 3 ")
+        await wire.multi(b"LIST")
+        await wire.multi(b"RETR 1")
+        assert (await wire.cmd(b"QUIT")).startswith(b"+OK")
+        await wire.close()
+        await srv.wait_idle()
+        record = srv.sessions[0]
+        assert record.keywords == ["USER", "PASS", "STAT", "LIST", "RETR", "QUIT"]
+        assert record.pipelined == []
+        assert not record.pipelined_any
+
+
+# -- Generated messages on the wire -------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [7, 65536])
+async def test_generated_message_on_the_wire(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tiny server chunk puts chunk boundaries before many lines that start with ".".
+    monkeypatch.setattr("aiopop.testing._session._STREAM_CHUNK", chunk)
+    message = GeneratedMessage(3000, seed=2)
+    data = content(message)
+    total = len(SECOND) + message.size
+    async with POP3TestServer({"alice": Mailbox("secret", [SECOND, message])}) as srv:
+        wire = await Wire.pop(srv)
+        assert await wire.login() == (
+            b"+OK Mailbox locked and ready, 2 messages (%d octets)\r\n" % total
+        )
+        assert await wire.cmd(b"STAT") == b"+OK 2 %d\r\n" % total
+        assert await wire.cmd(b"LIST 2") == b"+OK 2 3000\r\n"
+        _, listing = await wire.multi(b"LIST")
+        assert listing == b"1 %d\r\n2 3000\r\n" % len(SECOND)
+        first, body = await wire.multi(b"RETR 2")
+        assert first == b"+OK 3000 octets\r\n"
+        assert body == b"".join(dot_stuff([data]))
+        assert unstuff(body) == data
+        assert await wire.multi(b"TOP 2 3") == (
+            b"+OK Top of message follows\r\n",
+            b"".join(dot_stuff([message.head(3)])),
+        )
+        _, top = await wire.multi(b"TOP 2 99999999999")
+        assert top == body
+        # Pipelined after a streamed response: still answered in order.
+        await wire.send(b"RETR 2\r\nSTAT\r\nQUIT\r\n")
+        assert await wire.line() == b"+OK 3000 octets\r\n"
+        assert await wire.body() == body
+        assert await wire.line() == b"+OK 2 %d\r\n" % total
+        assert (await wire.line()).startswith(b"+OK aiopop.test POP3 server signing off")
+        assert await wire.at_eof()
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.sessions[0].pipelined == [b"STAT", b"QUIT"]
+
+
+async def read_to_terminator(reader: asyncio.StreamReader) -> tuple[str, int]:
+    """Read a multi-line body to its end line in 64 KiB reads, unstuffing and hashing.
+
+    Only whole lines are handled: a partial last line waits for the next read.
+    Returns the hex SHA-256 digest and the length of the unstuffed content.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    carry = b""
+    while True:
+        chunk = await reader.read(65536)
+        assert chunk, "connection closed inside the response"
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        lines, carry = b"\r\n" + data[:cut], data[cut:]  # starts as if after a line
+        end = lines.find(b"\r\n.\r\n")
+        if end >= 0:
+            assert len(lines) == end + 5
+            assert carry == b""
+            lines = lines[: end + 2]
+        body = lines.replace(b"\r\n.", b"\r\n")[2:]
+        digest.update(body)
+        size += len(body)
+        if end >= 0:
+            return digest.hexdigest(), size
+
+
+async def test_a_100_mb_generated_message_is_streamed_in_bounded_memory() -> None:
+    message = GeneratedMessage(100 * 1024 * 1024, seed=1)
+    async with POP3TestServer({"alice": Mailbox("secret", [message])}) as srv:
+        wire = await Wire.pop(srv)
+        await wire.login()
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            assert await wire.cmd(b"RETR 1") == b"+OK %d octets\r\n" % message.size
+            digest, size = await read_to_terminator(wire.reader)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert (await wire.cmd(b"QUIT")).startswith(b"+OK")
+        await wire.close()
+    # Server and reader together: a few chunks, not the message.
+    assert peak - baseline < 4 * 1024 * 1024
+    assert size == message.size
+    assert digest == message.sha256()
 
 
 # -- Errors -----------------------------------------------------------------------
@@ -596,6 +904,80 @@ async def test_failed_logins_then_success(server: POP3TestServer) -> None:
     assert await wire.cmd(b"PASS") == b"-ERR Usage: PASS password\r\n"
     assert (await wire.login()).startswith(b"+OK Mailbox locked")
     await wire.close()
+
+
+async def test_close_after_failed_login() -> None:
+    async with POP3TestServer(mailboxes(), close_after_failed_login=True) as srv:
+        wire = await Wire.pop(srv)
+        # Usage errors are not refused credentials: the session goes on.
+        assert await wire.cmd(b"PASS x") == (
+            b"-ERR PASS must immediately follow a successful USER\r\n"
+        )
+        assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+        await wire.send(b"PASS wrong\r\nNOOP\r\n")
+        assert await wire.line() == FAILED
+        assert await wire.at_eof()
+        await wire.close()
+        for command in (b"APOP alice " + b"0" * 32, b"APOP nobody " + b"0" * 32):
+            wire = await Wire.pop(srv)
+            assert await wire.cmd(command) == FAILED
+            assert await wire.at_eof()
+            await wire.close()
+        await srv.wait_idle()
+        first = srv.sessions[0]
+        assert first.lines == [b"PASS x", b"USER alice", b"PASS wrong"]  # NOOP never read
+        assert first.pipelined == []
+        assert all(record.closed and not record.quit for record in srv.sessions)
+
+
+async def test_failed_login_delay_then_close() -> None:
+    delay = 0.2
+    async with POP3TestServer(
+        mailboxes(), close_after_failed_login=True, failed_login_delay=delay
+    ) as srv:
+        wire = await Wire.pop(srv)
+        assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+        start = time.monotonic()
+        assert await wire.cmd(b"PASS wrong") == FAILED
+        assert time.monotonic() - start >= delay - 0.001
+        assert await wire.at_eof()
+        await wire.close()
+
+
+async def test_failed_login_delay_without_close() -> None:
+    delay = 0.3
+    async with POP3TestServer(mailboxes(), failed_login_delay=delay) as srv:
+        wire = await Wire.pop(srv)
+        assert (await wire.cmd(b"USER alice")).startswith(b"+OK")
+        start = time.monotonic()
+        await wire.send(b"PASS wrong\r\n")
+        await asyncio.sleep(0.05)
+        await wire.send(b"USER alice\r\n")  # sent while the server waits
+        assert await wire.line() == FAILED
+        assert time.monotonic() - start >= delay - 0.001
+        assert (await wire.line()).startswith(b"+OK Send the password")
+        assert (await wire.cmd(b"PASS secret")).startswith(b"+OK Mailbox locked")
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.sessions[0].pipelined == [b"USER alice"]
+
+
+async def test_correct_logins_are_not_delayed_or_closed() -> None:
+    # A delay long enough that any wait would trip the reader's 5 s timeout.
+    async with POP3TestServer(
+        mailboxes(), close_after_failed_login=True, failed_login_delay=60
+    ) as srv:
+        wire = await Wire.pop(srv)
+        assert (await wire.login()).startswith(b"+OK Mailbox locked")
+        assert (await wire.cmd(b"STAT")).startswith(b"+OK 3 ")
+        assert (await wire.cmd(b"QUIT")).startswith(b"+OK")
+        await wire.close()
+        wire = await Wire.pop(srv)
+        stamp = re.search(rb"<[^>]*>", wire.greeting)
+        assert stamp
+        digest = apop_digest(stamp[0], b"hunter2").encode()
+        assert (await wire.cmd(b"APOP bob " + digest)).startswith(b"+OK Mailbox locked")
+        await wire.close()
 
 
 async def test_pass_must_follow_user_immediately(server: POP3TestServer) -> None:
@@ -872,6 +1254,27 @@ async def test_poplib_user_pass_session(server: POP3TestServer) -> None:
     record = server.sessions[0]
     assert record.quit
     assert b"PASS secret" in record.lines
+
+
+async def test_poplib_retrieves_a_generated_message() -> None:
+    message = GeneratedMessage(200 * 1024, seed=9)
+    async with POP3TestServer({"alice": Mailbox("secret", [message])}) as srv:
+
+        def session() -> tuple[list[bytes], int, list[bytes]]:
+            pop = poplib.POP3(srv.host, srv.port, timeout=10)
+            pop.user("alice")
+            pop.pass_("secret")
+            assert pop.stat() == (1, message.size)
+            _, lines, octets = pop.retr(1)
+            _, top, _ = pop.top(1, 2)
+            pop.quit()
+            return lines, octets, top
+
+        lines, octets, top = await in_thread(session)
+    # poplib undoes the dot-stuffing: the generated lines come back as they were
+    assert b"".join(line + b"\r\n" for line in lines) == content(message)
+    assert octets == message.size
+    assert b"".join(line + b"\r\n" for line in top) == message.head(2)
 
 
 async def test_poplib_deletions_need_quit(server: POP3TestServer) -> None:

@@ -12,6 +12,9 @@ test can check what the client put on the wire::
         ...  # connect a client to server.host, server.port
     assert server.sessions[0].quit
 
+A :class:`GeneratedMessage` stands in a Mailbox for a synthetic message of
+any size, generated and streamed chunk by chunk, never held in memory.
+
 :class:`ScriptedServer` instead plays a fixed script of raw bytes to each
 connection (:class:`Send`, :class:`Expect`, :class:`Sleep`, :class:`Trickle`,
 :class:`Close`, :class:`WaitForClose`, :class:`StartTLS`), for testing how a
@@ -21,6 +24,7 @@ Both listen on 127.0.0.1 and a free port by default; use them as async
 context managers or call ``start()`` and ``close()``.
 """
 
+from ._generated import GeneratedMessage
 from ._mailbox import Mailbox
 from ._scripted import (
     Close,
@@ -41,6 +45,7 @@ __all__ = [
     "MAX_LINE",
     "Close",
     "Expect",
+    "GeneratedMessage",
     "Mailbox",
     "Mismatch",
     "POP3TestServer",

@@ -61,6 +61,17 @@ class LineReader:
             else:
                 self._eof = True
 
+    async def poll_buffered(self) -> bool:
+        """Return True if any octet has arrived that no :meth:`readline` returned yet.
+
+        Whatever the underlying StreamReader holds is moved into this reader,
+        without waiting for more and without changing the order of the octets,
+        so a later :meth:`readline` still sees everything.
+        """
+        if not self._buffer:
+            self._buffer += await self._probe()
+        return bool(self._buffer)
+
     async def take_buffered(self) -> bytes:
         """Remove and return every octet received but not yet read as a line.
 
@@ -68,18 +79,24 @@ class LineReader:
         for more: call it with the transport's reading paused to learn exactly
         what the peer sent so far.
         """
+        self._buffer += await self._probe()
         pending = bytes(self._buffer)
         self._buffer.clear()
+        return pending
+
+    async def _probe(self) -> bytes:
+        """Take what the StreamReader holds right now, without waiting for more."""
         probe = asyncio.ensure_future(self._reader.read(_CHUNK))
         # The probe's first step runs before this task resumes (the ready queue
         # is FIFO), and read() completes in that step iff data is buffered.
+        # A read cancelled while waiting has consumed nothing.
         await asyncio.sleep(0)
         if not probe.done():
             probe.cancel()
             await asyncio.wait([probe])
         if probe.cancelled():
-            return pending
+            return b""
         data = probe.result()
         if not data:
             self._eof = True
-        return pending + data
+        return data

@@ -6,9 +6,22 @@ import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from ._generated import GeneratedMessage
 from ._saslprep import saslprep
 
-__all__ = ["Mailbox", "check_uid", "header_end", "normalise", "top_of"]
+__all__ = [
+    "Mailbox",
+    "Message",
+    "check_uid",
+    "header_end",
+    "headers_of",
+    "normalise",
+    "size_of",
+    "top_of",
+]
+
+Message = bytes | GeneratedMessage
+"""A message as a Mailbox holds it: CRLF-normalised bytes, or generated on demand."""
 
 
 def normalise(message: bytes) -> bytes:
@@ -22,16 +35,38 @@ def normalise(message: bytes) -> bytes:
     return data
 
 
+def _normalise_any(message: Message) -> Message:
+    return message if isinstance(message, GeneratedMessage) else normalise(message)
+
+
+def size_of(message: Message) -> int:
+    """The size of a stored message in octets, as STAT and LIST report it."""
+    return message.size if isinstance(message, GeneratedMessage) else len(message)
+
+
+def headers_of(message: Message) -> bytes:
+    """The header section of a stored message, with the blank line that ends it."""
+    if isinstance(message, GeneratedMessage):
+        return message.head(0)
+    return message[: header_end(message)]
+
+
 def check_uid(uid: str) -> None:
     """Raise ValueError unless ``uid`` is a valid unique-id (RFC 1939 section 7)."""
     if not 1 <= len(uid) <= 70 or any(not "\x21" <= ch <= "\x7e" for ch in uid):
         raise ValueError(f"a unique-id is 1 to 70 characters from 0x21 to 0x7E, not {uid!r}")
 
 
-def _derive_uid(serial: int, message: bytes) -> str:
+def _derive_uid(serial: int, message: Message) -> str:
     # The serial keeps two equal messages apart and is never reused in a
     # mailbox, so a unique-id survives deletions of the messages before it.
-    return hashlib.sha256(b"%d\0%s" % (serial, message)).hexdigest()[:40]
+    # A generated message is named by its size and seed ("\1" rather than
+    # "\0" after the serial, so no bytes message can produce the same key).
+    if isinstance(message, GeneratedMessage):
+        key = b"%d\1%d %d" % (serial, message.size, message.seed)
+    else:
+        key = b"%d\0%s" % (serial, message)
+    return hashlib.sha256(key).hexdigest()[:40]
 
 
 def header_end(message: bytes) -> int:
@@ -60,7 +95,9 @@ class Mailbox:
     """One user's maildrop on a :class:`POP3TestServer`.
 
     ``messages`` are raw RFC 5322 messages; LF or CRLF line ends are accepted
-    and stored as CRLF, so sizes in STAT and LIST are exact wire octets.
+    and stored as CRLF, so sizes in STAT and LIST are exact wire octets. A
+    :class:`GeneratedMessage` may stand wherever message bytes may: it is
+    kept as it is, and the server generates and streams it chunk by chunk.
     ``uids`` defaults to stable unique-ids derived from each message and its
     position; given explicitly, it needs one valid unique-id per message.
     With ``locked`` set, every login is refused with ``-ERR [IN-USE]``.
@@ -72,14 +109,14 @@ class Mailbox:
     """
 
     password: str = field(repr=False)
-    messages: list[bytes] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     uids: list[str] | None = None
     locked: bool = False
     _serial: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         saslprep(self.password)  # fail early on a password no client could send
-        self.messages = [normalise(message) for message in self.messages]
+        self.messages = [_normalise_any(message) for message in self.messages]
         if self.uids is None:
             self.uids = [_derive_uid(i, m) for i, m in enumerate(self.messages)]
         else:
@@ -92,9 +129,9 @@ class Mailbox:
             self.uids = list(self.uids)
         self._serial = len(self.messages)
 
-    def add(self, message: bytes, uid: str | None = None) -> str:
+    def add(self, message: Message, uid: str | None = None) -> str:
         """Append a message and return its unique-id (derived unless given)."""
-        data = normalise(message)
+        data = _normalise_any(message)
         if uid is None:
             uid = _derive_uid(self._serial, data)
         check_uid(uid)
@@ -108,13 +145,13 @@ class Mailbox:
             self.uids = []
         return self.uids
 
-    def _open(self) -> list[tuple[bytes, str]]:
+    def _open(self) -> list[tuple[Message, str]]:
         """Return the maildrop as (message, uid) pairs for a new session.
 
         Messages appended straight to ``messages`` are normalised here and get
         derived unique-ids, so the two lists stay in step.
         """
-        self.messages[:] = [normalise(message) for message in self.messages]
+        self.messages[:] = [_normalise_any(message) for message in self.messages]
         uids = self._uid_list()
         while len(uids) < len(self.messages):
             uids.append(_derive_uid(self._serial, self.messages[len(uids)]))

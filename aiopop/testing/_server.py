@@ -42,10 +42,18 @@ class POP3TestServer(LoopbackServer):
     * ``hostname``: the name in the timestamp and the sign-off.
     * ``greeting``: the greeting text after ``+OK `` (the timestamp is appended).
     * ``pipelining``: announce PIPELINING in CAPA. Commands are always read
-      and answered in order, so pipelined commands work either way.
+      and answered in order, so pipelined commands work either way, and
+      either way :attr:`SessionRecord.pipelined` notes each command that
+      arrived before the reply to the previous one was written.
     * ``require_utf8_mode``: refuse RETR and TOP of a message with non-ASCII
       octets in its header section with ``-ERR [UTF8]`` until the client has
       sent UTF8 (RFC 6856 section 2.1). Body octets are never checked.
+    * ``failed_login_delay``: seconds to wait before answering a PASS or
+      APOP refused for wrong credentials (``-ERR [AUTH]``), as servers do
+      to slow down password guessing.
+    * ``close_after_failed_login``: after that ``-ERR [AUTH]`` line, close
+      the connection without reading another command, as RFC 1939 section 4
+      allows (solid-pop3d does so after 1 to 3 seconds).
 
     Login failures answer ``-ERR [AUTH] Authentication failed.``; a mailbox
     that is ``locked``, or held by another session in the TRANSACTION state,
@@ -70,6 +78,8 @@ class POP3TestServer(LoopbackServer):
         greeting: bytes | None = None,
         pipelining: bool = True,
         require_utf8_mode: bool = True,
+        close_after_failed_login: bool = False,
+        failed_login_delay: float = 0.0,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         if not _HOSTNAME.fullmatch(hostname):
@@ -78,6 +88,8 @@ class POP3TestServer(LoopbackServer):
             raise ValueError("greeting must not contain CR, LF or NUL")
         if ssl_context is not None and starttls_context is not None:
             raise ValueError("STLS makes no sense on an implicit TLS port")
+        if not failed_login_delay >= 0:  # also refuses NaN
+            raise ValueError(f"failed_login_delay must be >= 0, not {failed_login_delay}")
         self.mailboxes: dict[str, Mailbox] = dict(mailboxes)
         """The mailboxes by user name; entries may be added while running."""
         self.sessions: list[SessionRecord] = []
@@ -97,6 +109,8 @@ class POP3TestServer(LoopbackServer):
             pipelining=pipelining,
             require_utf8_mode=require_utf8_mode,
             starttls_context=starttls_context,
+            close_after_failed_login=close_after_failed_login,
+            failed_login_delay=failed_login_delay,
         )
 
     def _timestamp(self) -> bytes:

@@ -7,21 +7,23 @@ import enum
 import hmac
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from aiopop._apop import apop_digest
 
+from ._generated import GeneratedMessage
 from ._lines import LineReader, LineTooLong, strip_crlf
-from ._mailbox import Mailbox, header_end, top_of
+from ._mailbox import Mailbox, Message, headers_of, size_of, top_of
 from ._saslprep import saslprep
 
-__all__ = ["MAX_LINE", "Options", "SessionRecord", "State", "run_session"]
+__all__ = ["MAX_LINE", "Options", "SessionRecord", "State", "dot_stuff", "run_session"]
 
 MAX_LINE = 8192
 """Longest command line accepted, CRLF included; a longer one ends the session."""
 
 _TLS_HANDSHAKE_TIMEOUT = 10.0
+_STREAM_CHUNK = 65536  # octets of a generated message written before each drain()
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 # Keywords and arguments are printable ASCII (RFC 1939 section 3); UTF-8 is
 # also allowed in credentials, as the "UTF8 USER" capability announces.
@@ -49,6 +51,12 @@ class SessionRecord:
 
     lines: list[bytes] = field(default_factory=list)
     """Command lines received, without their CRLF."""
+    pipelined: list[bytes] = field(default_factory=list)
+    """The lines of :attr:`lines` that had begun to arrive before the server
+    wrote its reply to the previous command: the client did not wait for
+    that reply (it pipelined, RFC 2449 section 6.6). Recorded whether or not
+    the server announces PIPELINING. Octets sent before the greeting, or
+    after STLS (see :attr:`discarded_before_tls`), do not count."""
     apop_timestamp: bytes | None = None
     """The ``<...>`` timestamp of the greeting, or None when APOP is off."""
     user: str | None = None
@@ -65,6 +73,11 @@ class SessionRecord:
     """True once the server has finished with the connection."""
     error: Exception | None = None
     """An unexpected server-side error that ended the session (a bug)."""
+
+    @property
+    def pipelined_any(self) -> bool:
+        """True if the client sent any command before the previous reply."""
+        return bool(self.pipelined)
 
     @property
     def keywords(self) -> list[str]:
@@ -90,6 +103,8 @@ class Options:
     pipelining: bool
     require_utf8_mode: bool
     starttls_context: ssl.SSLContext | None
+    close_after_failed_login: bool = False
+    failed_login_delay: float = 0.0
 
 
 def _ok(text: str = "") -> bytes:
@@ -100,9 +115,39 @@ def _err(text: str) -> bytes:
     return b"-ERR " + text.encode() + b"\r\n"
 
 
+def dot_stuff(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Dot-stuff content given in pieces cut anywhere (RFC 1939 section 3).
+
+    A line that starts with ``.`` gets another one in front, whether or not
+    it starts a piece: the piece before tells whether a line starts there.
+    """
+    at_line_start = True
+    for chunk in chunks:
+        stuffed = chunk.replace(b"\n.", b"\n..")
+        if at_line_start and chunk.startswith(b"."):
+            stuffed = b"." + stuffed
+        if chunk:
+            at_line_start = chunk.endswith(b"\n")
+        yield stuffed
+
+
 def _multiline(first: str, body: bytes) -> bytes:
     """A positive multi-line response; ``body`` is CRLF lines, dot-stuffed here."""
-    return _ok(first) + re.sub(rb"(?m)^\.", b"..", body) + b".\r\n"
+    return _ok(first) + b"".join(dot_stuff([body])) + b".\r\n"
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """A positive multi-line response sent piece by piece, for generated messages.
+
+    ``content`` is CRLF lines ending with a CRLF, not yet dot-stuffed.
+    """
+
+    first: bytes
+    content: Iterator[bytes]
+
+
+Reply = bytes | _Streamed
 
 
 def _listing(first: str, lines: list[str]) -> bytes:
@@ -130,7 +175,7 @@ class _Maildrop:
     def totals(self) -> tuple[int, int]:
         """(count, octets) of the messages not marked as deleted."""
         indexes = self.visible()
-        return len(indexes), sum(len(self.entries[i][0]) for i in indexes)
+        return len(indexes), sum(size_of(self.entries[i][0]) for i in indexes)
 
     def find(self, arg: bytes) -> int | bytes:
         """The 0-based index for a message-number argument, or an -ERR reply."""
@@ -144,7 +189,7 @@ class _Maildrop:
         return number - 1
 
 
-Handler = Callable[["_Session", "bytes | None"], bytes]
+Handler = Callable[["_Session", "bytes | None"], Reply]
 
 
 class _Session:
@@ -167,10 +212,12 @@ class _Session:
         self.maildrop: _Maildrop | None = None
         self.finished = False
         self.tls_requested = False
+        self.login_failed = False
 
     async def run(self) -> None:
         parts = [b"+OK", self.options.greeting, self.record.apop_timestamp or b""]
         await self.send(b" ".join(part for part in parts if part) + b"\r\n")
+        pipelined = False
         while not self.finished:
             try:
                 raw = await self.lines.readline()
@@ -181,20 +228,49 @@ class _Session:
                 return
             line = strip_crlf(raw)
             self.record.lines.append(line)
+            if pipelined:
+                self.record.pipelined.append(line)
             if not raw.endswith(b"\n"):
                 return  # the connection closed in the middle of a line
             if line.endswith(b"\n"):
-                reply = _err("Command must end with CRLF")
+                reply: Reply = _err("Command must end with CRLF")
             else:
                 reply = self.dispatch(line)
-            if self.tls_requested:
-                await self.start_tls(reply)
-            else:
-                await self.send(reply)
+            pipelined = await self.answer(reply)
+
+    async def answer(self, reply: Reply) -> bool:
+        """Send the reply to a command; True if the next one began to arrive first."""
+        if self.tls_requested:
+            assert isinstance(reply, bytes)
+            await self.start_tls(reply)
+            return False
+        if self.login_failed:
+            self.login_failed = False
+            await asyncio.sleep(self.options.failed_login_delay)
+        # Probe just before writing: any octet already here was sent before
+        # the client could have seen this reply.
+        early = not self.finished and await self.lines.poll_buffered()
+        if isinstance(reply, bytes):
+            await self.send(reply)
+        else:
+            await self.stream(reply)
+        return early
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
+
+    async def stream(self, reply: _Streamed) -> None:
+        """Send a multi-line response piece by piece, draining after each piece.
+
+        The next piece is generated only once the transport has taken the
+        previous one, so memory stays bounded by a chunk whatever the size.
+        """
+        self.writer.write(reply.first)
+        for piece in dot_stuff(reply.content):
+            self.writer.write(piece)
+            await self.writer.drain()
+        await self.send(b".\r\n")
 
     async def start_tls(self, reply: bytes) -> None:
         """Answer STLS and run the handshake (RFC 2595 section 4)."""
@@ -215,7 +291,7 @@ class _Session:
             self.options.in_use.discard(self.maildrop.name)
             self.maildrop = None
 
-    def dispatch(self, line: bytes) -> bytes:
+    def dispatch(self, line: bytes) -> Reply:
         keyword, space, rest = line.partition(b" ")
         keyword = keyword.upper()
         arg = rest if space else None
@@ -279,8 +355,15 @@ class _Session:
             return _err("Usage: PASS password")
         found = self.lookup(raw_name)
         if found is None or not _password_matches(arg, found[1].password):
-            return _AUTH_FAILED
+            return self.refuse_login()
         return self.login(*found)
+
+    def refuse_login(self) -> bytes:
+        """Refuse wrong credentials: after the delay, and maybe closing (RFC 1939 section 4)."""
+        self.login_failed = True
+        if self.options.close_after_failed_login:
+            self.finished = True
+        return _AUTH_FAILED
 
     def cmd_apop(self, arg: bytes | None) -> bytes:
         timestamp = self.record.apop_timestamp
@@ -296,10 +379,10 @@ class _Session:
         except UnicodeDecodeError:
             found = None
         if found is None:
-            return _AUTH_FAILED
+            return self.refuse_login()
         secret = saslprep(found[1].password).encode()
         if not hmac.compare_digest(args[1], apop_digest(timestamp, secret).encode()):
-            return _AUTH_FAILED
+            return self.refuse_login()
         return self.login(*found)
 
     def cmd_utf8(self, arg: bytes | None) -> bytes:
@@ -375,12 +458,12 @@ class _Session:
         drop = self.drop()
         if arg is None:
             count, octets = drop.totals()
-            lines = [f"{i + 1} {len(drop.entries[i][0])}" for i in drop.visible()]
+            lines = [f"{i + 1} {size_of(drop.entries[i][0])}" for i in drop.visible()]
             return _listing(f"{count} messages ({octets} octets)", lines)
         index = drop.find(arg)
         if isinstance(index, bytes):
             return index
-        return _ok(f"{index + 1} {len(drop.entries[index][0])}")
+        return _ok(f"{index + 1} {size_of(drop.entries[index][0])}")
 
     def cmd_uidl(self, arg: bytes | None) -> bytes:
         drop = self.drop()
@@ -392,7 +475,7 @@ class _Session:
             return index
         return _ok(f"{index + 1} {drop.entries[index][1]}")
 
-    def message(self, arg: bytes) -> bytes | tuple[int, bytes]:
+    def message(self, arg: bytes) -> bytes | tuple[int, Message]:
         """The index and content of a message to send, or an -ERR reply."""
         index = self.drop().find(arg)
         if isinstance(index, bytes):
@@ -401,20 +484,24 @@ class _Session:
         if (
             self.options.require_utf8_mode
             and not self.record.utf8
-            and not data[: header_end(data)].isascii()
+            and not headers_of(data).isascii()
         ):
             return _err("[UTF8] Message has UTF-8 headers, issue UTF8 first")
         return index, data
 
-    def cmd_retr(self, arg: bytes | None) -> bytes:
+    def cmd_retr(self, arg: bytes | None) -> Reply:
         if arg is None or b" " in arg:
             return _err("Usage: RETR msg")
         found = self.message(arg)
         if isinstance(found, bytes):
             return found
-        return _multiline(f"{len(found[1])} octets", found[1])
+        data = found[1]
+        first = f"{size_of(data)} octets"
+        if isinstance(data, GeneratedMessage):
+            return _Streamed(_ok(first), data.chunks(_STREAM_CHUNK))
+        return _multiline(first, data)
 
-    def cmd_top(self, arg: bytes | None) -> bytes:
+    def cmd_top(self, arg: bytes | None) -> Reply:
         args = _split(arg)
         if args is None or len(args) != 2:
             return _err("Usage: TOP msg n")
@@ -423,9 +510,13 @@ class _Session:
             return found
         if not args[1].isdigit():
             return _err("Invalid line count")
+        data = found[1]
         # More lines than the body has means all of it; cap huge numbers.
-        lines = int(args[1]) if len(args[1]) < 10 else len(found[1])
-        return _multiline("Top of message follows", top_of(found[1], lines))
+        lines = int(args[1]) if len(args[1]) < 10 else size_of(data)
+        first = "Top of message follows"
+        if isinstance(data, GeneratedMessage):
+            return _Streamed(_ok(first), data._head_chunks(lines, _STREAM_CHUNK))
+        return _multiline(first, top_of(data, lines))
 
     def cmd_dele(self, arg: bytes | None) -> bytes:
         if arg is None or b" " in arg:
