@@ -1,7 +1,10 @@
 """Pure parsers for POP3 server lines: no state, no I/O.
 
 Every function takes the bytes of one line (without its CRLF) or the text of
-one status line and either returns a value or raises :class:`ProtocolError`.
+one status line and either returns a value or raises :class:`ProtocolError`:
+a status line that is neither ``+OK`` nor ``-ERR`` breaks the framing, while
+bad content in a well-framed reply raises its subclass
+:class:`MalformedReplyError`.
 All of them run in time linear in their input.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ProtocolError
+from .errors import MalformedReplyError, ProtocolError
 from .types import ListEntry, Stat, UidEntry
 
 __all__ = [
@@ -46,15 +49,35 @@ class StatusLine:
 def escape(data: bytes | str, limit: int = _ESCAPE_LIMIT) -> str:
     """Make untrusted server text safe to show: decode leniently, escape controls, cap length.
 
-    C0 and C1 control characters and DEL (ANSI escape sequences among them)
-    become ``\\xNN``; undecodable bytes become ``\\xNN`` too.
+    The result never contains a control character (ANSI escape sequences
+    included) and can be read back without ambiguity, as in a Python literal:
+    a backslash becomes ``\\\\``; an octet that is not UTF-8 becomes ``\\xNN``
+    (always 80 to ff); a control or other unprintable character becomes
+    ``\\xNN`` below U+0080, ``\\uNNNN`` or ``\\UNNNNNNNN`` above. Text longer than
+    ``limit`` characters is cut and ends in ``...``.
     """
-    text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
+    raw = isinstance(data, bytes)
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
     if len(text) > limit:
         text = text[:limit] + "..."
-    if text.isprintable():
+    if text.isprintable() and "\\" not in text:
         return text
-    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+    return "".join(_escape_char(c, raw) for c in text)
+
+
+def _escape_char(char: str, raw: bool) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable():
+        return char
+    point = ord(char)
+    if raw and 0xDC80 <= point <= 0xDCFF:  # an undecodable octet, from surrogateescape
+        return f"\\x{point - 0xDC00:02x}"
+    if point < 0x80:
+        return f"\\x{point:02x}"
+    if point <= 0xFFFF:
+        return f"\\u{point:04x}"
+    return f"\\U{point:08x}"
 
 
 def parse_status_line(line: bytes) -> StatusLine:
@@ -116,14 +139,14 @@ def _is_msg_id(candidate: bytes) -> bool:
 
 def _parse_number(field: bytes, what: str, line: bytes) -> int:
     if not field.isdigit() or len(field) > _MAX_DIGITS:
-        raise ProtocolError(f"bad {what} in {escape(line, 80)!r}")
+        raise MalformedReplyError(f"bad {what} in {escape(line, 80)!r}")
     return int(field)
 
 
 def _two_numbers(line: bytes, what: str) -> tuple[int, int]:
     fields = line.split()
     if len(fields) < 2:
-        raise ProtocolError(f"malformed {what} line {escape(line, 80)!r}")
+        raise MalformedReplyError(f"malformed {what} line {escape(line, 80)!r}")
     return _parse_number(fields[0], what, line), _parse_number(fields[1], what, line)
 
 
@@ -136,7 +159,7 @@ def parse_list_entry(line: bytes) -> ListEntry:
     """Parse ``number size`` from a LIST line or from LIST n's ``+OK`` text."""
     number, size = _two_numbers(line, "LIST")
     if number == 0:
-        raise ProtocolError(f"message number 0 in {escape(line, 80)!r}")
+        raise MalformedReplyError(f"message number 0 in {escape(line, 80)!r}")
     return ListEntry(number, size)
 
 
@@ -148,11 +171,11 @@ def parse_uid_entry(line: bytes) -> UidEntry:
     """
     fields = line.split()
     if len(fields) < 2:
-        raise ProtocolError(f"malformed UIDL line {escape(line, 80)!r}")
+        raise MalformedReplyError(f"malformed UIDL line {escape(line, 80)!r}")
     number = _parse_number(fields[0], "UIDL", line)
     uid = fields[1]
     if number == 0 or not all(0x21 <= b <= 0x7E for b in uid):
-        raise ProtocolError(f"bad UIDL line {escape(line, 80)!r}")
+        raise MalformedReplyError(f"bad UIDL line {escape(line, 80)!r}")
     return UidEntry(number, uid.decode("ascii"))
 
 
@@ -160,5 +183,5 @@ def parse_capa_line(line: bytes) -> tuple[str, list[str]]:
     """Parse one CAPA line into its upper-cased tag and its arguments (RFC 2449 section 5)."""
     fields = line.decode("utf-8", "replace").split()
     if not fields:
-        raise ProtocolError("empty CAPA line")
+        raise MalformedReplyError("empty CAPA line")
     return fields[0].upper(), fields[1:]

@@ -16,8 +16,10 @@ __all__ = [
     "APOPNotOfferedError",
     "AuthenticationError",
     "CommandStateError",
+    "ConnectionClosedError",
     "ConnectionLostError",
     "InsecureLoginError",
+    "MalformedReplyError",
     "POP3Error",
     "POP3TimeoutError",
     "ProtocolError",
@@ -80,7 +82,21 @@ class AuthenticationError(ResponseError):
 class ProtocolError(POP3Error):
     """The server sent data that breaks the protocol: malformed, oversized or unrequested.
 
-    The connection cannot be trusted afterwards and is closed.
+    When the framing itself is broken (a line or reply over its size limit, a
+    status line that is neither ``+OK`` nor ``-ERR``, data nobody asked for)
+    the stream cannot be trusted any more and the connection is closed. The
+    subclass :class:`MalformedReplyError` is the exception: there the reply
+    was framed correctly and only its content was wrong.
+    """
+
+
+class MalformedReplyError(ProtocolError):
+    """A correctly framed reply carried content that makes no sense.
+
+    For example ``+OK abc`` to STAT, a listing line without a size, or
+    ``LIST 1`` answered about message 99. The whole reply was read, so the
+    stream is still in step and the connection stays open; the next command
+    may succeed. Nothing from the bad reply is returned.
     """
 
 
@@ -92,11 +108,21 @@ class ConnectionLostError(POP3Error, ConnectionError):
     """
 
 
-class POP3TimeoutError(POP3Error, TimeoutError):
-    """A connection attempt or command did not finish within its timeout.
+class ConnectionClosedError(POP3Error):
+    """This side closed the connection while the command was queued or in flight.
 
-    The connection is closed afterwards, without QUIT, so the server rolls
-    back any deletions of this session.
+    Raised in every task whose command was still waiting when ``close()``
+    ran (or ``async with`` left by an exception). The server did not cause
+    it, and it keeps every message (RFC 1939 section 6).
+    """
+
+
+class POP3TimeoutError(POP3Error, TimeoutError):
+    """Connecting, a reply, or the flow of a message stalled for longer than the timeout.
+
+    The connection is closed at once, without QUIT, so the server rolls back
+    any deletions of this session; every other command in flight fails with
+    this error too.
     """
 
 

@@ -164,7 +164,7 @@ def test_capa_line() -> None:
 def test_escape() -> None:
     assert escape(b"plain text") == "plain text"
     assert escape(b"\x1b[2Jred\r\n") == "\\x1b[2Jred\\x0d\\x0a"
-    assert escape("\x9b31m") == "\\x9b31m"
+    assert escape("\x9b31m") == "\\u009b31m"
     assert escape(b"\xff") == "\\xff"
     assert escape(b"caf\xc3\xa9") == "caf\u00e9"
     assert escape(b"x" * 1000, limit=10) == "x" * 10 + "..."
