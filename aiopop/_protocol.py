@@ -57,12 +57,18 @@ class ReplyShape(enum.Enum):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Command:
-    """One command to send. ``secret`` marks its last argument as one never to be logged."""
+    """One command to send.
+
+    ``secret`` marks its last argument as one never to be logged. ``limit``
+    bounds the reply's content: the octets of a message (``DATA``) or of all
+    lines of a listing (``LINES``); ``None`` means no bound.
+    """
 
     verb: str
     args: tuple[str, ...] = ()
     shape: ReplyShape = ReplyShape.SINGLE
     secret: bool = False
+    limit: int | None = None
 
     def __repr__(self) -> str:
         return f"Command({self.loggable()!r})"
@@ -126,11 +132,18 @@ class _Phase(enum.Enum):
 
 @dataclass(slots=True)
 class _BodyScan:
-    """Where the reader is inside a multi-line message."""
+    """Where the reader is inside a multi-line reply."""
 
     at_line_start: bool = True
     size: int = 0
     ended: bool = False
+    bare_lf: bool = False
+    """The reply's status line ended with a bare LF: so do its lines (a lax server)."""
+
+
+# A message piece with more dot-stuffed lines than this is unstuffed in bulk:
+# one search for the terminator and one replace, instead of a step per line.
+_BULK_AFTER = 8
 
 
 @dataclass
@@ -138,14 +151,21 @@ class POP3Protocol:
     """State machine of one POP3 client session.
 
     ``max_line_length`` bounds the greeting, status lines and listing lines
-    (not message lines); ``max_body_size`` bounds one multi-line message when
-    set. Exceeding either is a :class:`ProtocolError`, with memory bounded.
+    (not message lines); a command's :attr:`Command.limit` bounds its reply.
+    Exceeding either is a :class:`ProtocolError`, with memory bounded.
     After any remote error the protocol is dead and re-raises that error.
+
+    Lines may end with CRLF or, from lax servers, a bare LF: status and
+    listing lines either way; a message's lines as its status line did (a
+    bare LF inside a CRLF message is content).
     """
 
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
-    max_body_size: int | None = None
-    _buffer: bytearray = field(default_factory=bytearray, repr=False)
+    # Received bytes: _buf[_pos:] not yet parsed, then _incoming, joined lazily
+    # so that a chunk that arrives on its own is parsed without being copied.
+    _buf: bytes = field(default=b"", repr=False)
+    _pos: int = field(default=0, repr=False)
+    _incoming: list[bytes] = field(default_factory=list, repr=False)
     _pending: collections.deque[Command] = field(default_factory=collections.deque, repr=False)
     _phase: _Phase = _Phase.GREETING
     _state: State = State.GREETING
@@ -153,6 +173,7 @@ class POP3Protocol:
     _error: ProtocolError | ConnectionLostError | None = None
     _user_accepted: bool = False
     _utf8: bool = False
+    _line_bare_lf: bool = False
     _scan: _BodyScan = field(default_factory=_BodyScan, repr=False)
     greeting: Greeting | None = None
 
@@ -169,9 +190,14 @@ class POP3Protocol:
         return len(self._pending)
 
     @property
+    def pending_commands(self) -> tuple[Command, ...]:
+        """The sent commands still awaiting (part of) their reply, oldest first."""
+        return tuple(self._pending)
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet turned into events (must be 0 before a TLS handshake)."""
-        return len(self._buffer)
+        return len(self._buf) - self._pos + sum(map(len, self._incoming))
 
     @property
     def utf8(self) -> bool:
@@ -184,7 +210,8 @@ class POP3Protocol:
         """Add bytes that arrived from the server."""
         if self._eof:
             raise RuntimeError("receive_data() after receive_eof()")
-        self._buffer += data
+        if data:
+            self._incoming.append(bytes(data))
 
     def receive_eof(self) -> None:
         """Note that the server closed its side."""
@@ -193,7 +220,7 @@ class POP3Protocol:
     def connection_closed(self) -> None:
         """Note that the connection was closed locally: the session is over."""
         self._state = State.CLOSED
-        self._buffer.clear()
+        self._clear()
 
     def next_event(self) -> Event | None:
         """The next complete event, or None when more data is needed.
@@ -203,6 +230,8 @@ class POP3Protocol:
         """
         if self._error is not None:
             raise self._error
+        if self._incoming:
+            self._fill()
         try:
             event = self._next_event()
         except (ProtocolError, ConnectionLostError) as exc:
@@ -212,6 +241,19 @@ class POP3Protocol:
             self._at_eof()
         return event
 
+    def _fill(self) -> None:
+        incoming = self._incoming
+        if self._pos < len(self._buf):
+            incoming.insert(0, self._buf[self._pos :])
+        self._buf = incoming[0] if len(incoming) == 1 else b"".join(incoming)
+        self._pos = 0
+        incoming.clear()
+
+    def _clear(self) -> None:
+        self._buf = b""
+        self._pos = 0
+        self._incoming.clear()
+
     def _next_event(self) -> Event | None:
         phase = self._phase
         if phase is _Phase.DATA:
@@ -219,10 +261,8 @@ class POP3Protocol:
         if phase is _Phase.LINES:
             return self._next_listing_line()
         if phase is _Phase.IDLE:
-            if self._buffer:
-                raise ProtocolError(
-                    f"server sent data nobody asked for: {escape(bytes(self._buffer[:80]))!r}"
-                )
+            if self._pos < len(self._buf):
+                raise self._unrequested()
             return None
         line = self._take_line()
         if line is None:
@@ -232,8 +272,12 @@ class POP3Protocol:
             return self._on_greeting(status)
         return self._on_status(status)
 
+    def _unrequested(self) -> ProtocolError:
+        data = self._buf[self._pos : self._pos + 80]
+        return ProtocolError(f"server sent data nobody asked for: {escape(data)!r}")
+
     def _at_eof(self) -> None:
-        if self._phase is _Phase.IDLE and not self._buffer:
+        if self._phase is _Phase.IDLE and self._pos >= len(self._buf):
             self._state = State.CLOSED
             return
         what = "the greeting" if self._phase is _Phase.GREETING else "a reply"
@@ -246,38 +290,28 @@ class POP3Protocol:
     def _fail(self, exc: ProtocolError | ConnectionLostError) -> None:
         self._error = exc
         self._state = State.CLOSED
-        self._buffer.clear()
+        self._clear()
 
     # -- lines -------------------------------------------------------------------
 
     def _take_line(self) -> bytes | None:
-        """One status line without its line end (CRLF, or a bare LF from lax servers)."""
-        buf = self._buffer
+        """One status or listing line without its line end (CRLF, or a bare LF)."""
+        buf, pos = self._buf, self._pos
         limit = self.max_line_length
-        end = buf.find(b"\n", 0, limit + 2)
+        end = buf.find(b"\n", pos, pos + limit + 2)
         if end < 0:
-            if len(buf) > limit + 1:
+            if len(buf) - pos > limit + 1:
                 raise ProtocolError(f"line longer than {limit} octets")
             return None
-        line = bytes(buf[:end])
-        del buf[: end + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) > limit:
+        self._pos = end + 1
+        if end > pos and buf[end - 1] == _CR:
+            self._line_bare_lf = False
+            end -= 1
+        else:
+            self._line_bare_lf = True
+        if end - pos > limit:
             raise ProtocolError(f"line longer than {limit} octets")
-        return line
-
-    def _take_crlf_line(self) -> bytes | None:
-        """One listing line: only CRLF ends it."""
-        buf = self._buffer
-        end = buf.find(b"\r\n", 0, self.max_line_length + 2)
-        if end < 0:
-            if len(buf) > self.max_line_length + 1:
-                raise ProtocolError(f"line longer than {self.max_line_length} octets")
-            return None
-        line = bytes(buf[:end])
-        del buf[: end + 2]
-        return line
+        return buf[pos:end]
 
     def _on_greeting(self, status: StatusLine) -> Greeting:
         timestamp = find_apop_timestamp(status.text) if status.ok else None
@@ -290,11 +324,8 @@ class POP3Protocol:
         command = self._pending[0]
         self._apply(command, status)
         if status.ok and command.shape is not ReplyShape.SINGLE:
-            if command.shape is ReplyShape.LINES:
-                self._phase = _Phase.LINES
-            else:
-                self._phase = _Phase.DATA
-                self._scan = _BodyScan()
+            self._phase = _Phase.LINES if command.shape is ReplyShape.LINES else _Phase.DATA
+            self._scan = _BodyScan(bare_lf=self._line_bare_lf)
         else:
             self._complete()
         return Reply(command, status)
@@ -319,14 +350,19 @@ class POP3Protocol:
             self._state = State.UPDATE if self._state is State.TRANSACTION else State.CLOSED
 
     def _next_listing_line(self) -> Event | None:
-        line = self._take_crlf_line()
+        line = self._take_line()
         if line is None:
             return None
+        command = self._pending[0]
         if line == b".":
             return End(self._complete())
+        scan = self._scan
+        scan.size += len(line) + 2
+        if command.limit is not None and scan.size > command.limit:
+            raise ProtocolError(f"{command.verb} listing larger than {command.limit} octets")
         if line.startswith(b"."):
             line = line[1:]
-        return Line(self._pending[0], line)
+        return Line(command, line)
 
     # -- message bodies --------------------------------------------------------
 
@@ -334,76 +370,168 @@ class POP3Protocol:
         scan = self._scan
         if scan.ended:
             return End(self._complete())
-        buf = self._buffer
-        pieces: list[bytes | bytearray] = []
-        i, n = 0, len(buf)
-        at_line_start = scan.at_line_start
-        while i < n:
-            if at_line_start:
-                at_line_start = False
-                if buf[i] == _DOT:
-                    if n - i < 3 and (n - i == 1 or buf[i + 1] == _CR):
-                        at_line_start = True
-                        break  # ".", ".\r": the terminator or not, more bytes decide
-                    if buf[i + 1] == _CR and buf[i + 2] == _LF:
-                        i += 3
-                        scan.ended = True
-                        break
-                    i += 1  # a stuffed dot
-                    continue
-            j = buf.find(b"\r\n.", i)
-            if j >= 0:
-                pieces.append(buf[i : j + 2])
-                i = j + 2
-                at_line_start = True
-                continue
-            if buf[n - 1] == _CR:
-                # The CR may begin "\r\n.": keep it until its next byte arrives.
-                if n - 1 > i:
-                    pieces.append(buf[i : n - 1])
-                i = n - 1
-                break
-            pieces.append(buf[i:n])
-            at_line_start = n - i >= 2 and buf[n - 2] == _CR and buf[n - 1] == _LF
-            i = n
-        scan.at_line_start = at_line_start
-        del buf[:i]
-        if pieces:
-            data = b"".join(pieces)
+        data = self._scan_lf_body() if scan.bare_lf else self._scan_body()
+        if data:
             scan.size += len(data)
-            if self.max_body_size is not None and scan.size > self.max_body_size:
-                raise ProtocolError(f"reply larger than {self.max_body_size} octets")
-            return Data(self._pending[0], data)
+            command = self._pending[0]
+            if command.limit is not None and scan.size > command.limit:
+                raise ProtocolError(f"{command.verb} reply larger than {command.limit} octets")
+            return Data(command, data)
         if scan.ended:
             return End(self._complete())
         return None
 
+    def _scan_body(self) -> bytes:
+        """Unstuff what is here of a CRLF message, up to its terminator; keep undecided octets.
+
+        Sets ``ended`` once the terminating ``CRLF . CRLF`` has been consumed.
+        Only a line that is exactly ``.`` ends the message; a leading dot on
+        any other line is removed (RFC 1939 section 3). Octets that could
+        still turn out to be part of the terminator (a final CR, or CRLF ``.``)
+        stay in the buffer until the next octets decide.
+        """
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        scan = self._scan
+        if scan.at_line_start:
+            if pos >= n:
+                return b""
+            if buf[pos] == _DOT:
+                rest = n - pos
+                if rest == 1 or (rest == 2 and buf[pos + 1] == _CR):
+                    return b""  # "." or ".\r": the terminator, or not
+                if buf[pos + 1] == _CR and buf[pos + 2] == _LF:
+                    self._pos = pos + 3
+                    scan.ended = True
+                    return b""
+                pos += 1  # a stuffed dot
+            scan.at_line_start = False
+        pieces: list[bytes | memoryview] = []
+        view = memoryview(buf)
+        start = pos
+        hits = 0
+        while True:
+            j = buf.find(b"\r\n.", start)
+            if j < 0:
+                break
+            after = j + 3
+            if after < n and buf[after] != _CR:
+                pass  # a stuffed dot
+            elif after + 1 < n:
+                if buf[after + 1] == _LF:
+                    pieces.append(view[start : j + 2])
+                    self._pos = after + 2
+                    scan.ended = True
+                    return _join(pieces, buf)
+            else:  # "CRLF ." or "CRLF . CR" at the very end: undecided
+                pieces.append(view[start : j + 2])
+                self._pos = j + 2
+                scan.at_line_start = True
+                return _join(pieces, buf)
+            pieces.append(view[start : j + 2])
+            start = after
+            hits += 1
+            if hits == _BULK_AFTER:
+                pieces.append(self._bulk(start, n))
+                return _join(pieces, buf)
+        cut = self._tail_cut(start, n)
+        pieces.append(view[start:cut])
+        self._pos = cut
+        return _join(pieces, buf)
+
+    def _bulk(self, start: int, n: int) -> bytes:
+        """Unstuff ``buf[start:]`` (densely stuffed) with one find and one replace."""
+        buf = self._buf
+        end = buf.find(b"\r\n.\r\n", start)
+        if end >= 0:
+            self._pos = end + 5
+            self._scan.ended = True
+            cut = end + 2
+        else:
+            if buf.endswith(b"\r\n.\r", start):
+                cut = n - 2  # undecided: keep ". CR" for the next octets to decide
+                self._scan.at_line_start = True
+            elif buf.endswith(b"\r\n.", start):
+                cut = n - 1
+                self._scan.at_line_start = True
+            else:
+                cut = self._tail_cut(start, n)
+            self._pos = cut
+        return buf[start:cut].replace(b"\r\n.", b"\r\n")
+
+    def _tail_cut(self, start: int, n: int) -> int:
+        """Where to stop in ``buf[start:n]`` (no "CRLF ." in it) so a line end is never split."""
+        buf = self._buf
+        if n - start >= 2 and buf.endswith(b"\r\n", start):
+            self._scan.at_line_start = True
+            return n
+        if n > start and buf[n - 1] == _CR:
+            return n - 1
+        return n
+
+    def _scan_lf_body(self) -> bytes:
+        """The body of a reply whose status line ended with a bare LF: lines end at LF.
+
+        The terminator is a line that is ``.`` (a CR before its LF is
+        tolerated); a leading dot on any other line is removed.
+        """
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        scan = self._scan
+        pieces: list[bytes | memoryview] = []
+        view = memoryview(buf)
+        while pos < n:
+            if scan.at_line_start and buf[pos] == _DOT:
+                if buf.startswith(b".\n", pos) or buf.startswith(b".\r\n", pos):
+                    self._pos = buf.index(b"\n", pos) + 1
+                    scan.ended = True
+                    return _join(pieces, buf)
+                if n - pos < 3 and b".\r\n".startswith(buf[pos:n]):
+                    break  # "." or ".\r": the terminator, or not
+                pos += 1
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                pieces.append(view[pos:n])
+                pos = n
+                scan.at_line_start = False
+                break
+            pieces.append(view[pos : end + 1])
+            pos = end + 1
+            scan.at_line_start = True
+        self._pos = pos
+        return _join(pieces, buf)
+
     # -- output ----------------------------------------------------------------
 
-    def send(self, command: Command) -> bytes:
+    def send(self, command: Command, *, encoded: bytes | None = None) -> bytes:
         """Check ``command`` against the session and return the bytes to write.
 
         Raises :class:`ValueError` for an argument that could inject a command
         or break the line limit, :class:`CommandStateError` for a command the
         session does not allow now, and the stored error of a dead session.
-        Nothing is queued when it raises.
+        Nothing is queued when it raises. ``encoded`` may pass what
+        :meth:`encode` returned for this command earlier in the session (an
+        encoding stays valid: UTF8 mode is never left).
         """
         if self._error is not None:
             raise self._error
-        line = self._encode(command)
+        line = self._encode(command) if encoded is None else encoded
         self._check_state(command)
-        if not self._pending and self._buffer:
-            self._fail(
-                ProtocolError(
-                    f"server sent data nobody asked for: {escape(bytes(self._buffer[:80]))!r}"
-                )
-            )
-            assert self._error is not None
-            raise self._error
+        if not self._pending:
+            if self._incoming:
+                self._fill()
+            if self._pos < len(self._buf):
+                error = self._unrequested()
+                self._fail(error)
+                raise error
         self._pending.append(command)
         if self._phase is _Phase.IDLE:
             self._phase = _Phase.STATUS
         return line
+
+    def encode(self, command: Command) -> bytes:
+        """The bytes ``command`` would be sent as; ValueError for an argument that could not be."""
+        return self._encode(command)
 
     def _check_state(self, command: Command) -> None:
         state = self._state
@@ -412,8 +540,10 @@ class POP3Protocol:
         if state in (State.CLOSED, State.UPDATE) or self._eof:
             raise CommandStateError("the session is closed")
         verb = command.verb
+        # A session-changing command is never queued with another, so if one is
+        # pending it is the only one.
         if self._pending and (
-            verb in SESSION_CHANGING or any(p.verb in SESSION_CHANGING for p in self._pending)
+            verb in SESSION_CHANGING or self._pending[0].verb in SESSION_CHANGING
         ):
             raise CommandStateError(f"{verb} cannot be queued behind another command")
         if state not in allowed_states(verb):
@@ -429,23 +559,37 @@ class POP3Protocol:
         encoding = "utf-8" if self._utf8 else "ascii"
         parts = [verb.encode("ascii")]
         for index, arg in enumerate(command.args):
-            what = (
-                "a secret argument"
-                if command.secret and index == len(command.args) - 1
-                else repr(arg)
-            )
             if not arg:
                 raise ValueError(f"{verb}: empty argument")
             if _CONTROL.search(arg):
-                raise ValueError(f"{verb}: control character in {what}")
+                raise ValueError(f"{verb}: control character in {_shown(command, index)}")
             try:
                 parts.append(arg.encode(encoding))
             except UnicodeEncodeError:
                 raise ValueError(
-                    f"{verb}: non-ASCII characters in {what} need the server's UTF8 support "
-                    "(call utf8() first)"
+                    f"{verb}: non-ASCII characters in {_shown(command, index)} need the "
+                    "server's UTF8 support (call utf8() first)"
                 ) from None
         line = b" ".join(parts) + b"\r\n"
         if len(line) > MAX_COMMAND_LENGTH:
             raise ValueError(f"{verb}: command longer than {MAX_COMMAND_LENGTH} octets")
         return line
+
+
+def _shown(command: Command, index: int) -> str:
+    """How argument ``index`` of ``command`` may appear in an error message."""
+    if command.secret and index == len(command.args) - 1:
+        return "a secret argument"
+    return repr(command.args[index])
+
+
+def _join(pieces: list[bytes | memoryview], buf: bytes) -> bytes:
+    """Join the pieces of ``buf`` (views into it, or new bytes), copying only when needed."""
+    if len(pieces) == 1:
+        piece = pieces[0]
+        if isinstance(piece, bytes):
+            return piece
+        if len(piece) == len(buf):
+            return buf
+        return piece.tobytes()
+    return b"".join(pieces)

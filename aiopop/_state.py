@@ -40,7 +40,7 @@ _ALLOWED: dict[str, frozenset[State]] = {
     "QUIT": _BOTH,
 }
 
-SESSION_CHANGING = frozenset({"USER", "PASS", "APOP", "UTF8", "QUIT"})
+SESSION_CHANGING = frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "UTF8", "QUIT"})
 """Commands whose reply changes what may be sent next: never queued behind or before others."""
 
 

@@ -1,47 +1,41 @@
-"""POP3 and POP3_SSL: asyncio streams around the sans-I/O core.
+"""POP3 and POP3_SSL: poplib's API, awaited, over one :class:`~aiopop._connection.Connection`.
 
-This module only moves bytes and maps replies to results and errors; every
-byte is parsed in :mod:`aiopop._protocol` and :mod:`aiopop._parse`.
+This module maps calls to commands and replies to results and errors. It
+never touches a socket and never parses bytes itself: the connection moves
+the bytes, :mod:`aiopop._protocol` frames them and :mod:`aiopop._parse`
+reads the values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import logging
+import os
 import ssl
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Self, overload
+from typing import Self, TypeVar, overload
 
-from . import _parse
+from . import _files, _parse
 from ._apop import apop_digest
-from ._protocol import (
-    DEFAULT_MAX_LINE_LENGTH,
-    Command,
-    Data,
-    End,
-    Event,
-    Greeting,
-    Line,
-    POP3Protocol,
-    Reply,
-    ReplyShape,
-)
+from ._connection import Connection, MessageStream
+from ._parse import StatusLine
+from ._protocol import DEFAULT_MAX_LINE_LENGTH, Command, ReplyShape
 from ._state import State
 from .errors import (
     APOPNotOfferedError,
     AuthenticationError,
     CommandStateError,
-    ConnectionLostError,
     InsecureLoginError,
-    POP3TimeoutError,
-    ProtocolError,
+    MalformedReplyError,
     ResponseError,
 )
 from .types import AuthMethod, ListEntry, Stat, UidEntry
 
-__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT"]
+__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "MessageStream"]
 
 logger = logging.getLogger("aiopop")
 
@@ -49,35 +43,42 @@ POP3_PORT = 110
 POP3_SSL_PORT = 995
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
-_READ_SIZE = 256 * 1024
-_CLOSE_TIMEOUT = 2.0
+DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT = 100
 _AUTH_VERBS = frozenset({"USER", "PASS", "APOP"})
-
-
-class _Reply:
-    """A whole reply: its status line and, for multi-line replies, the body."""
-
-    __slots__ = ("body", "lines", "status")
-
-    def __init__(self, status: _parse.StatusLine) -> None:
-        self.status = status
-        self.lines: builtins.list[bytes] = []
-        self.body: builtins.list[bytes] = []
+T = TypeVar("T")
 
 
 class POP3:
     """An asyncio POP3 client over plain TCP (RFC 1939), named after :class:`poplib.POP3`.
 
     The constructor does no I/O: ``await connect()``, or use ``async with``,
-    which connects on entry. Each command is a coroutine; commands from
-    several tasks are sent one after another, each task getting its own reply.
+    which connects on entry. Each command is a coroutine. Commands from
+    several tasks may run at once; each task gets its own reply, and when the
+    server offers PIPELINING they go out without waiting for each other.
 
-    ``timeout`` bounds connecting (TCP, TLS and greeting) and each command
-    from sending it to the end of its reply, in seconds (``None``: no bound).
-    When it expires the connection is closed without QUIT and
-    :class:`~aiopop.POP3TimeoutError` is raised. ``max_line_length`` bounds
-    the greeting, status and listing lines; ``max_message_size`` bounds one
-    message returned by :meth:`retr` or :meth:`top` (``None``: no bound).
+    Options (all keyword-only):
+
+    ``timeout`` (seconds, ``None`` for no bound): connecting (TCP, TLS and
+    greeting) must finish within it; so must each status line and each
+    listing, counted from when the server starts on that command; a message
+    (RETR, TOP) may take as long as it needs while data keeps arriving, and
+    fails after ``timeout`` seconds without a single octet. On expiry the
+    connection is closed without QUIT and :class:`~aiopop.POP3TimeoutError`
+    is raised.
+
+    ``max_line_length`` bounds the greeting, status and listing lines;
+    ``max_message_size`` one message returned by :meth:`retr` or :meth:`top`
+    (not the streaming :meth:`retr_stream` and :meth:`retr_to_file`);
+    ``max_listing_size`` one LIST, UIDL or CAPA reply, in octets (``None``:
+    no bound). Exceeding any of them raises :class:`~aiopop.ProtocolError`
+    and closes the connection.
+
+    ``pipelining``: ``None`` (the default) pipelines when the server
+    announces PIPELINING in CAPA, which is asked once per session state when
+    several commands first wait at once; ``True`` pipelines without asking;
+    ``False`` never does. ``max_in_flight`` bounds the commands sent and not
+    yet answered.
 
     Leaving ``async with`` normally sends QUIT, which commits deletions.
     Leaving it by an exception closes the connection *without* QUIT, so the
@@ -95,25 +96,37 @@ class POP3:
         timeout: float | None = DEFAULT_TIMEOUT,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_listing_size: int | None = DEFAULT_MAX_LISTING_SIZE,
+        pipelining: bool | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         local_addr: tuple[str, int] | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
         if max_line_length < 512:
             raise ValueError("max_line_length must be at least 512 (RFC 2449 section 4)")
+        for name, value in (
+            ("max_message_size", max_message_size),
+            ("max_listing_size", max_listing_size),
+        ):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be non-negative or None")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.host = host
         self.port = self.default_port if port is None else port
         self.timeout = timeout
         self.max_line_length = max_line_length
         self.max_message_size = max_message_size
+        self.max_listing_size = max_listing_size
+        self.pipelining = pipelining
+        self.max_in_flight = max_in_flight
         self.local_addr = local_addr
-        self._protocol: POP3Protocol | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        self._connection: Connection | None = None
+        self._connecting = False
 
     def __repr__(self) -> str:
-        state = self._protocol.state.value if self._protocol else "not connected"
+        state = self.state.value if self._connection else "not connected"
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"
 
     # -- connection --------------------------------------------------------------
@@ -126,69 +139,69 @@ class POP3:
     @property
     def is_connected(self) -> bool:
         """True while the connection is open and the session usable."""
+        connection = self._connection
         return (
-            self._writer is not None
-            and self._protocol is not None
-            and self._protocol.state in (State.AUTHORIZATION, State.TRANSACTION)
+            connection is not None
+            and connection.is_open
+            and connection.protocol.state in (State.AUTHORIZATION, State.TRANSACTION)
         )
 
     @property
     def state(self) -> State:
         """The session state: ``AUTHORIZATION``, ``TRANSACTION``, ``CLOSED`` ..."""
-        return self._protocol.state if self._protocol else State.CLOSED
+        return self._connection.protocol.state if self._connection else State.CLOSED
 
-    async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(
-            self.host, self.port, local_addr=self.local_addr, limit=_READ_SIZE
-        )
+    def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
+        return None, None
 
     async def connect(self) -> bytes:
         """Connect, read the greeting and return it (as ``getwelcome()`` does).
 
-        Raises :class:`~aiopop.ResponseError` when the server greets with ``-ERR``.
+        Raises :class:`~aiopop.ResponseError` when the server greets with
+        ``-ERR``, and :class:`~aiopop.CommandStateError` at once when this
+        client is already connected or connecting.
         """
-        if self._writer is not None:
+        if self._connecting:
+            raise CommandStateError("connect() is already in progress")
+        if self._connection is not None and self._connection.is_open:
             raise CommandStateError("already connected")
-        protocol = POP3Protocol(
-            max_line_length=self.max_line_length, max_body_size=self.max_message_size
+        self._connecting = True
+        ssl_context, server_hostname = self._ssl_options()
+        connection = Connection(
+            peer=f"{self.host}:{self.port}",
+            timeout=self.timeout,
+            max_line_length=self.max_line_length,
+            pipelining=self.pipelining,
+            max_in_flight=self.max_in_flight,
         )
+        self._connection = connection  # from here on close() reaches it
         try:
-            async with asyncio.timeout(self.timeout):
-                self._reader, self._writer = await self._open_stream()
-                self._protocol = protocol
-                event = await self._next_event()
-        except TimeoutError as exc:
-            await self.close()
-            raise POP3TimeoutError(f"connecting to {self.host}:{self.port} timed out") from exc
-        except BaseException:
-            await self.close()
-            raise
-        assert isinstance(event, Greeting)
-        logger.debug("S: %s", _parse.escape(event.status.raw))
-        if not event.status.ok:
-            await self.close()
-            raise ResponseError(
-                _parse.escape(event.status.text), event.status.code, command="greeting"
+            greeting = await connection.open(
+                self.host,
+                self.port,
+                ssl_context=ssl_context,
+                server_hostname=server_hostname,
+                local_addr=self.local_addr,
             )
-        return event.status.raw
+        finally:
+            self._connecting = False
+        status = greeting.status
+        logger.debug("S: %s", _parse.escape(status.raw))
+        if not status.ok:
+            await connection.close()
+            raise ResponseError(_parse.escape(status.text), status.code, command="greeting")
+        return status.raw
 
     async def close(self) -> None:
         """Close the connection without QUIT: the server keeps every message.
 
-        Safe to call more than once and on a connection that failed.
+        Commands still queued or running fail with
+        :class:`~aiopop.ConnectionClosedError`. Safe to call more than once
+        and on a connection that failed. Waits at most 2 s for an orderly
+        TLS shutdown, then aborts.
         """
-        writer = self._writer
-        self._writer = None
-        self._reader = None
-        if self._protocol is not None:
-            self._protocol.connection_closed()
-        if writer is None:
-            return
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            # A vanished TLS peer must not make close() hang.
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await writer.wait_closed()
+        if self._connection is not None:
+            await self._connection.close()
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -207,97 +220,56 @@ class POP3:
 
     def getwelcome(self) -> bytes:
         """The greeting line as received, like :meth:`poplib.POP3.getwelcome`."""
-        if self._protocol is None or self._protocol.greeting is None:
+        greeting = self._connection.protocol.greeting if self._connection else None
+        if greeting is None:
             raise CommandStateError("not connected")
-        return self._protocol.greeting.status.raw
+        return greeting.status.raw
 
     @property
     def apop_timestamp(self) -> bytes | None:
         """The APOP challenge from the greeting, or None when the server offers no APOP."""
-        if self._protocol is None or self._protocol.greeting is None:
-            return None
-        return self._protocol.greeting.timestamp
+        greeting = self._connection.protocol.greeting if self._connection else None
+        return greeting.timestamp if greeting is not None else None
 
-    # -- the engine ------------------------------------------------------------------
+    # -- sending ---------------------------------------------------------------------
 
-    async def _next_event(self) -> Event:
-        protocol, reader = self._protocol, self._reader
-        assert protocol is not None
-        assert reader is not None
-        while True:
-            event = protocol.next_event()
-            if event is not None:
-                return event
-            try:
-                data = await reader.read(_READ_SIZE)
-            except (ConnectionError, ssl.SSLError) as exc:
-                raise ConnectionLostError(f"connection lost: {exc}") from exc
-            if data:
-                protocol.receive_data(data)
-            else:
-                protocol.receive_eof()
+    def _require(self) -> Connection:
+        if self._connection is None:
+            raise CommandStateError("not connected")
+        return self._connection
 
-    async def _execute(self, command: Command) -> _Reply:
-        async with self._lock:
-            if self._protocol is None or self._writer is None:
-                raise CommandStateError("not connected")
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await self._exchange(command)
-            except TimeoutError as exc:
-                await self.close()
-                raise POP3TimeoutError(f"{command.verb} timed out after {self.timeout} s") from exc
-            except (ProtocolError, ConnectionLostError):
-                await self.close()
-                raise
-
-    async def _exchange(self, command: Command) -> _Reply:
-        protocol, writer = self._protocol, self._writer
-        assert protocol is not None
-        assert writer is not None
-        # Replies to commands whose callers were cancelled are still on their way:
-        # read them first so they are never taken for this command's reply.
-        while protocol.pending:
-            await self._next_event()
-        data = protocol.send(command)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("C: %s", command.loggable())
-        writer.write(data)
-        try:
-            await writer.drain()
-        except (ConnectionError, ssl.SSLError) as exc:
-            raise ConnectionLostError(f"connection lost: {exc}") from exc
-        event = await self._next_event()
-        assert isinstance(event, Reply)
-        assert event.command is command
-        status = event.status
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("S: %s", _parse.escape(status.raw))
-        reply = _Reply(status)
-        if not status.ok or command.shape is ReplyShape.SINGLE:
-            return reply
-        while True:
-            event = await self._next_event()
-            if isinstance(event, Data):
-                reply.body.append(event.data)
-            elif isinstance(event, Line):
-                reply.lines.append(event.data)
-            else:
-                assert isinstance(event, End)
-                return reply
-
-    async def _ok(self, command: Command) -> _Reply:
-        """Execute ``command`` and raise the matching error for ``-ERR``."""
-        reply = await self._execute(command)
-        status = reply.status
+    async def _ok(self, command: Command) -> StatusLine:
+        """Run a single-line command; raise the matching error for ``-ERR``."""
+        status = await self._require().command(command)
         if not status.ok:
-            error = AuthenticationError if command.verb in _AUTH_VERBS else ResponseError
-            raise error(_parse.escape(status.text), status.code, command=command.verb)
-        return reply
+            raise _refusal(command, status)
+        return status
 
     async def _simple(self, verb: str, *args: str, secret: bool = False) -> bytes:
-        reply = await self._ok(Command(verb, args, secret=secret))
-        return reply.status.raw
+        status = await self._ok(Command(verb, args, secret=secret))
+        return status.raw
+
+    async def _listing(self, verb: str) -> builtins.list[bytes]:
+        command = Command(verb, shape=ReplyShape.LINES, limit=self.max_listing_size)
+        status, lines = await self._require().listing(command)
+        if not status.ok:
+            raise _refusal(command, status)
+        return lines
+
+    def _retr_command(self, which: int) -> Command:
+        return Command("RETR", (_number(which),), ReplyShape.DATA, limit=self.max_message_size)
+
+    def _top_command(self, which: int, howmax: int) -> Command:
+        if isinstance(howmax, bool) or not isinstance(howmax, int) or howmax < 0:
+            raise ValueError(f"line count must be a non-negative int, not {howmax!r}")
+        args = (_number(which), str(howmax))
+        return Command("TOP", args, ReplyShape.DATA, limit=self.max_message_size)
+
+    async def _message(self, command: Command) -> bytes:
+        status, body = await self._require().message(command)
+        if not status.ok:
+            raise _refusal(command, status)
+        return body
 
     # -- authorization ---------------------------------------------------------------
 
@@ -331,8 +303,8 @@ class POP3:
         or when the server refused APOP other than for a temporary reason
         (``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]`` are raised at once).
         USER/PASS sends the password as it is, so on a connection without TLS
-        it is refused with :class:`~aiopop.InsecureLoginError` before anything
-        is sent, unless ``allow_cleartext`` is true.
+        it is refused with :class:`~aiopop.InsecureLoginError` before the
+        password is sent, unless ``allow_cleartext`` is true.
         """
         if self.apop_timestamp is not None:
             try:
@@ -358,15 +330,17 @@ class POP3:
 
     async def capa(self) -> dict[str, builtins.list[str]]:
         """The server's capabilities (RFC 2449): tag in upper case -> its arguments."""
-        reply = await self._ok(Command("CAPA", shape=ReplyShape.LINES))
-        return dict(_parse.parse_capa_line(line) for line in reply.lines)
+        lines = await self._listing("CAPA")
+        capabilities = dict(_parse.parse_capa_line(line) for line in lines)
+        self._require().note_pipelining("PIPELINING" in capabilities)
+        return capabilities
 
     # -- transaction -------------------------------------------------------------------
 
     async def stat(self) -> Stat:
         """The number of messages and their total size in octets."""
-        reply = await self._ok(Command("STAT"))
-        return _parse.parse_stat(reply.status.text)
+        status = await self._ok(Command("STAT"))
+        return _parse.parse_stat(status.text)
 
     @overload
     async def list(self) -> builtins.list[ListEntry]: ...
@@ -375,11 +349,12 @@ class POP3:
 
     async def list(self, which: int | None = None) -> builtins.list[ListEntry] | ListEntry:
         """Sizes of all messages not marked deleted, or of message ``which``."""
-        if which is not None:
-            reply = await self._ok(Command("LIST", (_number(which),)))
-            return _parse.parse_list_entry(reply.status.text)
-        reply = await self._ok(Command("LIST", shape=ReplyShape.LINES))
-        return [_parse.parse_list_entry(line) for line in reply.lines]
+        if which is None:
+            return [_parse.parse_list_entry(line) for line in await self._listing("LIST")]
+        status = await self._ok(Command("LIST", (_number(which),)))
+        entry = _parse.parse_list_entry(status.text)
+        _check_number("LIST", which, entry.number)
+        return entry
 
     @overload
     async def uidl(self) -> builtins.list[UidEntry]: ...
@@ -388,24 +363,25 @@ class POP3:
 
     async def uidl(self, which: int | None = None) -> builtins.list[UidEntry] | UidEntry:
         """Unique ids of all messages not marked deleted, or of message ``which``."""
-        if which is not None:
-            reply = await self._ok(Command("UIDL", (_number(which),)))
-            return _parse.parse_uid_entry(reply.status.text)
-        reply = await self._ok(Command("UIDL", shape=ReplyShape.LINES))
-        return [_parse.parse_uid_entry(line) for line in reply.lines]
+        if which is None:
+            return [_parse.parse_uid_entry(line) for line in await self._listing("UIDL")]
+        status = await self._ok(Command("UIDL", (_number(which),)))
+        entry = _parse.parse_uid_entry(status.text)
+        _check_number("UIDL", which, entry.number)
+        return entry
 
     async def retr(self, which: int) -> bytes:
-        """Message ``which`` exactly as the server holds it: CRLF line ends, dots unstuffed."""
-        reply = await self._ok(Command("RETR", (_number(which),), ReplyShape.DATA))
-        return b"".join(reply.body)
+        """Message ``which`` exactly as the server holds it: CRLF line ends, dots unstuffed.
+
+        At most ``max_message_size`` octets are accepted; the message is held
+        once in memory. Use :meth:`retr_stream` or :meth:`retr_to_file` for
+        messages of any size.
+        """
+        return await self._message(self._retr_command(which))
 
     async def top(self, which: int, howmax: int) -> bytes:
         """The headers of message ``which`` and the first ``howmax`` lines of its body."""
-        if isinstance(howmax, bool) or not isinstance(howmax, int) or howmax < 0:
-            raise ValueError(f"line count must be a non-negative int, not {howmax!r}")
-        command = Command("TOP", (_number(which), str(howmax)), ReplyShape.DATA)
-        reply = await self._ok(command)
-        return b"".join(reply.body)
+        return await self._message(self._top_command(which, howmax))
 
     async def dele(self, which: int) -> bytes:
         """Mark message ``which`` deleted; the server removes it only after QUIT."""
@@ -430,6 +406,119 @@ class POP3:
         finally:
             await self.close()
 
+    # -- many messages -------------------------------------------------------------------
+
+    def retr_many(
+        self, numbers: Iterable[int], *, window: int | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Retrieve several messages, yielding ``(number, message)`` in the order given.
+
+        Up to ``window`` RETRs (default: twice ``max_in_flight``) are queued
+        ahead of the one being yielded, so with PIPELINING the server never
+        waits for a round trip; without it they go one at a time, with the
+        same results. Memory holds at most ``window`` messages. A ``-ERR``
+        raises :class:`~aiopop.ResponseError` when its turn comes; leaving
+        the loop early cancels the rest (their replies are read and dropped).
+        Wrap the iterator in :func:`contextlib.aclosing` to have that happen
+        at once rather than when the iterator is garbage collected.
+        """
+        return self._many(numbers, self._retr_command, window)
+
+    def top_many(
+        self, numbers: Iterable[int], lines: int, *, window: int | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Like :meth:`retr_many` with TOP: the headers and first ``lines`` body lines of each."""
+        return self._many(numbers, lambda which: self._top_command(which, lines), window)
+
+    async def dele_many(
+        self, numbers: Iterable[int], *, window: int | None = None
+    ) -> AsyncIterator[int]:
+        """Mark several messages deleted, yielding each number once the server confirmed it.
+
+        Pipelined like :meth:`retr_many`. Deletions take effect only at a
+        successful QUIT. A ``-ERR`` raises :class:`~aiopop.ResponseError`
+        when its turn comes; numbers yielded before it were marked.
+        """
+        connection = self._require()
+        await connection.learn_pipelining()
+        queue: collections.deque[_Queued[StatusLine]] = collections.deque()
+        limit = window or 2 * self.max_in_flight
+        try:
+            for which in numbers:
+                command = Command("DELE", (_number(which),))
+                queue.append((which, command, connection.command(command)))
+                while len(queue) >= limit:
+                    yield await _confirmed(queue)
+            while queue:
+                yield await _confirmed(queue)
+        finally:
+            _cancel_all(queue)
+
+    async def _many(
+        self,
+        numbers: Iterable[int],
+        make: _CommandMaker,
+        window: int | None,
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        connection = self._require()
+        await connection.learn_pipelining()
+        queue: collections.deque[_Queued[tuple[StatusLine, bytes]]] = collections.deque()
+        limit = window or 2 * self.max_in_flight
+        try:
+            for which in numbers:
+                command = make(which)
+                queue.append((which, command, connection.message(command)))
+                while len(queue) >= limit:
+                    yield await _received(queue)
+            while queue:
+                yield await _received(queue)
+        finally:
+            _cancel_all(queue)
+
+    # -- messages of any size -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def retr_stream(self, which: int) -> AsyncIterator[MessageStream]:
+        """Message ``which`` as an async iterator of chunks, with memory bounded::
+
+            async with client.retr_stream(1) as stream:
+                async for chunk in stream:
+                    ...
+
+        The chunks are dot-unstuffed content; joined, they equal what
+        :meth:`retr` returns, with no size limit. A ``-ERR`` raises
+        :class:`~aiopop.ResponseError` on entry. Leaving the block before
+        the end keeps the session in step: the rest of the message is read
+        and dropped as it arrives, and the next command waits for that (call
+        :meth:`close` instead to abandon a huge message at once).
+        """
+        command = Command("RETR", (_number(which),), ReplyShape.DATA)
+        status_future, call = self._require().stream(command)
+        status = await status_future
+        if not status.ok:
+            raise _refusal(command, status)
+        try:
+            yield MessageStream(call)
+        finally:
+            if not call.ended:
+                call.abandon()
+
+    async def retr_to_file(
+        self, which: int, path: str | os.PathLike[str], *, fsync: bool = True
+    ) -> int:
+        """Write message ``which`` to ``path`` and return its size in octets.
+
+        The message goes to a temporary file in the same directory (named
+        ``.<name>.<random>.part``) with :mod:`aiofiles`, is flushed and, with
+        ``fsync``, synced to disk, and only then renamed to ``path``
+        (replacing a file there), after which the directory is synced too.
+        If anything fails (the connection drops, the disk fills, the task is
+        cancelled) the temporary file is removed and ``path`` is untouched:
+        a partial message never appears under the final name.
+        """
+        async with self.retr_stream(which) as stream:
+            return await _files.write_atomically(path, stream, fsync=fsync)
+
 
 class POP3_SSL(POP3):
     """POP3 over implicit TLS (POP3S, port 995; RFC 8314 prefers it to STLS).
@@ -437,7 +526,7 @@ class POP3_SSL(POP3):
     The certificate and the host name are verified by default with
     :func:`ssl.create_default_context`. Pass ``ssl_context`` for another CA
     (a private one, say); ``server_hostname`` to verify a name other than
-    ``host``.
+    ``host``. The other options are :class:`POP3`'s.
     """
 
     default_port = POP3_SSL_PORT
@@ -452,6 +541,9 @@ class POP3_SSL(POP3):
         timeout: float | None = DEFAULT_TIMEOUT,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_listing_size: int | None = DEFAULT_MAX_LISTING_SIZE,
+        pipelining: bool | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         local_addr: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(
@@ -460,6 +552,9 @@ class POP3_SSL(POP3):
             timeout=timeout,
             max_line_length=max_line_length,
             max_message_size=max_message_size,
+            max_listing_size=max_listing_size,
+            pipelining=pipelining,
+            max_in_flight=max_in_flight,
             local_addr=local_addr,
         )
         self.ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -470,15 +565,45 @@ class POP3_SSL(POP3):
         """True: the whole session is encrypted."""
         return True
 
-    async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(
-            self.host,
-            self.port,
-            ssl=self.ssl_context,
-            server_hostname=self.server_hostname or self.host,
-            local_addr=self.local_addr,
-            limit=_READ_SIZE,
-        )
+    def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
+        return self.ssl_context, self.server_hostname or self.host
+
+
+_CommandMaker = Callable[[int], Command]
+_Queued = tuple[int, Command, "asyncio.Future[T]"]
+
+
+async def _received(
+    queue: collections.deque[_Queued[tuple[StatusLine, bytes]]],
+) -> tuple[int, bytes]:
+    """Wait for the oldest queued RETR or TOP and return its number and message."""
+    which, command, future = queue[0]
+    status, body = await future
+    queue.popleft()
+    if not status.ok:
+        raise _refusal(command, status)
+    return which, body
+
+
+async def _confirmed(queue: collections.deque[_Queued[StatusLine]]) -> int:
+    """Wait for the oldest queued DELE and return its number."""
+    which, command, future = queue[0]
+    status = await future
+    queue.popleft()
+    if not status.ok:
+        raise _refusal(command, status)
+    return which
+
+
+def _cancel_all(queue: collections.deque[_Queued[T]]) -> None:
+    """Cancel what is still queued; read the errors of what failed, so none goes unnoticed."""
+    for _, _, future in queue:
+        if future.done():
+            if not future.cancelled():
+                future.exception()
+        else:
+            future.cancel()
+    queue.clear()
 
 
 def _number(which: int) -> str:
@@ -486,3 +611,13 @@ def _number(which: int) -> str:
     if isinstance(which, bool) or not isinstance(which, int) or which < 1:
         raise ValueError(f"message number must be a positive int, not {which!r}")
     return str(which)
+
+
+def _check_number(verb: str, asked: int, answered: int) -> None:
+    if answered != asked:
+        raise MalformedReplyError(f"{verb} {asked} was answered about message {answered}")
+
+
+def _refusal(command: Command, status: StatusLine) -> ResponseError:
+    error = AuthenticationError if command.verb in _AUTH_VERBS else ResponseError
+    return error(_parse.escape(status.text), status.code, command=command.verb)

@@ -376,14 +376,31 @@ async def test_cancelled_while_waiting_for_the_lock_sends_nothing(server: POP3Te
 # -- timeouts ------------------------------------------------------------------------
 
 
-async def test_a_trickling_server_hits_the_command_timeout() -> None:
+async def test_a_status_line_trickled_byte_by_byte_hits_the_timeout() -> None:
     async with logged_in(
-        [Expect(b"RETR 1"), Trickle(b"+OK\r\n" + b"z" * 1000, 0.05)], timeout=0.5
+        [Expect(b"RETR 1"), Trickle(b"+OK " + b"z" * 100 + b"\r\n", 0.05)], timeout=0.5
     ) as (_server, client):
-        with pytest.raises(aiopop.POP3TimeoutError) as info:
+        with pytest.raises(aiopop.POP3TimeoutError, match="no complete reply") as info:
             await client.retr(1)
         assert isinstance(info.value, TimeoutError)
         assert not client.is_connected
+
+
+async def test_a_message_trickled_steadily_outlives_the_timeout() -> None:
+    # 40 octets, one every 0.05 s: 2 s in all, with a 0.5 s timeout.
+    body = b"slow\r\n" * 5 + b"end\r\n.\r\n"
+    async with logged_in(
+        [
+            Expect(b"RETR 1"),
+            Send(b"+OK\r\n"),
+            Trickle(body, 0.05),
+            Expect(b"NOOP"),
+            Send(b"+OK\r\n"),
+        ],
+        timeout=0.5,
+    ) as (_server, client):
+        assert await client.retr(1) == b"slow\r\n" * 5 + b"end\r\n"
+        assert await client.noop() == b"+OK"
 
 
 async def test_a_silent_server_hits_the_connect_timeout() -> None:

@@ -256,15 +256,10 @@ def test_no_per_line_limit_in_messages() -> None:
 
 
 def test_message_size_cap() -> None:
-    def capped() -> POP3Protocol:
-        protocol = transaction()
-        protocol.max_body_size = 10
-        return protocol
-
-    assert (
-        run_all_ways(b"+OK\r\n" + b"y" * 11 + b"\r\n.\r\n", [RETR], make=capped)[1] is ProtocolError
-    )
-    events, error = run_all_ways(b"+OK\r\n12345678\r\n.\r\n", [RETR], make=capped)
+    capped = Command("RETR", ("1",), ReplyShape.DATA, limit=10)
+    wire = b"+OK\r\n" + b"y" * 9 + b"\r\n.\r\n"
+    assert run_all_ways(wire, [capped], make=transaction)[1] is ProtocolError
+    events, error = run_all_ways(b"+OK\r\n12345678\r\n.\r\n", [capped], make=transaction)
     assert error is None
     assert body_of(events) == b"12345678\r\n"
 

@@ -1,0 +1,778 @@
+"""One live POP3 connection: transport, sans-I/O core, commands in flight, timeouts, close.
+
+:class:`Connection` is the asyncio protocol of its transport. Whatever
+arrives is fed to :class:`~aiopop._protocol.POP3Protocol` at once and every
+event is handed to the command it belongs to, inside ``data_received``: no
+reader task, no per-command wake-ups except the one that completes a
+command. Commands wait in a queue and go out, coalesced into one write, as
+soon as the session allows: one at a time, or several in flight when the
+server offers PIPELINING (RFC 2449 section 6.6).
+
+Timeouts run on one lazily re-armed timer. A status line or a listing must
+arrive whole within ``timeout`` of its command reaching the head of the
+queue; a message may take as long as it likes while octets keep coming,
+and fails after ``timeout`` seconds without any.
+
+Everything that can end the connection (``close()``, a timeout, a protocol
+error, the server closing or resetting) goes through :meth:`Connection._fail`
+or :meth:`Connection.close`, which fail every queued or running command with
+an error that says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import io
+import logging
+import socket
+import ssl
+from typing import cast
+
+from ._parse import StatusLine, escape, parse_capa_line
+from ._protocol import (
+    Command,
+    Data,
+    End,
+    Greeting,
+    Line,
+    POP3Protocol,
+    Reply,
+    ReplyShape,
+)
+from ._state import SESSION_CHANGING, State
+from .errors import (
+    CommandStateError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    POP3Error,
+    POP3TimeoutError,
+    ProtocolError,
+)
+
+__all__ = ["Connection", "MessageStream"]
+
+logger = logging.getLogger("aiopop")
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds ``close()`` waits for an orderly (TLS) shutdown before aborting."""
+STREAM_HIGH_WATER = 1024 * 1024
+"""A stream pauses reading from the socket when this much is waiting for its consumer..."""
+STREAM_LOW_WATER = 256 * 1024
+"""...and resumes when the consumer has taken it below this."""
+_QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
+
+ConnectionFailure = ProtocolError | ConnectionLostError | POP3TimeoutError | ConnectionClosedError
+
+
+class _Call:
+    """One command from the queue to the last octet of its reply."""
+
+    __slots__ = ("command", "encoded", "in_body")
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        self.encoded: bytes | None = None
+        self.in_body = False
+
+    @property
+    def abandoned(self) -> bool:
+        """True when nobody waits for the result any more (the caller was cancelled)."""
+        raise NotImplementedError
+
+    def on_status(self, status: StatusLine, complete: bool) -> None:
+        raise NotImplementedError
+
+    def on_line(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_end(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+
+class _SingleCall(_Call):
+    """A command whose reply is its status line."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, command: Command, future: asyncio.Future[StatusLine]) -> None:
+        super().__init__(command)
+        self.future = future
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.done()
+
+    def on_status(self, status: StatusLine, complete: bool) -> None:
+        if not self.future.done():
+            self.future.set_result(status)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class _ListingCall(_Call):
+    """A LIST, UIDL or CAPA: the status line and every line of the listing."""
+
+    __slots__ = ("future", "lines", "status")
+
+    def __init__(
+        self, command: Command, future: asyncio.Future[tuple[StatusLine, list[bytes]]]
+    ) -> None:
+        super().__init__(command)
+        self.future = future
+        self.lines: list[bytes] = []
+        self.status: StatusLine | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.done()
+
+    def on_status(self, status: StatusLine, complete: bool) -> None:
+        self.status = status
+        if complete:
+            self.on_end()
+
+    def on_line(self, data: bytes) -> None:
+        if not self.future.done():
+            self.lines.append(data)
+
+    def on_end(self) -> None:
+        if not self.future.done() and self.status is not None:
+            self.future.set_result((self.status, self.lines))
+        self.lines = []
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+        self.lines = []
+
+
+class _MessageCall(_Call):
+    """A RETR or TOP read into memory: one growing buffer, handed out without a copy."""
+
+    __slots__ = ("body", "future", "status")
+
+    def __init__(self, command: Command, future: asyncio.Future[tuple[StatusLine, bytes]]) -> None:
+        super().__init__(command)
+        self.future = future
+        self.body: io.BytesIO | None = None
+        self.status: StatusLine | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.done()
+
+    def on_status(self, status: StatusLine, complete: bool) -> None:
+        self.status = status
+        if complete:
+            self.on_end()
+        else:
+            self.body = io.BytesIO()
+
+    def on_data(self, data: bytes) -> None:
+        if self.body is not None:
+            if self.future.done():
+                self.body = None  # the caller is gone: drop the rest
+            else:
+                self.body.write(data)
+
+    def on_end(self) -> None:
+        body, self.body = self.body, None
+        if not self.future.done() and self.status is not None:
+            # getvalue() hands over BytesIO's own buffer: no second copy of the message.
+            self.future.set_result((self.status, b"" if body is None else body.getvalue()))
+
+    def fail(self, exc: BaseException) -> None:
+        self.body = None
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class _CapaProbe(_Call):
+    """The CAPA the connection sends itself to learn whether it may pipeline."""
+
+    __slots__ = ("connection", "future", "tags")
+
+    def __init__(self, command: Command, connection: Connection) -> None:
+        super().__init__(command)
+        self.connection = connection
+        self.future: asyncio.Future[bool] = connection.loop.create_future()
+        self.tags: set[str] | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        return False
+
+    def on_status(self, status: StatusLine, complete: bool) -> None:
+        self.tags = set() if status.ok else None
+        if complete:
+            self.on_end()
+
+    def on_line(self, data: bytes) -> None:
+        if self.tags is not None:
+            # A blank CAPA line says nothing about PIPELINING.
+            with contextlib.suppress(ProtocolError):
+                self.tags.add(parse_capa_line(data)[0])
+
+    def on_end(self) -> None:
+        can = self.tags is not None and "PIPELINING" in self.tags
+        self.connection.note_pipelining(can)
+        if not self.future.done():
+            self.future.set_result(can)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_result(False)
+
+
+class MessageStream:
+    """The octets of one message as they arrive: ``async for chunk in stream``.
+
+    Chunks are dot-unstuffed message content with CRLF line ends, in order;
+    together they are exactly what :meth:`aiopop.POP3.retr` returns. Memory
+    stays bounded whatever the size: when about 1 MiB is waiting for the
+    consumer, the connection stops reading from the socket until the
+    consumer catches up (and the inactivity timeout is suspended meanwhile).
+    """
+
+    def __init__(self, call: _StreamCall) -> None:
+        self._call = call
+
+    @property
+    def received(self) -> int:
+        """Octets of message content received so far."""
+        return self._call.received
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole message has arrived (and was handed out or is queued)."""
+        return self._call.ended
+
+    def __aiter__(self) -> MessageStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._call.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+
+class _StreamCall(_Call):
+    """A RETR handed to its consumer chunk by chunk, with backpressure."""
+
+    __slots__ = (
+        "abandon_requested",
+        "chunks",
+        "connection",
+        "ended",
+        "error",
+        "queued",
+        "received",
+        "status_future",
+        "waiter",
+    )
+
+    def __init__(self, command: Command, connection: Connection) -> None:
+        super().__init__(command)
+        self.connection = connection
+        self.status_future: asyncio.Future[StatusLine] = connection.loop.create_future()
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.received = 0
+        self.ended = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.abandon_requested = False
+
+    @property
+    def abandoned(self) -> bool:
+        return self.abandon_requested or self.status_future.cancelled()
+
+    def on_status(self, status: StatusLine, complete: bool) -> None:
+        self.ended = complete
+        if not self.status_future.done():
+            self.status_future.set_result(status)
+
+    def on_data(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.abandoned:
+            return
+        self.chunks.append(data)
+        self.queued += len(data)
+        if self.queued > STREAM_HIGH_WATER:
+            self.connection.pause_reading()
+        self._wake()
+
+    def on_end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.status_future.done():
+            self.status_future.set_exception(exc)
+        elif self.error is None:
+            self.error = exc
+        self.chunks.clear()
+        self.queued = 0
+        self._wake()
+
+    def abandon(self) -> None:
+        """The consumer left early: drop what is queued and the rest as it arrives."""
+        self.abandon_requested = True
+        self.chunks.clear()
+        self.queued = 0
+        self.connection.resume_reading()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_chunk(self) -> bytes | None:
+        while True:
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self.queued -= len(chunk)
+                if self.queued <= STREAM_LOW_WATER:
+                    self.connection.resume_reading()
+                return chunk
+            if self.error is not None:
+                error, self.error = self.error, None
+                self.ended = True
+                raise error
+            if self.ended:
+                return None
+            self.waiter = self.connection.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+
+class Connection(asyncio.Protocol):
+    """One connection to a POP3 server, from TCP connect to close.
+
+    The client creates it, awaits :meth:`open`, then talks to it through
+    :meth:`command`, :meth:`listing`, :meth:`message`, :meth:`stream` and
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        peer: str,
+        timeout: float | None,
+        max_line_length: int,
+        pipelining: bool | None,
+        max_in_flight: int,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.peer = peer
+        self.protocol = POP3Protocol(max_line_length=max_line_length)
+        self._timeout = timeout
+        self._pipelining = pipelining
+        self._max_in_flight = max_in_flight
+        self._transport: asyncio.Transport | None = None
+        self._quickack_socket: socket.socket | None = None
+        self._greeting: asyncio.Future[Greeting] = self.loop.create_future()
+        self._lost: asyncio.Future[None] = self.loop.create_future()
+        self._in_flight: collections.deque[_Call] = collections.deque()
+        self._unsent: collections.deque[_Call] = collections.deque()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._error: ConnectionFailure | None = None
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._head_since = 0.0
+        self._last_activity = 0.0
+        self._paused = False
+        self._pipelining_state: State | None = None
+        self._can_pipeline = False
+        self._probe: _CapaProbe | None = None
+
+    # -- opening ---------------------------------------------------------------
+
+    async def open(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+        local_addr: tuple[str, int] | None,
+    ) -> Greeting:
+        """Connect, read the greeting and return it.
+
+        ``timeout`` bounds the whole of it (TCP, TLS handshake, greeting).
+        Socket and certificate errors propagate as the ``OSError`` they are;
+        a :meth:`close` meanwhile makes it raise ConnectionClosedError.
+        """
+        loop = self.loop
+        try:
+            async with asyncio.timeout(self._timeout):
+                if ssl_context is None:
+                    await loop.create_connection(lambda: self, host, port, local_addr=local_addr)
+                else:
+                    await loop.create_connection(
+                        lambda: self,
+                        host,
+                        port,
+                        ssl=ssl_context,
+                        server_hostname=server_hostname,
+                        local_addr=local_addr,
+                        ssl_shutdown_timeout=CLOSE_TIMEOUT,
+                    )
+                return await self._greeting
+        except TimeoutError as exc:
+            error = POP3TimeoutError(f"connecting to {self.peer} timed out")
+            self._fail(error)
+            raise error from exc
+        except BaseException:
+            self._fail(ConnectionClosedError("connecting failed"))
+            raise
+
+    # -- what the client may ask ---------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """True until the connection is closed or has failed."""
+        return self._error is None and not self._closing and not self._lost.done()
+
+    @property
+    def in_flight(self) -> int:
+        """Commands sent whose reply has not fully arrived."""
+        return len(self._in_flight)
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting to be sent."""
+        return len(self._unsent)
+
+    # -- commands ------------------------------------------------------------------
+
+    def command(self, command: Command) -> asyncio.Future[StatusLine]:
+        """Queue a single-line command; the future gets its status line (``+OK`` or ``-ERR``)."""
+        future: asyncio.Future[StatusLine] = self.loop.create_future()
+        self._submit(_SingleCall(command, future))
+        return future
+
+    def listing(self, command: Command) -> asyncio.Future[tuple[StatusLine, list[bytes]]]:
+        """Queue a listing command; the future gets its status line and its lines."""
+        future: asyncio.Future[tuple[StatusLine, list[bytes]]] = self.loop.create_future()
+        self._submit(_ListingCall(command, future))
+        return future
+
+    def message(self, command: Command) -> asyncio.Future[tuple[StatusLine, bytes]]:
+        """Queue a RETR or TOP; the future gets its status line and the whole message."""
+        future: asyncio.Future[tuple[StatusLine, bytes]] = self.loop.create_future()
+        self._submit(_MessageCall(command, future))
+        return future
+
+    def stream(self, command: Command) -> tuple[asyncio.Future[StatusLine], _StreamCall]:
+        """Queue a RETR whose message is handed out in chunks."""
+        call = _StreamCall(command, self)
+        self._submit(call)
+        return call.status_future, call
+
+    async def learn_pipelining(self) -> bool:
+        """Whether commands may be pipelined now, asking CAPA first if that is not known yet."""
+        if self._pipelining is not None:
+            return self._pipelining
+        state = self.protocol.state
+        if self._pipelining_state is state:
+            return self._can_pipeline
+        if state not in (State.AUTHORIZATION, State.TRANSACTION) or not self.is_open:
+            return False
+        probe = self._probe
+        if probe is None:
+            probe = self._new_probe()
+            self._submit(probe)
+        return await asyncio.shield(probe.future)
+
+    def note_pipelining(self, can: bool) -> None:
+        """Record what CAPA said about PIPELINING, for the current session state."""
+        self._pipelining_state = self.protocol.state
+        self._can_pipeline = can
+        self._probe = None
+
+    def _new_probe(self) -> _CapaProbe:
+        probe = _CapaProbe(Command("CAPA", shape=ReplyShape.LINES, limit=1024 * 1024), self)
+        self._probe = probe
+        return probe
+
+    def _submit(self, call: _Call) -> None:
+        if not self.is_open:
+            raise self._unusable()
+        if not self._in_flight and not self._unsent:
+            # The common case of one command at a time: checked and sent at once,
+            # so a command the session does not allow raises here.
+            data = self.protocol.send(call.command)
+            self._start(call, data)
+            self._schedule_flush()
+            return
+        # A bad argument is the caller's bug: refuse it now, before anything is sent.
+        call.encoded = self.protocol.encode(call.command)
+        self._unsent.append(call)
+        self._schedule_flush()
+
+    def _unusable(self) -> POP3Error:
+        error = self._error
+        if error is not None and not isinstance(error, ConnectionClosedError):
+            return type(error)(f"the connection is closed: {error}")
+        if self._closing or error is not None:
+            return CommandStateError("not connected")
+        return ConnectionLostError(f"{self.peer} closed the connection")
+
+    def _start(self, call: _Call, data: bytes) -> None:
+        if not self._in_flight:
+            self._head_since = self.loop.time()
+        self._in_flight.append(call)
+        self._out.append(data)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("C: %s", call.command.loggable())
+        if self._timeout is not None and self._timer is None:
+            self._timer = self.loop.call_at(self._head_since + self._timeout, self._on_timer)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send what the session allows now, in one write."""
+        self._flush_scheduled = False
+        if self._error is not None or self._closing or self._transport is None:
+            return
+        unsent, in_flight = self._unsent, self._in_flight
+        protocol = self.protocol
+        while unsent:
+            call = unsent[0]
+            if call.abandoned and not isinstance(call, _CapaProbe):
+                unsent.popleft()
+                continue
+            if in_flight:
+                if not self._may_pipeline(call):
+                    break
+            elif self._should_probe(call):
+                probe = self._new_probe()
+                self._start(probe, protocol.send(probe.command))
+                break
+            unsent.popleft()
+            try:
+                data = protocol.send(call.command, encoded=call.encoded)
+            except (ValueError, CommandStateError) as exc:
+                call.fail(exc)
+                continue
+            self._start(call, data)
+        out = self._out
+        if out:
+            self._out = []
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _may_pipeline(self, call: _Call) -> bool:
+        in_flight = self._in_flight
+        if len(in_flight) >= self._max_in_flight:
+            return False
+        if call.command.verb in SESSION_CHANGING or in_flight[-1].command.verb in SESSION_CHANGING:
+            return False
+        if self._pipelining is not None:
+            return self._pipelining
+        return self._pipelining_state is self.protocol.state and self._can_pipeline
+
+    def _should_probe(self, call: _Call) -> bool:
+        """Whether to ask CAPA before sending ``call``: only when several commands wait."""
+        return (
+            self._pipelining is None
+            and self._probe is None
+            and len(self._unsent) > 1
+            and self._pipelining_state is not self.protocol.state
+            and self.protocol.state in (State.AUTHORIZATION, State.TRANSACTION)
+            and call.command.verb not in SESSION_CHANGING
+        )
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = stream = cast(asyncio.Transport, transport)
+        if self._closing or self._error is not None:
+            stream.abort()  # close() or a timeout came first
+            return
+        sock = stream.get_extra_info("socket")
+        if _QUICKACK and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._quickack_socket = sock
+        self._last_activity = self.loop.time()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self.loop.time()
+        self.protocol.receive_data(data)
+        self._process()
+        if self._in_flight and self._quickack_socket is not None:
+            # Acknowledge at once: a server that does not cork its replies holds
+            # back the end of each one (Nagle) until our delayed ACK, ~40 ms.
+            try:
+                self._quickack_socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                self._quickack_socket = None
+
+    def eof_received(self) -> bool:
+        self.protocol.receive_eof()
+        self._process()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._cancel_timer()
+        self.protocol.connection_closed()
+        if self._in_flight or self._unsent or not self._greeting.done():
+            reason = f": {exc}" if exc is not None else ""
+            self._fail(ConnectionLostError(f"connection to {self.peer} lost{reason}"))
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (a stream's consumer is behind)."""
+        if not self._paused and self._transport is not None and not self._lost.done():
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again; the inactivity clock restarts now."""
+        if self._paused:
+            self._paused = False
+            self._last_activity = self.loop.time()
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    # -- events ------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        protocol = self.protocol
+        in_flight = self._in_flight
+        try:
+            while (event := protocol.next_event()) is not None:
+                if isinstance(event, Data):
+                    in_flight[0].on_data(event.data)
+                elif isinstance(event, Reply):
+                    self._on_reply(event)
+                elif isinstance(event, End):
+                    in_flight.popleft().on_end()
+                    self._head_since = self.loop.time()
+                elif isinstance(event, Line):
+                    in_flight[0].on_line(event.data)
+                elif not self._greeting.done():
+                    self._greeting.set_result(event)
+        except (ProtocolError, ConnectionLostError) as exc:
+            self._fail(exc)
+            return
+        if self._unsent:
+            self._flush()
+
+    def _on_reply(self, reply: Reply) -> None:
+        status = reply.status
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("S: %s", escape(status.raw))
+        call = self._in_flight[0]
+        shape = call.command.shape
+        if status.ok and shape is not ReplyShape.SINGLE:
+            # A message is bounded by inactivity from here on; a listing stays
+            # bounded as a whole reply.
+            call.in_body = shape is ReplyShape.DATA
+            call.on_status(status, False)
+        else:
+            self._in_flight.popleft()
+            self._head_since = self.loop.time()
+            call.on_status(status, True)
+
+    # -- timeouts ----------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._in_flight or self._timeout is None or self._error is not None:
+            return
+        now = self.loop.time()
+        head = self._in_flight[0]
+        if self._paused:
+            deadline = now + self._timeout  # the consumer, not the server, is slow
+        elif head.in_body:
+            deadline = self._last_activity + self._timeout
+        else:
+            deadline = self._head_since + self._timeout
+        if now < deadline:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        verb = head.command.verb
+        if head.in_body:
+            what = f"{verb}: no data from {self.peer} for {self._timeout:g} s"
+        else:
+            what = f"{verb}: no complete reply from {self.peer} within {self._timeout:g} s"
+        self._fail(POP3TimeoutError(what))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- the end -----------------------------------------------------------------------
+
+    def _fail(self, error: ConnectionFailure) -> None:
+        """The connection cannot go on: fail every command and abort the transport."""
+        if self._error is None:
+            self._error = error
+        self._cancel_timer()
+        self._fail_calls(error)
+        if not self._greeting.done():
+            self._greeting.set_exception(error)
+            self._greeting.exception()  # connect() may be gone already: do not warn
+        self.protocol.connection_closed()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail_calls(self, error: ConnectionFailure) -> None:
+        calls = [*self._in_flight, *self._unsent]
+        self._in_flight.clear()
+        self._unsent.clear()
+        for index, call in enumerate(calls):
+            if index == 0:
+                call.fail(error)
+            else:
+                # Each waiting task gets an exception of its own, naming its command.
+                other = type(error)(f"{call.command.verb} not completed: {error}")
+                other.__cause__ = error
+                call.fail(other)
+
+    async def close(self) -> None:
+        """Close without QUIT; commands still queued or running fail with ConnectionClosedError.
+
+        Waits at most :data:`CLOSE_TIMEOUT` seconds for an orderly close
+        (the TLS close_notify exchange), then aborts the connection.
+        """
+        transport = self._transport
+        if not self._closing:
+            self._closing = True
+            self._cancel_timer()
+            closed = ConnectionClosedError("the connection was closed by this client")
+            self._fail_calls(closed)
+            if not self._greeting.done():
+                self._greeting.set_exception(
+                    ConnectionClosedError("close() was called while connecting")
+                )
+                self._greeting.exception()
+            self.protocol.connection_closed()
+            if transport is not None:
+                transport.close()
+        if transport is None or self._lost.done():
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await asyncio.shield(self._lost)
+        except TimeoutError:
+            transport.abort()
