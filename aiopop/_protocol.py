@@ -141,9 +141,11 @@ class _BodyScan:
     """The reply's status line ended with a bare LF: so do its lines (a lax server)."""
 
 
-# A message piece with more dot-stuffed lines than this is unstuffed in bulk:
+# Where stuffed lines are this dense (at least _BULK_HITS of them less than
+# _BULK_GAP octets apart on average), the rest of a piece is unstuffed in bulk:
 # one search for the terminator and one replace, instead of a step per line.
-_BULK_AFTER = 8
+_BULK_HITS = 16
+_BULK_GAP = 256
 
 
 @dataclass
@@ -406,7 +408,7 @@ class POP3Protocol:
                     return b""
                 pos += 1  # a stuffed dot
             scan.at_line_start = False
-        pieces: list[bytes | memoryview] = []
+        pieces: list[memoryview] = []
         view = memoryview(buf)
         start = pos
         hits = 0
@@ -431,8 +433,8 @@ class POP3Protocol:
             pieces.append(view[start : j + 2])
             start = after
             hits += 1
-            if hits == _BULK_AFTER:
-                pieces.append(self._bulk(start, n))
+            if hits % _BULK_HITS == 0 and start - pos < hits * _BULK_GAP:
+                pieces.append(memoryview(self._bulk(start, n)))
                 return _join(pieces, buf)
         cut = self._tail_cut(start, n)
         pieces.append(view[start:cut])
