@@ -8,14 +8,17 @@ so that poplib programs port line by line::
         print("You have %d messages totaling %d bytes" % await client.stat())
 """
 
+from ._connection import MessageStream
 from ._state import State
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from .errors import (
     APOPNotOfferedError,
     AuthenticationError,
     CommandStateError,
+    ConnectionClosedError,
     ConnectionLostError,
     InsecureLoginError,
+    MalformedReplyError,
     POP3Error,
     POP3TimeoutError,
     ProtocolError,
@@ -35,9 +38,12 @@ __all__ = [
     "AuthMethod",
     "AuthenticationError",
     "CommandStateError",
+    "ConnectionClosedError",
     "ConnectionLostError",
     "InsecureLoginError",
     "ListEntry",
+    "MalformedReplyError",
+    "MessageStream",
     "POP3Error",
     "POP3TimeoutError",
     "ProtocolError",

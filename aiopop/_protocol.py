@@ -340,10 +340,9 @@ class POP3Protocol:
     def _apply(self, command: Command, status: StatusLine) -> None:
         """The state transition a reply causes (RFC 1939 sections 4-6)."""
         verb = command.verb
-        if verb == "USER":
-            self._user_accepted = status.ok
-        elif verb in ("PASS", "APOP"):
-            self._user_accepted = False
+        # PASS must come right after a USER the server accepted (RFC 1939 section 7).
+        self._user_accepted = verb == "USER" and status.ok
+        if verb in ("PASS", "APOP"):
             if status.ok:
                 self._state = State.TRANSACTION
         elif verb == "UTF8" and status.ok:
@@ -480,7 +479,7 @@ class POP3Protocol:
         buf, pos = self._buf, self._pos
         n = len(buf)
         scan = self._scan
-        pieces: list[bytes | memoryview] = []
+        pieces: list[memoryview] = []
         view = memoryview(buf)
         while pos < n:
             if scan.at_line_start and buf[pos] == _DOT:
@@ -585,13 +584,11 @@ def _shown(command: Command, index: int) -> str:
     return repr(command.args[index])
 
 
-def _join(pieces: list[bytes | memoryview], buf: bytes) -> bytes:
-    """Join the pieces of ``buf`` (views into it, or new bytes), copying only when needed."""
+def _join(pieces: list[memoryview], buf: bytes) -> bytes:
+    """Join pieces of ``buf`` (views into it, or of new bytes), copying only when needed."""
     if len(pieces) == 1:
         piece = pieces[0]
-        if isinstance(piece, bytes):
-            return piece
-        if len(piece) == len(buf):
+        if piece.obj is buf and len(piece) == len(buf):
             return buf
         return piece.tobytes()
     return b"".join(pieces)

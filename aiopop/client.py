@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Self, TypeVar, overload
 
@@ -35,7 +35,7 @@ from .errors import (
 )
 from .types import AuthMethod, ListEntry, Stat, UidEntry
 
-__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "MessageStream"]
+__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT"]
 
 logger = logging.getLogger("aiopop")
 
@@ -410,7 +410,7 @@ class POP3:
 
     def retr_many(
         self, numbers: Iterable[int], *, window: int | None = None
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
         """Retrieve several messages, yielding ``(number, message)`` in the order given.
 
         Up to ``window`` RETRs (default: twice ``max_in_flight``) are queued
@@ -426,13 +426,13 @@ class POP3:
 
     def top_many(
         self, numbers: Iterable[int], lines: int, *, window: int | None = None
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
         """Like :meth:`retr_many` with TOP: the headers and first ``lines`` body lines of each."""
         return self._many(numbers, lambda which: self._top_command(which, lines), window)
 
     async def dele_many(
         self, numbers: Iterable[int], *, window: int | None = None
-    ) -> AsyncIterator[int]:
+    ) -> AsyncGenerator[int, None]:
         """Mark several messages deleted, yielding each number once the server confirmed it.
 
         Pipelined like :meth:`retr_many`. Deletions take effect only at a
@@ -459,7 +459,7 @@ class POP3:
         numbers: Iterable[int],
         make: _CommandMaker,
         window: int | None,
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
         connection = self._require()
         await connection.learn_pipelining()
         queue: collections.deque[_Queued[tuple[StatusLine, bytes]]] = collections.deque()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
+import trustme
 
 from tests.dovecot import STANDARD_USERS, DovecotError, DovecotServer
 
@@ -45,3 +46,9 @@ def dovecot() -> Iterator[DovecotServer]:
 def dovecot_wrong_name() -> Iterator[DovecotServer]:
     """A second private Dovecot, whose certificate names only ``mail.example.invalid``."""
     yield from _serve(DovecotServer(cert_names=("mail.example.invalid",)))
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throw-away certificate authority for the TLS tests."""
+    return trustme.CA()

@@ -8,7 +8,7 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 import trustme
@@ -28,6 +28,7 @@ from aiopop.testing import (
     Trickle,
     WaitForClose,
 )
+from tests.scripted import client_for, logged_in
 
 PASSWORD = "tanstaaf"
 MESSAGES = [
@@ -35,13 +36,6 @@ MESSAGES = [
     b"line one\r\n.starts with a dot\r\nline three\r\n",
     b"Subject: second\r\n\r\n" + b"y" * 20000 + b"\r\n",
     b"Subject: third\r\n\r\nbody\r\n",
-]
-LOGIN: list[Step] = [
-    Send(b"+OK ready\r\n"),
-    Expect(b"USER u"),
-    Send(b"+OK\r\n"),
-    Expect(b"PASS p"),
-    Send(b"+OK logged in\r\n"),
 ]
 
 
@@ -54,26 +48,6 @@ def mailbox() -> Mailbox:
 async def server(mailbox: Mailbox) -> AsyncIterator[POP3TestServer]:
     async with POP3TestServer({"mrose": mailbox}) as running:
         yield running
-
-
-def client_for(server: POP3TestServer | ScriptedServer, **options: float) -> aiopop.POP3:
-    return aiopop.POP3(server.host, server.port, **options)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def logged_in(
-    steps: Sequence[Step], **options: float
-) -> AsyncIterator[tuple[ScriptedServer, aiopop.POP3]]:
-    """A scripted server that lets user "u" in with password "p", then plays ``steps``."""
-    async with ScriptedServer([*LOGIN, *steps]) as server:
-        client = client_for(server, **options)
-        try:
-            await client.connect()
-            await client.user("u")
-            await client.pass_("p")
-            yield server, client
-        finally:
-            await client.close()
 
 
 # -- the seed flows ---------------------------------------------------------------
@@ -521,11 +495,6 @@ async def test_debug_log_redacts_secrets(
 
 
 # -- TLS -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:

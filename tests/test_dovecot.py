@@ -278,6 +278,35 @@ async def test_concurrent_commands_from_several_tasks(dovecot: DovecotServer) ->
     assert list(messages) == list(ALICE.messages)
 
 
+async def test_retr_many_pipelines_against_dovecot(dovecot: DovecotServer) -> None:
+    count = len(ALICE.messages)
+    for make in (plain_client, tls_client):
+        async with make(dovecot) as client:
+            await client.user(ALICE.name)
+            await client.pass_(ALICE.password)
+            got = [item async for item in client.retr_many(list(range(1, count + 1)) * 3)]
+            assert [message for _, message in got] == list(ALICE.messages) * 3
+            tops = [item async for item in client.top_many(range(1, count + 1), 0)]
+            assert [message for _, message in tops] == [top_of(m, 0) for m in ALICE.messages]
+            # Dovecot announces PIPELINING, so the engine learned it may pipeline.
+            connection = client._connection
+            assert connection is not None
+            assert await connection.learn_pipelining()
+
+
+async def test_streams_and_files_hold_the_exact_message(
+    dovecot: DovecotServer, tmp_path: Any
+) -> None:
+    async with tls_client(dovecot) as client:
+        await client.login(DAVE.name, DAVE.password)
+        async with client.retr_stream(1) as stream:
+            assert b"".join([chunk async for chunk in stream]) == DAVE.messages[0]
+        path = tmp_path / "dave.eml"
+        assert await client.retr_to_file(1, path) == len(DAVE.messages[0])
+        assert path.read_bytes() == DAVE.messages[0] == await client.retr(1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dave.eml"]
+
+
 async def test_top(dovecot: DovecotServer) -> None:
     folded = ALICE.messages[2]
     async with tls_client(dovecot) as client:

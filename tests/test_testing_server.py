@@ -1184,6 +1184,23 @@ async def test_capa_without_pipelining() -> None:
         await wire.close()
 
 
+async def test_extra_capabilities_are_announced_after_the_usual_ones() -> None:
+    async with POP3TestServer(
+        mailboxes(), pipelining=False, extra_capabilities=["PIPELINE", "X-VENDOR a b"]
+    ) as srv:
+        wire = await Wire.pop(srv)
+        _, capa = await wire.multi(b"CAPA")
+        assert capa.endswith(b"IMPLEMENTATION aiopop-testing\r\nPIPELINE\r\nX-VENDOR a b\r\n")
+        assert b"PIPELINING" not in capa
+        await wire.close()
+
+
+def test_extra_capabilities_must_be_single_lines() -> None:
+    for bad in ("", "A\r\nB", "TAB\there"):
+        with pytest.raises(ValueError, match="extra capability"):
+            POP3TestServer({}, extra_capabilities=[bad])
+
+
 async def test_utf8_headers_need_utf8_mode() -> None:
     utf8 = "Subject: gr\u00fc\u00dfe\r\n\r\nhi\r\n".encode()
     body_8bit = "Subject: plain\r\n\r\ngr\u00fc\u00dfe\r\n".encode()

@@ -8,7 +8,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ._base import LoopbackServer
 from ._mailbox import Mailbox
@@ -45,6 +45,10 @@ class POP3TestServer(LoopbackServer):
       and answered in order, so pipelined commands work either way, and
       either way :attr:`SessionRecord.pipelined` notes each command that
       arrived before the reply to the previous one was written.
+    * ``extra_capabilities``: more lines for CAPA, as given (say ``"PIPELINE"``,
+      the spelling Twisted's server uses, or ``"SASL PLAIN"``), after the
+      usual ones. Announcing does not implement: the server still supports
+      only what the other options say.
     * ``require_utf8_mode``: refuse RETR and TOP of a message with non-ASCII
       octets in its header section with ``-ERR [UTF8]`` until the client has
       sent UTF8 (RFC 6856 section 2.1). Body octets are never checked.
@@ -80,6 +84,7 @@ class POP3TestServer(LoopbackServer):
         require_utf8_mode: bool = True,
         close_after_failed_login: bool = False,
         failed_login_delay: float = 0.0,
+        extra_capabilities: Sequence[str] = (),
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         if not _HOSTNAME.fullmatch(hostname):
@@ -88,6 +93,8 @@ class POP3TestServer(LoopbackServer):
             raise ValueError("greeting must not contain CR, LF or NUL")
         if ssl_context is not None and starttls_context is not None:
             raise ValueError("STLS makes no sense on an implicit TLS port")
+        if any(re.search(r"[\x00-\x1f\x7f]", line) or not line for line in extra_capabilities):
+            raise ValueError("each extra capability must be a non-empty line without controls")
         if not failed_login_delay >= 0:  # also refuses NaN
             raise ValueError(f"failed_login_delay must be >= 0, not {failed_login_delay}")
         self.mailboxes: dict[str, Mailbox] = dict(mailboxes)
@@ -111,6 +118,7 @@ class POP3TestServer(LoopbackServer):
             starttls_context=starttls_context,
             close_after_failed_login=close_after_failed_login,
             failed_login_delay=failed_login_delay,
+            extra_capabilities=tuple(extra_capabilities),
         )
 
     def _timestamp(self) -> bytes:

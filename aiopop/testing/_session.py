@@ -105,6 +105,7 @@ class Options:
     starttls_context: ssl.SSLContext | None
     close_after_failed_login: bool = False
     failed_login_delay: float = 0.0
+    extra_capabilities: tuple[str, ...] = ()
 
 
 def _ok(text: str = "") -> bytes:
@@ -426,6 +427,7 @@ class _Session:
         ):
             capabilities.append("STLS")
         capabilities += ["UTF8 USER", "IMPLEMENTATION aiopop-testing"]
+        capabilities += self.options.extra_capabilities
         return _listing("Capability list follows", capabilities)
 
     def cmd_quit(self, arg: bytes | None) -> bytes:

@@ -1,0 +1,708 @@
+"""The connection engine: pipelining, batches, close, connect, timeouts, bounds, bare LF.
+
+Against the in-process server (whose SessionRecord shows what reached the wire,
+and whether the client pipelined) and scripted servers for the hostile cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import trustme
+
+import aiopop
+from aiopop.testing import (
+    Close,
+    Expect,
+    Mailbox,
+    POP3TestServer,
+    ScriptedServer,
+    Send,
+    Sleep,
+    Step,
+    Trickle,
+    WaitForClose,
+)
+from tests.scripted import client_for, logged_in
+
+PASSWORD = "secret"
+MESSAGES = [b"Subject: %d\r\n\r\n%s\r\n" % (n, b"body %d " % n * (n % 7 + 1)) for n in range(1, 31)]
+
+
+def reply(message: bytes) -> bytes:
+    """A RETR reply carrying ``message`` (which has no line starting with a dot)."""
+    return b"+OK %d octets\r\n" % len(message) + message + b".\r\n"
+
+
+@contextlib.asynccontextmanager
+async def session(**server_options: object) -> AsyncIterator[POP3TestServer]:
+    mailbox = Mailbox(PASSWORD, list(MESSAGES))
+    async with POP3TestServer({"u": mailbox}, apop=False, **server_options) as server:  # type: ignore[arg-type]
+        yield server
+
+
+async def login(client: aiopop.POP3) -> None:
+    await client.connect()
+    await client.user("u")
+    await client.pass_(PASSWORD)
+
+
+def keywords_after_login(server: POP3TestServer) -> list[str]:
+    keywords = server.sessions[0].keywords
+    return keywords[keywords.index("PASS") + 1 :]
+
+
+# -- pipelining --------------------------------------------------------------------
+
+
+async def test_retr_many_pipelines_when_offered_and_yields_in_order() -> None:
+    async with session() as server:
+        async with client_for(server) as client:
+            await client.user("u")
+            await client.pass_(PASSWORD)
+            got = [item async for item in client.retr_many(range(1, 31))]
+        assert got == list(enumerate(MESSAGES, 1))
+        record = server.sessions[0]
+        assert record.pipelined_any
+        # CAPA was asked once, before the batch, to learn that it may pipeline.
+        assert keywords_after_login(server) == ["CAPA", *["RETR"] * 30, "QUIT"]
+
+
+async def test_gathered_commands_pipeline_and_each_caller_gets_its_reply() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        numbers = [3, 1, 2, 3, 30, 7] * 4
+        results = await asyncio.gather(*(client.retr(n) for n in numbers))
+        assert results == [MESSAGES[n - 1] for n in numbers]
+        stat, listing, top = await asyncio.gather(client.stat(), client.list(), client.top(2, 0))
+        assert stat.count == 30
+        assert len(listing) == 30
+        assert top == b"Subject: 2\r\n\r\n"
+        await client.quit()
+        assert server.sessions[0].pipelined_any
+        # The first RETR went out alone; CAPA followed once, then the rest pipelined.
+        keywords = keywords_after_login(server)
+        assert keywords[:2] == ["RETR", "CAPA"]
+        assert keywords.count("CAPA") == 1
+
+
+@pytest.mark.parametrize("spelling", [(), ("PIPELINE",), ("X-PIPELINING",)])
+async def test_never_pipelines_to_a_server_that_did_not_offer_it(
+    spelling: tuple[str, ...],
+) -> None:
+    async with session(pipelining=False, extra_capabilities=spelling) as server:
+        client = client_for(server)
+        await login(client)
+        got = [item async for item in client.retr_many(range(1, 31))]
+        assert got == list(enumerate(MESSAGES, 1))
+        results = await asyncio.gather(*(client.retr(n) for n in range(1, 11)))
+        assert results == MESSAGES[:10]
+        deleted = [n async for n in client.dele_many([1, 2, 3])]
+        assert deleted == [1, 2, 3]
+        await client.quit()
+    # Proved on the wire: no command arrived before the reply to the one before it.
+    assert server.sessions[0].pipelined == []
+    assert server.sessions[0].quit
+
+
+async def test_pipelining_can_be_forced_on_without_asking() -> None:
+    async with session(pipelining=False) as server:
+        client = client_for(server, pipelining=True)
+        await login(client)
+        assert [m async for _, m in client.retr_many([5, 6, 7])] == MESSAGES[4:7]
+        await client.quit()
+    assert server.sessions[0].pipelined_any
+    assert "CAPA" not in server.sessions[0].keywords
+
+
+async def test_pipelining_can_be_forced_off() -> None:
+    async with session() as server:
+        client = client_for(server, pipelining=False)
+        await login(client)
+        assert await asyncio.gather(*(client.retr(n) for n in (1, 2, 3))) == MESSAGES[:3]
+        assert [m async for _, m in client.retr_many([4, 5])] == MESSAGES[3:5]
+        await client.quit()
+    assert server.sessions[0].pipelined == []
+    assert "CAPA" not in server.sessions[0].keywords
+
+
+async def test_capa_is_learned_per_session_state_and_cached() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await client.connect()
+        # In AUTHORIZATION only CAPA itself could be pipelined: two at once ask first.
+        first, second = await asyncio.gather(client.capa(), client.capa())
+        assert first == second
+        await client.user("u")
+        await client.pass_(PASSWORD)
+        for _ in range(3):
+            await asyncio.gather(client.noop(), client.noop(), client.stat())
+        [_ async for _ in client.retr_many([1, 2])]
+        await client.quit()
+    keywords = server.sessions[0].keywords
+    after = keywords_after_login(server)
+    # Learned again after login (capabilities may differ), then never asked again.
+    assert after.count("CAPA") == 1
+    assert keywords.count("CAPA") >= 3
+
+
+async def test_an_explicit_capa_tells_the_engine_too() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        assert "PIPELINING" in await client.capa()
+        await asyncio.gather(*(client.retr(n) for n in (1, 2, 3)))
+        await client.quit()
+    assert keywords_after_login(server) == ["CAPA", "RETR", "RETR", "RETR", "QUIT"]
+    assert server.sessions[0].pipelined_any
+
+
+async def test_session_changing_commands_are_never_pipelined() -> None:
+    async with session() as server:
+        client = client_for(server, pipelining=True)
+        await client.connect()
+        await asyncio.gather(client.capa(), client.capa(), client.user("u"))
+        await client.pass_(PASSWORD)
+        await asyncio.gather(client.stat(), client.noop(), client.quit())
+    record = server.sessions[0]
+    assert record.keywords == ["CAPA", "CAPA", "USER", "PASS", "STAT", "NOOP", "QUIT"]
+    assert record.pipelined == [b"CAPA", b"NOOP"]
+    assert record.quit
+
+
+async def test_max_in_flight_bounds_the_commands_on_the_wire() -> None:
+    steps: list[Step] = [Expect(b"RETR %d" % n) for n in (1, 2, 3)]
+    steps += [Sleep(0.3)]
+    steps += [Send(reply(MESSAGES[n - 1])) for n in (1, 2, 3)]
+    steps += [Expect(b"RETR 4"), Expect(b"RETR 5"), Send(reply(MESSAGES[3]) + reply(MESSAGES[4]))]
+    async with logged_in(steps, pipelining=True, max_in_flight=3) as (server, client):
+        tasks = [asyncio.create_task(client.retr(n)) for n in range(1, 6)]
+        await asyncio.sleep(0.15)
+        connection = client._connection
+        assert connection is not None
+        assert (connection.in_flight, connection.queued) == (3, 2)
+        assert await asyncio.gather(*tasks) == MESSAGES[:5]
+    assert server.mismatches == []
+
+
+async def test_an_err_mid_batch_belongs_to_its_own_command() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        results = await asyncio.gather(
+            client.retr(1), client.retr(99), client.retr(2), return_exceptions=True
+        )
+        assert results[0] == MESSAGES[0]
+        assert isinstance(results[1], aiopop.ResponseError)
+        assert results[1].command == "RETR"
+        assert results[2] == MESSAGES[1]
+        got = []
+
+        async def collect() -> None:
+            async for number, message in client.retr_many([3, 4, 99, 5]):
+                got.append((number, message))
+
+        with pytest.raises(aiopop.ResponseError, match="No such message"):
+            await collect()
+        assert got == [(3, MESSAGES[2]), (4, MESSAGES[3])]
+        # The batch's remaining reply was read and dropped: the session is in step.
+        assert await client.retr(6) == MESSAGES[5]
+        await client.quit()
+
+
+async def test_the_server_closing_mid_batch_fails_every_pending_command() -> None:
+    steps: list[Step] = [Expect(b"RETR %d" % n) for n in (1, 2, 3)]
+    steps += [Send(reply(MESSAGES[0]) + b"+OK\r\nhalf of the sec"), Close()]
+    async with logged_in(steps, pipelining=True) as (_server, client):
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(
+                *(client.retr(n) for n in (1, 2, 3)), return_exceptions=True
+            )
+        assert results[0] == MESSAGES[0]
+        assert all(isinstance(r, aiopop.ConnectionLostError) for r in results[1:])
+        assert "RETR 2" in str(results[1]) or "RETR" in str(results[1])
+        assert not client.is_connected
+
+
+async def test_a_cancelled_task_inside_a_pipelined_group() -> None:
+    steps: list[Step] = [Expect(b"RETR %d" % n) for n in (1, 2, 3)]
+    steps += [Sleep(0.3), Send(b"".join(reply(MESSAGES[n - 1]) for n in (1, 2, 3)))]
+    steps += [Expect(b"STAT"), Send(b"+OK 30 999\r\n")]
+    async with logged_in(steps, pipelining=True) as (server, client):
+        tasks = [asyncio.create_task(client.retr(n)) for n in (1, 2, 3)]
+        await asyncio.sleep(0.1)
+        tasks[1].cancel()
+        assert await tasks[0] == MESSAGES[0]
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[1]
+        # RETR 2's reply was read and dropped, never handed to RETR 3.
+        assert await tasks[2] == MESSAGES[2]
+        assert (await client.stat()).count == 30
+    assert server.mismatches == []
+
+
+async def test_a_cancelled_queued_command_is_never_sent() -> None:
+    async with session() as server:
+        client = client_for(server, pipelining=False)
+        await login(client)
+        first = asyncio.create_task(client.retr(1))
+        second = asyncio.create_task(client.retr(2))
+        third = asyncio.create_task(client.retr(3))
+        await asyncio.sleep(0)
+        second.cancel()
+        assert await first == MESSAGES[0]
+        assert await third == MESSAGES[2]
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await client.quit()
+    assert [line for line in server.sessions[0].lines if line.startswith(b"RETR")] == [
+        b"RETR 1",
+        b"RETR 3",
+    ]
+
+
+async def test_leaving_a_batch_early_cancels_the_rest_and_keeps_the_session() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        async with contextlib.aclosing(client.retr_many(range(1, 31), window=10)) as batch:
+            async for number, _ in batch:
+                if number == 2:
+                    break
+        assert await client.retr(30) == MESSAGES[29]
+        tops = [item async for item in client.top_many([1, 2], 0)]
+        assert tops == [(1, b"Subject: 1\r\n\r\n"), (2, b"Subject: 2\r\n\r\n")]
+        await client.quit()
+    # At most the window went out; the rest was never sent.
+    retrs = [line for line in server.sessions[0].lines if line.startswith(b"RETR")]
+    assert len(retrs) <= 11
+
+
+async def test_dele_many_marks_and_quit_commits() -> None:
+    mailbox = Mailbox(PASSWORD, list(MESSAGES))
+    async with POP3TestServer({"u": mailbox}, apop=False) as server:
+        client = client_for(server)
+        await login(client)
+        assert [n async for n in client.dele_many(range(1, 11))] == list(range(1, 11))
+        with pytest.raises(aiopop.ResponseError, match="already deleted"):
+            [n async for n in client.dele_many([11, 1])]
+        await client.quit()
+    assert mailbox.messages == MESSAGES[11:]
+
+
+async def test_batches_validate_numbers_before_sending() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        with pytest.raises(ValueError, match="message number"):
+            [_ async for _ in client.retr_many([1, 0])]
+        with pytest.raises(ValueError, match="line count"):
+            [_ async for _ in client.top_many([1], -1)]
+        assert await client.retr(2) == MESSAGES[1]
+        await client.quit()
+
+
+# -- close and connect -----------------------------------------------------------------
+
+
+async def test_close_while_another_task_runs_a_command() -> None:
+    async with session() as server:
+        client = client_for(server)
+
+        async def fails() -> None:
+            await asyncio.sleep(0)
+            raise KeyError("the program failed")
+
+        tasks: list[asyncio.Task[bytes]] = []
+
+        async def program() -> None:
+            async with client:
+                await client.user("u")
+                await client.pass_(PASSWORD)
+                tasks.append(asyncio.create_task(client.retr(1)))
+                await asyncio.gather(tasks[0], fails())
+
+        with pytest.raises(KeyError):
+            await program()
+        [retr] = tasks
+        with pytest.raises(aiopop.ConnectionClosedError, match="closed by this client"):
+            await retr
+        assert not server.sessions[0].quit
+
+
+async def test_close_fails_every_pipelined_command_with_a_local_error() -> None:
+    steps: list[Step] = [Expect(None), Expect(None), Expect(None), Sleep(5)]
+    async with logged_in(steps, pipelining=True) as (_server, client):
+        tasks = [asyncio.create_task(client.retr(n)) for n in (1, 2, 3, 4)]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await client.close()
+        assert time.monotonic() - started < 1.5
+        for task in tasks:
+            with pytest.raises(aiopop.ConnectionClosedError):
+                await task
+        with pytest.raises(aiopop.CommandStateError, match="not connected"):
+            await client.noop()
+
+
+async def test_a_second_connect_while_connecting_is_refused_at_once() -> None:
+    async with ScriptedServer([Sleep(0.2), Send(b"+OK hello\r\n"), WaitForClose()]) as server:
+        client = client_for(server)
+        first = asyncio.create_task(client.connect())
+        await asyncio.sleep(0.05)
+        with pytest.raises(aiopop.CommandStateError, match="in progress"):
+            await client.connect()
+        assert await first == b"+OK hello"
+        assert client.is_connected
+        assert client.state is aiopop.State.AUTHORIZATION
+        with pytest.raises(aiopop.CommandStateError, match="already connected"):
+            await client.connect()
+        await client.close()
+    assert server.connections == 1
+
+
+async def test_close_while_connecting() -> None:
+    async with ScriptedServer([Sleep(5), Send(b"+OK late\r\n")]) as server:
+        client = client_for(server)
+        connecting = asyncio.create_task(client.connect())
+        await asyncio.sleep(0.1)
+        await client.close()
+        with pytest.raises(aiopop.ConnectionClosedError, match="while connecting"):
+            await connecting
+        assert not client.is_connected
+
+
+async def test_reconnect_after_close() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        await client.close()
+        await login(client)
+        assert (await client.stat()).count == 30
+        await client.quit()
+    assert len(server.sessions) == 2
+
+
+async def test_the_server_closing_between_commands_is_noticed() -> None:
+    async with logged_in([Close()]) as (_server, client):
+        await asyncio.sleep(0.05)
+        assert not client.is_connected
+        with pytest.raises(aiopop.ConnectionLostError, match="closed the connection"):
+            await client.noop()
+
+
+# -- timeouts ------------------------------------------------------------------------
+
+
+async def test_a_slow_but_steady_message_outlives_the_timeout() -> None:
+    piece = b"x" * 78 + b"\r\n"
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n")]
+    for _ in range(12):  # 12 x 0.1 s = 1.2 s in all, with a 0.3 s timeout
+        steps += [Send(piece * 100), Sleep(0.1)]
+    steps += [Send(b".\r\n")]
+    async with logged_in(steps, timeout=0.3) as (_server, client):
+        assert await client.retr(1) == piece * 1200
+
+
+async def test_a_stalled_message_times_out_at_the_timeout() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\nsome of it\r\n"), Sleep(5)]
+    async with logged_in(steps, timeout=0.3) as (_server, client):
+        started = time.monotonic()
+        with pytest.raises(aiopop.POP3TimeoutError, match="no data") as info:
+            await client.retr(1)
+        assert time.monotonic() - started < 1.5
+        assert isinstance(info.value, TimeoutError)
+        assert not client.is_connected
+
+
+async def test_a_stalled_listing_times_out_as_a_whole() -> None:
+    # A listing that trickles a line now and then still has to finish in time.
+    steps: list[Step] = [Expect(b"UIDL"), Send(b"+OK\r\n")]
+    steps += [Trickle(b"%d uid%d\r\n" % (n, n), 0.01) for n in range(1, 40)]
+    async with logged_in(steps, timeout=0.3) as (_server, client):
+        with pytest.raises(aiopop.POP3TimeoutError, match="no complete reply"):
+            await client.uidl()
+
+
+async def test_a_cancelled_commands_leftovers_do_not_eat_the_next_commands_time() -> None:
+    piece = b"y" * 78 + b"\r\n"
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n")]
+    for _ in range(8):  # the rest of RETR 1 keeps coming for 0.8 s
+        steps += [Send(piece * 50), Sleep(0.1)]
+    steps += [Send(b".\r\n"), Expect(b"NOOP"), Send(b"+OK\r\n")]
+    async with logged_in(steps, timeout=0.3) as (server, client):
+        task = asyncio.create_task(client.retr(1))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        # NOOP waits behind RETR 1's leftovers (0.8 s, more than the timeout),
+        # but its own clock only starts once they are read.
+        assert await client.noop() == b"+OK"
+    assert server.mismatches == []
+
+
+@contextlib.contextmanager
+def vanishing_tls_server(ca: trustme.CA, connections: int) -> Iterator[tuple[str, int]]:
+    """A TLS server that greets, accepts any USER and PASS, then never reads or writes again.
+
+    A blocking socket in a thread: unlike an asyncio server, nothing answers
+    the client's TLS close_notify behind the test's back.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    accepted: list[ssl.SSLSocket] = []
+
+    def serve() -> None:
+        for _ in range(connections):
+            raw, _ = listener.accept()
+            conn = context.wrap_socket(raw, server_side=True)
+            accepted.append(conn)
+            conn.sendall(b"+OK ready\r\n")
+            for _ in range(2):  # USER, PASS
+                conn.recv(1024)
+                conn.sendall(b"+OK\r\n")
+        done.wait(30)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+async def test_timeout_error_is_prompt_and_close_aborts_a_vanished_tls_peer(
+    ca: trustme.CA,
+) -> None:
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    with vanishing_tls_server(ca, connections=2) as (host, port):
+        client = aiopop.POP3_SSL(host, port, ssl_context=client_tls, timeout=0.5)
+        await client.connect()
+        await client.user("u")
+        await client.pass_("p")
+        started = time.monotonic()
+        with pytest.raises(aiopop.POP3TimeoutError):
+            await client.stat()
+        assert time.monotonic() - started < 1.4  # the timeout, not the timeout plus a close
+        started = time.monotonic()
+        await client.close()  # already aborted: returns at once
+        assert time.monotonic() - started < 0.5
+
+        # A peer that stops answering: close() gives the TLS shutdown 2 s, then aborts.
+        other = aiopop.POP3_SSL(host, port, ssl_context=client_tls)
+        await other.connect()
+        await other.user("u")
+        await other.pass_("p")
+        connection = other._connection
+        assert connection is not None
+        assert connection._transport is not None
+        sock = connection._transport.get_extra_info("socket")
+        started = time.monotonic()
+        await other.close()
+        elapsed = time.monotonic() - started
+        assert 1.5 < elapsed < 3.5
+        assert sock.fileno() == -1  # really closed, not left to the TLS layer's 30 s
+
+
+# -- bounds --------------------------------------------------------------------------
+
+
+async def test_an_endless_listing_is_cut_off_with_memory_bounded() -> None:
+    chunk = b"".join(b"%d %s\r\n" % (n, b"u" * 40) for n in range(1, 20001))  # ~1 MB
+    steps: list[Step] = [Expect(b"UIDL"), Send(b"+OK\r\n")]
+    steps += [Send(chunk)] * 20
+    async with logged_in(steps, max_listing_size=1024 * 1024) as (_server, client):
+        tracemalloc.start()
+        try:
+            with pytest.raises(aiopop.ProtocolError, match="listing larger than") as info:
+                await client.uidl()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert not isinstance(info.value, aiopop.MalformedReplyError)
+        assert peak < 12 * 1024 * 1024
+        assert not client.is_connected
+
+
+async def test_a_listing_within_the_bound_is_fine() -> None:
+    lines = b"".join(b"%d 100\r\n" % n for n in range(1, 1001))
+    steps: list[Step] = [Expect(b"LIST"), Send(b"+OK\r\n" + lines + b".\r\n")]
+    async with logged_in(steps, max_listing_size=len(lines)) as (_server, client):
+        assert len(await client.list()) == 1000
+
+
+async def test_retr_holds_one_copy_of_a_message() -> None:
+    size = 16 * 1024 * 1024
+    message = (b"z" * 1022 + b"\r\n") * (size // 1024)
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n"), Send(message + b".\r\n")]
+    async with logged_in(steps) as (_server, client):
+        tracemalloc.start()
+        try:
+            got = await client.retr(1)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert got == message
+        # The scripted server's copy is in there too; two client copies would reach 2x.
+        assert peak < 1.6 * size
+
+
+# -- malformed but well-framed replies keep the session ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("verb", "answer", "call"),
+    [
+        (b"STAT", b"+OK abc\r\n", "stat"),
+        (b"STAT", b"+OK\r\n", "stat"),
+        (b"LIST 1", b"+OK 1\r\n", "list1"),
+        (b"LIST 1", b"+OK 99 1024\r\n", "list1"),
+        (b"UIDL 1", b"+OK 99 101\r\n", "uidl1"),
+        (b"UIDL 1", b"+OK 1 bad\x7fuid\r\n", "uidl1"),
+        (b"LIST", b"+OK\r\n1 120\r\ntwo 3\r\n.\r\n", "list"),
+        (b"CAPA", b"+OK\r\nTOP\r\n \r\n.\r\n", "capa"),
+    ],
+)
+async def test_a_malformed_reply_raises_and_keeps_the_connection(
+    verb: bytes, answer: bytes, call: str
+) -> None:
+    steps: list[Step] = [Expect(verb), Send(answer), Expect(b"NOOP"), Send(b"+OK\r\n")]
+    async with logged_in(steps) as (server, client):
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "stat": client.stat,
+            "list1": lambda: client.list(1),
+            "uidl1": lambda: client.uidl(1),
+            "list": client.list,
+            "capa": client.capa,
+        }
+        with pytest.raises(aiopop.MalformedReplyError):
+            await calls[call]()
+        assert client.is_connected
+        assert await client.noop() == b"+OK"
+    assert server.mismatches == []
+
+
+async def test_list_n_and_uidl_n_must_answer_about_that_message() -> None:
+    steps: list[Step] = [
+        Expect(b"LIST 1"),
+        Send(b"+OK 99 1024\r\n"),
+        Expect(b"UIDL 1"),
+        Send(b"+OK 99 101\r\n"),
+        Expect(b"LIST 2"),
+        Send(b"+OK 2 55\r\n"),
+    ]
+    async with logged_in(steps) as (_server, client):
+        with pytest.raises(
+            aiopop.MalformedReplyError, match="LIST 1 was answered about message 99"
+        ):
+            await client.list(1)
+        with pytest.raises(
+            aiopop.MalformedReplyError, match="UIDL 1 was answered about message 99"
+        ):
+            await client.uidl(1)
+        assert await client.list(2) == aiopop.ListEntry(2, 55)
+
+
+# -- bare LF servers -----------------------------------------------------------------
+
+
+async def test_a_server_that_ends_lines_with_a_bare_lf_works_throughout() -> None:
+    script: list[Step] = [
+        Send(b"+OK lax server\n"),
+        Expect(b"USER u"),
+        Send(b"+OK\n"),
+        Expect(b"PASS p"),
+        Send(b"+OK\n"),
+        Expect(b"LIST"),
+        Send(b"+OK 2 messages\n1 20\n2 30\n.\n"),
+        Expect(b"UIDL"),
+        Send(b"+OK\n1 a\n2 b\n.\n"),
+        Expect(b"RETR 1"),
+        Send(b"+OK\nSubject: x\n\n..dotted\nplain\n.\n"),
+        Expect(b"TOP 2 0"),
+        Send(b"+OK\nSubject: y\n\n.\n"),
+        Expect(b"QUIT"),
+        Send(b"+OK bye\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server, timeout=2)
+        await client.connect()
+        await client.user("u")
+        await client.pass_("p")
+        assert await client.list() == [aiopop.ListEntry(1, 20), aiopop.ListEntry(2, 30)]
+        assert [u.uid for u in await client.uidl()] == ["a", "b"]
+        assert await client.retr(1) == b"Subject: x\n\n.dotted\nplain\n"
+        assert await client.top(2, 0) == b"Subject: y\n\n"
+        assert await client.quit() == b"+OK bye"
+    assert server.mismatches == []
+
+
+async def test_a_bare_lf_inside_a_crlf_message_is_content() -> None:
+    body = b"Subject: x\r\n\r\nline\nwith\n.\nbare LFs\r\n"
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n" + body + b".\r\n")]
+    async with logged_in(steps, timeout=2) as (_server, client):
+        assert await client.retr(1) == body
+
+
+# -- odd corners -----------------------------------------------------------------------
+
+
+async def test_a_server_refusing_capa_gets_one_command_at_a_time() -> None:
+    # popa3d and other RFC 1939 servers answer CAPA with -ERR: no pipelining.
+    steps: list[Step] = [Expect(b"RETR 1"), Send(reply(MESSAGES[0])), Expect(b"CAPA")]
+    steps += [Send(b"-ERR unknown command\r\n")]
+    for n in (2, 3):
+        steps += [Expect(b"RETR %d" % n), Sleep(0.05), Send(reply(MESSAGES[n - 1]))]
+    steps += [Expect(b"CAPA"), Send(b"-ERR unknown command\r\n")]
+    async with logged_in(steps) as (server, client):
+        assert await asyncio.gather(*(client.retr(n) for n in (1, 2, 3))) == MESSAGES[:3]
+        with pytest.raises(aiopop.ResponseError, match="unknown command"):
+            await client.capa()
+    assert server.mismatches == []
+
+
+async def test_a_queued_command_the_session_does_not_allow_fails_alone() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await client.connect()
+        user, stat = await asyncio.gather(client.user("u"), client.stat(), return_exceptions=True)
+        assert user == b"+OK Send the password with PASS"
+        assert isinstance(stat, aiopop.CommandStateError)
+        await client.pass_(PASSWORD)
+        assert (await client.stat()).count == 30
+        await client.quit()
+    assert "STAT" not in server.sessions[0].keywords[:2]
+
+
+async def test_a_stream_whose_connection_drops_before_its_status_line() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Close()]
+    async with logged_in(steps) as (_server, client):
+        with pytest.raises(aiopop.ConnectionLostError):
+            async with client.retr_stream(1):
+                pytest.fail("entered a stream without a status line")
+
+
+async def test_batches_on_a_closed_client() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+        await client.quit()
+        with pytest.raises(aiopop.CommandStateError):
+            [_ async for _ in client.retr_many([1])]
+        with pytest.raises(aiopop.CommandStateError):
+            [_ async for _ in client.dele_many([1])]

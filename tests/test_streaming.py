@@ -1,0 +1,266 @@
+"""Messages of any size: retr_stream and retr_to_file, memory bounded, nothing half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import aiopop
+from aiopop.testing import (
+    Close,
+    Expect,
+    GeneratedMessage,
+    Mailbox,
+    POP3TestServer,
+    ScriptedServer,
+    Send,
+    Sleep,
+    Step,
+    WaitForClose,
+)
+from tests.scripted import LOGIN, client_for, logged_in
+
+PASSWORD = "secret"
+SMALL = b"Subject: small\r\n\r\n.dot\r\n..two dots\r\nlast\r\n"
+
+
+def stuffed(message: bytes) -> bytes:
+    """``message`` as a RETR reply body on the wire: dot-stuffed, with the terminator."""
+    lines = message.split(b"\r\n")[:-1]
+    return (
+        b"".join(
+            b"." + line + b"\r\n" if line.startswith(b".") else line + b"\r\n" for line in lines
+        )
+        + b".\r\n"
+    )
+
+
+async def logged_in_client(server: POP3TestServer, **options: object) -> aiopop.POP3:
+    client = client_for(server, **options)
+    await client.connect()
+    await client.user("u")
+    await client.pass_(PASSWORD)
+    return client
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+# -- retr_stream ---------------------------------------------------------------------
+
+
+async def test_a_100_mb_message_streams_with_bounded_memory() -> None:
+    message = GeneratedMessage(100 * 1024 * 1024, seed=7)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [message])}, apop=False) as server:
+        client = await logged_in_client(server)
+        digest = hashlib.sha256()
+        tracemalloc.start()
+        try:
+            async with client.retr_stream(1) as stream:
+                async for chunk in stream:
+                    digest.update(chunk)
+                assert stream.complete
+                assert stream.received == message.size
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        # Server and client together, in one process: a few MiB, not 100.
+        assert peak < 16 * 1024 * 1024
+        assert digest.hexdigest() == message.sha256()
+        assert (await client.stat()).size == message.size
+        await client.quit()
+
+
+async def test_stream_equals_retr_and_others_can_run_alongside() -> None:
+    messages: list[bytes | GeneratedMessage] = [SMALL, GeneratedMessage(300_000).head(10_000)]
+    async with POP3TestServer({"u": Mailbox(PASSWORD, messages)}, apop=False) as server:
+        client = await logged_in_client(server)
+        for number, message in enumerate(messages, 1):
+            async with client.retr_stream(number) as stream:
+                chunks = [chunk async for chunk in stream]
+            assert b"".join(chunks) == message == await client.retr(number)
+
+        async def streamed() -> bytes:
+            async with client.retr_stream(2) as stream:
+                return b"".join([chunk async for chunk in stream])
+
+        got, stat, first = await asyncio.gather(streamed(), client.stat(), client.retr(1))
+        assert (got, stat.count, first) == (messages[1], 2, SMALL)
+        await client.quit()
+
+
+async def test_an_err_raises_on_entering_the_stream() -> None:
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [SMALL])}, apop=False) as server:
+        client = await logged_in_client(server)
+        with pytest.raises(aiopop.ResponseError, match="No such message"):
+            async with client.retr_stream(5):
+                pytest.fail("entered a stream of a message that does not exist")
+        assert await client.retr(1) == SMALL
+        await client.quit()
+
+
+@pytest.mark.parametrize("how", ["break", "raise"])
+async def test_leaving_a_stream_early_keeps_the_session_in_step(how: str) -> None:
+    big = GeneratedMessage(3 * 1024 * 1024, seed=3)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False) as server:
+        client = await logged_in_client(server)
+
+        async def read_one_chunk() -> None:
+            async with client.retr_stream(1) as stream:
+                async for _ in stream:
+                    if how == "raise":
+                        raise KeyError("the consumer failed")
+                    break
+                assert not stream.complete
+
+        if how == "raise":
+            with pytest.raises(KeyError):
+                await read_one_chunk()
+        else:
+            await read_one_chunk()
+        # The rest of message 1 is read and dropped; message 2 is message 2.
+        assert await client.retr(2) == SMALL
+        assert client.is_connected
+        await client.quit()
+
+
+async def test_a_slow_consumer_pauses_reading_and_never_times_out() -> None:
+    big = GeneratedMessage(4 * 1024 * 1024, seed=4)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [big])}, apop=False) as server:
+        client = await logged_in_client(server, timeout=0.2)
+        connection = client._connection
+        assert connection is not None
+        paused_seen = False
+        digest = hashlib.sha256()
+        async with client.retr_stream(1) as stream:
+            async for index, chunk in _enumerate(stream):
+                digest.update(chunk)
+                paused_seen = paused_seen or connection._paused
+                if index < 4:
+                    await asyncio.sleep(0.3)  # longer than the timeout, while paused
+        assert paused_seen
+        assert digest.hexdigest() == big.sha256()
+        await client.quit()
+
+
+async def _enumerate(stream: aiopop.MessageStream) -> AsyncIterator[tuple[int, bytes]]:
+    index = 0
+    async for chunk in stream:
+        yield index, chunk
+        index += 1
+
+
+WIRE = b"+OK\r\n" + stuffed(SMALL)
+
+
+@pytest.mark.parametrize("cut", [*range(1, 12), *range(len(WIRE) - 9, len(WIRE))])
+async def test_the_terminator_split_at_every_offset_while_streaming(cut: int) -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Send(WIRE[:cut]), Sleep(0.02), Send(WIRE[cut:])]
+    steps += [Expect(b"RETR 1"), Send(WIRE[:cut]), Sleep(0.02), Send(WIRE[cut:])]
+    steps += [Expect(b"NOOP"), Send(b"+OK\r\n")]
+    async with logged_in(steps, timeout=2) as (server, client):
+        async with client.retr_stream(1) as stream:
+            assert b"".join([chunk async for chunk in stream]) == SMALL
+        assert await client.retr(1) == SMALL
+        assert await client.noop() == b"+OK"
+    assert server.mismatches == []
+
+
+async def test_a_stream_fails_when_the_connection_drops_or_is_closed() -> None:
+    got: list[bytes] = []
+
+    async def consume(client: aiopop.POP3, close: bool) -> None:
+        async with client.retr_stream(1) as stream:
+            async for chunk in stream:
+                got.append(chunk)
+                if close:
+                    await client.close()
+
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\nSubject: x\r\n\r\nhalf"), Close()]
+    async with logged_in(steps) as (_server, client):
+        with pytest.raises(aiopop.ConnectionLostError):
+            await consume(client, close=False)
+    steps = [Expect(b"RETR 1"), Send(b"+OK\r\nSubject: x\r\n\r\nhalf"), WaitForClose()]
+    async with logged_in(steps) as (_server, client):
+        got.clear()
+        with pytest.raises(aiopop.ConnectionClosedError):
+            await consume(client, close=True)
+        assert got == [b"Subject: x\r\n\r\nhalf"]
+
+
+# -- retr_to_file ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_retr_to_file_writes_the_whole_message(tmp_path: Path, fsync: bool) -> None:
+    big = GeneratedMessage(3 * 1024 * 1024, seed=5)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False) as server:
+        client = await logged_in_client(server)
+        target = tmp_path / "one.eml"
+        assert await client.retr_to_file(1, target, fsync=fsync) == big.size
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == big.sha256()
+        assert await client.retr_to_file(2, str(tmp_path / "two.eml")) == len(SMALL)
+        assert (tmp_path / "two.eml").read_bytes() == SMALL
+        assert leftovers(tmp_path) == ["one.eml", "two.eml"]
+        await client.quit()
+
+
+async def test_retr_to_file_replaces_a_file_only_when_complete(tmp_path: Path) -> None:
+    target = tmp_path / "mail.eml"
+    target.write_bytes(b"the old content")
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\nnew but cut sh"), Close()]
+    async with logged_in(steps) as (_server, client):
+        with pytest.raises(aiopop.ConnectionLostError):
+            await client.retr_to_file(1, target)
+    assert target.read_bytes() == b"the old content"
+    assert leftovers(tmp_path) == ["mail.eml"]
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [SMALL])}, apop=False) as server:
+        client = await logged_in_client(server)
+        await client.retr_to_file(1, target)
+        await client.quit()
+    assert target.read_bytes() == SMALL
+
+
+async def test_retr_to_file_leaves_nothing_when_the_connection_drops(tmp_path: Path) -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n" + b"x" * 300_000), Close()]
+    async with logged_in(steps) as (_server, client):
+        with pytest.raises(aiopop.ConnectionLostError):
+            await client.retr_to_file(1, tmp_path / "cut.eml")
+    assert leftovers(tmp_path) == []
+
+
+async def test_retr_to_file_leaves_nothing_when_cancelled(tmp_path: Path) -> None:
+    script: list[Step] = [*LOGIN, Expect(b"RETR 1"), Send(b"+OK\r\n" + b"y" * 100_000)]
+    script += [Sleep(0.5), Send(b"\r\n.\r\n"), Expect(b"NOOP"), Send(b"+OK\r\n")]
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        await client.user("u")
+        await client.pass_("p")
+        task = asyncio.create_task(client.retr_to_file(1, tmp_path / "cancelled.eml"))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert leftovers(tmp_path) == []
+        assert await client.noop() == b"+OK"  # the rest was read and dropped
+        await client.close()
+    assert server.mismatches == []
+
+
+async def test_retr_to_file_with_err_creates_nothing(tmp_path: Path) -> None:
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [SMALL])}, apop=False) as server:
+        client = await logged_in_client(server)
+        with pytest.raises(aiopop.ResponseError):
+            await client.retr_to_file(2, tmp_path / "none.eml")
+        with pytest.raises(FileNotFoundError):
+            await client.retr_to_file(1, tmp_path / "no" / "such" / "dir.eml")
+        assert leftovers(tmp_path) == []
+        assert await client.retr(1) == SMALL
+        await client.quit()
