@@ -1,0 +1,93 @@
+"""The servers and their mailboxes: a private Dovecot, and popa3d when this machine can run it.
+
+Every mailbox gets a manifest (size and SHA-256 of each message, see
+:mod:`benchmarks.messages`) in a work directory, against which the workers
+check what they fetched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.dovecot import DovecotServer, MailUser
+
+from .messages import build_message, write_manifest
+from .nocork_server import NoCorkServer, make_messages
+from .spec import ServerSpec
+
+__all__ = ["Mailbox", "Plan", "dovecot_mailboxes", "popa3d_mailbox"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A mailbox to create: ``count`` messages of ``size`` octets for user ``user``."""
+
+    user: str
+    count: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """A mailbox being served: where (plain, and TLS when offered), and what it holds."""
+
+    count: int
+    octets: int
+    manifest: str
+    plain: ServerSpec
+    tls: ServerSpec | None = None
+
+
+def _password(user: str) -> str:
+    return f"{user}-Secret-1"
+
+
+@contextlib.contextmanager
+def dovecot_mailboxes(
+    plans: Sequence[Plan], workdir: Path
+) -> Iterator[tuple[DovecotServer, dict[str, Mailbox]]]:
+    """Start a private Dovecot serving every planned mailbox; yield it and the mailboxes by user."""
+    users = []
+    mailboxes: dict[str, Mailbox] = {}
+    manifests: dict[str, tuple[str, int]] = {}
+    for plan in plans:
+        messages = tuple(build_message(index, plan.size) for index in range(1, plan.count + 1))
+        manifest = workdir / f"{plan.user}.json"
+        manifests[plan.user] = (str(manifest), write_manifest(manifest, messages))
+        users.append(MailUser(plan.user, _password(plan.user), messages))
+    with DovecotServer(users) as server:
+        for plan in plans:
+            manifest_path, octets = manifests[plan.user]
+            password = _password(plan.user)
+            mailboxes[plan.user] = Mailbox(
+                count=plan.count,
+                octets=octets,
+                manifest=manifest_path,
+                plain=ServerSpec(server.host, server.pop3_port, plan.user, password),
+                tls=ServerSpec(
+                    server.host,
+                    server.pop3s_port,
+                    plan.user,
+                    password,
+                    cafile=str(server.ca_pem_path),
+                ),
+            )
+        yield server, mailboxes
+
+
+@contextlib.contextmanager
+def popa3d_mailbox(count: int, size: int, workdir: Path) -> Iterator[tuple[NoCorkServer, Mailbox]]:
+    """Start popa3d (needs root) with ``count`` messages of ``size`` octets.
+
+    Raises :class:`~benchmarks.nocork_server.NoCorkServerUnavailableError`
+    when this machine cannot run it.
+    """
+    server = NoCorkServer(make_messages(count, size))
+    manifest = workdir / "popa3d.json"
+    octets = write_manifest(manifest, server.expected)
+    with server:
+        plain = ServerSpec(server.host, server.port, server.user, server.password)
+        yield server, Mailbox(count=count, octets=octets, manifest=str(manifest), plain=plain)
