@@ -522,6 +522,7 @@ async def test_timeout_error_is_prompt_and_close_aborts_a_vanished_tls_peer(
 # -- bounds --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_an_endless_listing_is_cut_off_with_memory_bounded() -> None:
     chunk = b"".join(b"%d %s\r\n" % (n, b"u" * 40) for n in range(1, 20001))  # ~1 MB
     steps: list[Step] = [Expect(b"UIDL"), Send(b"+OK\r\n")]
@@ -546,6 +547,7 @@ async def test_a_listing_within_the_bound_is_fine() -> None:
         assert len(await client.list()) == 1000
 
 
+@pytest.mark.slow
 async def test_retr_holds_one_copy_of_a_message() -> None:
     size = 16 * 1024 * 1024
     message = (b"z" * 1022 + b"\r\n") * (size // 1024)

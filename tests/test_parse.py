@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiopop import ListEntry, ProtocolError, Stat, UidEntry
+from aiopop import ListEntry, MalformedReplyError, ProtocolError, Stat, UidEntry
 from aiopop._parse import (
     escape,
     find_apop_timestamp,
@@ -81,6 +82,12 @@ def test_status_line_parses_or_raises_protocol_error(line: bytes) -> None:
         (b"<bad> then <good@one> and <second@one>", b"<good@one>"),
         (b"<bad <good@x>", b"<good@x>"),
         (b">>> <a@b>", b"<a@b>"),
+        (b"<<a@b>", b"<a@b>"),
+        (b"<bad><good@x>", b"<good@x>"),
+        (b"<@a@b>", b"<@a@b>"),
+        (b"<a@b@>", None),
+        (b"<a@\x7f>", None),
+        (b"<a@b\x20c>", None),
     ],
 )
 def test_apop_timestamp(greeting: bytes, timestamp: bytes | None) -> None:
@@ -104,21 +111,40 @@ def test_apop_timestamp_is_linear(hostile: bytes) -> None:
     assert time.perf_counter() - started < 1.0
 
 
-@given(st.binary(max_size=300))
-def test_apop_timestamp_found_is_a_valid_msg_id(data: bytes) -> None:
-    found = find_apop_timestamp(data)
-    if found is not None:
-        assert found in data
-        assert found.startswith(b"<")
-        assert found.endswith(b">")
-        assert b"@" in found
-        assert all(0x21 <= b <= 0x7E for b in found)
+_MSG_ID_CHAR = st.sampled_from([bytes([b]) for b in range(0x21, 0x7F) if b not in b"<>@"])
+_MSG_ID = st.builds(
+    lambda local, domain: b"<" + local + b"@" + domain + b">",
+    st.lists(st.one_of(_MSG_ID_CHAR, st.just(b"@")), min_size=1, max_size=12).map(b"".join),
+    st.lists(_MSG_ID_CHAR, min_size=1, max_size=12).map(b"".join),
+)
+# Greetings built to contain candidates: angle brackets, at signs, valid ids, junk.
+_GREETING = st.lists(
+    st.one_of(
+        _MSG_ID,
+        st.sampled_from([b"<", b">", b"@", b" ", b"<@>", b"<a@>", b"<@b>", b"\x80", b"<<"]),
+        st.binary(max_size=8),
+    ),
+    max_size=12,
+).map(b"".join)
 
 
-@given(st.binary(max_size=100), st.binary(max_size=100))
-def test_apop_timestamp_embedded_is_found(before: bytes, after: bytes) -> None:
-    before = before.replace(b"<", b"").replace(b">", b"")
-    assert find_apop_timestamp(before + RFC_TIMESTAMP + after) == RFC_TIMESTAMP
+def reference_timestamp(text: bytes) -> bytes | None:
+    """The first ``<...>`` without brackets inside that is a valid msg-id (brute force)."""
+    for match in re.finditer(rb"<[^<>]*>", text):
+        local, at, domain = match.group()[1:-1].rpartition(b"@")
+        if at and local and domain and all(0x21 <= b <= 0x7E for b in match.group()):
+            return match.group()
+    return None
+
+
+@given(_GREETING)
+def test_apop_timestamp_is_the_first_valid_msg_id(greeting: bytes) -> None:
+    assert find_apop_timestamp(greeting) == reference_timestamp(greeting)
+
+
+@given(st.binary(max_size=40).map(lambda b: b.replace(b"<", b"")), _MSG_ID, st.binary(max_size=40))
+def test_apop_timestamp_embedded_is_found(before: bytes, timestamp: bytes, after: bytes) -> None:
+    assert find_apop_timestamp(before + timestamp + after) == timestamp
 
 
 def test_stat() -> None:
@@ -138,7 +164,7 @@ def test_stat() -> None:
 )
 def test_stat_malformed(text: bytes) -> None:
     # cpython PR 130646: "+OK" alone or "+OK abc" for STAT must not parse.
-    with pytest.raises(ProtocolError):
+    with pytest.raises(MalformedReplyError):
         parse_stat(text)
 
 
@@ -147,17 +173,33 @@ def test_list_and_uidl_entries() -> None:
     assert parse_list_entry(b"3 5 extension") == ListEntry(3, 5)
     assert parse_uid_entry(b"1 whqtswO00WBw418f9t5JxYwZ") == UidEntry(1, "whqtswO00WBw418f9t5JxYwZ")
     for bad in (b"0 12", b"x 12", b"1", b""):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(MalformedReplyError):
             parse_list_entry(bad)
-    for bad in (b"0 abc", b"1", b"one abc", b"1 \xff\xfe"):
-        with pytest.raises(ProtocolError):
+    for bad in (b"0 abc", b"1", b"one abc", b"1 \xff\xfe", b"1 a\x7fb", b"1 a\x1fb"):
+        with pytest.raises(MalformedReplyError):
             parse_uid_entry(bad)
+    # Printable ASCII from 0x21 to 0x7E, both ends included (RFC 1939 section 7).
+    assert parse_uid_entry(b"2 !~") == UidEntry(2, "!~")
+
+
+def test_numbers_up_to_twenty_digits() -> None:
+    biggest = b"9" * 20
+    assert parse_stat(biggest + b" " + biggest) == Stat(10**20 - 1, 10**20 - 1)
+    assert parse_list_entry(b"1 " + biggest) == ListEntry(1, 10**20 - 1)
+    assert parse_uid_entry(biggest + b" x") == UidEntry(10**20 - 1, "x")
+    for too_long in (b"1" * 21 + b" 5", b"5 " + b"1" * 21):
+        with pytest.raises(MalformedReplyError):
+            parse_stat(too_long)
+        with pytest.raises(MalformedReplyError):
+            parse_list_entry(too_long)
+    with pytest.raises(MalformedReplyError):
+        parse_uid_entry(b"1" * 21 + b" x")
 
 
 def test_capa_line() -> None:
     assert parse_capa_line(b"sasl PLAIN SCRAM-SHA-256") == ("SASL", ["PLAIN", "SCRAM-SHA-256"])
     assert parse_capa_line(b"TOP") == ("TOP", [])
-    with pytest.raises(ProtocolError):
+    with pytest.raises(MalformedReplyError):
         parse_capa_line(b"   ")
 
 
@@ -168,8 +210,49 @@ def test_escape() -> None:
     assert escape(b"\xff") == "\\xff"
     assert escape(b"caf\xc3\xa9") == "caf\u00e9"
     assert escape(b"x" * 1000, limit=10) == "x" * 10 + "..."
+    assert escape(b"x" * 10, limit=10) == "x" * 10
+
+
+def test_escape_is_unambiguous() -> None:
+    # U+202E (right-to-left override) once came out as \x202e, which reads as
+    # \x20 then "2e"; and a literal backslash-x from the server looked escaped.
+    assert escape("\u202e") == "\\u202e"
+    assert escape(b"\xe2\x80\xae") == "\\u202e"
+    assert escape(b"a\\x41") == "a\\\\x41"
+    assert escape("\U000e0001") == "\\U000e0001"
+    assert escape(b"\x80") == "\\x80"  # an octet that is not UTF-8...
+    assert escape("\x80") == "\\u0080"  # ...is not the character U+0080
+    assert escape("\udc80") == "\\udc80"  # a lone surrogate in a str is not an octet
+    assert escape("\x7f\x00") == "\\x7f\\x00"
+
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def unescape(text: str) -> bytes:
+    """The inverse of escape() for bytes input: proof that no two inputs share an output."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code == "\\":
+            return "\\"
+        point = int(code[1:], 16)
+        if code[0] == "x" and point >= 0x80:
+            return chr(0xDC00 + point)  # an octet that was not UTF-8
+        return chr(point)
+
+    return _ESCAPE.sub(one, text).encode("utf-8", "surrogateescape")
 
 
 @given(st.binary(max_size=200))
-def test_escape_output_has_no_control_characters(data: bytes) -> None:
-    assert all(c.isprintable() for c in escape(data))
+def test_escape_output_has_no_control_characters_and_reads_back(data: bytes) -> None:
+    shown = escape(data, limit=1000)
+    assert all(c.isprintable() for c in shown)
+    assert unescape(shown) == data
+
+
+@given(st.text(max_size=100))
+def test_escaped_text_reads_back(text: str) -> None:
+    shown = escape(text, limit=1000)
+    assert all(c.isprintable() for c in shown)
+    assert unescape(shown).decode("utf-8", "surrogatepass") == text

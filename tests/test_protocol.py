@@ -512,14 +512,30 @@ def test_any_input_parses_or_raises_a_remote_error(
     assert merge_data(events) == events
 
 
-@given(st.binary(max_size=2000).map(lambda b: b.replace(b"\r\n.\r\n", b"")), st.data())
-def test_stuffing_round_trip(body: bytes, data: st.DataObject) -> None:
-    """Whatever a server stuffs correctly comes back byte for byte, however it is split."""
-    if body and not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    stuffed = b"\r\n".join(
-        b"." + line if line.startswith(b".") else line for line in body.split(b"\r\n")
-    )
+# Lines as real mail has them, and the ones that need stuffing: ".", "..", ".x".
+_DOTTED = st.one_of(
+    st.sampled_from([b".", b"..", b"...", b".\r"]),
+    st.binary(max_size=20).map(lambda b: b"." + b.replace(b"\r\n", b"\n")),
+)
+_LINE = st.one_of(
+    st.binary(max_size=60).map(lambda b: b.replace(b"\r\n", b"\n")),
+    st.sampled_from([b"", b"\r", b"\n", b"\r\r"]),
+    _DOTTED,
+)
+
+
+@given(st.lists(_LINE, max_size=40), _DOTTED, st.integers(0, 40), st.data())
+def test_stuffing_round_trip(
+    lines: list[bytes], dotted: bytes, where: int, data: st.DataObject
+) -> None:
+    """Whatever a server stuffs correctly comes back byte for byte, however it is split.
+
+    Every example has at least one line that needs stuffing (``dotted``).
+    """
+    lines.insert(where, dotted)
+    body = b"".join(line + b"\r\n" for line in lines)
+    stuffed = b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines)
+    assert len(stuffed) > len(body)
     wire = b"+OK\r\n" + stuffed + b".\r\n"
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
     pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]

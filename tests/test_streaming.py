@@ -55,6 +55,7 @@ def leftovers(directory: Path) -> list[str]:
 # -- retr_stream ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_100_mb_message_streams_with_bounded_memory() -> None:
     message = GeneratedMessage(100 * 1024 * 1024, seed=7)
     async with POP3TestServer({"u": Mailbox(PASSWORD, [message])}, apop=False) as server:

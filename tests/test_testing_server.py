@@ -759,6 +759,7 @@ async def read_to_terminator(reader: asyncio.StreamReader) -> tuple[str, int]:
             return digest.hexdigest(), size
 
 
+@pytest.mark.slow
 async def test_a_100_mb_generated_message_is_streamed_in_bounded_memory() -> None:
     message = GeneratedMessage(100 * 1024 * 1024, seed=1)
     async with POP3TestServer({"alice": Mailbox("secret", [message])}) as srv:
