@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import aiopop
+from aiopop import _files
 from aiopop.testing import (
     Close,
     Expect,
@@ -96,6 +97,26 @@ async def test_stream_equals_retr_and_others_can_run_alongside() -> None:
         await client.quit()
 
 
+async def test_batches_hand_out_the_same_octets_in_fewer_steps() -> None:
+    big = GeneratedMessage(2 * 1024 * 1024, seed=2)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [big])}, apop=False) as server:
+        client = await logged_in_client(server)
+        digest = hashlib.sha256()
+        steps = chunks = 0
+        async with client.retr_stream(1) as stream:
+            await asyncio.sleep(0.2)  # let several chunks queue up
+            async for batch in stream.batches():
+                assert batch
+                steps += 1
+                chunks += len(batch)
+                for chunk in batch:
+                    digest.update(chunk)
+            assert stream.complete
+        assert digest.hexdigest() == big.sha256()
+        assert steps < chunks
+        await client.quit()
+
+
 async def test_an_err_raises_on_entering_the_stream() -> None:
     async with POP3TestServer({"u": Mailbox(PASSWORD, [SMALL])}, apop=False) as server:
         client = await logged_in_client(server)
@@ -132,7 +153,7 @@ async def test_leaving_a_stream_early_keeps_the_session_in_step(how: str) -> Non
 
 
 async def test_a_slow_consumer_pauses_reading_and_never_times_out() -> None:
-    big = GeneratedMessage(4 * 1024 * 1024, seed=4)
+    big = GeneratedMessage(12 * 1024 * 1024, seed=4)  # three times the 4 MiB high water
     async with POP3TestServer({"u": Mailbox(PASSWORD, [big])}, apop=False) as server:
         client = await logged_in_client(server, timeout=0.2)
         connection = client._connection
@@ -265,3 +286,32 @@ async def test_retr_to_file_with_err_creates_nothing(tmp_path: Path) -> None:
         assert leftovers(tmp_path) == []
         assert await client.retr(1) == SMALL
         await client.quit()
+
+
+async def test_retr_to_file_starts_writeback_as_the_message_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advised: list[tuple[int, int, int]] = []
+
+    async def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((offset, length, advice))
+
+    monkeypatch.setattr(_files, "WRITEBACK_EVERY", 1024 * 1024)
+    monkeypatch.setattr(_files, "_advise", advise)
+    big = GeneratedMessage(5 * 1024 * 1024, seed=6)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [big])}, apop=False) as server:
+        client = await logged_in_client(server)
+        await client.retr_to_file(1, tmp_path / "a.eml")
+        assert len(advised) >= 3
+        # Consecutive ranges from 0, each at least the step, covering what was written.
+        offset = 0
+        for start, length, advice in advised:
+            assert (start, advice) == (offset, _files._DONTNEED)
+            assert length >= 1024 * 1024
+            offset += length
+        assert offset <= big.size
+        advised.clear()
+        await client.retr_to_file(1, tmp_path / "b.eml", fsync=False)
+        assert advised == []  # without fsync the page cache is left alone
+        await client.quit()
+    assert hashlib.sha256((tmp_path / "a.eml").read_bytes()).hexdigest() == big.sha256()
