@@ -179,6 +179,26 @@ async def test_session_changing_commands_are_never_pipelined() -> None:
     assert record.quit
 
 
+async def test_pipelined_commands_go_out_in_one_write() -> None:
+    steps: list[Step] = [Expect(b"NOOP")] * 10 + [Send(b"+OK\r\n" * 10)]
+    async with logged_in(steps, pipelining=True) as (server, client):
+        connection = client._connection
+        assert connection is not None
+        transport = connection._transport
+        assert transport is not None
+        writes: list[bytes] = []
+        real_write = transport.write
+
+        def spy(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            real_write(data)
+
+        transport.write = spy  # type: ignore[method-assign]
+        assert await asyncio.gather(*(client.noop() for _ in range(10))) == [b"+OK"] * 10
+    assert writes == [b"NOOP\r\n" * 10]
+    assert server.mismatches == []
+
+
 async def test_max_in_flight_bounds_the_commands_on_the_wire() -> None:
     steps: list[Step] = [Expect(b"RETR %d" % n) for n in (1, 2, 3)]
     steps += [Sleep(0.3)]
