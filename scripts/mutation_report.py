@@ -1,7 +1,7 @@
 """Summarise a mutmut run per file: killed, survived, the score, and the survivors' names.
 
 Reads ``mutants/**/*.py.meta`` (written by ``mutmut run``) and
-``scripts/mutation-equivalent.txt``: mutants that cannot change behaviour,
+``scripts/mutation-equivalent*.txt``: mutants that cannot change behaviour,
 one per line as ``<mutant name>  # why``. Those are left out of the score,
 which is killed / (all - equivalent), timeouts counting as killed.
 
@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EQUIVALENT = ROOT / "scripts" / "mutation-equivalent.txt"
+EQUIVALENT = sorted((ROOT / "scripts").glob("mutation-equivalent*.txt"))
 KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout"}
 KILLED.update({255: "timeout", 37: "killed"})
 OTHER = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
@@ -26,8 +26,8 @@ OTHER = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not
 def equivalent_mutants() -> dict[str, str]:
     """The mutants listed as equivalent, with the reason given for each."""
     found: dict[str, str] = {}
-    if EQUIVALENT.exists():
-        for line in EQUIVALENT.read_text().splitlines():
+    for listing in EQUIVALENT:
+        for line in listing.read_text().splitlines():
             name, _, why = line.partition("#")
             if name.strip():
                 found[name.strip()] = why.strip()
