@@ -2,8 +2,9 @@
 
 Starts :class:`aiopop.testing.POP3TestServer` on a free loopback port with a
 small sample mailbox and runs the classic flow against it: connect, log in
-(APOP, with USER/PASS as the fallback), STAT, LIST, UIDL and the first
-message's headers, then QUIT without deleting anything.
+(APOP, with USER/PASS as the fallback), STAT, LIST, UIDL, the first
+message's headers and every message in one pipelined batch, then QUIT
+without deleting anything.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ async def demo() -> int:
             for line in headers.decode("utf-8", "replace").splitlines():
                 if line:
                     print(f"  {escape(line)}")
+            numbers = range(1, len(mailbox.messages) + 1)
+            fetched = [message async for _, message in client.retr_many(numbers)]
+            pipelined = len(server.sessions[-1].pipelined)
+            print(
+                f"Fetched all {len(fetched)} messages ({sum(map(len, fetched))} bytes) with "
+                f"retr_many: {pipelined} RETRs went out before the reply to the one before"
+            )
         print(f"Mailbox unchanged: {len(mailbox.messages)} messages on the server")
     return 0
 
