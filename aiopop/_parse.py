@@ -82,7 +82,7 @@ def _escape_char(char: str, raw: bool) -> str:
 
 def parse_status_line(line: bytes) -> StatusLine:
     """Parse ``+OK text`` / ``-ERR text``; the indicator is matched case-insensitively."""
-    head, sep, rest = line.partition(b" ")
+    head, _, text = line.partition(b" ")
     indicator = head.upper()
     if indicator == b"+OK":
         ok = True
@@ -90,7 +90,6 @@ def parse_status_line(line: bytes) -> StatusLine:
         ok = False
     else:
         raise ProtocolError(f"expected +OK or -ERR, got {escape(line, 80)!r}")
-    text = rest if sep else b""
     return StatusLine(ok=ok, text=text, code=_response_code(text), raw=line)
 
 
@@ -120,10 +119,9 @@ def find_apop_timestamp(text: bytes) -> bytes | None:
         end = text.find(b">", start + 1)
         if end < 0:
             return None
-        inner_open = text.rfind(b"<", start + 1, end)
-        if inner_open >= 0:
-            # The bytes between start and inner_open cannot hold a valid id.
-            start = inner_open
+        # The last "<" before end (at worst start itself): the bytes before it
+        # cannot hold a valid id.
+        start = text.rfind(b"<", start, end)
         candidate = text[start : end + 1]
         if _is_msg_id(candidate):
             return candidate

@@ -282,9 +282,8 @@ class POP3Protocol:
         if self._phase is _Phase.IDLE and self._pos >= len(self._buf):
             self._state = State.CLOSED
             return
-        what = "the greeting" if self._phase is _Phase.GREETING else "a reply"
-        if self._pending:
-            what = f"the reply to {self._pending[0].verb}"
+        # Outside the greeting a command is always pending (only IDLE has none).
+        what = f"the reply to {self._pending[0].verb}" if self._pending else "the greeting"
         exc = ConnectionLostError(f"server closed the connection in the middle of {what}")
         self._fail(exc)
         raise exc
@@ -463,7 +462,7 @@ class POP3Protocol:
     def _tail_cut(self, start: int, n: int) -> int:
         """Where to stop in ``buf[start:n]`` (no "CRLF ." in it) so a line end is never split."""
         buf = self._buf
-        if n - start >= 2 and buf.endswith(b"\r\n", start):
+        if buf.endswith(b"\r\n", start):
             self._scan.at_line_start = True
             return n
         if n > start and buf[n - 1] == _CR:

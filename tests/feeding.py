@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
 
@@ -22,6 +23,13 @@ def splits(data: bytes, seed: int = 0) -> Iterator[list[bytes]]:
             pieces.append(data[last:cut])
             last = cut
         yield pieces
+
+
+def every_split(data: bytes, cuts: int = 1) -> Iterator[list[bytes]]:
+    """Every way to cut ``data`` into ``cuts + 1`` non-empty pieces: for short inputs only."""
+    for points in itertools.combinations(range(1, len(data)), cuts):
+        bounds = [0, *points, len(data)]
+        yield [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def merge_data(events: Sequence[Event]) -> list[Event]:

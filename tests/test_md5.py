@@ -129,6 +129,24 @@ def test_apop_rfc1939_example_fallback(fresh_choice: None, monkeypatch: pytest.M
     assert calls == [RFC1939_TIMESTAMP + RFC1939_SECRET]
 
 
+def test_fips_hashlib_is_used_for_apop(fresh_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIPS build refuses MD5 for security use only: APOP says it is not, and keeps hashlib."""
+    real_md5 = hashlib.md5
+    calls: list[bytes] = []
+
+    def fips_md5(data: bytes = b"", *, usedforsecurity: bool = True) -> Any:
+        if usedforsecurity:
+            raise ValueError("[digital envelope routines] unsupported")
+        calls.append(data)
+        return real_md5(data, usedforsecurity=False)
+
+    monkeypatch.setattr(hashlib, "md5", fips_md5)
+    monkeypatch.setattr(_apop, "md5_hexdigest", _fips_md5)  # the fallback must not be used
+    assert apop_digest(RFC1939_TIMESTAMP, RFC1939_SECRET) == RFC1939_DIGEST
+    assert _apop._selected is _apop._hashlib_hexdigest
+    assert calls[-1] == RFC1939_TIMESTAMP + RFC1939_SECRET
+
+
 def test_fallback_when_hashlib_has_no_md5(
     fresh_choice: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -39,6 +40,13 @@ RFC_TIMESTAMP = b"<1896.697170952@dbc.mtview.ca.us>"
         (b"-ERR [NO END", False, b"[NO END", None),
         (b"-ERR [BAD CODE] space", False, b"[BAD CODE] space", None),
         (b"-ERR [\x1b[31m] escape", False, b"[\x1b[31m] escape", None),
+        (b"-ERR [X] one character", False, b"[X] one character", "X"),
+        (b"-ERR []] x", False, b"[]] x", None),
+        (b"-ERR [SYS/TEMP] try [later]", False, b"[SYS/TEMP] try [later]", "SYS/TEMP"),
+        # A code is printable ASCII from 0x21 to 0x7E, both ends included.
+        (b"+OK [!~] edges", True, b"[!~] edges", "!~"),
+        (b"-ERR [A\x7fB] delete", False, b"[A\x7fB] delete", None),
+        (b"-ERR [A\x80B] octet", False, b"[A\x80B] octet", None),
     ],
 )
 def test_status_line(line: bytes, ok: bool, text: bytes, code: str | None) -> None:
@@ -88,6 +96,8 @@ def test_status_line_parses_or_raises_protocol_error(line: bytes) -> None:
         (b"<a@b@>", None),
         (b"<a@\x7f>", None),
         (b"<a@b\x20c>", None),
+        (b"<>a@b>", None),
+        (b"<>a@b> <c@d>", b"<c@d>"),
     ],
 )
 def test_apop_timestamp(greeting: bytes, timestamp: bytes | None) -> None:
@@ -199,8 +209,70 @@ def test_numbers_up_to_twenty_digits() -> None:
 def test_capa_line() -> None:
     assert parse_capa_line(b"sasl PLAIN SCRAM-SHA-256") == ("SASL", ["PLAIN", "SCRAM-SHA-256"])
     assert parse_capa_line(b"TOP") == ("TOP", [])
+    # A server's non-UTF-8 octets are replaced, never an exception.
+    assert parse_capa_line(b"IMPLEMENTATION caf\xe9 \xff") == (
+        "IMPLEMENTATION",
+        ["caf\ufffd", "\ufffd"],
+    )
     with pytest.raises(MalformedReplyError):
         parse_capa_line(b"   ")
+
+
+_LONG = b"w" * 100
+
+
+def _cut(text: str) -> str:
+    """How a long line is quoted: its first 80 characters, then an ellipsis."""
+    return text[:80] + "..."
+
+
+@pytest.mark.parametrize(
+    ("parse", "line", "message"),
+    [
+        (parse_status_line, b"* OK \x1b[2J", "expected +OK or -ERR, got '* OK \\\\x1b[2J'"),
+        (
+            parse_status_line,
+            b"OK " + _LONG,
+            "expected +OK or -ERR, got '" + _cut("OK " + "w" * 100) + "'",
+        ),
+        (parse_stat, b"", "malformed STAT line ''"),
+        (parse_stat, b"7", "malformed STAT line '7'"),
+        (parse_stat, b"seven 1024", "bad STAT in 'seven 1024'"),
+        (parse_stat, b"7 big", "bad STAT in '7 big'"),
+        (parse_stat, b"7 " + _LONG, "bad STAT in '" + _cut("7 " + "w" * 100) + "'"),
+        (parse_stat, _LONG, "malformed STAT line '" + _cut("w" * 100) + "'"),
+        (parse_list_entry, b"1", "malformed LIST line '1'"),
+        (parse_list_entry, b"one 120", "bad LIST in 'one 120'"),
+        (parse_list_entry, b"1 big", "bad LIST in '1 big'"),
+        (parse_list_entry, b"0 120", "message number 0 in '0 120'"),
+        (
+            parse_list_entry,
+            b"0 5 " + _LONG,
+            "message number 0 in '" + _cut("0 5 " + "w" * 100) + "'",
+        ),
+        (parse_uid_entry, b"1", "malformed UIDL line '1'"),
+        (parse_uid_entry, _LONG, "malformed UIDL line '" + _cut("w" * 100) + "'"),
+        (parse_uid_entry, b"one abc", "bad UIDL in 'one abc'"),
+        (
+            parse_uid_entry,
+            b"x" + _LONG + b" abc",
+            "bad UIDL in '" + _cut("x" + "w" * 100 + " abc") + "'",
+        ),
+        (parse_uid_entry, b"0 abc", "bad UIDL line '0 abc'"),
+        (parse_uid_entry, b"1 a\x7fb", "bad UIDL line '1 a\\\\x7fb'"),
+        (parse_uid_entry, b"0 abc " + _LONG, "bad UIDL line '" + _cut("0 abc " + "w" * 100) + "'"),
+        (parse_capa_line, b" \t ", "empty CAPA line"),
+    ],
+)
+def test_error_messages_say_what_was_wrong_and_quote_the_line_safely(
+    parse: Callable[[bytes], object], line: bytes, message: str
+) -> None:
+    """Each error names the reply it was parsing and quotes at most 80 characters of it, escaped."""
+    with pytest.raises(ProtocolError) as info:
+        parse(line)
+    assert str(info.value) == message
+    # Only a status line that is neither +OK nor -ERR breaks the framing.
+    assert isinstance(info.value, MalformedReplyError) == (parse is not parse_status_line)
 
 
 def test_escape() -> None:
@@ -224,6 +296,9 @@ def test_escape_is_unambiguous() -> None:
     assert escape("\x80") == "\\u0080"  # ...is not the character U+0080
     assert escape("\udc80") == "\\udc80"  # a lone surrogate in a str is not an octet
     assert escape("\x7f\x00") == "\\x7f\\x00"
+    # \u up to U+FFFF, \U only above it.
+    assert escape("\uffff") == "\\uffff"
+    assert escape("\U0001000c") == "\\U0001000c"
 
 
 _ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")

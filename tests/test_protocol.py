@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -21,10 +21,11 @@ from aiopop._protocol import (
     Reply,
     ReplyShape,
 )
-from tests.feeding import comparable, merge_data, run, run_all_ways
+from tests.feeding import comparable, every_split, merge_data, run, run_all_ways, splits
 
 RETR = Command("RETR", ("1",), ReplyShape.DATA)
 LIST = Command("LIST", shape=ReplyShape.LINES)
+NOOP = Command("NOOP")
 
 
 def greeted(greeting: bytes = b"+OK hi\r\n") -> POP3Protocol:
@@ -69,6 +70,22 @@ def body_of(events: Sequence[Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, Data))
 
 
+def failure(
+    wire: bytes, commands: Sequence[Command] = (), *, make: Callable[[], POP3Protocol] = transaction
+) -> Exception:
+    """The error that feeding ``wire`` (after sending ``commands``) ends in."""
+    protocol = make()
+    for command in commands:
+        protocol.send(command)
+    protocol.receive_data(wire)
+    try:
+        while protocol.next_event() is not None:
+            pass
+    except (ProtocolError, ConnectionLostError) as exc:
+        return exc
+    raise AssertionError("no error")
+
+
 # -- the greeting ------------------------------------------------------------------
 
 
@@ -92,11 +109,12 @@ def test_greeting_without_timestamp_offers_no_apop() -> None:
 
 def test_err_greeting_closes_the_session() -> None:
     protocol = POP3Protocol()
-    protocol.receive_data(b"-ERR [SYS/TEMP] go away\r\n")
+    protocol.receive_data(b"-ERR [SYS/TEMP] go away <1896.697170952@dbc.mtview.ca.us>\r\n")
     event = protocol.next_event()
     assert isinstance(event, Greeting)
     assert not event.status.ok
     assert event.status.code == "SYS/TEMP"
+    assert event.timestamp is None  # a refusal offers no APOP, whatever it carries
     assert protocol.state is State.CLOSED
     with pytest.raises(CommandStateError):
         protocol.send(Command("USER", ("u",)))
@@ -131,6 +149,32 @@ def test_greeting_line_limit_is_configurable() -> None:
 
 def test_eof_before_greeting() -> None:
     assert run_all_ways(b"+OK rea", greeting=None, eof=True)[1] is ConnectionLostError
+    protocol = POP3Protocol()
+    protocol.receive_data(b"+OK rea")
+    protocol.receive_eof()
+    with pytest.raises(ConnectionLostError) as info:
+        protocol.next_event()
+    assert str(info.value) == "server closed the connection in the middle of the greeting"
+
+
+def test_eof_mid_reply_names_the_command_and_stays_the_error() -> None:
+    protocol = transaction()
+    protocol.send(RETR)
+    protocol.receive_data(b"+OK\r\npart of a mess")
+    assert isinstance(protocol.next_event(), Reply)
+    assert isinstance(protocol.next_event(), Data)
+    protocol.receive_eof()
+    with pytest.raises(ConnectionLostError) as info:
+        protocol.next_event()
+    assert str(info.value) == "server closed the connection in the middle of the reply to RETR"
+    assert protocol.state is State.CLOSED
+    # The session is dead: every later call raises that same error.
+    with pytest.raises(ConnectionLostError) as again:
+        protocol.next_event()
+    assert again.value is info.value
+    with pytest.raises(ConnectionLostError) as sending:
+        protocol.send(NOOP)
+    assert sending.value is info.value
 
 
 @pytest.mark.parametrize("ending", [b"\r\n", b"\n"])
@@ -148,6 +192,39 @@ def test_line_limit_is_exact(ending: bytes) -> None:
     assert run_all_ways(listing, [LIST], make=lambda: transaction(600))[1] is None
     too_long = b"+OK\r\n" + b"1 " + b"9" * 599 + b"\r\n.\r\n"
     assert run_all_ways(too_long, [LIST], make=lambda: transaction(600))[1] is ProtocolError
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"])
+def test_line_limit_error(ending: bytes) -> None:
+    def small() -> POP3Protocol:
+        return POP3Protocol(max_line_length=600)
+
+    error = failure(b"+OK " + b"x" * 597 + ending, make=small)
+    assert type(error) is ProtocolError
+    assert str(error) == "line longer than 600 octets"
+
+
+def test_an_overlong_line_is_refused_at_the_first_octet_that_proves_it() -> None:
+    # 600 octets and a CR may still be a line; 602 octets without an LF cannot.
+    protocol = POP3Protocol(max_line_length=600)
+    wire = b"+OK " + b"x" * 700
+    waited = []
+    error: ProtocolError | None = None
+    for i in range(len(wire)):
+        protocol.receive_data(wire[i : i + 1])
+        try:
+            waited.append(protocol.next_event())
+        except ProtocolError as exc:
+            error = exc
+            break
+    assert waited == [None] * 601
+    assert str(error) == "line longer than 600 octets"
+    # ...also when the server closes right there: not a mere truncation.
+    protocol = POP3Protocol(max_line_length=600)
+    protocol.receive_data(b"+OK " + b"x" * 598)
+    protocol.receive_eof()
+    with pytest.raises(ProtocolError, match="longer"):
+        protocol.next_event()
 
 
 def test_greeting_with_bare_lf_is_accepted() -> None:
@@ -291,6 +368,226 @@ def test_data_after_the_terminator_waits_for_the_next_command() -> None:
         protocol.next_event()
 
 
+def test_unrequested_data_is_quoted_up_to_80_octets() -> None:
+    protocol = transaction()
+    protocol.receive_data(b"+OK " + b"z" * 96 + b"\x1b")
+    with pytest.raises(ProtocolError) as info:
+        protocol.next_event()
+    assert str(info.value) == "server sent data nobody asked for: " + repr("+OK " + "z" * 76)
+
+
+def stuffed(lines: Sequence[bytes], end: bytes = b"\r\n") -> bytes:
+    """A message body as a server sends it: a dot before each line that starts with one."""
+    return b"".join((b"." if line.startswith(b".") else b"") + line + end for line in lines)
+
+
+def decided(wire: bytes, bare_lf: bool = False) -> tuple[bytes, bool]:
+    """Reference reader: what a reader may hand out once ``wire``, a message body so far, arrived.
+
+    Returns the unstuffed octets and whether the terminator came. Lines end at
+    CRLF, or at LF after a bare-LF status line. Only what the next octets could
+    still change is held back: a line that so far is ``.`` or ``.`` CR (the
+    terminator, or not) and, in a CRLF message, a final CR (a line end, or not).
+    """
+    end = b"\n" if bare_lf else b"\r\n"
+    terminators = (b".\n", b".\r\n") if bare_lf else (b".\r\n",)
+    out: list[bytes] = []
+    start = 0
+    while (stop := wire.find(end, start)) >= 0:
+        line = wire[start : stop + len(end)]
+        if line in terminators:
+            return b"".join(out), True
+        out.append(line[1:] if line.startswith(b".") else line)
+        start = stop + len(end)
+    rest = wire[start:]
+    if rest in (b".", b".\r"):
+        rest = b""
+    elif rest.startswith(b"."):
+        rest = rest[1:]
+    if not bare_lf and rest.endswith(b"\r"):
+        rest = rest[:-1]
+    out.append(rest)
+    return b"".join(out), False
+
+
+def assert_handed_out_when_decided(
+    status: bytes, body: bytes, pieces: Sequence[bytes], bare_lf: bool = False
+) -> None:
+    """Feed ``pieces`` (the reply to RETR, then NOOP's); after each, check what came out.
+
+    The message octets handed out so far must be exactly what :func:`decided`
+    allows, and at the end the whole ``body``, its End and NOOP's reply.
+    """
+    protocol = transaction()
+    protocol.send(RETR)
+    protocol.send(NOOP)
+    arrived = b""
+    handed_out = b""
+    events: list[Event] = []
+    for piece in pieces:
+        arrived += piece
+        protocol.receive_data(piece)
+        while (event := protocol.next_event()) is not None:
+            events.append(event)
+            if isinstance(event, Data):
+                handed_out += event.data
+        ended = any(isinstance(e, End) for e in events)
+        assert (handed_out, ended) == decided(arrived[len(status) :], bare_lf), arrived
+    assert handed_out == body
+    assert [type(e) for e in events if not isinstance(e, Data)] == [Reply, End, Reply]
+    assert [e.command for e in events if not isinstance(e, Greeting)] == [RETR] * (
+        len(events) - 1
+    ) + [NOOP]
+
+
+# Densely stuffed, so that it is unstuffed in bulk; and a CR, a bare LF and an
+# empty line among the dots.
+DENSE_LINES = [b"." * (1 + i % 3) + b"-" * (i % 4) for i in range(40)]
+DENSE_LINES[5:5] = [b"plain", b"", b"a\rb", b"\rx", b"c\nd", b".\r", b"x\r"]
+DENSE_STATUS = b"+OK\r\n"
+DENSE_WIRE = DENSE_STATUS + stuffed(DENSE_LINES) + b".\r\n" + b"+OK\r\n"
+
+
+def test_dense_stuffing_is_handed_out_as_soon_as_decided_however_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bulk_calls: list[int] = []
+    real_bulk = POP3Protocol._bulk
+
+    def bulk(self: POP3Protocol, start: int, n: int) -> bytes:
+        bulk_calls.append(start)
+        return real_bulk(self, start, n)
+
+    monkeypatch.setattr(POP3Protocol, "_bulk", bulk)
+    body = b"".join(line + b"\r\n" for line in DENSE_LINES)
+    for pieces in [*splits(DENSE_WIRE), *every_split(DENSE_WIRE)]:
+        assert_handed_out_when_decided(DENSE_STATUS, body, pieces)
+    assert bulk_calls  # the test covers the bulk path, not only the line-by-line one
+
+
+def test_dense_messages_pipelined_in_one_chunk() -> None:
+    second = Command("RETR", ("2",), ReplyShape.DATA)
+    other = [b".." + bytes([0x41 + i % 26]) for i in range(30)]
+    wire = b"+OK\r\n" + stuffed(DENSE_LINES) + b".\r\n+OK\r\n" + stuffed(other) + b".\r\n+OK\r\n"
+    events, error = run_all_ways(wire, [RETR, second, NOOP], make=transaction)
+    assert error is None
+    assert [(type(e), e.command) for e in events if not isinstance(e, Greeting)] == [
+        (Reply, RETR),
+        (Data, RETR),
+        (End, RETR),
+        (Reply, second),
+        (Data, second),
+        (End, second),
+        (Reply, NOOP),
+    ]
+    data = [e.data for e in events if isinstance(e, Data)]
+    assert data == [
+        b"".join(line + b"\r\n" for line in DENSE_LINES),
+        b"".join(line + b"\r\n" for line in other),
+    ]
+
+
+# A lax server: the status line ends with a bare LF, and so do the lines.
+LF_LINES = [
+    b"Subject: bare LF",
+    b"",
+    b".leading dot",
+    b"..two dots",
+    b" space",
+    b".",
+    b"CRLF inside\r",
+    b".\rnot a terminator",
+    b".\r",
+    b"last",
+]
+LF_STATUS = b"+OK lax\n"
+
+
+@pytest.mark.parametrize("terminator", [b".\n", b".\r\n"])
+def test_bare_lf_message_is_handed_out_as_soon_as_decided_however_split(
+    terminator: bytes,
+) -> None:
+    wire = LF_STATUS + stuffed(LF_LINES, b"\n") + terminator + b"+OK\r\n"
+    body = b"".join(line + b"\n" for line in LF_LINES)
+    for pieces in [*splits(wire), *every_split(wire)]:
+        assert_handed_out_when_decided(LF_STATUS, body, pieces, bare_lf=True)
+
+
+def test_bare_lf_message_with_dense_stuffing() -> None:
+    wire = LF_STATUS + stuffed(DENSE_LINES, b"\n") + b".\n" + b"+OK\r\n"
+    body = b"".join(line + b"\n" for line in DENSE_LINES)
+    for pieces in splits(wire):
+        assert_handed_out_when_decided(LF_STATUS, body, pieces, bare_lf=True)
+
+
+def test_bare_lf_message_size_cap_holds_inside_an_endless_line() -> None:
+    capped = Command("RETR", ("1",), ReplyShape.DATA, limit=1000)
+    protocol = transaction()
+    protocol.send(capped)
+    protocol.receive_data(b"+OK\n")
+    assert isinstance(protocol.next_event(), Reply)
+    fed = 0
+    with pytest.raises(ProtocolError, match=r"^RETR reply larger than 1000 octets$"):  # noqa: PT012
+        while fed < 2000:
+            protocol.receive_data(b"x" * 100)
+            fed += 100
+            while protocol.next_event() is not None:
+                pass
+    assert fed == 1100  # refused as soon as the cap is passed, long before any line end
+
+
+@pytest.mark.parametrize(
+    ("status", "chunk"),
+    [(b"+OK\r\n", b"line one\r\nline two\r\n"), (b"+OK\n", b"one line\n")],
+)
+def test_a_chunk_of_message_text_is_handed_on_without_a_copy(status: bytes, chunk: bytes) -> None:
+    protocol = transaction()
+    protocol.send(RETR)
+    protocol.receive_data(status)
+    assert isinstance(protocol.next_event(), Reply)
+    assert protocol.next_event() is None
+    protocol.receive_data(chunk)
+    event = protocol.next_event()
+    assert isinstance(event, Data)
+    assert event.data is chunk
+
+
+def no_crlf(data: bytes) -> bytes:
+    """``data`` with no CRLF left in it, not even one that removing another makes."""
+    while b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\n")
+    return data
+
+
+@given(
+    st.booleans(),
+    st.lists(
+        st.one_of(
+            st.binary(max_size=30),
+            st.binary(max_size=12).map(lambda b: b"." + b),
+            st.sampled_from([b".", b"..", b".\r", b"\r", b""]),
+        ),
+        max_size=60,
+    ),
+    st.data(),
+)
+def test_message_octets_are_handed_out_as_soon_as_they_are_decided(
+    bare_lf: bool, lines: list[bytes], data: st.DataObject
+) -> None:
+    """A message with CRLF or bare-LF line ends, split at random, compared with the reference."""
+    if bare_lf:
+        status, end, terminator = b"+OK\n", b"\n", data.draw(st.sampled_from([b".\n", b".\r\n"]))
+        lines = [line.replace(b"\n", b"") for line in lines]
+    else:
+        status, end, terminator = b"+OK\r\n", b"\r\n", b".\r\n"
+        lines = [no_crlf(line) for line in lines]
+    wire = status + stuffed(lines, end) + terminator + b"+OK\r\n"
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=8)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    body = b"".join(line + end for line in lines)
+    assert_handed_out_when_decided(status, body, [p for p in pieces if p], bare_lf)
+
+
 # -- listings ----------------------------------------------------------------------
 
 
@@ -300,7 +597,34 @@ def test_listing_lines() -> None:
     )
     assert error is None
     assert [e.data for e in events if isinstance(e, Line)] == [b"1 120", b"2 200", b".3 x"]
+    assert all(e.command is LIST for e in events if not isinstance(e, Greeting))
     assert isinstance(events[-1], End)
+
+
+def test_listing_lines_with_mixed_line_ends_however_split() -> None:
+    # Lax servers end lines with a bare LF; an empty line is a line too. Every
+    # way to cut this in three, e.g. a piece that starts with an empty line's LF
+    # and ends with a CR, gives the same lines.
+    wire = b"+OK\r\n\n1 2\r\n..x\n.\r\n"
+    expected = [Reply, Line, Line, Line, End]
+    for pieces in every_split(wire, 2):
+        events, error = run(pieces, [LIST], make=transaction)
+        assert error is None
+        assert [type(e) for e in events] == expected
+        assert [e.data for e in events if isinstance(e, Line)] == [b"", b"1 2", b".x"]
+
+
+def test_listing_size_cap_is_exact() -> None:
+    # The cap counts every line with its CRLF: here 5 + 5 octets.
+    wire = b"+OK\r\n1 1\r\n2 2\r\n.\r\n"
+    at_cap = Command("LIST", shape=ReplyShape.LINES, limit=10)
+    events, error = run_all_ways(wire, [at_cap], make=transaction)
+    assert error is None
+    assert [e.data for e in events if isinstance(e, Line)] == [b"1 1", b"2 2"]
+    below = Command("LIST", shape=ReplyShape.LINES, limit=9)
+    assert run_all_ways(wire, [below], make=transaction)[1] is ProtocolError
+    error_seen = failure(wire, [below])
+    assert str(error_seen) == "LIST listing larger than 9 octets"
 
 
 def test_listing_line_limit() -> None:
@@ -336,8 +660,71 @@ def test_pipelined_replies_in_order() -> None:
 
 
 def test_commands_before_the_greeting_are_refused() -> None:
-    with pytest.raises(CommandStateError):
+    with pytest.raises(CommandStateError, match=r"^the greeting has not been read yet$"):
         POP3Protocol().send(Command("USER", ("u",)))
+
+
+@pytest.mark.parametrize(
+    ("make", "command", "message"),
+    [
+        (greeted, Command("STAT"), "STAT is not allowed before logging in"),
+        (transaction, Command("USER", ("u",)), "USER is not allowed after logging in"),
+        (
+            greeted,
+            Command("PASS", ("p",), secret=True),
+            "PASS must follow a USER the server accepted",
+        ),
+        (greeted, Command("USER", ("a\nb",)), "USER: control character in 'a\\nb'"),
+        (greeted, Command("USER", ("",)), "USER: empty argument"),
+        (greeted, Command("US ER"), "invalid command verb 'US ER'"),
+        (greeted, Command("USER", ("u" * 250,)), "USER: command longer than 255 octets"),
+        (
+            greeted,
+            Command("USER", ("j\u00fcrgen",)),
+            "USER: non-ASCII characters in 'j\u00fcrgen' need the server's UTF8 support"
+            " (call utf8() first)",
+        ),
+        # Only a secret command's last argument is withheld from the message.
+        (
+            greeted,
+            Command("APOP", ("m\x00rose", "c4c9334bac560ecc979e58001b3e22fb"), secret=True),
+            "APOP: control character in 'm\\x00rose'",
+        ),
+        (
+            greeted,
+            Command("APOP", ("mrose", "c4c9\n334b"), secret=True),
+            "APOP: control character in a secret argument",
+        ),
+        (
+            greeted,
+            Command("APOP", ("mrose", "c\u00e4"), secret=True),
+            "APOP: non-ASCII characters in a secret argument need the server's UTF8 support"
+            " (call utf8() first)",
+        ),
+    ],
+)
+def test_local_errors_say_what_is_wrong(
+    make: Callable[[], POP3Protocol], command: Command, message: str
+) -> None:
+    protocol = make()
+    with pytest.raises((CommandStateError, ValueError)) as info:
+        protocol.send(command)
+    assert str(info.value) == message
+    assert protocol.pending == 0
+
+
+def test_verbs_without_a_rule_may_be_sent_in_either_live_state() -> None:
+    assert greeted().send(Command("AUTH", ("PLAIN",))) == b"AUTH PLAIN\r\n"
+    assert greeted().send(Command("STLS")) == b"STLS\r\n"
+    assert greeted().send(Command("XTND", ("x",))) == b"XTND x\r\n"
+    assert transaction().send(Command("XTND", ("x",))) == b"XTND x\r\n"
+
+
+def test_send_writes_a_line_encoded_earlier_as_it_is() -> None:
+    protocol = transaction()
+    line = protocol.encode(RETR)
+    assert line == b"RETR 1\r\n"
+    assert protocol.send(RETR, encoded=line) is line
 
 
 @pytest.mark.parametrize("verb", ["STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL"])
@@ -379,7 +766,7 @@ def test_apop_moves_to_transaction_and_quit_to_update() -> None:
     assert protocol.state is State.TRANSACTION
     exchange(protocol, Command("QUIT"), b"+OK bye\r\n")
     assert protocol.state is State.UPDATE  # type: ignore[comparison-overlap]  # mypy narrowed it
-    with pytest.raises(CommandStateError, match="closed"):
+    with pytest.raises(CommandStateError, match=r"^the session is closed$"):
         protocol.send(Command("NOOP"))
 
 
@@ -404,7 +791,7 @@ def test_clean_eof_when_idle_closes() -> None:
     assert protocol.state is State.CLOSED
     with pytest.raises(CommandStateError):
         protocol.send(Command("NOOP"))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^receive_data\(\) after receive_eof\(\)$"):
         protocol.receive_data(b"late")
 
 
@@ -448,6 +835,9 @@ def test_secret_argument_never_in_error_or_repr() -> None:
 
 def test_command_length_limit_and_encoding() -> None:
     protocol = greeted()
+    # 255 octets including CRLF is the most RFC 2449 allows, and allowed.
+    longest = Command("USER", ("u" * 248,))
+    assert len(protocol.encode(longest)) == 255
     with pytest.raises(ValueError, match="255"):
         protocol.send(Command("USER", ("u" * 250,)))
     with pytest.raises(ValueError, match="UTF8"):
@@ -515,10 +905,10 @@ def test_any_input_parses_or_raises_a_remote_error(
 # Lines as real mail has them, and the ones that need stuffing: ".", "..", ".x".
 _DOTTED = st.one_of(
     st.sampled_from([b".", b"..", b"...", b".\r"]),
-    st.binary(max_size=20).map(lambda b: b"." + b.replace(b"\r\n", b"\n")),
+    st.binary(max_size=20).map(lambda b: no_crlf(b"." + b)),
 )
 _LINE = st.one_of(
-    st.binary(max_size=60).map(lambda b: b.replace(b"\r\n", b"\n")),
+    st.binary(max_size=60).map(no_crlf),
     st.sampled_from([b"", b"\r", b"\n", b"\r\r"]),
     _DOTTED,
 )
