@@ -363,9 +363,8 @@ class _StreamCall(_Call):
                     self.connection.resume_reading()
                 return taken
             if self.error is not None:
-                error, self.error = self.error, None
-                self.ended = True
-                raise error
+                # Raised again on every later step: the stream never becomes complete.
+                raise self.error
             if self.ended:
                 return []
             self.waiter = self.connection.loop.create_future()
@@ -415,6 +414,7 @@ class Connection(asyncio.Protocol):
         self._pipelining_state: State | None = None
         self._can_pipeline = False
         self._probe: _CapaProbe | None = None
+        self._connect_task: asyncio.Task[tuple[asyncio.Transport, Connection]] | None = None
 
     # -- opening ---------------------------------------------------------------
 
@@ -437,9 +437,11 @@ class Connection(asyncio.Protocol):
         try:
             async with asyncio.timeout(self._timeout):
                 if ssl_context is None:
-                    await loop.create_connection(lambda: self, host, port, local_addr=local_addr)
+                    connecting = loop.create_connection(
+                        lambda: self, host, port, local_addr=local_addr
+                    )
                 else:
-                    await loop.create_connection(
+                    connecting = loop.create_connection(
                         lambda: self,
                         host,
                         port,
@@ -448,6 +450,18 @@ class Connection(asyncio.Protocol):
                         local_addr=local_addr,
                         ssl_shutdown_timeout=CLOSE_TIMEOUT,
                     )
+                # A task of its own, so that close() can stop a TCP connect or a
+                # TLS handshake under way (there is no transport to close yet).
+                self._connect_task = loop.create_task(connecting)
+                try:
+                    await self._connect_task
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not self._closing or task is None or task.cancelling():
+                        raise  # cancelled from outside, or by the timeout
+                    # close() stopped it: the greeting holds the error that says so.
+                finally:
+                    self._connect_task = None
                 return await self._greeting
         except TimeoutError as exc:
             error = POP3TimeoutError(f"connecting to {self.peer} timed out")
@@ -785,6 +799,8 @@ class Connection(asyncio.Protocol):
             self.protocol.connection_closed()
             if transport is not None:
                 transport.close()
+            elif self._connect_task is not None:
+                self._connect_task.cancel()  # still connecting: stop that
         if transport is None or self._lost.done():
             return
         try:

@@ -728,3 +728,46 @@ async def test_batches_on_a_closed_client() -> None:
             [_ async for _ in client.retr_many([1])]
         with pytest.raises(aiopop.CommandStateError):
             [_ async for _ in client.dele_many([1])]
+
+
+# -- closing, more ------------------------------------------------------------------------
+
+
+async def test_close_during_the_tls_handshake_stops_connect_at_once(ca: trustme.CA) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # TCP only: the TLS handshake never gets an answer
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
+        connecting = asyncio.create_task(client.connect())
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await client.close()
+        with pytest.raises(
+            aiopop.ConnectionClosedError, match=r"^close\(\) was called while connecting$"
+        ):
+            await connecting
+        assert time.monotonic() - started < 1  # not the 5 s timeout
+        assert not client.is_connected
+        with pytest.raises(aiopop.CommandStateError, match=r"^not connected$"):
+            await client.noop()
+
+        # The timeout and a cancelled connect() still work as before.
+        slow = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=0.3)
+        with pytest.raises(aiopop.POP3TimeoutError, match=r"^connecting to .* timed out$"):
+            await slow.connect()
+        cancelled = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
+        connecting = asyncio.create_task(cancelled.connect())
+        await asyncio.sleep(0.2)
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        assert not cancelled.is_connected
+        for writer in accepted:
+            writer.close()

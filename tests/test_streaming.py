@@ -319,3 +319,32 @@ async def test_retr_to_file_starts_writeback_as_the_message_arrives(
         assert advised == []  # without fsync the page cache is left alone
         await client.quit()
     assert hashlib.sha256((tmp_path / "a.eml").read_bytes()).hexdigest() == big.sha256()
+
+
+async def test_a_failed_stream_never_claims_to_be_complete() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\nSubject: x\r\n\r\nhalf"), Close()]
+    async with logged_in(steps) as (_server, client):
+        async with client.retr_stream(1) as stream:
+            with pytest.raises(aiopop.ConnectionLostError) as info:
+                await _drain(stream)
+            assert stream.complete is False
+            assert stream.received == len(b"Subject: x\r\n\r\nhalf")
+        # Asked again, it fails again: it does not end as if the message were whole.
+        with pytest.raises(aiopop.ConnectionLostError) as again:
+            await stream.__anext__()
+        assert again.value is info.value
+        assert [batch async for batch in _batches_or_error(stream)] == ["error"]
+        assert stream.complete is False
+
+
+async def _drain(stream: aiopop.MessageStream) -> int:
+    """Read ``stream`` to its end; return how many octets it had."""
+    return sum([len(chunk) async for chunk in stream])
+
+
+async def _batches_or_error(stream: aiopop.MessageStream) -> AsyncIterator[object]:
+    try:
+        async for batch in stream.batches():
+            yield batch
+    except aiopop.ConnectionLostError:
+        yield "error"
