@@ -824,6 +824,12 @@ async def test_learn_pipelining_asks_once_and_says_what_it_learned() -> None:
             await client.quit()
             assert await connection.learn_pipelining() is False  # closed: nothing to learn
         assert keywords_after_login(server) == ["CAPA", "QUIT"]
+    # A CAPA that never gets its answer teaches nothing either.
+    async with logged_in([Expect(b"CAPA"), Close()]) as (_server, client):
+        connection = client._connection
+        assert connection is not None
+        assert await connection.learn_pipelining() is False
+        assert not client.is_connected
 
 
 async def test_concurrent_batches_share_one_capa() -> None:
