@@ -207,25 +207,23 @@ class _CapaProbe(_Call):
         super().__init__(command)
         self.connection = connection
         self.future: asyncio.Future[bool] = connection.loop.create_future()
-        self.tags: set[str] | None = None
+        self.tags: set[str] = set()
 
     @property
     def abandoned(self) -> bool:
         return False
 
     def on_status(self, status: StatusLine, complete: bool) -> None:
-        self.tags = set() if status.ok else None
-        if complete:
+        if complete:  # -ERR (an RFC 1939 server without CAPA): no tags, no PIPELINING
             self.on_end()
 
     def on_line(self, data: bytes) -> None:
-        if self.tags is not None:
-            # A blank CAPA line says nothing about PIPELINING.
-            with contextlib.suppress(ProtocolError):
-                self.tags.add(parse_capa_line(data)[0])
+        # A blank CAPA line says nothing about PIPELINING.
+        with contextlib.suppress(ProtocolError):
+            self.tags.add(parse_capa_line(data)[0])
 
     def on_end(self) -> None:
-        can = self.tags is not None and "PIPELINING" in self.tags
+        can = "PIPELINING" in self.tags
         self.connection.note_pipelining(can)
         if not self.future.done():
             self.future.set_result(can)
@@ -363,9 +361,8 @@ class _StreamCall(_Call):
                     self.connection.resume_reading()
                 return taken
             if self.error is not None:
-                error, self.error = self.error, None
-                self.ended = True
-                raise error
+                # Raised again on every later step: the stream never becomes complete.
+                raise self.error
             if self.ended:
                 return []
             self.waiter = self.connection.loop.create_future()
@@ -415,6 +412,7 @@ class Connection(asyncio.Protocol):
         self._pipelining_state: State | None = None
         self._can_pipeline = False
         self._probe: _CapaProbe | None = None
+        self._connect_task: asyncio.Task[tuple[asyncio.Transport, Connection]] | None = None
 
     # -- opening ---------------------------------------------------------------
 
@@ -437,9 +435,11 @@ class Connection(asyncio.Protocol):
         try:
             async with asyncio.timeout(self._timeout):
                 if ssl_context is None:
-                    await loop.create_connection(lambda: self, host, port, local_addr=local_addr)
+                    connecting = loop.create_connection(
+                        lambda: self, host, port, local_addr=local_addr
+                    )
                 else:
-                    await loop.create_connection(
+                    connecting = loop.create_connection(
                         lambda: self,
                         host,
                         port,
@@ -448,6 +448,18 @@ class Connection(asyncio.Protocol):
                         local_addr=local_addr,
                         ssl_shutdown_timeout=CLOSE_TIMEOUT,
                     )
+                # A task of its own, so that close() can stop a TCP connect or a
+                # TLS handshake under way (there is no transport to close yet).
+                self._connect_task = loop.create_task(connecting)
+                try:
+                    await self._connect_task
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not self._closing or task is None or task.cancelling():
+                        raise  # cancelled from outside, or by the timeout
+                    # close() stopped it: the greeting holds the error that says so.
+                finally:
+                    self._connect_task = None
                 return await self._greeting
         except TimeoutError as exc:
             error = POP3TimeoutError(f"connecting to {self.peer} timed out")
@@ -712,24 +724,26 @@ class Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self._in_flight or self._timeout is None or self._error is not None:
+        timeout = self._timeout
+        # Nothing in flight: the replies came in time (a failure empties the queue too).
+        if not self._in_flight or timeout is None:
             return
         now = self.loop.time()
         head = self._in_flight[0]
         if self._paused:
-            deadline = now + self._timeout  # the consumer, not the server, is slow
+            deadline = now + timeout  # the consumer, not the server, is slow
         elif head.in_body:
-            deadline = self._last_activity + self._timeout
+            deadline = self._last_activity + timeout
         else:
-            deadline = self._head_since + self._timeout
+            deadline = self._head_since + timeout
         if now < deadline:
             self._timer = self.loop.call_at(deadline, self._on_timer)
             return
         verb = head.command.verb
         if head.in_body:
-            what = f"{verb}: no data from {self.peer} for {self._timeout:g} s"
+            what = f"{verb}: no data from {self.peer} for {timeout:g} s"
         else:
-            what = f"{verb}: no complete reply from {self.peer} within {self._timeout:g} s"
+            what = f"{verb}: no complete reply from {self.peer} within {timeout:g} s"
         self._fail(POP3TimeoutError(what))
 
     def _cancel_timer(self) -> None:
@@ -785,6 +799,8 @@ class Connection(asyncio.Protocol):
             self.protocol.connection_closed()
             if transport is not None:
                 transport.close()
+            elif self._connect_task is not None:
+                self._connect_task.cancel()  # still connecting: stop that
         if transport is None or self._lost.done():
             return
         try:

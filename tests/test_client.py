@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trustme
@@ -101,10 +103,16 @@ async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mail
     server = POP3TestServer({"mrose": mailbox}, apop=False)
     async with server, client_for(server) as client:
         assert client.apop_timestamp is None
-        with pytest.raises(aiopop.APOPNotOfferedError):
+        with pytest.raises(
+            aiopop.APOPNotOfferedError, match=r"^the server's greeting offers no APOP timestamp$"
+        ):
             await client.apop("mrose", PASSWORD)
-        with pytest.raises(aiopop.InsecureLoginError):
+        with pytest.raises(aiopop.InsecureLoginError) as info:
             await client.login("mrose", PASSWORD)
+        assert str(info.value) == (
+            "USER/PASS would send the password in cleartext; use POP3_SSL, "
+            "or pass allow_cleartext=True on a trusted network path"
+        )
         # Nothing at all reached the server: no APOP, no USER, no PASS.
         assert server.sessions[0].lines == []
         assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.USER
@@ -164,8 +172,11 @@ async def test_dele_then_quit_commits(server: POP3TestServer, mailbox: Mailbox) 
     async with client_for(server) as client:
         await client.login("mrose", PASSWORD)
         assert (await client.dele(1)).startswith(b"+OK")
-        with pytest.raises(aiopop.ResponseError):
+        with pytest.raises(aiopop.ResponseError) as info:
             await client.retr(1)
+        # A refused RETR is the message's problem, not the credentials'.
+        assert not isinstance(info.value, aiopop.AuthenticationError)
+        assert info.value.command == "RETR"
         assert await client.stat() == Stat(2, len(MESSAGES[1]) + len(MESSAGES[2]))
     async with client_for(server) as client:
         await client.login("mrose", PASSWORD)
@@ -183,6 +194,7 @@ async def test_dele_then_rset_keeps_everything(server: POP3TestServer) -> None:
     async with client_for(server) as client:
         await client.login("mrose", PASSWORD)
         assert (await client.stat()).count == 3
+    assert server.sessions[0].lines[1:] == [b"DELE 1", b"DELE 2", b"RSET", b"STAT", b"QUIT"]
 
 
 async def test_leaving_async_with_by_an_exception_rolls_deletions_back(
@@ -242,7 +254,7 @@ async def test_injection_is_refused_before_sending(server: POP3TestServer, bad: 
 
 async def test_argument_checks(server: POP3TestServer) -> None:
     async with client_for(server) as client:
-        with pytest.raises(ValueError, match="space"):
+        with pytest.raises(ValueError, match=r"^APOP: the user name cannot contain a space$"):
             await client.apop("two words", PASSWORD)
         await client.login("mrose", PASSWORD)
         for bad in (0, -1, True, "1"):
@@ -265,17 +277,61 @@ async def test_utf8_credentials(mailbox: Mailbox) -> None:
         assert (await client.stat()).count == 3
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": 0}, "timeout must be positive or None"),
+        ({"timeout": -1.0}, "timeout must be positive or None"),
+        ({"max_line_length": 511}, "max_line_length must be at least 512 (RFC 2449 section 4)"),
+        ({"max_message_size": -1}, "max_message_size must be non-negative or None"),
+        ({"max_listing_size": -1}, "max_listing_size must be non-negative or None"),
+        ({"max_in_flight": 0}, "max_in_flight must be at least 1"),
+    ],
+)
+def test_constructor_refuses_bad_options(options: dict[str, Any], message: str) -> None:
+    for cls in (aiopop.POP3, aiopop.POP3_SSL):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            cls("127.0.0.1", **options)
+
+
+def test_constructor_accepts_the_smallest_options_and_keeps_them() -> None:
+    smallest: dict[str, Any] = {
+        "timeout": None,
+        "max_line_length": 512,
+        "max_message_size": 0,
+        "max_listing_size": 0,
+        "max_in_flight": 1,
+        "pipelining": False,
+        "local_addr": ("127.0.0.1", 0),
+    }
+    others: dict[str, Any] = {
+        "timeout": 3.5,
+        "max_line_length": 600,
+        "max_message_size": 7,
+        "max_listing_size": 9,
+        "max_in_flight": 2,
+        "pipelining": True,
+        "local_addr": ("127.0.0.1", 1234),
+    }
+    for options in (smallest, others):
+        for client in (
+            aiopop.POP3("mail.example.org", 1, **options),
+            aiopop.POP3_SSL("mail.example.org", 1, **options),
+        ):
+            assert {name: getattr(client, name) for name in options} == options
+    assert repr(aiopop.POP3("mail.example.org", 1)) == "<POP3 mail.example.org:1 not connected>"
+    assert (
+        repr(aiopop.POP3_SSL("mail.example.org")) == "<POP3_SSL mail.example.org:995 not connected>"
+    )
+
+
 def test_constructor_checks_and_does_no_io() -> None:
-    with pytest.raises(ValueError, match="timeout"):
-        aiopop.POP3("127.0.0.1", timeout=0)
-    with pytest.raises(ValueError, match="max_line_length"):
-        aiopop.POP3("127.0.0.1", max_line_length=100)
     client = aiopop.POP3("127.0.0.1")
     assert client.port == aiopop.POP3_PORT
     assert not client.is_connected
     assert client.state is aiopop.State.CLOSED
     assert client.apop_timestamp is None
-    with pytest.raises(aiopop.CommandStateError):
+    with pytest.raises(aiopop.CommandStateError, match=r"^not connected$"):
         client.getwelcome()
     secure = aiopop.POP3_SSL("127.0.0.1")
     assert secure.port == aiopop.POP3_SSL_PORT
@@ -286,14 +342,14 @@ def test_constructor_checks_and_does_no_io() -> None:
 
 async def test_commands_need_a_connection(server: POP3TestServer) -> None:
     client = client_for(server)
-    with pytest.raises(aiopop.CommandStateError, match="not connected"):
+    with pytest.raises(aiopop.CommandStateError, match=r"^not connected$"):
         await client.noop()
     await client.connect()
-    with pytest.raises(aiopop.CommandStateError, match="already connected"):
+    with pytest.raises(aiopop.CommandStateError, match=r"^already connected$"):
         await client.connect()
     await client.close()
     await client.close()
-    with pytest.raises(aiopop.CommandStateError, match="not connected"):
+    with pytest.raises(aiopop.CommandStateError, match=r"^not connected$"):
         await client.noop()
 
 
@@ -393,7 +449,11 @@ async def test_err_greeting() -> None:
         client = client_for(server)
         with pytest.raises(aiopop.ResponseError) as info:
             await client.connect()
+        assert not isinstance(info.value, aiopop.AuthenticationError)
         assert info.value.code == "SYS/TEMP"
+        assert info.value.command == "greeting"
+        assert info.value.response == "[SYS/TEMP] too busy"
+        assert str(info.value) == "greeting: -ERR [SYS/TEMP] too busy"
         assert info.value.is_temporary
         assert not client.is_connected
 
@@ -487,11 +547,48 @@ async def test_debug_log_redacts_secrets(
     async with client_for(server) as client:
         await client.user("mrose")
         await client.pass_(PASSWORD)
+        await client.dele(1)
     digest = apop_digest(timestamp, PASSWORD.encode())
-    assert "C: APOP mrose <redacted>" in caplog.text
-    assert "C: PASS <redacted>" in caplog.text
+    client_lines = [m for m in caplog.messages if m.startswith("C: ")]
+    assert client_lines == [
+        "C: APOP mrose <redacted>",
+        "C: QUIT",
+        "C: USER mrose",
+        "C: PASS <redacted>",
+        "C: DELE 1",
+        "C: QUIT",
+    ]
     assert PASSWORD not in caplog.text
     assert digest not in caplog.text
+
+
+async def test_debug_log_shows_server_lines_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    script: list[Step] = [
+        Send(b"+OK hello \x1b[31mred\r\n"),
+        Expect(b"USER u"),
+        Send(b"-ERR \x1b]0;pwned\x07 100%s gone\r\n"),
+    ]
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        with pytest.raises(aiopop.AuthenticationError):
+            await client.user("u")
+        await client.close()
+    server_lines = [m for m in caplog.messages if m.startswith("S: ")]
+    assert server_lines == ["S: +OK hello \\x1b[31mred", "S: -ERR \\x1b]0;pwned\\x07 100%s gone"]
+    assert not any("\x1b" in record.getMessage() for record in caplog.records)
+
+
+async def test_debug_log_says_why_login_falls_back(
+    mailbox: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    server = POP3TestServer({"mrose": mailbox}, apop_accepted=False)
+    async with server, client_for(server) as client:
+        await client.login("mrose", PASSWORD, allow_cleartext=True)
+    refused = [m for m in caplog.messages if m.startswith("APOP refused")]
+    assert refused == ["APOP refused (APOP: -ERR Unknown command); trying USER/PASS"]
 
 
 # -- TLS -------------------------------------------------------------------------
@@ -583,8 +680,30 @@ async def test_reset_while_reading_a_reply() -> None:
         await client.connect()
         await client.user("u")
         await client.pass_("p")
-        with pytest.raises(aiopop.ConnectionLostError):
+        with pytest.raises(
+            aiopop.ConnectionLostError,
+            match=rf"^connection to {host}:{port} lost: \[Errno \d+\] Connection reset by peer$",
+        ):
             await client.noop()
+        assert not client.is_connected
+
+
+async def test_reset_before_the_greeting_fails_connect_at_once() -> None:
+    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        client = aiopop.POP3("127.0.0.1", port, timeout=5)
+        async with asyncio.timeout(2):  # not the 5 s of the timeout
+            with pytest.raises(
+                aiopop.ConnectionLostError,
+                match=rf"^connection to 127.0.0.1:{port} lost: .*reset",
+            ):
+                await client.connect()
         assert not client.is_connected
 
 
@@ -597,3 +716,107 @@ async def test_reset_between_commands() -> None:
         with pytest.raises(aiopop.ConnectionLostError):
             await client.pass_("p")
         assert not client.is_connected
+
+
+# -- where connect() goes ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def greeting_server(
+    host: str, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[int, list[tuple[str, int]]]]:
+    """A server on ``host`` that greets, records each client's address, then waits for QUIT."""
+    peers: list[tuple[str, int]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername"))
+        writer.write(b"+OK hello\r\n")
+        await reader.readline()
+        writer.write(b"+OK bye\r\n")
+        await writer.drain()
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(handle, host, 0, ssl=tls)
+    except OSError as exc:  # pragma: no cover - a loopback without 127.0.0.2
+        pytest.skip(f"cannot listen on {host}: {exc}")
+    async with server:
+        yield server.sockets[0].getsockname()[1], peers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_connect_goes_to_host_and_port_from_local_addr(ca: trustme.CA, tls: bool) -> None:
+    # 127.0.0.2, not the default loopback address, so that the host is not taken for granted.
+    context = server_context(ca, "127.0.0.2") if tls else None
+    async with greeting_server("127.0.0.2", context) as (port, peers):
+        local = free_port()
+        client = (
+            aiopop.POP3_SSL(
+                "127.0.0.2",
+                port,
+                ssl_context=client_context(ca),
+                timeout=5,
+                local_addr=("127.0.0.1", local),
+            )
+            if tls
+            else aiopop.POP3("127.0.0.2", port, timeout=5, local_addr=("127.0.0.1", local))
+        )
+        assert await client.connect() == b"+OK hello"
+        assert await client.quit() == b"+OK bye"
+    assert peers == [("127.0.0.1", local)]
+
+
+# -- bounds -------------------------------------------------------------------------
+
+
+async def test_listings_and_top_are_bounded_too() -> None:
+    lines = b"1 100\r\n2 200\r\n"  # 14 octets with their CRLFs
+    steps: list[Step] = [Expect(b"LIST"), Send(b"+OK\r\n" + lines + b".\r\n")]
+    async with logged_in(steps, max_listing_size=13) as (_server, client):
+        with pytest.raises(aiopop.ProtocolError, match=r"^LIST listing larger than 13 octets$"):
+            await client.list()
+        assert not client.is_connected
+    steps = [Expect(b"LIST"), Send(b"+OK\r\n" + lines + b".\r\n")]
+    async with logged_in(steps, max_listing_size=14) as (_server, client):
+        assert await client.list() == [ListEntry(1, 100), ListEntry(2, 200)]
+    message = b"Subject: x\r\n\r\n"
+    steps = [Expect(b"TOP 1 0"), Send(b"+OK\r\n" + message + b".\r\n"), WaitForClose()]
+    async with logged_in(steps, max_message_size=len(message) - 1) as (_server, client):
+        with pytest.raises(aiopop.ProtocolError, match=r"^TOP reply larger than 13 octets$"):
+            await client.top(1, 0)
+    steps = [Expect(b"TOP 1 0"), Send(b"+OK\r\n" + message + b".\r\n")]
+    async with logged_in(steps, max_message_size=len(message)) as (_server, client):
+        assert await client.top(1, 0) == message
+
+
+async def test_top_is_bounded_by_inactivity_like_retr() -> None:
+    # 1.2 s of steady data with a 0.3 s timeout: a message, not a status line.
+    piece = b"h" * 78 + b"\r\n"
+    steps: list[Step] = [Expect(b"TOP 1 5"), Send(b"+OK\r\n")]
+    for _ in range(12):
+        steps += [Send(piece * 10), Sleep(0.1)]
+    steps += [Send(b".\r\n")]
+    async with logged_in(steps, timeout=0.3) as (server, client):
+        assert await client.top(1, 5) == piece * 120
+    assert server.mismatches == []
+
+
+async def test_a_name_queued_behind_utf8_is_still_checked_as_ascii(mailbox: Mailbox) -> None:
+    # UTF8 mode starts once the server accepted UTF8 (README: "afterwards"); a
+    # non-ASCII name queued before that is refused at once, and never sent.
+    async with POP3TestServer({"j\u00fcrgen": mailbox}) as server, client_for(server) as client:
+        switched, refused = await asyncio.gather(
+            client.utf8(), client.user("j\u00fcrgen"), return_exceptions=True
+        )
+        assert isinstance(switched, bytes)
+        assert isinstance(refused, ValueError)
+        assert "call utf8() first" in str(refused)
+        assert (await client.user("j\u00fcrgen")).startswith(b"+OK")
+    assert server.sessions[0].lines == [b"UTF8", "USER j\u00fcrgen".encode(), b"QUIT"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import ssl
 import threading
@@ -19,6 +20,7 @@ import pytest
 import trustme
 
 import aiopop
+from aiopop import _connection
 from aiopop.testing import (
     Close,
     Expect,
@@ -180,7 +182,7 @@ async def test_session_changing_commands_are_never_pipelined() -> None:
 
 
 async def test_pipelined_commands_go_out_in_one_write() -> None:
-    steps: list[Step] = [Expect(b"NOOP")] * 10 + [Send(b"+OK\r\n" * 10)]
+    steps: list[Step] = [*[Expect(b"NOOP")] * 10, Send(b"+OK\r\n" * 10)]
     async with logged_in(steps, pipelining=True) as (server, client):
         connection = client._connection
         assert connection is not None
@@ -313,6 +315,7 @@ async def test_dele_many_marks_and_quit_commits() -> None:
         client = client_for(server)
         await login(client)
         assert [n async for n in client.dele_many(range(1, 11))] == list(range(1, 11))
+        assert server.sessions[0].lines[-10:] == [b"DELE %d" % n for n in range(1, 11)]
         with pytest.raises(aiopop.ResponseError, match="already deleted"):
             [n async for n in client.dele_many([11, 1])]
         await client.quit()
@@ -379,12 +382,12 @@ async def test_a_second_connect_while_connecting_is_refused_at_once() -> None:
         client = client_for(server)
         first = asyncio.create_task(client.connect())
         await asyncio.sleep(0.05)
-        with pytest.raises(aiopop.CommandStateError, match="in progress"):
+        with pytest.raises(aiopop.CommandStateError, match=r"^connect\(\) is already in progress$"):
             await client.connect()
         assert await first == b"+OK hello"
         assert client.is_connected
         assert client.state is aiopop.State.AUTHORIZATION
-        with pytest.raises(aiopop.CommandStateError, match="already connected"):
+        with pytest.raises(aiopop.CommandStateError, match=r"^already connected$"):
             await client.connect()
         await client.close()
     assert server.connections == 1
@@ -728,3 +731,444 @@ async def test_batches_on_a_closed_client() -> None:
             [_ async for _ in client.retr_many([1])]
         with pytest.raises(aiopop.CommandStateError):
             [_ async for _ in client.dele_many([1])]
+
+
+# -- batches: how far ahead they queue, what they leave behind ---------------------
+
+
+class Counted:
+    """Message numbers handed out one at a time, remembering how many were taken."""
+
+    def __init__(self, numbers: range) -> None:
+        self.numbers = numbers
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for number in self.numbers:
+            self.taken += 1
+            yield number
+
+
+async def test_batches_queue_a_window_of_commands_ahead_of_the_first_result() -> None:
+    async with session() as server:
+        client = client_for(server, max_in_flight=2)  # the default window is twice that
+        await login(client)
+        runs: list[tuple[str, int | None, Callable[[Counted, int | None], AsyncIterator[object]]]]
+        runs = [
+            ("retr", None, lambda n, w: client.retr_many(n, window=w)),
+            ("retr", 3, lambda n, w: client.retr_many(n, window=w)),
+            ("top", None, lambda n, w: client.top_many(n, 0, window=w)),
+            ("top", 3, lambda n, w: client.top_many(n, 0, window=w)),
+            ("dele", None, lambda n, w: client.dele_many(n, window=w)),
+            ("dele", 2, lambda n, w: client.dele_many(n, window=w)),
+        ]
+        for name, window, batch in runs:
+            numbers = Counted(range(1, 11))
+            results: list[object] = []
+            async for item in batch(numbers, window):
+                if not results:
+                    assert (name, numbers.taken) == (name, window or 4)
+                results.append(item)
+            assert numbers.taken == 10
+            if name == "dele":
+                assert results == list(range(1, 11))
+                await client.rset()
+            else:
+                assert [item[0] for item in results] == list(range(1, 11))  # type: ignore[index]
+        await client.quit()
+    keywords = keywords_after_login(server)
+    assert keywords.count("DELE") == 20
+    assert keywords.count("TOP") == 20
+
+
+async def test_leaving_a_failed_batch_leaves_no_exception_unretrieved() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    steps: list[Step] = [Expect(b"RETR 1"), Expect(b"RETR 2"), Expect(b"RETR 3")]
+    steps += [Send(reply(MESSAGES[0])), Close()]
+    got: list[tuple[int, bytes]] = []
+
+    async def collect(client: aiopop.POP3) -> None:
+        async for item in client.retr_many([1, 2, 3]):
+            got.append(item)
+
+    try:
+        async with logged_in(steps, pipelining=True) as (_server, client):
+            with pytest.raises(aiopop.ConnectionLostError):
+                await collect(client)
+            assert got == [(1, MESSAGES[0])]
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
+
+
+# -- the CAPA the engine asks itself ---------------------------------------------------
+
+
+async def test_learn_pipelining_asks_once_and_says_what_it_learned() -> None:
+    for offered in (True, False):
+        async with session(pipelining=offered) as server:
+            client = client_for(server)
+            await login(client)
+            connection = client._connection
+            assert connection is not None
+            # Two batches start at once: one CAPA answers both.
+            first, second = await asyncio.gather(
+                connection.learn_pipelining(), connection.learn_pipelining()
+            )
+            assert first is second is offered
+            assert await connection.learn_pipelining() is offered  # cached: no CAPA
+            await client.quit()
+            assert await connection.learn_pipelining() is False  # closed: nothing to learn
+        assert keywords_after_login(server) == ["CAPA", "QUIT"]
+    # A CAPA that never gets its answer teaches nothing either.
+    async with logged_in([Expect(b"CAPA"), Close()]) as (_server, client):
+        connection = client._connection
+        assert connection is not None
+        assert await connection.learn_pipelining() is False
+        assert not client.is_connected
+
+
+async def test_concurrent_batches_share_one_capa() -> None:
+    async with session() as server:
+        client = client_for(server)
+        await login(client)
+
+        async def batch(numbers: list[int]) -> list[bytes]:
+            return [message async for _, message in client.retr_many(numbers)]
+
+        got = await asyncio.gather(batch([1, 2]), batch([3, 4]))
+        assert list(got) == [MESSAGES[0:2], MESSAGES[2:4]]
+        await client.quit()
+    assert keywords_after_login(server) == ["CAPA", *["RETR"] * 4, "QUIT"]
+    assert server.sessions[0].pipelined_any
+
+
+async def test_a_blank_line_in_the_engines_capa_is_ignored() -> None:
+    steps: list[Step] = [Expect(b"CAPA"), Send(b"+OK\r\nTOP\r\n \r\nPIPELINING\r\n.\r\n")]
+    # Both RETRs are read before either is answered: they were pipelined.
+    steps += [Expect(b"RETR 1"), Expect(b"RETR 2"), Send(reply(MESSAGES[0]) + reply(MESSAGES[1]))]
+    async with logged_in(steps, timeout=2) as (server, client):
+        got = [item async for item in client.retr_many([1, 2])]
+        assert got == [(1, MESSAGES[0]), (2, MESSAGES[1])]
+    assert server.mismatches == []
+
+
+async def test_the_engines_capa_is_bounded_at_one_mebibyte() -> None:
+    # 131 lines of 8,000 octets and one of 578, CRLFs counted: 2 octets too many.
+    lines = (b"X-" + b"a" * 7996 + b"\r\n") * 131 + b"X-" + b"b" * 574 + b"\r\n"
+    assert len(lines) == 1024 * 1024 + 2
+    steps: list[Step] = [Expect(b"CAPA"), Send(b"+OK\r\n" + lines + b".\r\n"), WaitForClose()]
+    async with logged_in(steps, timeout=5) as (_server, client):
+        with pytest.raises(aiopop.ProtocolError, match="CAPA listing larger than 1048576 octets"):
+            [_ async for _ in client.retr_many([1, 2])]
+        assert not client.is_connected
+
+
+async def test_a_listing_cancelled_mid_reply_is_read_and_dropped() -> None:
+    steps: list[Step] = [Expect(b"UIDL"), Send(b"+OK\r\n1 one\r\n"), Sleep(0.3)]
+    steps += [Send(b"2 two\r\n.\r\n"), Expect(b"STAT"), Send(b"+OK 2 300\r\n")]
+    async with logged_in(steps, timeout=2) as (server, client):
+        task = asyncio.create_task(client.uidl())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await client.stat() == aiopop.Stat(2, 300)
+        assert client.is_connected
+    assert server.mismatches == []
+
+
+# -- the queue: commands that drop out at their turn ---------------------------------
+
+
+async def test_commands_cancelled_in_a_row_do_not_hold_up_the_next() -> None:
+    steps: list[Step] = [Expect(b"NOOP"), Sleep(0.2), Send(b"+OK\r\n")]
+    steps += [Expect(b"STAT"), Send(b"+OK 1 10\r\n")]
+    async with logged_in(steps, pipelining=False) as (server, client):
+        async with asyncio.timeout(2):
+            tasks = [asyncio.create_task(client.noop()) for _ in range(3)]
+            stat = asyncio.create_task(client.stat())
+            await asyncio.sleep(0)
+            tasks[1].cancel()
+            tasks[2].cancel()
+            assert await tasks[0] == b"+OK"
+            assert await stat == aiopop.Stat(1, 10)
+    assert server.received[-2:] == [b"NOOP", b"STAT"]
+    assert server.mismatches == []
+
+
+async def test_commands_refused_at_their_turn_in_a_row_do_not_hold_up_the_next() -> None:
+    steps: list[Step] = [Send(b"+OK ready\r\n"), Expect(b"USER u"), Sleep(0.1), Send(b"+OK\r\n")]
+    steps += [Expect(b"PASS p"), Send(b"+OK\r\n")]
+    async with ScriptedServer(steps) as server:
+        client = client_for(server, pipelining=False, timeout=2)
+        await client.connect()
+        async with asyncio.timeout(2):
+            results = await asyncio.gather(
+                client.user("u"),
+                client.stat(),
+                client.list(),
+                client.pass_("p"),
+                return_exceptions=True,
+            )
+        await client.close()
+    assert results[0] == b"+OK"
+    assert isinstance(results[1], aiopop.CommandStateError)
+    assert isinstance(results[2], aiopop.CommandStateError)
+    assert results[3] == b"+OK"
+    assert server.received == [b"USER u", b"PASS p"]
+
+
+# -- timeouts, more ----------------------------------------------------------------------
+
+
+async def test_no_timeout_at_all() -> None:
+    steps: list[Step] = [Expect(b"NOOP"), Sleep(0.1), Send(b"+OK\r\n")]
+    steps += [Expect(b"RETR 1"), Send(reply(MESSAGES[0]))]
+    async with logged_in(steps, timeout=None) as (server, client):
+        assert await client.noop() == b"+OK"
+        assert await client.retr(1) == MESSAGES[0]
+    assert server.mismatches == []
+
+
+async def test_an_idle_connection_outlives_its_timer_quietly() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    steps: list[Step] = [Expect(b"NOOP"), Send(b"+OK\r\n"), Expect(b"NOOP"), Send(b"+OK\r\n")]
+    try:
+        async with logged_in(steps, timeout=0.2) as (_server, client):
+            assert await client.noop() == b"+OK"
+            await asyncio.sleep(0.4)  # the timer armed for that NOOP fires with nothing to do
+            assert client.is_connected
+            assert await client.noop() == b"+OK"
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
+
+
+async def test_each_command_gets_the_whole_timeout_from_its_own_start() -> None:
+    # The timer armed for the first NOOP fires while the second waits for its
+    # reply: the second still has the rest of its own 0.6 s.
+    steps: list[Step] = [Expect(b"NOOP"), Sleep(0.4), Send(b"+OK first\r\n")]
+    steps += [Expect(b"NOOP"), Sleep(0.4), Send(b"+OK second\r\n")]
+    async with logged_in(steps, timeout=0.6) as (server, client):
+        assert await client.noop() == b"+OK first"
+        await asyncio.sleep(0.1)
+        assert await client.noop() == b"+OK second"
+    assert server.mismatches == []
+
+
+async def test_a_message_that_stalls_after_a_while_times_out() -> None:
+    piece = b"s" * 78 + b"\r\n"
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n")]
+    for _ in range(6):  # 0.6 s of steady data, twice the timeout, then silence
+        steps += [Send(piece * 10), Sleep(0.1)]
+    steps += [Sleep(5)]
+    async with logged_in(steps, timeout=0.3) as (server, client):
+        async with asyncio.timeout(3):
+            with pytest.raises(aiopop.POP3TimeoutError) as info:
+                await client.retr(1)
+        assert str(info.value) == f"RETR: no data from {server.host}:{server.port} for 0.3 s"
+        # The connection is gone, and says why.
+        with pytest.raises(aiopop.POP3TimeoutError) as again:
+            await client.noop()
+        assert str(again.value) == f"the connection is closed: {info.value}"
+
+
+@pytest.mark.parametrize("first", [b"NOOP", b"RETR 1"])
+async def test_a_pipelined_command_times_out_counted_from_the_reply_before_it(
+    first: bytes,
+) -> None:
+    answer = b"+OK\r\n" if first == b"NOOP" else reply(MESSAGES[0])
+    steps: list[Step] = [Expect(first), Expect(b"RETR 2"), Send(answer), Sleep(5)]
+    async with logged_in(steps, pipelining=True, timeout=0.3) as (server, client):
+        call = client.noop() if first == b"NOOP" else client.retr(1)
+        async with asyncio.timeout(3):
+            results = await asyncio.gather(call, client.retr(2), return_exceptions=True)
+        assert results[0] == (b"+OK" if first == b"NOOP" else MESSAGES[0])
+        assert isinstance(results[1], aiopop.POP3TimeoutError)
+        peer = f"{server.host}:{server.port}"
+        assert str(results[1]) == f"RETR: no complete reply from {peer} within 0.3 s"
+
+
+async def test_after_a_connect_timeout_the_client_says_so() -> None:
+    async with ScriptedServer([Sleep(5)]) as server:
+        client = client_for(server, timeout=0.2)
+        with pytest.raises(aiopop.POP3TimeoutError) as info:
+            await client.connect()
+        assert str(info.value) == f"connecting to {server.host}:{server.port} timed out"
+        with pytest.raises(aiopop.POP3TimeoutError, match=r"^the connection is closed: connecting"):
+            await client.noop()
+
+
+# -- the connection ending -------------------------------------------------------------
+
+
+async def test_every_command_cut_off_gets_an_error_naming_it() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Expect(b"STAT"), Expect(b"RETR 3")]
+    steps += [Send(b"+OK\r\nhalf of it"), Close()]
+    async with logged_in(steps, pipelining=True) as (server, client):
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(
+                client.retr(1), client.stat(), client.retr(3), return_exceptions=True
+            )
+    first, second, third = results
+    assert isinstance(first, aiopop.ConnectionLostError)
+    assert isinstance(second, aiopop.ConnectionLostError)
+    assert isinstance(third, aiopop.ConnectionLostError)
+    assert str(first) == "server closed the connection in the middle of the reply to RETR"
+    assert str(second) == f"STAT not completed: {first}"
+    assert str(third) == f"RETR not completed: {first}"
+    assert second.__cause__ is first
+    assert third.__cause__ is first
+    assert server.mismatches == []
+
+
+# -- closing, more ------------------------------------------------------------------------
+
+
+async def test_close_during_the_tls_handshake_stops_connect_at_once(ca: trustme.CA) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # TCP only: the TLS handshake never gets an answer
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
+        connecting = asyncio.create_task(client.connect())
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await client.close()
+        with pytest.raises(
+            aiopop.ConnectionClosedError, match=r"^close\(\) was called while connecting$"
+        ):
+            await connecting
+        assert time.monotonic() - started < 1  # not the 5 s timeout
+        assert not client.is_connected
+        with pytest.raises(aiopop.CommandStateError, match=r"^not connected$"):
+            await client.noop()
+
+        # The timeout and a cancelled connect() still work as before.
+        slow = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=0.3)
+        with pytest.raises(aiopop.POP3TimeoutError, match=r"^connecting to .* timed out$"):
+            await slow.connect()
+        cancelled = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
+        connecting = asyncio.create_task(cancelled.connect())
+        await asyncio.sleep(0.2)
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        assert not cancelled.is_connected
+        for writer in accepted:
+            writer.close()
+
+
+async def test_a_command_cut_off_by_close_says_so() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), WaitForClose()]
+    async with logged_in(steps) as (_server, client):
+        task = asyncio.create_task(client.retr(1))
+        await asyncio.sleep(0.1)
+        await client.close()
+        with pytest.raises(aiopop.ConnectionClosedError) as info:
+            await task
+        assert str(info.value) == "the connection was closed by this client"
+        with pytest.raises(aiopop.CommandStateError, match=r"^not connected$"):
+            await client.retr(1)
+
+
+# -- TCP_QUICKACK is an optimisation: a system without it, or refusing it, works the same --
+
+
+@pytest.mark.parametrize("option", [0, 0x7FFF], ids=["absent", "refused"])
+async def test_a_system_without_tcp_quickack_works_the_same(
+    monkeypatch: pytest.MonkeyPatch, option: int
+) -> None:
+    # 0: the socket module has no TCP_QUICKACK (not Linux); 0x7fff: an option
+    # number the kernel refuses with an OSError, when the first reply comes in
+    # pieces (QUICKACK is re-armed only while a reply is still expected).
+    monkeypatch.setattr(_connection, "_QUICKACK", option)
+    steps: list[Step] = []
+    for n in (1, 2, 3):
+        wire = reply(MESSAGES[n - 1])
+        steps += [Expect(b"RETR %d" % n), Send(wire[:20]), Sleep(0.05), Send(wire[20:])]
+    async with logged_in(steps, timeout=2) as (server, client):
+        assert [await client.retr(n) for n in (1, 2, 3)] == MESSAGES[:3]
+        assert client.is_connected
+    assert server.mismatches == []
+
+
+async def test_close_aborts_a_plain_peer_that_stopped_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without TLS there is no shutdown timeout of asyncio's to fall back on:
+    # close() itself must give up on the unsent octets and abort.
+    monkeypatch.setattr(_connection, "CLOSE_TIMEOUT", 0.3)
+    transports: list[asyncio.Transport] = []
+
+    class Mute(asyncio.Protocol):
+        """Greets, then never reads again."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            transports.append(transport)
+            transport.write(b"+OK ready\r\n")
+            transport.pause_reading()
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = await asyncio.get_running_loop().create_server(Mute, sock=listener)
+    async with server:
+        port = listener.getsockname()[1]
+        client = aiopop.POP3("127.0.0.1", port, pipelining=True, max_in_flight=10_000)
+        await client.connect()
+        connection = client._connection
+        assert connection is not None
+        assert connection._transport is not None
+        sock = connection._transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        tasks = [asyncio.create_task(client.capa()) for _ in range(5000)]
+        await asyncio.sleep(0.1)
+        assert connection._transport.get_write_buffer_size() > 0  # stuck: the peer reads nothing
+        started = time.monotonic()
+        async with asyncio.timeout(3):
+            await client.close()
+        assert 0.2 < time.monotonic() - started < 1.5
+        await asyncio.sleep(0.05)
+        assert sock.fileno() == -1  # aborted, the unsent octets dropped
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, aiopop.ConnectionClosedError) for r in results)
+        for transport in transports:
+            transport.abort()
+
+
+async def test_nothing_is_written_after_close() -> None:
+    async with logged_in([WaitForClose()]) as (server, client):
+        connection = client._connection
+        assert connection is not None
+        assert connection._transport is not None
+        writes: list[bytes] = []
+        real_write = connection._transport.write
+
+        def spy(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            real_write(data)
+
+        connection._transport.write = spy  # type: ignore[method-assign]
+        task = asyncio.create_task(client.noop())
+        await asyncio.sleep(0)  # NOOP is queued for the next write...
+        await client.close()  # ...which close() comes before
+        with pytest.raises(aiopop.ConnectionClosedError):
+            await task
+    assert writes == []
+    assert b"NOOP" not in server.received

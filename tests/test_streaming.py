@@ -319,3 +319,83 @@ async def test_retr_to_file_starts_writeback_as_the_message_arrives(
         assert advised == []  # without fsync the page cache is left alone
         await client.quit()
     assert hashlib.sha256((tmp_path / "a.eml").read_bytes()).hexdigest() == big.sha256()
+
+
+# -- what a stream says about itself -------------------------------------------------
+
+
+async def test_a_stream_counts_what_arrived_and_knows_when_it_is_complete() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\nSubject: one\r\n"), Sleep(0.05)]
+    steps += [Send(b"\r\nbody\r\n"), Sleep(0.05), Send(b"..dot\r\n.\r\n")]
+    async with logged_in(steps, timeout=2) as (server, client):
+        async with client.retr_stream(1) as stream:
+            assert stream.complete is False
+            chunks = [chunk async for chunk in stream]
+            assert stream.complete is True
+        assert len(chunks) >= 2
+        assert b"".join(chunks) == b"Subject: one\r\n\r\nbody\r\n.dot\r\n"
+        assert stream.received == len(b"Subject: one\r\n\r\nbody\r\n.dot\r\n")
+    assert server.mismatches == []
+
+
+async def test_a_failed_stream_never_claims_to_be_complete() -> None:
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\nSubject: x\r\n\r\nhalf"), Close()]
+    async with logged_in(steps) as (_server, client):
+        async with client.retr_stream(1) as stream:
+            with pytest.raises(aiopop.ConnectionLostError) as info:
+                await _drain(stream)
+            assert stream.complete is False
+            assert stream.received == len(b"Subject: x\r\n\r\nhalf")
+        # Asked again, it fails again: it does not end as if the message were whole.
+        with pytest.raises(aiopop.ConnectionLostError) as again:
+            await stream.__anext__()
+        assert again.value is info.value
+        assert [batch async for batch in _batches_or_error(stream)] == ["error"]
+        assert stream.complete is False
+
+
+async def _drain(stream: aiopop.MessageStream) -> int:
+    """Read ``stream`` to its end; return how many octets it had."""
+    return sum([len(chunk) async for chunk in stream])
+
+
+async def _batches_or_error(stream: aiopop.MessageStream) -> AsyncIterator[object]:
+    try:
+        async for batch in stream.batches():
+            yield batch
+    except aiopop.ConnectionLostError:
+        yield "error"
+
+
+async def test_leaving_a_big_stream_early_drops_the_rest_without_pausing() -> None:
+    # More than the high water is still to come when the consumer leaves: it
+    # must be dropped as it arrives, not queued until reading pauses for good.
+    big = GeneratedMessage(3 * STREAM_HIGH_WATER // 2, seed=8)
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False) as server:
+        client = await logged_in_client(server, timeout=2)
+        async with asyncio.timeout(5):
+            async with client.retr_stream(1) as stream:
+                async for _ in stream:
+                    break
+            assert await client.retr(2) == SMALL
+        assert stream.received == big.size
+        await client.quit()
+
+
+async def test_a_stream_stalled_after_a_pause_still_times_out() -> None:
+    # 4 MiB + 1 octet: reading pauses only once all of it has arrived.
+    content = (b"p" * 1022 + b"\r\n") * 4095 + b"q" * 1023 + b"\r\n"
+    assert len(content) == STREAM_HIGH_WATER + 1
+    steps: list[Step] = [Expect(b"RETR 1"), Send(b"+OK\r\n" + content), Sleep(5)]
+    async with logged_in(steps, timeout=0.3) as (server, client):
+        connection = client._connection
+        assert connection is not None
+        async with asyncio.timeout(3):
+            async with client.retr_stream(1) as stream:
+                await asyncio.sleep(0.6)  # twice the timeout, paused: the consumer is slow
+                assert connection._paused
+                assert client.is_connected
+                with pytest.raises(aiopop.POP3TimeoutError) as info:
+                    await _drain(stream)
+                assert stream.received == len(content)
+        assert str(info.value) == f"RETR: no data from {server.host}:{server.port} for 0.3 s"

@@ -1,0 +1,112 @@
+"""write_atomically: the temporary file, the syncs, and the writeback as the data arrives."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aiopop import _files
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+async def batches(
+    path: Path, *items: list[bytes], seen: list[list[str]]
+) -> AsyncIterator[list[bytes]]:
+    """Yield ``items``, noting the directory's contents before each."""
+    for item in items:
+        seen.append(names(path.parent))
+        yield item
+
+
+async def test_the_data_goes_through_a_hidden_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.eml"
+    seen: list[list[str]] = []
+    size = await _files.write_atomically(
+        target, batches(target, [b"one\r\n", b"two\r\n"], [b"three\r\n"], seen=seen), fsync=False
+    )
+    assert size == 17
+    assert target.read_bytes() == b"one\r\ntwo\r\nthree\r\n"
+    assert names(tmp_path) == ["a.eml"]
+    # While the data arrives only ".<name>.<12 hex digits>.part" exists, the same one throughout.
+    [temporary] = seen[0]
+    assert re.fullmatch(r"\.a\.eml\.[0-9a-f]{12}\.part", temporary)
+    assert seen == [[temporary], [temporary]]
+
+
+async def test_the_longest_name_the_file_system_allows_still_works(tmp_path: Path) -> None:
+    # NAME_MAX is 255 on Linux file systems; the temporary name adds 19 characters.
+    name = "m" * (255 - 19)
+    assert await _files.write_atomically(tmp_path / name, _single(b"x"), fsync=False) == 1
+    assert (tmp_path / name).read_bytes() == b"x"
+
+
+async def _single(data: bytes) -> AsyncIterator[list[bytes]]:
+    yield [data]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_fsync_syncs_the_file_then_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    synced: list[str] = []
+
+    async def record(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        synced.append("directory" if stat.S_ISDIR(mode) else "file")
+        os.fsync(fd)
+
+    monkeypatch.setattr(_files, "_fsync", record)
+    await _files.write_atomically(tmp_path / "b.eml", _single(b"data\r\n"), fsync=fsync)
+    assert synced == (["file", "directory"] if fsync else [])
+    assert (tmp_path / "b.eml").read_bytes() == b"data\r\n"
+
+
+async def test_writeback_is_asked_for_every_step_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advised: list[tuple[int, int, int]] = []
+    descriptors: list[int] = []
+
+    async def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        descriptors.append(fd)
+        advised.append((offset, length, advice))
+
+    monkeypatch.setattr(_files, "WRITEBACK_EVERY", 4)
+    monkeypatch.setattr(_files, "_advise", advise)
+
+    async def chunks() -> AsyncIterator[list[bytes]]:
+        yield [b"ab", b"cd"]  # 4: exactly a step
+        yield [b"e"]  # 5
+        yield [b"fgh"]  # 8: a step since the last
+        yield [b"ijklmn"]  # 14: more than a step
+        yield [b"o"]  # 15: left to the final fsync
+
+    target = tmp_path / "c.eml"
+    assert await _files.write_atomically(target, chunks(), fsync=True) == 15
+    dontneed = _files._DONTNEED
+    assert advised == [(0, 4, dontneed), (4, 4, dontneed), (8, 6, dontneed)]
+    assert all(isinstance(fd, int) and fd >= 0 for fd in descriptors)
+    assert target.read_bytes() == b"abcdefghijklmno"
+
+
+async def test_writeback_with_the_real_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_files, "WRITEBACK_EVERY", 4096)
+    data = [b"z" * 1000] * 20
+    target = tmp_path / "d.eml"
+
+    async def chunks() -> AsyncIterator[list[bytes]]:
+        for piece in data:
+            yield [piece]
+
+    assert await _files.write_atomically(target, chunks(), fsync=True) == 20_000
+    assert target.read_bytes() == b"".join(data)
