@@ -8,6 +8,7 @@ so that poplib programs port line by line::
         print("You have %d messages totaling %d bytes" % await client.stat())
 """
 
+from . import sasl
 from ._connection import MessageStream
 from ._state import State
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
@@ -17,15 +18,23 @@ from .errors import (
     CommandStateError,
     ConnectionClosedError,
     ConnectionLostError,
+    CredentialsError,
     InsecureLoginError,
+    LoginDelayError,
+    MailboxInUseError,
     MalformedReplyError,
+    MethodNotOfferedError,
+    PermanentFailureError,
     POP3Error,
     POP3TimeoutError,
     ProtocolError,
     ResponseError,
+    SASLError,
+    TemporaryFailureError,
+    TLSRequiredError,
     error_proto,
 )
-from .types import AuthMethod, ListEntry, Stat, UidEntry
+from .types import AuthMethod, Capabilities, Expire, ListEntry, LoginDelay, Stat, UidEntry
 
 __version__ = "0.1.0"
 
@@ -37,20 +46,32 @@ __all__ = [
     "APOPNotOfferedError",
     "AuthMethod",
     "AuthenticationError",
+    "Capabilities",
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
+    "CredentialsError",
+    "Expire",
     "InsecureLoginError",
     "ListEntry",
+    "LoginDelay",
+    "LoginDelayError",
+    "MailboxInUseError",
     "MalformedReplyError",
     "MessageStream",
+    "MethodNotOfferedError",
     "POP3Error",
     "POP3TimeoutError",
+    "PermanentFailureError",
     "ProtocolError",
     "ResponseError",
+    "SASLError",
     "Stat",
     "State",
+    "TLSRequiredError",
+    "TemporaryFailureError",
     "UidEntry",
     "__version__",
     "error_proto",
+    "sasl",
 ]

@@ -28,11 +28,12 @@ import io
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 from ._parse import StatusLine, escape, parse_capa_line
 from ._protocol import (
+    Challenge,
     Command,
     Data,
     End,
@@ -118,6 +119,27 @@ class _SingleCall(_Call):
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
+
+
+SASLAnswer = Callable[[bytes | None], bytes | None]
+"""Answers one SASL challenge (None: it was not valid base64) with a response (None: cancel)."""
+
+
+class _SaslCall(_SingleCall):
+    """AUTH: each challenge is answered at once, inside ``data_received``, by ``answer``."""
+
+    __slots__ = ("answer",)
+
+    def __init__(
+        self, command: Command, future: asyncio.Future[StatusLine], answer: SASLAnswer
+    ) -> None:
+        super().__init__(command, future)
+        self.answer = answer
+
+    def on_challenge(self, challenge: bytes | None) -> bytes | None:
+        if self.future.done():
+            return None  # the caller went away, or the mechanism failed: cancel the exchange
+        return self.answer(challenge)
 
 
 class _ListingCall(_Call):
@@ -413,6 +435,8 @@ class Connection(asyncio.Protocol):
         self._can_pipeline = False
         self._probe: _CapaProbe | None = None
         self._connect_task: asyncio.Task[tuple[asyncio.Transport, Connection]] | None = None
+        self._implicit_tls = False
+        self._upgrading = False
 
     # -- opening ---------------------------------------------------------------
 
@@ -439,6 +463,7 @@ class Connection(asyncio.Protocol):
                         lambda: self, host, port, local_addr=local_addr
                     )
                 else:
+                    self._implicit_tls = True
                     connecting = loop.create_connection(
                         lambda: self,
                         host,
@@ -477,6 +502,11 @@ class Connection(asyncio.Protocol):
         return self._error is None and not self._closing and not self._lost.done()
 
     @property
+    def is_tls(self) -> bool:
+        """True once the connection is encrypted (implicit TLS, or after STLS)."""
+        return self.protocol.tls
+
+    @property
     def in_flight(self) -> int:
         """Commands sent whose reply has not fully arrived."""
         return len(self._in_flight)
@@ -511,6 +541,78 @@ class Connection(asyncio.Protocol):
         call = _StreamCall(command, self)
         self._submit(call)
         return call.status_future, call
+
+    def authenticate(self, command: Command, answer: SASLAnswer) -> asyncio.Future[StatusLine]:
+        """Queue an AUTH; ``answer`` is called for each challenge, the future gets the outcome.
+
+        ``answer`` runs synchronously as each challenge arrives; returning
+        None cancels the exchange (``*``), after which the server says -ERR.
+        An exception raised by ``answer`` cancels the exchange too.
+        """
+        future: asyncio.Future[StatusLine] = self.loop.create_future()
+        self._submit(_SaslCall(command, future, answer))
+        return future
+
+    async def starttls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None
+    ) -> StatusLine:
+        """Send STLS and, on ``+OK``, run the TLS handshake on this connection (RFC 2595).
+
+        Returns the status line; on ``-ERR`` nothing else happens. Reading
+        stops the moment ``+OK`` arrives: an octet that came with it or
+        before the handshake is an injection, and fails the connection with
+        ProtocolError. A failed handshake raises its ``OSError`` (an
+        ``ssl.SSLError`` for a bad certificate) and closes the connection.
+        Commands queued meanwhile wait and go out encrypted.
+        """
+        future = self.command(Command("STLS"))
+        try:
+            status = await future
+        except asyncio.CancelledError:
+            # The server may be about to start TLS: the session cannot go on in the clear.
+            self._fail(ConnectionClosedError("STLS was cancelled: the connection was closed"))
+            raise
+        if not status.ok:
+            return status
+        try:
+            self.protocol.tls_started()  # raises if anything came after +OK
+            transport = self._transport
+            if transport is None or self._closing or self._error is not None:
+                raise self._unusable()
+            new_transport = await self.loop.start_tls(
+                transport,
+                self,
+                ssl_context,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=self._timeout,
+                ssl_shutdown_timeout=CLOSE_TIMEOUT,
+            )
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        except TimeoutError as exc:
+            error = POP3TimeoutError(f"the TLS handshake with {self.peer} timed out")
+            self._fail(error)
+            raise error from exc
+        except BaseException as exc:
+            if self._closing:
+                raise ConnectionClosedError("the connection was closed by this client") from exc
+            self._fail(ConnectionLostError(f"the TLS handshake with {self.peer} failed: {exc}"))
+            raise
+        if new_transport is None or self._closing or self._error is not None:
+            if new_transport is not None:
+                new_transport.abort()
+            raise self._unusable()
+        self._transport = new_transport
+        self._upgrading = False
+        self._paused = False
+        # What CAPA said in the clear says nothing now (RFC 2595 section 4).
+        self._pipelining_state = None
+        self._can_pipeline = False
+        self._probe = None
+        if self._unsent:
+            self._schedule_flush()
+        return status
 
     async def learn_pipelining(self) -> bool:
         """Whether commands may be pipelined now, asking CAPA first if that is not known yet."""
@@ -579,7 +681,7 @@ class Connection(asyncio.Protocol):
     def _flush(self) -> None:
         """Send what the session allows now, in one write."""
         self._flush_scheduled = False
-        if self._error is not None or self._closing or self._transport is None:
+        if self._error is not None or self._closing or self._transport is None or self._upgrading:
             return
         unsent, in_flight = self._unsent, self._in_flight
         protocol = self.protocol
@@ -635,6 +737,8 @@ class Connection(asyncio.Protocol):
         if self._closing or self._error is not None:
             stream.abort()  # close() or a timeout came first
             return
+        if self._implicit_tls:
+            self.protocol.tls_started()
         sock = stream.get_extra_info("socket")
         if _QUICKACK and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             self._quickack_socket = sock
@@ -696,6 +800,8 @@ class Connection(asyncio.Protocol):
                     self._head_since = self.loop.time()
                 elif isinstance(event, Line):
                     in_flight[0].on_line(event.data)
+                elif isinstance(event, Challenge):
+                    self._on_challenge(event)
                 elif not self._greeting.done():
                     self._greeting.set_result(event)
         except (ProtocolError, ConnectionLostError) as exc:
@@ -718,7 +824,27 @@ class Connection(asyncio.Protocol):
         else:
             self._in_flight.popleft()
             self._head_since = self.loop.time()
+            if status.ok and call.command.verb == "STLS" and self._transport is not None:
+                # Not one more octet in the clear: whatever follows is TLS, or an attack.
+                self._upgrading = True
+                self._transport.pause_reading()
             call.on_status(status, True)
+
+    def _on_challenge(self, event: Challenge) -> None:
+        call = self._in_flight[0]
+        response: bytes | None
+        try:
+            response = call.on_challenge(event.data) if isinstance(call, _SaslCall) else None
+        except Exception as exc:  # a mechanism's error cancels the exchange; the call sees it
+            if isinstance(call, _SaslCall):
+                call.fail(exc)
+            response = None
+        data = self.protocol.send_response(response)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("C: %s", "*" if response is None else "<SASL response>")
+        self._head_since = self.loop.time()  # the server waited for us
+        if self._transport is not None:
+            self._transport.write(data)
 
     # -- timeouts ----------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ All of them run in time linear in their input.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from .errors import MalformedReplyError, ProtocolError
@@ -19,7 +21,11 @@ __all__ = [
     "StatusLine",
     "escape",
     "find_apop_timestamp",
+    "is_challenge",
     "parse_capa_line",
+    "parse_capabilities",
+    "parse_challenge",
+    "parse_lang_line",
     "parse_list_entry",
     "parse_stat",
     "parse_status_line",
@@ -91,6 +97,27 @@ def parse_status_line(line: bytes) -> StatusLine:
     else:
         raise ProtocolError(f"expected +OK or -ERR, got {escape(line, 80)!r}")
     return StatusLine(ok=ok, text=text, code=_response_code(text), raw=line)
+
+
+def is_challenge(line: bytes) -> bool:
+    """True for a SASL continuation line (``+`` then a space or nothing), not ``+OK``."""
+    return line == b"+" or line.startswith(b"+ ")
+
+
+def parse_challenge(line: bytes) -> bytes | None:
+    """The decoded challenge of a ``+ base64`` line (RFC 5034 section 4), or None if malformed.
+
+    ``+`` and ``+ `` alone are the empty challenge. Base64 is decoded
+    strictly: a character outside the alphabet, or padding anywhere but at
+    the end, makes the challenge malformed (the client must cancel).
+    """
+    payload = line[2:]
+    if not payload:
+        return b""
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error:
+        return None
 
 
 def _response_code(text: bytes) -> str | None:
@@ -183,3 +210,26 @@ def parse_capa_line(line: bytes) -> tuple[str, list[str]]:
     if not fields:
         raise MalformedReplyError("empty CAPA line")
     return fields[0].upper(), fields[1:]
+
+
+def parse_capabilities(lines: list[bytes]) -> dict[str, list[str]]:
+    """A CAPA listing as tag -> arguments; a repeated tag gathers every line's arguments.
+
+    Real servers send odd lines (extra spaces, lower case, vendor tags):
+    tags are upper-cased, blank lines skipped, unknown tags kept.
+    """
+    capabilities: dict[str, list[str]] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        tag, args = parse_capa_line(line)
+        capabilities.setdefault(tag, []).extend(args)
+    return capabilities
+
+
+def parse_lang_line(line: bytes) -> tuple[str, str]:
+    """One line of LANG's listing (RFC 6856 section 3): the language tag and its description."""
+    tag, _, description = line.decode("utf-8", "replace").strip().partition(" ")
+    if not tag:
+        raise MalformedReplyError("empty LANG line")
+    return tag, description.strip()

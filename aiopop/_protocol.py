@@ -15,12 +15,20 @@ it has seen enough bytes.
 
 from __future__ import annotations
 
+import base64
 import collections
 import enum
 import re
 from dataclasses import dataclass, field
 
-from ._parse import StatusLine, escape, find_apop_timestamp, parse_status_line
+from ._parse import (
+    StatusLine,
+    escape,
+    find_apop_timestamp,
+    is_challenge,
+    parse_challenge,
+    parse_status_line,
+)
 from ._state import SESSION_CHANGING, State, allowed_states
 from .errors import CommandStateError, ConnectionLostError, ProtocolError
 
@@ -53,6 +61,10 @@ class ReplyShape(enum.Enum):
     """A multi-line listing (LIST, UIDL, CAPA): bounded lines, one :class:`Line` each."""
     DATA = "data"
     """A multi-line message (RETR, TOP): :class:`Data` chunks, no per-line bound."""
+    SASL = "sasl"
+    """AUTH (RFC 5034): :class:`Challenge` lines until ``+OK`` or ``-ERR``.
+
+    Each challenge is answered with :meth:`POP3Protocol.send_response`."""
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -119,7 +131,20 @@ class End:
     command: Command
 
 
-Event = Greeting | Reply | Line | Data | End
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A SASL challenge during AUTH: the ``+ base64`` line, decoded.
+
+    ``data`` is None when the line is not valid base64 (RFC 5034 section 4):
+    the client must then cancel with :meth:`POP3Protocol.send_response`
+    (None). Nothing more may come from the server until the client answers.
+    """
+
+    command: Command
+    data: bytes | None
+
+
+Event = Greeting | Reply | Line | Data | End | Challenge
 
 
 class _Phase(enum.Enum):
@@ -128,6 +153,8 @@ class _Phase(enum.Enum):
     LINES = "lines"
     DATA = "data"
     IDLE = "idle"
+    CHALLENGED = "challenged"
+    """A SASL challenge was handed out: the client speaks next."""
 
 
 @dataclass(slots=True)
@@ -175,6 +202,7 @@ class POP3Protocol:
     _error: ProtocolError | ConnectionLostError | None = None
     _user_accepted: bool = False
     _utf8: bool = False
+    _tls: bool = False
     _line_bare_lf: bool = False
     _scan: _BodyScan = field(default_factory=_BodyScan, repr=False)
     greeting: Greeting | None = None
@@ -205,6 +233,37 @@ class POP3Protocol:
     def utf8(self) -> bool:
         """True once the server accepted UTF8 (RFC 6856): arguments may be UTF-8."""
         return self._utf8
+
+    @property
+    def tls(self) -> bool:
+        """True once the connection runs over TLS (:meth:`tls_started` was called)."""
+        return self._tls
+
+    def tls_started(self) -> None:
+        """Note that the connection now runs over TLS (implicit, or after STLS).
+
+        Nothing received before may remain unread (RFC 2595 section 4):
+        raises ProtocolError, and kills the session, if something does.
+        """
+        if self.buffered:
+            error = ProtocolError("the server sent data after STLS's +OK, before TLS began")
+            self._fail(error)
+            raise error
+        self._tls = True
+
+    def send_response(self, response: bytes | None) -> bytes:
+        """The line answering the current SASL challenge: base64, or ``*`` to cancel (None).
+
+        Raises CommandStateError when no challenge is waiting for an answer.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._phase is not _Phase.CHALLENGED:
+            raise CommandStateError("no SASL challenge is waiting for a response")
+        self._phase = _Phase.STATUS
+        if response is None:
+            return b"*\r\n"
+        return base64.b64encode(response) + b"\r\n"
 
     # -- input ---------------------------------------------------------------
 
@@ -262,17 +321,20 @@ class POP3Protocol:
             return self._next_data()
         if phase is _Phase.LINES:
             return self._next_listing_line()
-        if phase is _Phase.IDLE:
+        if phase is _Phase.IDLE or phase is _Phase.CHALLENGED:
             if self._pos < len(self._buf):
                 raise self._unrequested()
             return None
         line = self._take_line()
         if line is None:
             return None
-        status = parse_status_line(line)
         if phase is _Phase.GREETING:
-            return self._on_greeting(status)
-        return self._on_status(status)
+            return self._on_greeting(parse_status_line(line))
+        command = self._pending[0]
+        if command.shape is ReplyShape.SASL and is_challenge(line):
+            self._phase = _Phase.CHALLENGED
+            return Challenge(command, parse_challenge(line))
+        return self._on_status(parse_status_line(line))
 
     def _unrequested(self) -> ProtocolError:
         data = self._buf[self._pos : self._pos + 80]
@@ -324,7 +386,7 @@ class POP3Protocol:
     def _on_status(self, status: StatusLine) -> Reply:
         command = self._pending[0]
         self._apply(command, status)
-        if status.ok and command.shape is not ReplyShape.SINGLE:
+        if status.ok and command.shape in (ReplyShape.LINES, ReplyShape.DATA):
             self._phase = _Phase.LINES if command.shape is ReplyShape.LINES else _Phase.DATA
             self._scan = _BodyScan(bare_lf=self._line_bare_lf)
         else:
@@ -341,7 +403,7 @@ class POP3Protocol:
         verb = command.verb
         # PASS must come right after a USER the server accepted (RFC 1939 section 7).
         self._user_accepted = verb == "USER" and status.ok
-        if verb in ("PASS", "APOP"):
+        if verb in ("PASS", "APOP", "AUTH"):
             if status.ok:
                 self._state = State.TRANSACTION
         elif verb == "UTF8" and status.ok:
@@ -551,6 +613,8 @@ class POP3Protocol:
             raise CommandStateError(f"{verb} is not allowed {where}")
         if verb == "PASS" and not self._user_accepted:
             raise CommandStateError("PASS must follow a USER the server accepted")
+        if verb == "STLS" and self._tls:
+            raise CommandStateError("the connection is already encrypted: STLS again is refused")
 
     def _encode(self, command: Command) -> bytes:
         verb = command.verb

@@ -27,6 +27,8 @@ _ALLOWED: dict[str, frozenset[State]] = {
     "USER": _AUTH,
     "PASS": _AUTH,
     "APOP": _AUTH,
+    "AUTH": _AUTH,
+    "STLS": _AUTH,
     "UTF8": _AUTH,
     "STAT": _TRANS,
     "LIST": _TRANS,
@@ -37,6 +39,7 @@ _ALLOWED: dict[str, frozenset[State]] = {
     "TOP": _TRANS,
     "UIDL": _TRANS,
     "CAPA": _BOTH,
+    "LANG": _BOTH,
     "QUIT": _BOTH,
 }
 

@@ -9,6 +9,7 @@ reads the values.
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import collections
 import contextlib
@@ -19,21 +20,24 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Self, TypeVar, overload
 
-from . import _files, _parse
+from . import _files, _login, _parse
 from ._apop import apop_digest
 from ._connection import Connection, MessageStream
+from ._login import TLS_POLICIES, OAuth2Token, TLSPolicy
 from ._parse import StatusLine
-from ._protocol import DEFAULT_MAX_LINE_LENGTH, Command, ReplyShape
+from ._protocol import DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LENGTH, Command, ReplyShape
 from ._state import State
 from .errors import (
     APOPNotOfferedError,
-    AuthenticationError,
     CommandStateError,
-    InsecureLoginError,
+    LoginDelayError,
     MalformedReplyError,
     ResponseError,
+    SASLError,
+    response_error,
 )
-from .types import AuthMethod, ListEntry, Stat, UidEntry
+from .sasl import Mechanism
+from .types import AuthMethod, Capabilities, ListEntry, Stat, UidEntry
 
 __all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT"]
 
@@ -45,7 +49,9 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 100
-_AUTH_VERBS = frozenset({"USER", "PASS", "APOP"})
+_AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
+MAX_SASL_CHALLENGES = 16
+"""A SASL exchange with more challenges than this is cancelled (no mechanism needs more)."""
 T = TypeVar("T")
 
 
@@ -80,6 +86,14 @@ class POP3:
     ``False`` never does. ``max_in_flight`` bounds the commands sent and not
     yet answered.
 
+    ``starttls`` (plain TCP only) says when to upgrade with STLS (RFC 2595):
+    ``"if-offered"`` (the default) in :meth:`login`, whenever CAPA offers
+    it; ``"required"`` in :meth:`connect`, which raises
+    :class:`~aiopop.TLSRequiredError` (having sent only CAPA and STLS) when
+    the server cannot; ``"never"``. :class:`POP3_SSL` (RFC 8314) is better
+    still: there is no cleartext phase to attack. ``ssl_context`` and
+    ``server_hostname`` are used for STLS as :class:`POP3_SSL` uses them.
+
     Leaving ``async with`` normally sends QUIT, which commits deletions.
     Leaving it by an exception closes the connection *without* QUIT, so the
     server rolls back this session's deletions (RFC 1939 section 6): a
@@ -100,7 +114,12 @@ class POP3:
         pipelining: bool | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         local_addr: tuple[str, int] | None = None,
+        starttls: TLSPolicy = "if-offered",
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
+        if starttls not in TLS_POLICIES:
+            raise ValueError(f"starttls must be one of {sorted(TLS_POLICIES)}, not {starttls!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
         if max_line_length < 512:
@@ -122,8 +141,12 @@ class POP3:
         self.pipelining = pipelining
         self.max_in_flight = max_in_flight
         self.local_addr = local_addr
+        self.starttls: TLSPolicy = starttls
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
         self._connection: Connection | None = None
         self._connecting = False
+        self._caps: tuple[Connection, State, bool, Capabilities] | None = None
 
     def __repr__(self) -> str:
         state = self.state.value if self._connection else "not connected"
@@ -133,8 +156,8 @@ class POP3:
 
     @property
     def is_tls(self) -> bool:
-        """True when the connection is encrypted."""
-        return False
+        """True when the connection is encrypted (after :meth:`stls`)."""
+        return self._connection is not None and self._connection.is_tls
 
     @property
     def is_connected(self) -> bool:
@@ -189,7 +212,13 @@ class POP3:
         logger.debug("S: %s", _parse.escape(status.raw))
         if not status.ok:
             await connection.close()
-            raise ResponseError(_parse.escape(status.text), status.code, command="greeting")
+            raise response_error(_parse.escape(status.text), status.code, command="greeting")
+        if self.starttls == "required" and not self.is_tls:
+            try:
+                await _login.ensure_tls(self, "required")
+            except BaseException:
+                await connection.close()
+                raise
         return status.raw
 
     async def close(self) -> None:
@@ -242,18 +271,25 @@ class POP3:
         """Run a single-line command; raise the matching error for ``-ERR``."""
         status = await self._require().command(command)
         if not status.ok:
-            raise _refusal(command, status)
+            raise self._refusal(command, status)
         return status
+
+    def _refusal(self, command: Command, status: StatusLine) -> ResponseError:
+        error = _refusal(command, status)
+        if isinstance(error, LoginDelayError) and self._caps is not None:
+            delay = self._caps[3].login_delay
+            error.delay = delay.seconds if delay is not None else None
+        return error
 
     async def _simple(self, verb: str, *args: str, secret: bool = False) -> bytes:
         status = await self._ok(Command(verb, args, secret=secret))
         return status.raw
 
-    async def _listing(self, verb: str) -> builtins.list[bytes]:
-        command = Command(verb, shape=ReplyShape.LINES, limit=self.max_listing_size)
+    async def _listing(self, verb: str, *args: str) -> builtins.list[bytes]:
+        command = Command(verb, args, shape=ReplyShape.LINES, limit=self.max_listing_size)
         status, lines = await self._require().listing(command)
         if not status.ok:
-            raise _refusal(command, status)
+            raise self._refusal(command, status)
         return lines
 
     def _retr_command(self, which: int) -> Command:
@@ -268,7 +304,7 @@ class POP3:
     async def _message(self, command: Command) -> bytes:
         status, body = await self._require().message(command)
         if not status.ok:
-            raise _refusal(command, status)
+            raise self._refusal(command, status)
         return body
 
     # -- authorization ---------------------------------------------------------------
@@ -296,44 +332,183 @@ class POP3:
         digest = apop_digest(timestamp, password.encode("utf-8"))
         return await self._simple("APOP", user, digest, secret=True)
 
-    async def login(self, user: str, password: str, *, allow_cleartext: bool = False) -> AuthMethod:
-        """Log in with the best method the server offers, and say which one was used.
+    async def login(
+        self,
+        user: str,
+        password: str | None = None,
+        *,
+        oauth2_token: OAuth2Token | None = None,
+        allow_cleartext: bool = False,
+    ) -> AuthMethod:
+        """Log in with the strongest method the server offers, and say which one was used.
 
-        APOP first when the greeting offers it; USER/PASS when it does not,
-        or when the server refused APOP other than for a temporary reason
-        (``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]`` are raised at once).
-        USER/PASS sends the password as it is, so on a connection without TLS
-        it is refused with :class:`~aiopop.InsecureLoginError` before the
-        password is sent, unless ``allow_cleartext`` is true.
+        With a password: STLS first when CAPA offers it (see ``starttls``),
+        then SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, APOP, and only over TLS
+        (or with ``allow_cleartext``) PLAIN, LOGIN and USER/PASS, which send
+        the password as it is. A refused method moves on to the next, except
+        for ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]`` and ``[SYS/PERM]``,
+        raised at once; when every method was refused, the last refusal is
+        raised (an :class:`~aiopop.AuthenticationError` with the server's
+        text; its notes list what was tried and what was not). When the
+        server closes the connection after refusing a method (RFC 1939
+        section 4), the next one is tried on a new connection.
+
+        With ``oauth2_token`` (a string, or an async callable that returns a
+        fresh token; called once per login): OAUTHBEARER, else XOAUTH2, and
+        never a password. Gmail and Microsoft 365 want this.
+
+        :class:`~aiopop.InsecureLoginError` means nothing secret was sent:
+        the only methods left would have sent it in cleartext.
         """
-        if self.apop_timestamp is not None:
-            try:
-                await self.apop(user, password)
-            except AuthenticationError as exc:
-                if exc.is_temporary:
-                    raise
-                logger.debug("APOP refused (%s); trying USER/PASS", exc)
-            else:
-                return AuthMethod.APOP
-        if not self.is_tls and not allow_cleartext:
-            raise InsecureLoginError(
-                "USER/PASS would send the password in cleartext; use POP3_SSL, "
-                "or pass allow_cleartext=True on a trusted network path"
+        if (password is None) == (oauth2_token is None):
+            raise ValueError("login() takes a password or an oauth2_token (one of them)")
+        if oauth2_token is not None:
+            return await _login.oauth2_login(
+                self, user, oauth2_token, allow_cleartext=allow_cleartext, policy=self.starttls
             )
-        await self.user(user)
-        await self.pass_(password)
-        return AuthMethod.USER
+        assert password is not None
+        return await _login.password_login(
+            self, user, password, allow_cleartext=allow_cleartext, policy=self.starttls
+        )
+
+    async def auth(self, mechanism: Mechanism) -> bytes:
+        """Authenticate with SASL AUTH (RFC 5034); returns the ``+OK`` line.
+
+        ``mechanism`` is one of :mod:`aiopop.sasl`'s (``ScramSHA256(user,
+        password)``, ``XOAuth2(user, token)``...) or your own subclass of
+        :class:`aiopop.sasl.Mechanism`. The initial response goes on the AUTH
+        line when the line stays within 255 octets, else after the server's
+        empty challenge. A challenge that is not base64, longer than the
+        mechanism's ``max_challenge``, or one too many is answered ``*``
+        (cancel) and raises :class:`~aiopop.SASLError`; so does a server that
+        says ``+OK`` without proving itself where the mechanism requires it
+        (SCRAM), after which the connection is closed. ``-ERR`` raises
+        :class:`~aiopop.AuthenticationError` (or a subclass, by its code).
+        """
+        name = mechanism.name
+        if not name or not name.isascii() or " " in name:
+            raise ValueError(f"invalid SASL mechanism name {name!r}")
+        initial = mechanism.initial_response()
+        args = [name]
+        deferred: bytes | None = None
+        if initial is not None:
+            encoded = base64.b64encode(initial).decode("ascii") or "="
+            if len(f"AUTH {name} {encoded}\r\n") <= MAX_COMMAND_LENGTH:
+                args.append(encoded)
+            else:
+                deferred = initial
+        challenges = 0
+
+        def answer(challenge: bytes | None) -> bytes:
+            nonlocal challenges, deferred
+            challenges += 1
+            if challenges > MAX_SASL_CHALLENGES:
+                raise SASLError(f"{name}: more than {MAX_SASL_CHALLENGES} challenges")
+            if challenge is None:
+                raise SASLError(f"{name}: the server's challenge is not valid base64")
+            if len(challenge) > mechanism.max_challenge:
+                raise SASLError(
+                    f"{name}: a challenge of {len(challenge)} octets "
+                    f"(at most {mechanism.max_challenge} accepted)"
+                )
+            if deferred is not None:
+                if challenge:
+                    raise SASLError(f"{name}: expected an empty challenge first")
+                response, deferred = deferred, None
+                return response
+            return mechanism.respond(challenge)
+
+        command = Command("AUTH", tuple(args), ReplyShape.SASL, secret=len(args) > 1)
+        connection = self._require()
+        status = await connection.authenticate(command, answer)
+        if not status.ok:
+            raise self._refusal(command, status)
+        try:
+            mechanism.verify()
+        except SASLError:
+            await connection.close()  # logged in to a server that did not prove itself
+            raise
+        return status.raw
+
+    async def stls(
+        self, ssl_context: ssl.SSLContext | None = None, *, server_hostname: str | None = None
+    ) -> bytes:
+        """Upgrade this connection to TLS with STLS (RFC 2595); returns the ``+OK`` line.
+
+        The certificate and the host name (``server_hostname``, default
+        the client's, else ``host``) are verified by
+        :func:`ssl.create_default_context` unless ``ssl_context`` (default the
+        client's) says otherwise. Octets received after ``+OK`` and
+        before the handshake are an injection: :class:`~aiopop.ProtocolError`,
+        connection closed. A failed handshake raises its ``ssl.SSLError``
+        (an ``OSError``, as in poplib) and closes the connection. A second
+        STLS is refused before anything is sent. The capabilities are asked
+        again afterwards, as what the server said in the clear proves nothing.
+        """
+        if self.is_tls:
+            raise CommandStateError("the connection is already encrypted: STLS again is refused")
+        connection = self._require()
+        context = ssl_context or self.ssl_context or ssl.create_default_context()
+        hostname = server_hostname or self.server_hostname or self.host
+        status = await connection.starttls(context, hostname)
+        if not status.ok:
+            raise self._refusal(Command("STLS"), status)
+        self._caps = None
+        await self.capabilities()
+        return status.raw
 
     async def utf8(self) -> bytes:
         """Send UTF8 (RFC 6856): afterwards user names and passwords may be non-ASCII."""
         return await self._simple("UTF8")
 
-    async def capa(self) -> dict[str, builtins.list[str]]:
-        """The server's capabilities (RFC 2449): tag in upper case -> its arguments."""
-        lines = await self._listing("CAPA")
-        capabilities = dict(_parse.parse_capa_line(line) for line in lines)
-        self._require().note_pipelining("PIPELINING" in capabilities)
-        return capabilities
+    @overload
+    async def lang(self) -> builtins.list[tuple[str, str]]: ...
+    @overload
+    async def lang(self, language: str) -> bytes: ...
+
+    async def lang(self, language: str | None = None) -> builtins.list[tuple[str, str]] | bytes:
+        """LANG (RFC 6856): the languages on offer as ``(tag, description)``, or choose one.
+
+        ``lang("de")`` asks for German replies and returns the ``+OK`` line;
+        ``lang("*")`` the server's default.
+        """
+        if language is None:
+            return [_parse.parse_lang_line(line) for line in await self._listing("LANG")]
+        return await self._simple("LANG", language)
+
+    async def capa(self) -> Capabilities:
+        """The server's capabilities (RFC 2449), asked now.
+
+        A server that refuses CAPA (an RFC 1939 server) gives
+        ``Capabilities(announced=False)``, not an error.
+        """
+        command = Command("CAPA", shape=ReplyShape.LINES, limit=self.max_listing_size)
+        connection = self._require()
+        status, lines = await connection.listing(command)
+        if status.ok:
+            caps = Capabilities(_parse.parse_capabilities(lines))
+        else:
+            caps = Capabilities(announced=False)
+        connection.note_pipelining(caps.pipelining)
+        self._caps = (connection, connection.protocol.state, connection.is_tls, caps)
+        return caps
+
+    async def capabilities(self) -> Capabilities:
+        """The capabilities, asked once per connection and session state, then remembered.
+
+        What CAPA said is dropped after STLS and after login, as RFC 2449
+        and RFC 2595 require; then the server is asked again.
+        """
+        cached = self._caps
+        connection = self._require()
+        if (
+            cached is not None
+            and cached[0] is connection
+            and cached[1] is connection.protocol.state
+            and cached[2] == connection.is_tls
+        ):
+            return cached[3]
+        return await self.capa()
 
     # -- transaction -------------------------------------------------------------------
 
@@ -496,7 +671,7 @@ class POP3:
         status_future, call = self._require().stream(command)
         status = await status_future
         if not status.ok:
-            raise _refusal(command, status)
+            raise self._refusal(command, status)
         try:
             yield MessageStream(call)
         finally:
@@ -558,9 +733,9 @@ class POP3_SSL(POP3):
             pipelining=pipelining,
             max_in_flight=max_in_flight,
             local_addr=local_addr,
+            ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
+            server_hostname=server_hostname,
         )
-        self.ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
-        self.server_hostname = server_hostname
 
     @property
     def is_tls(self) -> bool:
@@ -568,6 +743,7 @@ class POP3_SSL(POP3):
         return True
 
     def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
+        assert self.ssl_context is not None  # set by __init__
         return self.ssl_context, self.server_hostname or self.host
 
 
@@ -621,5 +797,11 @@ def _check_number(verb: str, asked: int, answered: int) -> None:
 
 
 def _refusal(command: Command, status: StatusLine) -> ResponseError:
-    error = AuthenticationError if command.verb in _AUTH_VERBS else ResponseError
-    return error(_parse.escape(status.text), status.code, command=command.verb)
+    """The error for a ``-ERR``: typed by its response code; a refused login is always
+    an :class:`~aiopop.AuthenticationError`."""
+    return response_error(
+        _parse.escape(status.text),
+        status.code,
+        command=command.verb,
+        login=command.verb in _AUTH_VERBS,
+    )

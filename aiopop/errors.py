@@ -18,13 +18,22 @@ __all__ = [
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
+    "CredentialsError",
     "InsecureLoginError",
+    "LoginDelayError",
+    "MailboxInUseError",
     "MalformedReplyError",
+    "MethodNotOfferedError",
     "POP3Error",
     "POP3TimeoutError",
+    "PermanentFailureError",
     "ProtocolError",
     "ResponseError",
+    "SASLError",
+    "TLSRequiredError",
+    "TemporaryFailureError",
     "error_proto",
+    "response_error",
 ]
 
 # RFC 2449 section 8 and RFC 3206: codes after which trying again later may work.
@@ -54,6 +63,14 @@ class ResponseError(POP3Error):
         where = f"{command}: " if command else ""
         super().__init__(f"{where}-ERR {response}" if response else f"{where}-ERR")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable with its code and command (task queues carry errors between processes).
+        return (_rebuild, (type(self), self.response, self.code, self.command, self.__dict__))
+
+    def has_code(self, code: str) -> bool:
+        """True when the response code is ``code`` or one of its sub-codes, in any case."""
+        return _has_code(self.code, code)
+
     @property
     def is_temporary(self) -> bool:
         """True when the code says the same request may succeed later.
@@ -61,22 +78,112 @@ class ResponseError(POP3Error):
         That is ``IN-USE``, ``LOGIN-DELAY`` (RFC 2449) and ``SYS/TEMP`` (RFC 3206)
         and any of their sub-codes.
         """
-        if self.code is None:
-            return False
-        return any(self.code == c or self.code.startswith(c + "/") for c in _TEMPORARY_CODES)
+        return any(_has_code(self.code, code) for code in _TEMPORARY_CODES)
 
     @property
     def is_credentials_problem(self) -> bool:
         """True when the server says the credentials themselves were wrong (``[AUTH]``)."""
-        return self.code is not None and (self.code == "AUTH" or self.code.startswith("AUTH/"))
+        return _has_code(self.code, "AUTH")
 
 
 class AuthenticationError(ResponseError):
-    """USER, PASS or APOP was refused: wrong credentials, locked mailbox, and so on.
+    """A login was refused (USER, PASS, APOP or AUTH), whatever the reason.
 
-    Check ``code`` (``AUTH``, ``IN-USE``, ``LOGIN-DELAY``, ``SYS/TEMP`` ...) to
-    tell a wrong password from a mailbox that is busy.
+    Wrong credentials, a locked mailbox, too early a login... The code says
+    which: catch :class:`CredentialsError`, :class:`MailboxInUseError`,
+    :class:`LoginDelayError` and the others, which a refused login also is.
     """
+
+
+class CredentialsError(AuthenticationError):
+    """The server says the credentials are wrong: ``[AUTH]`` (RFC 3206).
+
+    Asking for a new password (or token) is the remedy; retrying is not.
+    """
+
+
+class MailboxInUseError(ResponseError):
+    """``[IN-USE]`` (RFC 2449): another session holds the mailbox; try again later."""
+
+
+class LoginDelayError(ResponseError):
+    """``[LOGIN-DELAY]`` (RFC 2449): logged in too soon after the last login.
+
+    ``delay`` is the minimum number of seconds between logins when the
+    server announced it in CAPA (LOGIN-DELAY), else None.
+    """
+
+    delay: int | None = None
+
+
+class TemporaryFailureError(ResponseError):
+    """``[SYS/TEMP]`` (RFC 3206): a passing problem on the server; trying later may work."""
+
+
+class PermanentFailureError(ResponseError):
+    """``[SYS/PERM]`` (RFC 3206): a lasting problem on the server; retrying will not help."""
+
+
+class _LoginInUse(AuthenticationError, MailboxInUseError):
+    """A login refused with ``[IN-USE]``."""
+
+
+class _LoginDelayed(AuthenticationError, LoginDelayError):
+    """A login refused with ``[LOGIN-DELAY]``."""
+
+
+class _LoginTemporary(AuthenticationError, TemporaryFailureError):
+    """A login refused with ``[SYS/TEMP]``."""
+
+
+class _LoginPermanent(AuthenticationError, PermanentFailureError):
+    """A login refused with ``[SYS/PERM]``."""
+
+
+# The most specific code first: SYS/TEMP/DISK is SYS/TEMP.
+_BY_CODE: tuple[tuple[str, type[ResponseError], type[AuthenticationError]], ...] = (
+    ("AUTH", CredentialsError, CredentialsError),
+    ("IN-USE", MailboxInUseError, _LoginInUse),
+    ("LOGIN-DELAY", LoginDelayError, _LoginDelayed),
+    ("SYS/TEMP", TemporaryFailureError, _LoginTemporary),
+    ("SYS/PERM", PermanentFailureError, _LoginPermanent),
+)
+
+
+def response_error(
+    response: str, code: str | None, *, command: str, login: bool = False
+) -> ResponseError:
+    """The most specific :class:`ResponseError` for a ``-ERR``, by its response code.
+
+    ``login`` marks a refused USER, PASS, APOP or AUTH: the error is then
+    also an :class:`AuthenticationError`, whatever the code.
+    """
+    for known, plain, refused_login in _BY_CODE:
+        if _has_code(code, known):
+            cls: type[ResponseError] = refused_login if login else plain
+            break
+    else:
+        cls = AuthenticationError if login else ResponseError
+    return cls(response, code, command=command)
+
+
+def _has_code(code: str | None, wanted: str) -> bool:
+    if code is None:
+        return False
+    code, wanted = code.upper(), wanted.upper()
+    return code == wanted or code.startswith(wanted + "/")
+
+
+def _rebuild(
+    cls: type[ResponseError],
+    response: str,
+    code: str | None,
+    command: str,
+    state: dict[str, object],
+) -> ResponseError:
+    error = cls(response, code, command=command)
+    error.__dict__.update(state)
+    return error
 
 
 class ProtocolError(POP3Error):
@@ -134,7 +241,11 @@ class CommandStateError(POP3Error):
     """
 
 
-class APOPNotOfferedError(CommandStateError):
+class MethodNotOfferedError(CommandStateError):
+    """The server does not offer the login method asked for; nothing was sent."""
+
+
+class APOPNotOfferedError(MethodNotOfferedError):
     """``apop()`` was called but the greeting carried no valid APOP timestamp.
 
     Nothing was sent. Use ``login()`` to fall back to USER/PASS automatically.
@@ -146,4 +257,23 @@ class InsecureLoginError(POP3Error):
 
     Raised before the password is sent. Use :class:`aiopop.POP3_SSL`, or pass
     ``allow_cleartext=True`` where the network path is trusted.
+    """
+
+
+class TLSRequiredError(POP3Error):
+    """TLS was required (``starttls="required"``) and the server could not provide it.
+
+    CAPA was refused, STLS was not offered, or STLS was answered ``-ERR``.
+    Nothing but CAPA and STLS was sent, and the connection is closed.
+    """
+
+
+class SASLError(POP3Error):
+    """A SASL exchange could not go on, and was cancelled (``*``) or its success rejected.
+
+    A malformed, oversized or unexpected challenge, too many challenges, or a
+    server that accepted a SCRAM login without proving that it knows the
+    password (a forged or missing server signature). Raised by mechanisms
+    from :mod:`aiopop.sasl` and by :meth:`aiopop.POP3.auth`; never a reason
+    for :meth:`aiopop.POP3.login` to try a weaker method.
     """

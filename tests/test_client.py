@@ -79,7 +79,8 @@ async def test_login_with_apop_keeps_the_password_off_the_wire(server: POP3TestS
     session = server.sessions[0]
     assert session.apop_timestamp is not None
     expected = b"APOP mrose " + apop_digest(session.apop_timestamp, PASSWORD.encode()).encode()
-    assert session.lines[0] == expected
+    # CAPA first (for STLS and SASL), then APOP: the strongest method offered here.
+    assert session.lines[:2] == [b"CAPA", expected]
     assert not any(PASSWORD.encode() in line for line in session.lines)
     assert session.quit
 
@@ -96,7 +97,7 @@ async def test_login_falls_back_to_user_pass_when_apop_is_refused(mailbox: Mailb
             assert method is AuthMethod.USER
             assert str(method) == "USER"
         verbs = [line.split()[0] for line in server.sessions[0].lines]
-        assert verbs == [b"APOP", b"USER", b"PASS", b"QUIT"]
+        assert verbs == [b"CAPA", b"APOP", b"USER", b"PASS", b"QUIT"]
 
 
 async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mailbox) -> None:
@@ -110,11 +111,12 @@ async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mail
         with pytest.raises(aiopop.InsecureLoginError) as info:
             await client.login("mrose", PASSWORD)
         assert str(info.value) == (
-            "USER/PASS would send the password in cleartext; use POP3_SSL, "
-            "or pass allow_cleartext=True on a trusted network path"
+            "the server offers only USER, which would send the password in cleartext; "
+            "nothing was sent. Use POP3_SSL or a server that offers STLS, or pass "
+            "allow_cleartext=True where the network path is trusted"
         )
-        # Nothing at all reached the server: no APOP, no USER, no PASS.
-        assert server.sessions[0].lines == []
+        # Nothing but CAPA reached the server: no APOP, no USER, no PASS.
+        assert server.sessions[0].lines == [b"CAPA"]
         assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.USER
 
 
@@ -126,7 +128,7 @@ async def test_login_does_not_fall_back_on_a_temporary_refusal(mailbox: Mailbox)
                 await client.login("mrose", PASSWORD, allow_cleartext=True)
         assert info.value.code == "IN-USE"
         assert info.value.is_temporary
-        assert [line.split()[0] for line in server.sessions[0].lines] == [b"APOP", b"QUIT"]
+        assert [line.split()[0] for line in server.sessions[0].lines] == [b"CAPA", b"APOP", b"QUIT"]
 
 
 async def test_wrong_password_carries_the_servers_explanation(server: POP3TestServer) -> None:
@@ -194,7 +196,7 @@ async def test_dele_then_rset_keeps_everything(server: POP3TestServer) -> None:
     async with client_for(server) as client:
         await client.login("mrose", PASSWORD)
         assert (await client.stat()).count == 3
-    assert server.sessions[0].lines[1:] == [b"DELE 1", b"DELE 2", b"RSET", b"STAT", b"QUIT"]
+    assert server.sessions[0].lines[2:] == [b"DELE 1", b"DELE 2", b"RSET", b"STAT", b"QUIT"]
 
 
 async def test_leaving_async_with_by_an_exception_rolls_deletions_back(
@@ -239,7 +241,7 @@ async def test_wrong_state_is_refused_before_sending(server: POP3TestServer) -> 
         await client.login("mrose", PASSWORD)
         with pytest.raises(aiopop.CommandStateError, match="after logging in"):
             await client.user("mrose")
-    assert [line.split()[0] for line in server.sessions[0].lines] == [b"APOP", b"QUIT"]
+    assert [line.split()[0] for line in server.sessions[0].lines] == [b"CAPA", b"APOP", b"QUIT"]
 
 
 @pytest.mark.parametrize("bad", ["mrose\r\nDELE 1", "a\x00b", "tab\there", "esc\x1b"])
@@ -264,7 +266,7 @@ async def test_argument_checks(server: POP3TestServer) -> None:
             await client.top(1, -1)
         with pytest.raises(ValueError, match="line count"):
             await client.top(1, True)
-    assert [line.split()[0] for line in server.sessions[0].lines] == [b"APOP", b"QUIT"]
+    assert [line.split()[0] for line in server.sessions[0].lines] == [b"CAPA", b"APOP", b"QUIT"]
 
 
 async def test_utf8_credentials(mailbox: Mailbox) -> None:
@@ -336,6 +338,7 @@ def test_constructor_checks_and_does_no_io() -> None:
     secure = aiopop.POP3_SSL("127.0.0.1")
     assert secure.port == aiopop.POP3_SSL_PORT
     assert secure.is_tls
+    assert secure.ssl_context is not None
     assert secure.ssl_context.verify_mode is ssl.CERT_REQUIRED
     assert secure.ssl_context.check_hostname
 
@@ -551,6 +554,7 @@ async def test_debug_log_redacts_secrets(
     digest = apop_digest(timestamp, PASSWORD.encode())
     client_lines = [m for m in caplog.messages if m.startswith("C: ")]
     assert client_lines == [
+        "C: CAPA",
         "C: APOP mrose <redacted>",
         "C: QUIT",
         "C: USER mrose",
@@ -588,7 +592,7 @@ async def test_debug_log_says_why_login_falls_back(
     async with server, client_for(server) as client:
         await client.login("mrose", PASSWORD, allow_cleartext=True)
     refused = [m for m in caplog.messages if m.startswith("APOP refused")]
-    assert refused == ["APOP refused (APOP: -ERR Unknown command); trying USER/PASS"]
+    assert refused == ["APOP refused (APOP: -ERR Unknown command); trying the next method"]
 
 
 # -- TLS -------------------------------------------------------------------------

@@ -101,6 +101,8 @@ class Mailbox:
     ``uids`` defaults to stable unique-ids derived from each message and its
     position; given explicitly, it needs one valid unique-id per message.
     With ``locked`` set, every login is refused with ``-ERR [IN-USE]``.
+    ``tokens`` are the OAuth 2.0 bearer tokens that XOAUTH2 and OAUTHBEARER
+    accept for this mailbox (none by default).
 
     The server works on this object: after a session that ended with QUIT,
     ``messages`` and ``uids`` no longer hold the messages it deleted. Add
@@ -112,6 +114,7 @@ class Mailbox:
     messages: list[Message] = field(default_factory=list)
     uids: list[str] | None = None
     locked: bool = False
+    tokens: tuple[str, ...] = field(default=(), repr=False)
     _serial: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from ._base import LoopbackServer
 from ._mailbox import Mailbox
+from ._sasl import MECHANISMS
 from ._saslprep import saslprep
 from ._session import Options, SessionRecord, run_session
 
@@ -49,6 +50,13 @@ class POP3TestServer(LoopbackServer):
       the spelling Twisted's server uses, or ``"SASL PLAIN"``), after the
       usual ones. Announcing does not implement: the server still supports
       only what the other options say.
+    * ``sasl``: the SASL mechanisms to offer for AUTH (RFC 5034), announced in
+      CAPA in this order: any of PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1,
+      SCRAM-SHA-256 (passwords), XOAUTH2, OAUTHBEARER (a token from the
+      mailbox's ``tokens``; a bad one gets the RFC 7628 error challenge), and
+      EXTERNAL (the common name of the TLS client certificate names the
+      mailbox; give the server an ``ssl_context`` that asks for one).
+      :attr:`SessionRecord.mechanism` says which one logged in.
     * ``require_utf8_mode``: refuse RETR and TOP of a message with non-ASCII
       octets in its header section with ``-ERR [UTF8]`` until the client has
       sent UTF8 (RFC 6856 section 2.1). Body octets are never checked.
@@ -85,6 +93,7 @@ class POP3TestServer(LoopbackServer):
         close_after_failed_login: bool = False,
         failed_login_delay: float = 0.0,
         extra_capabilities: Sequence[str] = (),
+        sasl: Sequence[str] = (),
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         if not _HOSTNAME.fullmatch(hostname):
@@ -95,6 +104,9 @@ class POP3TestServer(LoopbackServer):
             raise ValueError("STLS makes no sense on an implicit TLS port")
         if any(re.search(r"[\x00-\x1f\x7f]", line) or not line for line in extra_capabilities):
             raise ValueError("each extra capability must be a non-empty line without controls")
+        unknown = [name for name in sasl if name.upper() not in MECHANISMS]
+        if unknown:
+            raise ValueError(f"unknown SASL mechanisms {unknown}; known: {sorted(MECHANISMS)}")
         if not failed_login_delay >= 0:  # also refuses NaN
             raise ValueError(f"failed_login_delay must be >= 0, not {failed_login_delay}")
         self.mailboxes: dict[str, Mailbox] = dict(mailboxes)
@@ -119,6 +131,7 @@ class POP3TestServer(LoopbackServer):
             close_after_failed_login=close_after_failed_login,
             failed_login_delay=failed_login_delay,
             extra_capabilities=tuple(extra_capabilities),
+            sasl=tuple(name.upper() for name in sasl),
         )
 
     def _timestamp(self) -> bytes:

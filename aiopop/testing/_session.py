@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import enum
 import hmac
 import re
@@ -15,6 +17,7 @@ from aiopop._apop import apop_digest
 from ._generated import GeneratedMessage
 from ._lines import LineReader, LineTooLong, strip_crlf
 from ._mailbox import Mailbox, Message, headers_of, size_of, top_of
+from ._sasl import Challenge, ServerMechanism, Success, make_mechanism
 from ._saslprep import saslprep
 
 __all__ = ["MAX_LINE", "Options", "SessionRecord", "State", "dot_stuff", "run_session"]
@@ -29,7 +32,7 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 # also allowed in credentials, as the "UTF8 USER" capability announces.
 _BAD_ASCII = re.compile(rb"[^\x20-\x7e]")
 _BAD_CREDENTIALS = re.compile(rb"[\x00-\x1f\x7f]")
-_CREDENTIAL_COMMANDS = frozenset({b"USER", b"PASS", b"APOP"})
+_CREDENTIAL_COMMANDS = frozenset({b"USER", b"PASS", b"APOP", b"AUTH"})
 
 
 class State(enum.Enum):
@@ -61,6 +64,8 @@ class SessionRecord:
     """The ``<...>`` timestamp of the greeting, or None when APOP is off."""
     user: str | None = None
     """The mailbox name once a login succeeded."""
+    mechanism: str | None = None
+    """How that login succeeded: ``"USER"``, ``"APOP"`` or the SASL mechanism's name."""
     utf8: bool = False
     """True once the client enabled UTF-8 mode (RFC 6856)."""
     tls: bool = False
@@ -106,6 +111,7 @@ class Options:
     close_after_failed_login: bool = False
     failed_login_delay: float = 0.0
     extra_capabilities: tuple[str, ...] = ()
+    sasl: tuple[str, ...] = ()
 
 
 def _ok(text: str = "") -> bytes:
@@ -148,7 +154,15 @@ class _Streamed:
     content: Iterator[bytes]
 
 
-Reply = bytes | _Streamed
+@dataclass
+class _Authenticate:
+    """An AUTH exchange to run: the mechanism and the decoded initial response."""
+
+    mechanism: ServerMechanism
+    initial: bytes | None
+
+
+Reply = bytes | _Streamed | _Authenticate
 
 
 def _listing(first: str, lines: list[str]) -> bytes:
@@ -214,6 +228,7 @@ class _Session:
         self.finished = False
         self.tls_requested = False
         self.login_failed = False
+        self.sasl_name = ""
 
     async def run(self) -> None:
         parts = [b"+OK", self.options.greeting, self.record.apop_timestamp or b""]
@@ -253,9 +268,49 @@ class _Session:
         early = not self.finished and await self.lines.poll_buffered()
         if isinstance(reply, bytes):
             await self.send(reply)
+        elif isinstance(reply, _Authenticate):
+            await self.authenticate(reply)
         else:
             await self.stream(reply)
         return early
+
+    async def authenticate(self, exchange: _Authenticate) -> None:
+        """Run a SASL exchange (RFC 5034): challenges out, base64 responses in."""
+        step = exchange.mechanism.start(exchange.initial)
+        while isinstance(step, Challenge):
+            await self.send(b"+ " + base64.b64encode(step.data) + b"\r\n")
+            try:
+                raw = await self.lines.readline()
+            except LineTooLong:
+                await self.send(_err("Line too long"))
+                self.finished = True
+                return
+            if raw is None or not raw.endswith(b"\n"):
+                self.finished = True
+                return
+            line = strip_crlf(raw)
+            self.record.lines.append(line)
+            if line == b"*":
+                await self.send(_err("AUTH cancelled by the client"))
+                return
+            try:
+                response = base64.b64decode(line, validate=True)
+            except binascii.Error:
+                await self.send(_err("Malformed base64 in the AUTH response"))
+                return
+            step = exchange.mechanism.step(response)
+        if isinstance(step, Success):
+            reply = self.login(step.user, step.mailbox)
+            if self.state is State.TRANSACTION:
+                self.record.mechanism = self.sasl_name
+        elif step.credentials:
+            self.refuse_login()  # may end the session after this reply
+            self.login_failed = False
+            await asyncio.sleep(self.options.failed_login_delay)
+            reply = _err(f"[AUTH] {step.text}")
+        else:
+            reply = _err(step.text)
+        await self.send(reply)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -357,7 +412,10 @@ class _Session:
         found = self.lookup(raw_name)
         if found is None or not _password_matches(arg, found[1].password):
             return self.refuse_login()
-        return self.login(*found)
+        reply = self.login(*found)
+        if self.state is State.TRANSACTION:
+            self.record.mechanism = "USER"
+        return reply
 
     def refuse_login(self) -> bytes:
         """Refuse wrong credentials: after the delay, and maybe closing (RFC 1939 section 4)."""
@@ -384,7 +442,43 @@ class _Session:
         secret = saslprep(found[1].password).encode()
         if not hmac.compare_digest(args[1], apop_digest(timestamp, secret).encode()):
             return self.refuse_login()
-        return self.login(*found)
+        reply = self.login(*found)
+        if self.state is State.TRANSACTION:
+            self.record.mechanism = "APOP"
+        return reply
+
+    def cmd_auth(self, arg: bytes | None) -> Reply:
+        if arg is None:
+            # RFC 5034 leaves AUTH without arguments open; list the mechanisms.
+            return _listing("Mechanisms follow", list(self.options.sasl))
+        if self.after_user is not None:
+            return _err("Send PASS or QUIT after a successful USER")
+        name, _, initial = arg.partition(b" ")
+        mechanism = name.decode("ascii", "replace").upper()
+        if mechanism not in self.options.sasl:
+            return _err(f"Unsupported authentication mechanism {mechanism}")
+        decoded: bytes | None = None
+        if initial:
+            try:
+                decoded = b"" if initial == b"=" else base64.b64decode(initial, validate=True)
+            except binascii.Error:
+                return _err("Malformed base64 in the initial response")
+        self.sasl_name = mechanism
+        peer = self.peer_name()
+        exchange = make_mechanism(
+            mechanism, self.lookup, hostname=self.options.hostname, peer_name=peer
+        )
+        return _Authenticate(exchange, decoded)
+
+    def peer_name(self) -> str | None:
+        """The common name of the client's TLS certificate, if it presented one."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        certificate = ssl_object.getpeercert() if ssl_object is not None else None
+        for field_set in (certificate or {}).get("subject", ()):
+            for key, value in field_set:
+                if key == "commonName":
+                    return str(value)
+        return None
 
     def cmd_utf8(self, arg: bytes | None) -> bytes:
         if arg is not None:
@@ -418,6 +512,8 @@ class _Session:
         if self.options.user_pass:
             capabilities.append("USER")
         capabilities += ["RESP-CODES", "AUTH-RESP-CODE"]
+        if self.options.sasl:
+            capabilities.append(" ".join(("SASL", *self.options.sasl)))
         if self.options.pipelining:
             capabilities.append("PIPELINING")
         if (
@@ -574,6 +670,7 @@ _COMMANDS: dict[bytes, tuple[frozenset[State], Handler]] = {
     b"USER": (_AUTH, _Session.cmd_user),
     b"PASS": (_AUTH, _Session.cmd_pass),
     b"APOP": (_AUTH, _Session.cmd_apop),
+    b"AUTH": (_AUTH, _Session.cmd_auth),
     b"UTF8": (_AUTH, _Session.cmd_utf8),
     b"STLS": (_AUTH, _Session.cmd_stls),
     b"CAPA": (_BOTH, _Session.cmd_capa),

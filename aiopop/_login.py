@@ -1,0 +1,227 @@
+"""How :meth:`aiopop.POP3.login` chooses: TLS first, then the strongest method offered.
+
+The order, strongest first (``../shared/security.md``; RFC 5034, RFC 2595):
+STLS when offered (unless the client's ``starttls`` says "never"), then
+SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5 and APOP, none of which sends the
+password; PLAIN, LOGIN and USER/PASS do, so they are used only over TLS or
+with ``allow_cleartext=True``. A method refused for a reason that another
+method cannot fix (``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``,
+``[SYS/PERM]``) stops the login at once; any other refusal moves on to the
+next method. A server that closes the connection after a refusal (RFC 1939
+section 4 allows it) is reconnected to, and the next method tried there.
+A SASL error (a server that failed to prove itself) never leads to a
+weaker method.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from . import sasl
+from .errors import (
+    AuthenticationError,
+    ConnectionLostError,
+    InsecureLoginError,
+    MethodNotOfferedError,
+    ResponseError,
+    TLSRequiredError,
+)
+from .types import AuthMethod, Capabilities
+
+if TYPE_CHECKING:
+    from .client import POP3
+
+__all__ = ["OAuth2Token", "TLSPolicy", "ensure_tls", "oauth2_login", "password_login"]
+
+logger = logging.getLogger("aiopop")
+
+TLSPolicy = Literal["if-offered", "required", "never"]
+"""When a plain-TCP client upgrades with STLS (RFC 2595):
+
+* ``"if-offered"``: :meth:`~aiopop.POP3.login` upgrades when CAPA offers STLS;
+* ``"required"``: :meth:`~aiopop.POP3.connect` upgrades or fails with
+  :class:`~aiopop.TLSRequiredError`, before any credential is sent;
+* ``"never"``: stay in the clear.
+"""
+TLS_POLICIES: frozenset[str] = frozenset({"if-offered", "required", "never"})
+
+OAuth2Token = str | Callable[[], Awaitable[str]]
+"""An OAuth 2.0 access token, or an async callable returning a fresh one."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Method:
+    method: AuthMethod
+    sends_password: bool
+    run: Callable[[POP3, str, str], Awaitable[object]]
+
+
+async def _sasl(client: POP3, mechanism: sasl.Mechanism) -> None:
+    await client.auth(mechanism)
+
+
+async def _apop(client: POP3, user: str, password: str) -> None:
+    await client.apop(user, password)
+
+
+async def _user_pass(client: POP3, user: str, password: str) -> None:
+    await client.user(user)
+    await client.pass_(password)
+
+
+_SECURE_SASL: tuple[tuple[AuthMethod, Callable[[str, str], sasl.Mechanism]], ...] = (
+    (AuthMethod.SCRAM_SHA_256, sasl.ScramSHA256),
+    (AuthMethod.SCRAM_SHA_1, sasl.ScramSHA1),
+    (AuthMethod.CRAM_MD5, sasl.CramMD5),
+)
+_CLEARTEXT_SASL: tuple[tuple[AuthMethod, Callable[[str, str], sasl.Mechanism]], ...] = (
+    (AuthMethod.PLAIN, sasl.Plain),
+    (AuthMethod.LOGIN, sasl.Login),
+)
+
+
+def _sasl_method(method: AuthMethod, factory: Callable[[str, str], sasl.Mechanism]) -> _Method:
+    async def run(client: POP3, user: str, password: str) -> None:
+        await _sasl(client, factory(user, password))
+
+    return _Method(method, factory is sasl.Plain or factory is sasl.Login, run)
+
+
+def _plan(client: POP3, caps: Capabilities) -> list[_Method]:
+    """Every password method the server offers, strongest first."""
+    offered = caps.sasl
+    plan = [_sasl_method(m, f) for m, f in _SECURE_SASL if m.value in offered]
+    if client.apop_timestamp is not None:
+        plan.append(_Method(AuthMethod.APOP, False, _apop))
+    plan += [_sasl_method(m, f) for m, f in _CLEARTEXT_SASL if m.value in offered]
+    # USER when announced; also when CAPA is missing (RFC 1939 servers) or
+    # when nothing else is on offer, as some servers forget to announce it.
+    if caps.user or not caps.announced or not plan:
+        plan.append(_Method(AuthMethod.USER, True, _user_pass))
+    return plan
+
+
+async def ensure_tls(client: POP3, policy: TLSPolicy) -> None:
+    """Upgrade with STLS as ``policy`` says; for "required", raise unless TLS is on."""
+    if client.is_tls or policy == "never":
+        return
+    caps = await client.capabilities()
+    if caps.stls:
+        try:
+            await client.stls()
+        except ResponseError as exc:
+            if policy == "required":
+                raise TLSRequiredError(
+                    f"TLS is required, but the server refused STLS: {exc.response}"
+                ) from exc
+            logger.debug("STLS refused (%s); staying in the clear", exc)
+        return
+    if policy == "required":
+        why = "refused CAPA" if not caps.announced else "does not offer STLS"
+        raise TLSRequiredError(f"TLS is required, but the server {why}")
+
+
+async def password_login(
+    client: POP3, user: str, password: str, *, allow_cleartext: bool, policy: TLSPolicy
+) -> AuthMethod:
+    """Log in with the strongest password method offered; see the module's docstring."""
+    await ensure_tls(client, policy)
+    plan = _plan(client, await client.capabilities())
+    withheld: list[str] = []
+    if not (client.is_tls or allow_cleartext):
+        withheld = [m.method.value for m in plan if m.sends_password]
+        plan = [m for m in plan if not m.sends_password]
+    if not plan:
+        raise InsecureLoginError(
+            f"the server offers only {', '.join(withheld)}, which would send the password "
+            "in cleartext; nothing was sent. Use POP3_SSL or a server that offers STLS, "
+            "or pass allow_cleartext=True where the network path is trusted"
+        )
+    refusals: list[str] = []
+    last: AuthenticationError | None = None
+    for step in plan:
+        try:
+            await _attempt(client, step, user, password, policy, reconnect=last is not None)
+        except AuthenticationError as exc:
+            if exc.is_temporary or exc.has_code("SYS/PERM"):
+                raise
+            refusals.append(f"{step.method.value} refused: {exc.response}")
+            logger.debug("%s refused (%s); trying the next method", step.method.value, exc)
+            last = exc
+            continue
+        return step.method
+    assert last is not None  # every step either returned or was refused
+    last.add_note("tried: " + "; ".join(refusals))
+    if withheld:
+        last.add_note(
+            f"not tried, as they would send the password in cleartext: {', '.join(withheld)}"
+        )
+    raise last
+
+
+async def _attempt(
+    client: POP3, step: _Method, user: str, password: str, policy: TLSPolicy, *, reconnect: bool
+) -> None:
+    """Run one method; reconnect once if the server closed after the previous refusal."""
+    if reconnect and not client.is_connected:
+        await _reconnect(client, policy)
+    try:
+        await step.run(client, user, password)
+    except ConnectionLostError:
+        if not reconnect:
+            raise
+        # RFC 1939 section 4: the server may close after a refused login, and
+        # may take a while to do it (solid-pop3d waits 1-3 s): this command
+        # met the close. Once more, on a new connection.
+        logger.debug("the server closed after the refusal; reconnecting for %s", step.method)
+        await _reconnect(client, policy)
+        await step.run(client, user, password)
+
+
+async def _reconnect(client: POP3, policy: TLSPolicy) -> None:
+    await client.close()
+    await client.connect()
+    await ensure_tls(client, policy)
+
+
+async def oauth2_login(
+    client: POP3, user: str, token: OAuth2Token, *, allow_cleartext: bool, policy: TLSPolicy
+) -> AuthMethod:
+    """Log in with OAUTHBEARER, else XOAUTH2; never falls back to a password."""
+    await ensure_tls(client, policy)
+    if not (client.is_tls or allow_cleartext):
+        raise InsecureLoginError(
+            "an OAuth 2.0 token would be sent in cleartext; nothing was sent. Use POP3_SSL "
+            "or a server that offers STLS, or pass allow_cleartext=True"
+        )
+    caps = await client.capabilities()
+    offered = caps.sasl
+    if "OAUTHBEARER" in offered:
+        method = AuthMethod.OAUTHBEARER
+    elif "XOAUTH2" in offered or not caps.announced:
+        method = AuthMethod.XOAUTH2
+    else:
+        raise MethodNotOfferedError(
+            "the server offers no OAuth 2.0 mechanism (SASL: "
+            f"{' '.join(offered) or 'none'}); nothing was sent"
+        )
+    value = token if isinstance(token, str) else await token()
+    mechanism: sasl.OAuthBearer | sasl.XOAuth2
+    if method is AuthMethod.OAUTHBEARER:
+        mechanism = sasl.OAuthBearer(user, value, host=client.host, port=client.port)
+    else:
+        mechanism = sasl.XOAuth2(user, value)
+    try:
+        await client.auth(mechanism)
+    except AuthenticationError as exc:
+        if mechanism.error:
+            # The provider's JSON says why (an expired token, a missing scope).
+            exc.add_note(
+                f"{method.value} error from the server: "
+                + mechanism.error.decode("utf-8", "replace")[:500]
+            )
+        raise
+    return method
