@@ -13,7 +13,7 @@ from typing import NoReturn
 import pytest
 import trustme
 
-from tests.dovecot import STANDARD_USERS, DovecotError, DovecotServer
+from tests.dovecot import CLASSIC_MECHANISMS, STANDARD_USERS, DovecotError, DovecotServer
 
 
 def _serve(server: DovecotServer) -> Iterator[DovecotServer]:
@@ -40,6 +40,16 @@ def _unavailable(reason: str) -> NoReturn:
 def dovecot() -> Iterator[DovecotServer]:
     """The private Dovecot serving ``tests.dovecot.STANDARD_USERS``, for the whole session."""
     yield from _serve(DovecotServer(STANDARD_USERS))
+
+
+@pytest.fixture(scope="session")
+def dovecot_classic() -> Iterator[DovecotServer]:
+    """A second private Dovecot offering only APOP, USER/PASS and SASL PLAIN and LOGIN.
+
+    Dovecot as many servers are set up: no SCRAM, no CRAM-MD5, so that APOP
+    is the strongest method on offer. The same users as ``dovecot``.
+    """
+    yield from _serve(DovecotServer(STANDARD_USERS, mechanisms=CLASSIC_MECHANISMS))
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,38 @@
 
 :class:`DovecotServer` runs ``dovecot -F -c <conf>`` as a child process with a
 configuration of its own: its own directory (config, base_dir, state, logs,
-Maildirs, TLS files), listeners on 127.0.0.1 only, on free high ports, for
-plain POP3 and for POP3S with a certificate from a throw-away ``trustme`` CA.
+Maildirs, TLS files), listeners on loopback addresses only (127.0.0.1 and
+127.0.0.2), on free high ports, for plain POP3 and for POP3S with a
+certificate from a throw-away ``trustme`` CA.
 Nothing from ``/etc/dovecot`` is read, and the system-wide service (if any)
 is neither used nor disturbed.
 
-Passwords live in a ``passwd-file`` passdb. Users with
-``plaintext_password=True`` are stored as ``{PLAIN}`` so that APOP works for
-them; the others as a salted ``{SSHA256}`` hash, for which Dovecot still
-offers APOP in its greeting but must refuse it (APOP needs the plaintext
-secret) while USER/PASS works.
+What it offers (Dovecot 2.3.19, as configured here):
+
+* ``pop3_port`` on 127.0.0.1: plain POP3 with STLS (RFC 2595), an APOP
+  timestamp in the greeting, and ``SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1
+  SCRAM-SHA-256`` in CAPA, in the clear as well as after STLS
+  (``disable_plaintext_auth = no``); USER/PASS works too.
+* ``pop3s_port`` on 127.0.0.1: POP3S (implicit TLS), the same mechanisms.
+* ``pop3_no_stls_port`` on :data:`NO_STLS_HOST` (127.0.0.2): plain POP3 whose
+  CAPA offers no STLS (``local 127.0.0.2 { ssl = no }``), for the tests of
+  ``starttls="required"``. Otherwise the same as ``pop3_port``.
+
+The mechanisms are the constructor's ``mechanisms`` (:data:`MECHANISMS` by
+default; ``apop`` is what makes Dovecot put a timestamp in its greeting).
+
+Passwords live in a ``passwd-file`` passdb, each user stored in the scheme
+of its :attr:`MailUser.scheme`, which decides what Dovecot can verify:
+
+* ``PLAIN`` (plaintext): every method, APOP and CRAM-MD5 included;
+* ``SSHA256`` (salted hash): only methods that send the password (USER/PASS,
+  PLAIN, LOGIN). Dovecot still offers APOP in the greeting and SCRAM and
+  CRAM-MD5 in CAPA, but must refuse them ("Requested SCRAM-SHA-256 scheme,
+  but we have only SSHA256" in its log);
+* ``SCRAM-SHA-256`` / ``SCRAM-SHA-1``: that SCRAM mechanism and the methods
+  that send the password, not the other SCRAM, CRAM-MD5 or APOP;
+* ``CRAM-MD5`` (Dovecot's HMAC-MD5 context, made by ``doveadm pw``):
+  CRAM-MD5 and the methods that send the password, not SCRAM or APOP.
 
 As root (the CI case) Dovecot's own processes run as the ``dovecot`` and
 ``dovenull`` users that the package creates, and mail is accessed as
@@ -28,6 +50,7 @@ import base64
 import contextlib
 import grp
 import hashlib
+import hmac
 import itertools
 import os
 import pwd
@@ -51,8 +74,15 @@ __all__ = [
     "ALICE",
     "BOB",
     "CAROL",
+    "CLASSIC_MECHANISMS",
     "DAVE",
+    "ERIN",
+    "FRANK",
+    "GRACE",
     "HOST",
+    "MECHANISMS",
+    "NO_STLS_HOST",
+    "SCHEMES",
     "STANDARD_USERS",
     "DovecotError",
     "DovecotServer",
@@ -60,11 +90,25 @@ __all__ = [
     "MailUser",
     "find_dovecot",
     "make_message",
+    "password_hash",
+    "scram_hash",
     "ssha256",
 ]
 
 HOST = "127.0.0.1"
-"""The only address the private instance listens on."""
+"""The address of the private instance's POP3 (with STLS) and POP3S listeners."""
+
+NO_STLS_HOST = "127.0.0.2"
+"""The address of its plain POP3 listener that does not offer STLS (``ssl = no`` there)."""
+
+MECHANISMS = ("plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256", "apop")
+"""Dovecot's ``auth_mechanisms`` by default: every password mechanism aiopop knows."""
+
+CLASSIC_MECHANISMS = ("plain", "login", "apop")
+"""``auth_mechanisms`` of a server without SCRAM or CRAM-MD5, where APOP is the strongest."""
+
+SCHEMES = frozenset({"PLAIN", "SSHA256", "SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5"})
+"""The password schemes a :class:`MailUser` can be stored with."""
 
 _KEEP_ENV = "AIOPOP_DOVECOT_KEEP"
 # base_dir holds UNIX sockets such as run/login/pop3 and run/anvil-auth-penalty;
@@ -87,13 +131,24 @@ class MailUser:
 
     ``messages`` are in wire form: CRLF line ends, not dot-stuffed, each
     ending with CRLF. That is exactly what RETR must give back, and each
-    message's ``len()`` is what LIST must report for it.
+    message's ``len()`` is what LIST must report for it. ``scheme`` is how
+    the passdb stores the password (one of :data:`SCHEMES`; see the module's
+    docstring for what Dovecot can verify with each).
     """
 
     name: str
     password: str
     messages: tuple[bytes, ...] = ()
-    plaintext_password: bool = True
+    scheme: str = "PLAIN"
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown password scheme {self.scheme!r}: one of {sorted(SCHEMES)}")
+
+    @property
+    def plaintext_password(self) -> bool:
+        """True when Dovecot holds the plaintext password (APOP works)."""
+        return self.scheme == "PLAIN"
 
     @property
     def maildrop_size(self) -> int:
@@ -129,6 +184,63 @@ def ssha256(password: str, salt: bytes | None = None) -> str:
     salt = secrets.token_bytes(8) if salt is None else salt
     digest = hashlib.sha256(password.encode() + salt).digest()
     return "{SSHA256}" + base64.b64encode(digest + salt).decode("ascii")
+
+
+def scram_hash(password: str, algorithm: str = "sha256", iterations: int = 4096) -> str:
+    """Return ``password`` as Dovecot stores SCRAM credentials (RFC 5802 section 3).
+
+    ``{SCRAM-SHA-256}iterations,salt,StoredKey,ServerKey`` (or SHA-1), each
+    value base64, as ``doveadm pw -s SCRAM-SHA-256`` writes it.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac(algorithm, password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", algorithm)
+    stored_key = hashlib.new(algorithm, client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", algorithm)
+    scheme = {"sha1": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256"}[algorithm]
+    fields = [str(iterations)] + [
+        base64.b64encode(v).decode() for v in (salt, stored_key, server_key)
+    ]
+    return "{" + scheme + "}" + ",".join(fields)
+
+
+def _find_doveadm() -> str:
+    found = shutil.which("doveadm")
+    if found:
+        return found
+    for candidate in ("/usr/bin/doveadm", "/usr/local/bin/doveadm"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise DovecotUnavailableError("doveadm is not installed (it comes with dovecot-core)")
+
+
+def password_hash(password: str, scheme: str) -> str:
+    """``password`` in Dovecot's passdb form for ``scheme`` (one of :data:`SCHEMES`).
+
+    CRAM-MD5 is an HMAC-MD5 context that only Dovecot's own ``doveadm pw``
+    computes (run with ``-O``: no configuration read); the others are made here.
+    """
+    if scheme == "PLAIN":
+        return "{PLAIN}" + password
+    if scheme == "SSHA256":
+        return ssha256(password)
+    if scheme == "SCRAM-SHA-256":
+        return scram_hash(password, "sha256")
+    if scheme == "SCRAM-SHA-1":
+        return scram_hash(password, "sha1")
+    if scheme == "CRAM-MD5":
+        result = subprocess.run(
+            [_find_doveadm(), "-O", "pw", "-s", "CRAM-MD5", "-p", password],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        line = result.stdout.strip()
+        if result.returncode != 0 or not re.fullmatch(r"\{CRAM-MD5\}[0-9a-f]{64}", line):
+            raise DovecotError(f"doveadm pw -s CRAM-MD5 failed: {result.stderr.strip()!r}")
+        return line
+    raise ValueError(f"unknown password scheme {scheme!r}")
 
 
 def _check_user_name(name: str) -> None:
@@ -168,14 +280,16 @@ def _identity() -> _Identity:
     return _Identity(False, me.pw_name, group, me.pw_name, me.pw_uid, os.getegid())
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for ``count`` distinct free ports on 127.0.0.1."""
+def _free_ports(*hosts: str) -> list[int]:
+    """Ask the kernel for a free port on each of ``hosts`` (loopback addresses), all distinct."""
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        while len(ports) < len(hosts):
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((HOST, 0))
-            ports.append(sock.getsockname()[1])
+            sock.bind((hosts[len(ports)], 0))
+            port = sock.getsockname()[1]
+            if port not in ports:
+                ports.append(port)
         return ports
 
 
@@ -204,7 +318,7 @@ def _instance_parent(identity: _Identity) -> Path:
 
 
 class DovecotServer:
-    """A private Dovecot instance serving POP3 and POP3S on 127.0.0.1.
+    """A private Dovecot: POP3 and POP3S on 127.0.0.1, POP3 without STLS on 127.0.0.2.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     Users given to the constructor exist from the start; :meth:`add_user`
@@ -219,11 +333,16 @@ class DovecotServer:
         users: Iterable[MailUser] = (),
         *,
         cert_names: Sequence[str] = ("localhost", HOST),
+        mechanisms: Sequence[str] = MECHANISMS,
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
         keep: bool | None = None,
     ) -> None:
         self._cert_names = tuple(cert_names)
+        if not mechanisms or not all(re.fullmatch(r"[a-z0-9-]+", m) for m in mechanisms):
+            raise ValueError(f"unusable auth_mechanisms: {mechanisms!r}")
+        self.mechanisms = tuple(mechanisms)
+        """Dovecot's ``auth_mechanisms``, lower case."""
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._keep = bool(os.environ.get(_KEEP_ENV)) if keep is None else keep
@@ -235,7 +354,11 @@ class DovecotServer:
         self.ca = trustme.CA()
         """The test CA that issued the server certificate (``ca.configure_trust(ctx)``)."""
         self.pop3_port = 0
+        """Plain POP3 on :data:`HOST`, offering STLS."""
         self.pop3s_port = 0
+        """POP3S (implicit TLS) on :data:`HOST`."""
+        self.pop3_no_stls_port = 0
+        """Plain POP3 on :data:`NO_STLS_HOST`, where Dovecot has no TLS and offers no STLS."""
         self.greeting = b""
         """The greeting line (without CRLF) that the readiness probe saw."""
         for user in users:
@@ -324,12 +447,10 @@ class DovecotServer:
         :meth:`new_user` per test avoids that question.
         """
         old = self._users[name]
-        return self.add_user(
-            MailUser(old.name, old.password, tuple(messages), old.plaintext_password)
-        )
+        return self.add_user(MailUser(old.name, old.password, tuple(messages), old.scheme))
 
     def _write_passwd(self, user: MailUser) -> None:
-        secret = "{PLAIN}" + user.password if user.plaintext_password else ssha256(user.password)
+        secret = password_hash(user.password, user.scheme)
         # One file per user: Dovecot stats a passwd-file at most once a second,
         # so a user added to a shared file could stay unknown for that long.
         path = self.passwd_dir / user.name
@@ -375,7 +496,9 @@ class DovecotServer:
         try:
             self._prepare()
             for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self.pop3_port, self.pop3s_port = _free_ports(2)
+                self.pop3_port, self.pop3s_port, self.pop3_no_stls_port = _free_ports(
+                    HOST, HOST, NO_STLS_HOST
+                )
                 self.config_path.write_text(self._config(), encoding="ascii")
                 self._spawn(binary)
                 try:
@@ -469,8 +592,9 @@ class DovecotServer:
             f"log_path = {self.log_path}",
             f"info_log_path = {self.info_log_path}",
             "auth_verbose = yes",
-            # apop makes pop3-login put a timestamp in its greeting.
-            "auth_mechanisms = plain login apop",
+            # apop makes pop3-login put a timestamp in its greeting; the SASL
+            # mechanisms are offered in CAPA, in the clear too (see below).
+            f"auth_mechanisms = {' '.join(self.mechanisms)}",
             "disable_plaintext_auth = no",
             "auth_failure_delay = 0",
             "ssl = yes",
@@ -503,6 +627,15 @@ class DovecotServer:
             f"    port = {self.pop3s_port}",
             "    ssl = yes",
             "  }",
+            "  inet_listener pop3-no-stls {",
+            f"    address = {NO_STLS_HOST}",
+            f"    port = {self.pop3_no_stls_port}",
+            "  }",
+            "}",
+            # Connections to this address get no TLS at all: pop3-login looks
+            # its settings up by local address, and without ssl it offers no STLS.
+            f"local {NO_STLS_HOST} {{",
+            "  ssl = no",
             "}",
         ]
         # Without this, anvil's auth penalty would slow each login from
@@ -548,7 +681,8 @@ class DovecotServer:
                 code = None if proc is None else proc.returncode
                 raise DovecotError(f"dovecot exited with status {code}\n{self.log_tail()}")
             try:
-                self.greeting = self._probe_greeting()
+                self.greeting = self._probe_greeting(HOST, self.pop3_port)
+                self._probe_greeting(NO_STLS_HOST, self.pop3_no_stls_port)
                 with socket.create_connection((HOST, self.pop3s_port), timeout=1.0):
                     pass
                 return
@@ -560,8 +694,9 @@ class DovecotServer:
             f"{self._startup_timeout} s ({problem})\n{self.log_tail()}"
         )
 
-    def _probe_greeting(self) -> bytes:
-        with socket.create_connection((HOST, self.pop3_port), timeout=2.0) as sock:
+    @staticmethod
+    def _probe_greeting(host: str, port: int) -> bytes:
+        with socket.create_connection((host, port), timeout=2.0) as sock:
             data = b""
             while not data.endswith(b"\r\n") and len(data) < 1024:
                 chunk = sock.recv(1024)
@@ -670,9 +805,10 @@ CAROL = MailUser(
     "carol",
     "carol-Secret-3",
     (make_message("for carol", ["only one message"]),),
-    plaintext_password=False,
+    scheme="SSHA256",
 )
-"""Password stored as {SSHA256}: Dovecot offers APOP but refuses it for her; USER/PASS works."""
+"""Password stored as {SSHA256}: Dovecot offers APOP, SCRAM and CRAM-MD5 but refuses them for
+her; USER/PASS, PLAIN and LOGIN work."""
 
 DAVE = MailUser(
     "dave",
@@ -681,5 +817,29 @@ DAVE = MailUser(
 )
 """A message with a 10 kB and a 200 kB line: beyond poplib's 2048-byte cap."""
 
-STANDARD_USERS = (ALICE, BOB, CAROL, DAVE)
+ERIN = MailUser(
+    "erin",
+    "erin-Secret-5",
+    (make_message("for erin", ["stored as SCRAM-SHA-256"]),),
+    scheme="SCRAM-SHA-256",
+)
+"""Password stored as {SCRAM-SHA-256}: SCRAM-SHA-256 works, SCRAM-SHA-1, CRAM-MD5 and APOP not."""
+
+FRANK = MailUser(
+    "frank",
+    "frank-Secret-6",
+    (make_message("for frank", ["stored as SCRAM-SHA-1"]),),
+    scheme="SCRAM-SHA-1",
+)
+"""Password stored as {SCRAM-SHA-1}: SCRAM-SHA-1 works, SCRAM-SHA-256, CRAM-MD5 and APOP not."""
+
+GRACE = MailUser(
+    "grace",
+    "grace-Secret-7",
+    (make_message("for grace", ["stored as CRAM-MD5"]),),
+    scheme="CRAM-MD5",
+)
+"""Password stored as {CRAM-MD5}: CRAM-MD5 works, neither SCRAM nor APOP."""
+
+STANDARD_USERS = (ALICE, BOB, CAROL, DAVE, ERIN, FRANK, GRACE)
 """The users the ``dovecot`` fixture starts with. Tests must not change their mail."""
