@@ -3,20 +3,45 @@
 The first tests use the stdlib poplib, to show that the harness serves what
 it claims to; the others drive aiopop through the flows a user depends on,
 and compare its answers with poplib's on the same mailbox.
+
+Where it matters which login method or which transport was used, Dovecot's
+own info log is the witness: pop3-login writes ``Login: user=<NAME>,
+method=MECHANISM, ...`` with ``TLS`` among the fields when the session was
+encrypted, and its auth process says why a method it cannot verify was
+refused ("Requested SCRAM-SHA-256 scheme, but we have only SSHA256"; APOP
+asks for the PLAIN scheme). Login with an OAuth 2.0 token is not tested
+here: this Dovecot has no OAuth backend (the in-process test server covers it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import poplib
 import re
 import ssl
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 import aiopop
-from tests.dovecot import ALICE, BOB, CAROL, DAVE, HOST, DovecotServer, MailUser, make_message
+from aiopop import AuthMethod, sasl
+from tests.dovecot import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    ERIN,
+    FRANK,
+    GRACE,
+    HOST,
+    NO_STLS_HOST,
+    DovecotServer,
+    MailUser,
+    make_message,
+)
 
 pytestmark = pytest.mark.dovecot
 
@@ -25,9 +50,18 @@ TIMEOUT = 15.0
 APOP_TIMESTAMP = re.compile(rb"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 
 
-def plain_client(server: DovecotServer) -> aiopop.POP3:
-    """An aiopop client for the plain POP3 port."""
-    return aiopop.POP3(HOST, server.pop3_port, timeout=TIMEOUT)
+# What the private Dovecot offers in CAPA's SASL line, in the clear and over TLS.
+SASL_OFFERED = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256")
+
+
+def plain_client(server: DovecotServer, **options: Any) -> aiopop.POP3:
+    """An aiopop client for the plain POP3 port (STLS, if used, with the default CAs)."""
+    return aiopop.POP3(HOST, server.pop3_port, timeout=TIMEOUT, **options)
+
+
+def stls_client(server: DovecotServer, **options: Any) -> aiopop.POP3:
+    """An aiopop client for the plain POP3 port whose STLS trusts the test CA."""
+    return plain_client(server, ssl_context=server.ssl_context(), **options)
 
 
 def tls_client(server: DovecotServer, **options: Any) -> aiopop.POP3_SSL:
@@ -57,14 +91,44 @@ def top_of(message: bytes, lines: int) -> bytes:
     return head + b"\r\n\r\n" + joined(body_lines[:lines])
 
 
+def log_size(server: DovecotServer) -> int:
+    """Where Dovecot's info log ends now: pass it as ``since`` to the helpers below."""
+    return server.info_log_path.stat().st_size
+
+
+def log_since(server: DovecotServer, since: int) -> str:
+    """What Dovecot wrote to its info log after ``since``."""
+    return server.info_log_path.read_bytes()[since:].decode("utf-8", "replace")
+
+
 async def log_contains(server: DovecotServer, since: int, *needles: str) -> bool:
     """Wait (briefly: Dovecot's log process writes asynchronously) for lines in the info log."""
     for _ in range(40):
-        text = server.info_log_path.read_bytes()[since:].decode("utf-8", "replace")
+        text = log_since(server, since)
         if all(needle in text for needle in needles):
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def log_line(server: DovecotServer, since: int, *needles: str) -> str:
+    """The first info-log line after ``since`` holding every needle (waiting briefly), or ""."""
+    for _ in range(40):
+        for line in log_since(server, since).splitlines():
+            if all(needle in line for needle in needles):
+                return line
+        await asyncio.sleep(0.05)
+    return ""
+
+
+def encrypted(line: str) -> bool:
+    """Whether a pop3-login line says the session ran over TLS (POP3S, or after STLS)."""
+    return ", TLS," in line or line.endswith(", TLS")
+
+
+def client_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What aiopop's debug log says it sent (secrets redacted), in order."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("C: ")]
 
 
 async def contents(server: DovecotServer, user: MailUser) -> list[bytes]:
@@ -163,40 +227,151 @@ async def test_apop(dovecot: DovecotServer) -> None:
         assert (await client.stat()).count == len(ALICE.messages)
 
 
-async def test_login_prefers_apop(dovecot: DovecotServer) -> None:
-    # No allow_cleartext needed: APOP does not send the password.
-    async with plain_client(dovecot) as client:
-        assert await client.login(ALICE.name, ALICE.password) is aiopop.AuthMethod.APOP
+@pytest.mark.parametrize("tls", [False, True], ids=["clear", "stls"])
+async def test_login_prefers_apop(dovecot_classic: DovecotServer, tls: bool) -> None:
+    # A Dovecot without SCRAM and CRAM-MD5: APOP is the strongest method it
+    # offers, ahead of SASL PLAIN, LOGIN and USER/PASS, in the clear and over
+    # TLS. No allow_cleartext needed: APOP does not send the password.
+    since = log_size(dovecot_classic)
+    options: dict[str, Any] = {"starttls": "never"}
+    if tls:
+        options = {"ssl_context": dovecot_classic.ssl_context()}
+    async with plain_client(dovecot_classic, **options) as client:
+        assert await client.login(ALICE.name, ALICE.password) is AuthMethod.APOP
+        assert client.is_tls is tls
         assert (await client.stat()).count == len(ALICE.messages)
+    line = await log_line(dovecot_classic, since, "Login: user=<alice>, method=APOP")
+    assert line
+    assert encrypted(line) is tls
 
 
-async def test_login_falls_back_to_user_pass_when_apop_refused(dovecot: DovecotServer) -> None:
-    since = dovecot.info_log_path.stat().st_size
-    async with plain_client(dovecot) as client:
+async def test_login_in_the_clear_prefers_scram_to_apop(dovecot: DovecotServer) -> None:
+    # Both keep the password off the wire; SCRAM-SHA-256 is the stronger.
+    since = log_size(dovecot)
+    async with plain_client(dovecot, starttls="never") as client:
+        assert await client.login(ALICE.name, ALICE.password) is AuthMethod.SCRAM_SHA_256
+        assert not client.is_tls
+        assert (await client.stat()).count == len(ALICE.messages)
+    line = await log_line(dovecot, since, "Login: user=<alice>, method=SCRAM-SHA-256")
+    assert line
+    assert not encrypted(line)
+
+
+# Dovecot's auth process, refusing a method that the stored password cannot verify.
+def cannot_verify(method: str, stored: str) -> str:
+    """The auth log line's text for a method Dovecot cannot check against ``stored``."""
+    # APOP needs the plaintext password: Dovecot asks the passdb for the PLAIN scheme.
+    scheme = "PLAIN" if method == "APOP" else method
+    return f"Requested {scheme} scheme, but we have only {stored}"
+
+
+async def test_login_falls_back_to_cleartext_when_apop_refused(dovecot: DovecotServer) -> None:
+    # Carol's password is a salted hash: Dovecot refuses every method that
+    # keeps the password off the wire, and with allow_cleartext login sends it
+    # (SASL PLAIN, which Dovecot offers ahead of USER/PASS), in the clear.
+    since = log_size(dovecot)
+    async with plain_client(dovecot, starttls="never") as client:
         method = await client.login(CAROL.name, CAROL.password, allow_cleartext=True)
-        assert method is aiopop.AuthMethod.USER
+        assert method is AuthMethod.PLAIN
+        assert not client.is_tls
         assert await client.stat() == aiopop.Stat(1, CAROL.maildrop_size)
-    # Dovecot saw the APOP attempt fail for want of a plaintext secret, then a USER/PASS login.
-    assert await log_contains(
-        dovecot, since, "carol", "we have only SSHA256", "user=<carol>, method=PLAIN"
-    )
+    refusals = [cannot_verify(m, "SSHA256") for m in ("SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5")]
+    assert await log_contains(dovecot, since, *refusals, cannot_verify("APOP", "SSHA256"))
+    line = await log_line(dovecot, since, "Login: user=<carol>, method=PLAIN")
+    assert line
+    assert not encrypted(line)
 
 
 async def test_login_falls_back_over_tls_without_opt_in(dovecot: DovecotServer) -> None:
+    # Over TLS the password may be sent: after SCRAM, CRAM-MD5 and APOP are
+    # refused, login uses SASL PLAIN, the first such method Dovecot offers.
+    since = log_size(dovecot)
     async with tls_client(dovecot) as client:
-        assert await client.login(CAROL.name, CAROL.password) is aiopop.AuthMethod.USER
+        assert await client.login(CAROL.name, CAROL.password) is AuthMethod.PLAIN
         assert (await client.retr(1)) == CAROL.messages[0]
+    assert await log_contains(dovecot, since, cannot_verify("APOP", "SSHA256"))
+    line = await log_line(dovecot, since, "Login: user=<carol>, method=PLAIN")
+    assert encrypted(line)
 
 
 async def test_login_will_not_fall_back_to_cleartext_by_default(dovecot: DovecotServer) -> None:
-    client = plain_client(dovecot)
+    since = log_size(dovecot)
+    client = plain_client(dovecot, starttls="never")
     await client.connect()
     try:
-        with pytest.raises(aiopop.InsecureLoginError):
+        with pytest.raises(aiopop.CredentialsError) as refused:
             await client.login(CAROL.name, CAROL.password)
         assert client.state is aiopop.State.AUTHORIZATION
     finally:
         await client.close()
+    # The last refusal is raised (APOP's), saying what was not tried and why.
+    assert refused.value.command == "APOP"
+    assert refused.value.__notes__[-1] == (
+        "not tried, as they would send the password in cleartext: PLAIN, LOGIN, USER"
+    )
+    assert CAROL.password not in str(refused.value)
+    # Dovecot saw four refused attempts and no login: the password never went out.
+    line = await log_line(dovecot, since, "user=<carol>", "Disconnected")
+    assert "auth failed, 4 attempts" in line
+    assert "method=APOP" in line
+    assert "Login: user=<carol>" not in log_since(dovecot, since)
+
+
+async def test_login_upgrades_with_stls_then_uses_scram_sha_256(dovecot: DovecotServer) -> None:
+    since = log_size(dovecot)
+    async with stls_client(dovecot) as client:
+        assert not client.is_tls
+        assert await client.login(ALICE.name, ALICE.password) is AuthMethod.SCRAM_SHA_256
+        assert client.is_tls
+        assert await client.stat() == aiopop.Stat(len(ALICE.messages), ALICE.maildrop_size)
+    line = await log_line(dovecot, since, "Login: user=<alice>, method=SCRAM-SHA-256")
+    assert encrypted(line)
+    # The first method tried was the one that worked.
+    assert "Requested" not in log_since(dovecot, since)
+
+
+@pytest.mark.parametrize(
+    ("user", "expected", "stored", "refused"),
+    [
+        pytest.param(ERIN, AuthMethod.SCRAM_SHA_256, "SCRAM-SHA-256", (), id="erin"),
+        pytest.param(FRANK, AuthMethod.SCRAM_SHA_1, "SCRAM-SHA-1", ("SCRAM-SHA-256",), id="frank"),
+        pytest.param(
+            GRACE, AuthMethod.CRAM_MD5, "CRAM-MD5", ("SCRAM-SHA-256", "SCRAM-SHA-1"), id="grace"
+        ),
+        pytest.param(
+            CAROL,
+            AuthMethod.PLAIN,
+            "SSHA256",
+            ("SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "APOP"),
+            id="carol",
+        ),
+    ],
+)
+async def test_login_uses_the_strongest_method_the_stored_password_allows(
+    dovecot: DovecotServer,
+    user: MailUser,
+    expected: AuthMethod,
+    stored: str,
+    refused: tuple[str, ...],
+) -> None:
+    since = log_size(dovecot)
+    async with stls_client(dovecot) as client:
+        assert await client.login(user.name, user.password) is expected
+        assert client.is_tls
+        assert await client.stat() == aiopop.Stat(len(user.messages), user.maildrop_size)
+    line = await log_line(dovecot, since, f"Login: user=<{user.name}>, method={expected}")
+    assert encrypted(line)
+    # Dovecot refused exactly the stronger methods, in order, each for want of a usable secret.
+    found = re.findall(r"Requested \S+ scheme, but we have only \S+", log_since(dovecot, since))
+    assert found == [cannot_verify(method, stored) for method in refused]
+
+
+async def test_commands_before_login_are_refused_locally(dovecot: DovecotServer) -> None:
+    async with stls_client(dovecot) as client:
+        with pytest.raises(aiopop.CommandStateError):
+            await client.stat()
+        assert await client.login(ALICE.name, ALICE.password) is AuthMethod.SCRAM_SHA_256
+        assert (await client.stat()).count == len(ALICE.messages)
 
 
 async def test_wrong_password_carries_dovecots_explanation(dovecot: DovecotServer) -> None:
@@ -217,12 +392,202 @@ async def test_apop_wrong_secret(dovecot: DovecotServer) -> None:
     assert "Authentication failed" in str(refused.value)
 
 
-async def test_commands_before_login_are_refused_locally(dovecot: DovecotServer) -> None:
-    async with plain_client(dovecot) as client:
-        with pytest.raises(aiopop.CommandStateError):
-            await client.stat()
-        assert await client.login(ALICE.name, ALICE.password) is aiopop.AuthMethod.APOP
+# -- SASL AUTH -------------------------------------------------------------------------
+
+MECHANISMS: dict[str, Callable[[str, str], sasl.Mechanism]] = {
+    "PLAIN": sasl.Plain,
+    "LOGIN": sasl.Login,
+    "CRAM-MD5": sasl.CramMD5,
+    "SCRAM-SHA-1": sasl.ScramSHA1,
+    "SCRAM-SHA-256": sasl.ScramSHA256,
+}
+
+
+@contextlib.asynccontextmanager
+async def session(server: DovecotServer, transport: str) -> AsyncIterator[aiopop.POP3]:
+    """A session not logged in yet: in the clear, upgraded with STLS, or over POP3S."""
+    client = tls_client(server) if transport == "pop3s" else stls_client(server, starttls="never")
+    async with client:
+        if transport == "stls":
+            await client.stls()
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "user", "transport"),
+    [
+        # PLAIN and LOGIN send the password: over TLS only.
+        ("PLAIN", ALICE, "pop3s"),
+        ("PLAIN", CAROL, "stls"),
+        ("LOGIN", ALICE, "stls"),
+        ("LOGIN", CAROL, "pop3s"),
+        # The others keep it off the wire: in the clear too. Each with a
+        # plaintext password and with the stored form of its own scheme.
+        ("CRAM-MD5", ALICE, "clear"),
+        ("CRAM-MD5", GRACE, "clear"),
+        ("SCRAM-SHA-1", ALICE, "clear"),
+        ("SCRAM-SHA-1", FRANK, "stls"),
+        ("SCRAM-SHA-256", ALICE, "clear"),
+        ("SCRAM-SHA-256", ERIN, "stls"),
+    ],
+    ids=lambda value: value.name if isinstance(value, MailUser) else str(value),
+)
+async def test_auth_with_each_mechanism(
+    dovecot: DovecotServer, mechanism: str, user: MailUser, transport: str
+) -> None:
+    since = log_size(dovecot)
+    async with session(dovecot, transport) as client:
+        assert (await client.auth(MECHANISMS[mechanism](user.name, user.password))) == (
+            b"+OK Logged in."
+        )
+        assert client.state is aiopop.State.TRANSACTION
+        assert await client.stat() == aiopop.Stat(len(user.messages), user.maildrop_size)
+        assert await client.list() == [
+            aiopop.ListEntry(1 + n, len(m)) for n, m in enumerate(user.messages)
+        ]
+    line = await log_line(dovecot, since, f"Login: user=<{user.name}>, method={mechanism},")
+    assert line
+    assert encrypted(line) is (transport != "clear")
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "SCRAM-SHA-256"])
+async def test_scram_wrong_password_is_a_credentials_error(
+    dovecot: DovecotServer, mechanism: str
+) -> None:
+    wrong = "not-" + ALICE.password
+    since = log_size(dovecot)
+    async with session(dovecot, "clear") as client:
+        with pytest.raises(aiopop.CredentialsError) as refused:
+            await client.auth(MECHANISMS[mechanism](ALICE.name, wrong))
+        assert client.state is aiopop.State.AUTHORIZATION
+        # Dovecot keeps the session: the right password works on it.
+        await client.auth(MECHANISMS[mechanism](ALICE.name, ALICE.password))
         assert (await client.stat()).count == len(ALICE.messages)
+    error = refused.value
+    assert isinstance(error, aiopop.AuthenticationError)
+    assert (error.code, error.command) == ("AUTH", "AUTH")
+    assert error.response == "[AUTH] Authentication failed."
+    assert str(error) == "AUTH: -ERR [AUTH] Authentication failed."
+    for text in (str(error), repr(error), *getattr(error, "__notes__", [])):
+        assert wrong not in text
+        assert ALICE.password not in text
+    assert await log_contains(dovecot, since, f"method={mechanism}", "Login: user=<alice>")
+    assert "Password mismatch" in await log_line(dovecot, since, "(alice,")
+
+
+# -- STLS and the starttls policy ------------------------------------------------------
+
+
+async def test_stls_forgets_the_cleartext_capabilities(
+    dovecot: DovecotServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    since = log_size(dovecot)
+    async with stls_client(dovecot, starttls="never") as client:
+        before = await client.capa()
+        assert before.stls
+        assert before.sasl == SASL_OFFERED
+        assert (await client.stls()).startswith(b"+OK")
+        assert client.is_tls
+        after = await client.capabilities()
+        assert after is not before
+        assert not after.stls
+        assert "STLS" not in after
+        assert after.sasl == SASL_OFFERED
+        # A second STLS is refused here; nothing goes to the server.
+        with pytest.raises(aiopop.CommandStateError):
+            await client.stls()
+        assert client.is_tls
+        assert client_lines(caplog) == ["C: CAPA", "C: STLS", "C: CAPA"]
+        assert await client.login(ALICE.name, ALICE.password) is AuthMethod.SCRAM_SHA_256
+    line = await log_line(dovecot, since, "Login: user=<alice>, method=SCRAM-SHA-256")
+    assert encrypted(line)
+
+
+async def test_pop3s_offers_the_same_mechanisms_without_stls(dovecot: DovecotServer) -> None:
+    async with tls_client(dovecot) as client:
+        capabilities = await client.capa()
+    assert capabilities.sasl == SASL_OFFERED
+    assert not capabilities.stls
+
+
+async def test_starttls_required_fails_closed_without_stls(
+    dovecot: DovecotServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    since = log_size(dovecot)
+    client = aiopop.POP3(
+        NO_STLS_HOST,
+        dovecot.pop3_no_stls_port,
+        starttls="required",
+        ssl_context=dovecot.ssl_context(),
+        timeout=TIMEOUT,
+    )
+    with pytest.raises(aiopop.TLSRequiredError, match="does not offer STLS"):
+        await client.connect()
+    assert not client.is_connected
+    assert client_lines(caplog) == ["C: CAPA"]
+    # Dovecot saw a connection to the listener without TLS end with no login attempt.
+    line = await log_line(dovecot, since, f"lip={NO_STLS_HOST}", "Disconnected")
+    assert "(no auth attempts" in line
+    assert "user=<>" in line
+    assert "Login:" not in log_since(dovecot, since)
+
+
+async def test_listener_without_stls_works_in_the_clear(dovecot: DovecotServer) -> None:
+    # The listener that fails "required" is a working POP3 server, just without STLS.
+    since = log_size(dovecot)
+    client = aiopop.POP3(NO_STLS_HOST, dovecot.pop3_no_stls_port, timeout=TIMEOUT)
+    async with client:
+        capabilities = await client.capa()
+        assert not capabilities.stls
+        assert capabilities.sasl == SASL_OFFERED
+        assert await client.login(ALICE.name, ALICE.password) is AuthMethod.SCRAM_SHA_256
+        assert not client.is_tls
+        assert (await client.stat()).count == len(ALICE.messages)
+    line = await log_line(dovecot, since, "Login: user=<alice>", f"lip={NO_STLS_HOST}")
+    assert "method=SCRAM-SHA-256" in line
+    assert not encrypted(line)
+
+
+async def test_starttls_required_upgrades_where_stls_is_offered(dovecot: DovecotServer) -> None:
+    since = log_size(dovecot)
+    async with stls_client(dovecot, starttls="required") as client:
+        assert client.is_tls  # on connect, before any login
+        assert await client.login(CAROL.name, CAROL.password) is AuthMethod.PLAIN
+        assert await client.stat() == aiopop.Stat(1, CAROL.maildrop_size)
+    line = await log_line(dovecot, since, "Login: user=<carol>, method=PLAIN")
+    assert encrypted(line)
+
+
+@pytest.mark.parametrize("how", ["stls", "login", "required"])
+async def test_stls_with_a_context_that_does_not_trust_the_test_ca(
+    dovecot: DovecotServer, how: str
+) -> None:
+    # The default context trusts the system's CAs, not the test CA.
+    since = log_size(dovecot)
+    client = plain_client(dovecot, starttls="required" if how == "required" else "if-offered")
+
+    async def attempt() -> None:
+        await client.connect()
+        if how == "stls":
+            await client.stls(ssl.create_default_context())
+        else:
+            await client.login(ALICE.name, ALICE.password)
+
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError) as refused:
+            await attempt()
+        assert not client.is_connected
+        assert client.state is aiopop.State.CLOSED
+    finally:
+        await client.close()
+    assert isinstance(refused.value, OSError)
+    assert "unable to get local issuer certificate" in refused.value.verify_message
+    # Dovecot saw the handshake break off, and no login attempt: nothing went out in the clear.
+    line = await log_line(dovecot, since, "TLS handshaking")
+    assert "(no auth attempts" in line
+    assert "Login:" not in log_since(dovecot, since)
 
 
 # -- reading mail ----------------------------------------------------------------------
@@ -331,9 +696,9 @@ async def test_error_reply_keeps_the_session(dovecot: DovecotServer) -> None:
 async def test_capa_before_login(dovecot: DovecotServer) -> None:
     async with plain_client(dovecot) as client:
         capabilities = await client.capa()
-    for tag in ("TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING", "SASL"):
+    for tag in ("TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING", "SASL", "STLS"):
         assert tag in capabilities
-    assert {"PLAIN", "LOGIN"} <= set(capabilities["SASL"])
+    assert capabilities.sasl == SASL_OFFERED
 
     def poplib_capa() -> dict[str, list[str]]:
         client = poplib.POP3(HOST, dovecot.pop3_port, timeout=TIMEOUT)
