@@ -503,8 +503,11 @@ class Connection(asyncio.Protocol):
 
     @property
     def is_tls(self) -> bool:
-        """True once the connection is encrypted (implicit TLS, or after STLS)."""
-        return self.protocol.tls
+        """True once the connection is encrypted (implicit TLS, or after STLS).
+
+        False during the STLS handshake, and for good if it failed.
+        """
+        return self.protocol.tls and not self._upgrading
 
     @property
     def in_flight(self) -> int:
@@ -816,7 +819,7 @@ class Connection(asyncio.Protocol):
             logger.debug("S: %s", escape(status.raw))
         call = self._in_flight[0]
         shape = call.command.shape
-        if status.ok and shape is not ReplyShape.SINGLE:
+        if status.ok and shape in (ReplyShape.LINES, ReplyShape.DATA):
             # A message is bounded by inactivity from here on; a listing stays
             # bounded as a whole reply.
             call.in_body = shape is ReplyShape.DATA

@@ -30,6 +30,7 @@ from ._state import State
 from .errors import (
     APOPNotOfferedError,
     CommandStateError,
+    ConnectionLostError,
     LoginDelayError,
     MalformedReplyError,
     ResponseError,
@@ -243,7 +244,12 @@ class POP3:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None and self.is_connected:
-            await self.quit()
+            if self.state is State.TRANSACTION:
+                await self.quit()  # a failure here matters: deletions were not committed
+                return
+            # Before login QUIT is a courtesy: the server may have hung up already.
+            with contextlib.suppress(ConnectionLostError):
+                await self.quit()
         else:
             await self.close()
 

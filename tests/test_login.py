@@ -1,0 +1,539 @@
+"""login(), auth(), stls() and the TLS policy against the in-process server and scripted ones.
+
+The attacks (stripping, injection, forged SCRAM...) are in test_hostile.py;
+here: which method login() picks, what reaches the wire, and what it raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trustme
+
+import aiopop
+from aiopop import AuthMethod, sasl
+from aiopop.testing import Expect, Mailbox, POP3TestServer, ScriptedServer, Send, Step
+from tests.scripted import client_for
+
+PASSWORD = "tanstaaf"
+TOKEN = "ya29.a0-access-token"
+MESSAGE = b"Subject: hi\r\n\r\nHello\r\n"
+PASSWORD_MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"]
+
+
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox(PASSWORD, [MESSAGE], tokens=(TOKEN,))
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def verbs(server: POP3TestServer, index: int = 0) -> list[bytes]:
+    """The first word of each line the client sent in session ``index``."""
+    return [line.split(b" ")[0] for line in server.sessions[index].lines]
+
+
+@pytest.fixture
+async def stls_server(ca: trustme.CA, mailbox: Mailbox) -> AsyncIterator[POP3TestServer]:
+    """A plain server offering STLS and every password mechanism, plus APOP."""
+    server = POP3TestServer(
+        {"mrose": mailbox}, starttls_context=server_context(ca), sasl=PASSWORD_MECHANISMS
+    )
+    async with server:
+        yield server
+
+
+# -- which method ---------------------------------------------------------------------
+
+
+async def test_login_upgrades_with_stls_then_uses_scram_sha_256(
+    ca: trustme.CA, stls_server: POP3TestServer
+) -> None:
+    client = client_for(stls_server, ssl_context=client_context(ca))
+    async with client:
+        assert not client.is_tls
+        assert await client.login("mrose", PASSWORD) is AuthMethod.SCRAM_SHA_256
+        assert client.is_tls
+        assert (await client.stat()).count == 1
+    record = stls_server.sessions[0]
+    assert record.tls
+    assert record.mechanism == "SCRAM-SHA-256"
+    # CAPA in the clear, STLS, CAPA again over TLS (what came in the clear proves nothing).
+    assert verbs(stls_server)[:4] == [b"CAPA", b"STLS", b"CAPA", b"AUTH"]
+    assert record.lines[3].startswith(b"AUTH SCRAM-SHA-256 ")
+    assert not any(PASSWORD.encode() in line for line in record.lines)
+
+
+@pytest.mark.parametrize(
+    ("offered", "apop", "expected"),
+    [
+        (["CRAM-MD5", "SCRAM-SHA-1", "PLAIN"], True, AuthMethod.SCRAM_SHA_1),
+        (["PLAIN", "CRAM-MD5"], True, AuthMethod.CRAM_MD5),
+        (["PLAIN", "LOGIN"], True, AuthMethod.APOP),
+        (["LOGIN", "PLAIN"], False, AuthMethod.PLAIN),
+        (["LOGIN"], False, AuthMethod.LOGIN),
+        ([], False, AuthMethod.USER),
+    ],
+)
+async def test_login_takes_the_strongest_method_offered(
+    ca: trustme.CA, mailbox: Mailbox, offered: list[str], apop: bool, expected: AuthMethod
+) -> None:
+    tls = server_context(ca)
+    async with (
+        POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=offered, apop=apop) as srv,
+        aiopop.POP3_SSL(srv.host, srv.port, ssl_context=client_context(ca)) as client,
+    ):
+        assert await client.login("mrose", PASSWORD) is expected
+        assert client.state is aiopop.State.TRANSACTION
+    assert srv.sessions[0].mechanism == expected.value
+
+
+async def test_cleartext_methods_need_tls_or_consent(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, apop=False, sasl=["PLAIN", "LOGIN"])
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.InsecureLoginError) as info:
+            await client.login("mrose", PASSWORD)
+        assert str(info.value).startswith(
+            "the server offers only PLAIN, LOGIN, USER, which would send the password in "
+            "cleartext; nothing was sent."
+        )
+        assert verbs(server) == [b"CAPA"]
+        assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.PLAIN
+    assert PASSWORD not in str(info.value)
+
+
+async def test_starttls_never_stays_in_the_clear(
+    ca: trustme.CA, stls_server: POP3TestServer
+) -> None:
+    client = client_for(stls_server, starttls="never", ssl_context=client_context(ca))
+    async with client:
+        assert await client.login("mrose", PASSWORD) is AuthMethod.SCRAM_SHA_256
+        assert not client.is_tls
+    assert b"STLS" not in verbs(stls_server)
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+async def test_wrong_password_with_apop_on_plain_tcp_is_a_credentials_error(
+    mailbox: Mailbox,
+) -> None:
+    # Was InsecureLoginError, inviting allow_cleartext=True to send a wrong password.
+    async with POP3TestServer({"mrose": mailbox}) as server, client_for(server) as client:
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.login("mrose", "wrong")
+        assert client.state is aiopop.State.AUTHORIZATION
+    error = info.value
+    assert isinstance(error, aiopop.AuthenticationError)
+    assert error.code == "AUTH"
+    assert error.response == "[AUTH] Authentication failed."
+    assert error.__notes__ == [
+        "tried: APOP refused: [AUTH] Authentication failed.",
+        "not tried, as they would send the password in cleartext: USER",
+    ]
+    assert verbs(server) == [b"CAPA", b"APOP", b"QUIT"]
+
+
+async def test_every_method_refused_raises_the_last_refusal(
+    ca: trustme.CA, stls_server: POP3TestServer
+) -> None:
+    client = client_for(stls_server, ssl_context=client_context(ca))
+    async with client:
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.login("mrose", "wrong")
+    tried = [verb for verb in verbs(stls_server) if verb in (b"AUTH", b"APOP", b"USER")]
+    # SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, APOP, PLAIN, LOGIN, USER/PASS: each once.
+    assert tried == [b"AUTH"] * 3 + [b"APOP"] + [b"AUTH"] * 2 + [b"USER"]
+    assert info.value.__notes__[0].startswith("tried: SCRAM-SHA-256 refused: [AUTH]")
+    assert "wrong" not in str(info.value)
+    assert "wrong" not in "".join(info.value.__notes__)
+
+
+async def test_a_temporary_refusal_stops_the_login(ca: trustme.CA, mailbox: Mailbox) -> None:
+    mailbox.locked = True
+    tls = server_context(ca)
+    server = POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=["SCRAM-SHA-256", "PLAIN"])
+    async with server:
+        client = aiopop.POP3_SSL(server.host, server.port, ssl_context=client_context(ca))
+        async with client:
+            with pytest.raises(aiopop.MailboxInUseError) as info:
+                await client.login("mrose", PASSWORD)
+    assert isinstance(info.value, aiopop.AuthenticationError)
+    assert info.value.is_temporary
+    assert [v for v in verbs(server) if v == b"AUTH"] == [b"AUTH"]  # nothing after the first
+
+
+async def test_login_delay_error_carries_the_delay_from_capa() -> None:
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nUSER\r\nLOGIN-DELAY 900\r\n.\r\n"),
+        Expect(b"USER u"),
+        Send(b"+OK\r\n"),
+        Expect(b"PASS p"),
+        Send(b"-ERR [LOGIN-DELAY] wait 15 minutes between logins\r\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        with pytest.raises(aiopop.LoginDelayError) as info:
+            await client.login("u", "p", allow_cleartext=True)
+        await client.close()
+    assert info.value.delay == 900
+    assert isinstance(info.value, aiopop.AuthenticationError)
+    assert server.mismatches == []
+
+
+async def _serve_closing_after_refused_apop(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[list[bytes]]
+) -> None:
+    """Like solid-pop3d: refuses APOP for a user without an APOP secret, then hangs up."""
+    lines: list[bytes] = []
+    seen.append(lines)
+    writer.write(b"+OK solid <1.2@example.test>\r\n")
+    while line := (await reader.readline()).rstrip(b"\r\n"):
+        lines.append(line)
+        verb = line.split(b" ")[0]
+        if verb == b"CAPA":
+            writer.write(b"-ERR unknown command\r\n")
+        elif verb == b"APOP":
+            writer.write(b"-ERR [AUTH] no APOP secret for this user\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)  # solid-pop3d waits 1-3 s
+            break
+        elif verb == b"USER":
+            writer.write(b"+OK\r\n")
+        elif line == b"PASS " + PASSWORD.encode():
+            writer.write(b"+OK in\r\n")
+        elif verb == b"QUIT":
+            writer.write(b"+OK bye\r\n")
+            break
+        else:
+            writer.write(b"-ERR no\r\n")
+    writer.close()
+
+
+async def test_login_reconnects_when_the_server_closes_after_a_refusal() -> None:
+    seen: list[list[bytes]] = []
+    server = await asyncio.start_server(
+        lambda r, w: _serve_closing_after_refused_apop(r, w, seen), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    async with server, aiopop.POP3("127.0.0.1", port, timeout=5) as client:
+        method = await client.login("u", PASSWORD, allow_cleartext=True)
+        assert method is AuthMethod.USER
+    assert len(seen) == 2
+    assert [line.split(b" ")[0] for line in seen[0]] == [b"CAPA", b"APOP"]
+    assert seen[1] == [b"CAPA", b"USER u", b"PASS " + PASSWORD.encode(), b"QUIT"]
+
+
+async def test_a_close_after_the_last_refusal_raises_the_refusal(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, close_after_failed_login=True)
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.login("mrose", "wrong", allow_cleartext=True)
+    # APOP refused and closed; USER/PASS on a new connection refused too.
+    assert info.value.command == "PASS"
+    assert "Authentication failed" in info.value.response
+    assert len(server.sessions) == 2
+    assert verbs(server, 1) == [b"CAPA", b"USER", b"PASS"]
+
+
+# -- OAuth 2.0 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offered", "expected"),
+    [
+        (["PLAIN", "XOAUTH2", "OAUTHBEARER"], AuthMethod.OAUTHBEARER),
+        (["PLAIN", "XOAUTH2"], AuthMethod.XOAUTH2),
+    ],
+)
+async def test_oauth2_login(
+    ca: trustme.CA, mailbox: Mailbox, offered: list[str], expected: AuthMethod
+) -> None:
+    tls = server_context(ca)
+    async with (
+        POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=offered) as server,
+        aiopop.POP3_SSL(server.host, server.port, ssl_context=client_context(ca)) as c,
+    ):
+        assert await c.login("mrose", oauth2_token=TOKEN) is expected
+    assert server.sessions[0].mechanism == expected.value
+
+
+async def test_oauth2_token_from_a_callable_and_several_kilobytes_long(
+    ca: trustme.CA, mailbox: Mailbox
+) -> None:
+    long_token = "t" * 4000
+    mailbox.tokens = (long_token,)
+    calls: list[int] = []
+
+    async def fresh_token() -> str:
+        calls.append(1)
+        return long_token
+
+    tls = server_context(ca)
+    async with (
+        POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=["XOAUTH2"]) as server,
+        aiopop.POP3_SSL(server.host, server.port, ssl_context=client_context(ca)) as c,
+    ):
+        assert await c.login("mrose", oauth2_token=fresh_token) is AuthMethod.XOAUTH2
+    assert calls == [1]
+    lines = server.sessions[0].lines
+    # Too long for the AUTH line (255 octets): sent after the server's empty challenge.
+    assert lines[1] == b"AUTH XOAUTH2"
+    assert base64.b64decode(lines[2]) == f"user=mrose\x01auth=Bearer {long_token}\x01\x01".encode()
+
+
+async def test_a_refused_token_says_why_and_never_falls_back_to_a_password(
+    ca: trustme.CA, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    tls = server_context(ca)
+    offered = ["PLAIN", "SCRAM-SHA-256", "OAUTHBEARER"]
+    async with (
+        POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=offered) as server,
+        aiopop.POP3_SSL(server.host, server.port, ssl_context=client_context(ca)) as c,
+    ):
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await c.login("mrose", oauth2_token="expired-token")
+    assert verbs(server) == [b"CAPA", b"AUTH", b"AQ==", b"QUIT"]  # AQ== is the dummy %x01
+    assert any('"status"' in note for note in info.value.__notes__)
+    assert "expired-token" not in caplog.text
+    assert "expired-token" not in str(info.value)
+    assert "expired-token" not in repr(info.value)
+
+
+async def test_oauth2_needs_an_offered_mechanism_and_tls(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, sasl=["PLAIN", "XOAUTH2"])
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.InsecureLoginError, match=r"OAuth 2\.0 token"):
+            await client.login("mrose", oauth2_token=TOKEN)
+        with pytest.raises(ValueError, match="password or an oauth2_token"):
+            await client.login("mrose", PASSWORD, oauth2_token=TOKEN)
+    server = POP3TestServer({"mrose": mailbox}, sasl=["PLAIN"])
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.MethodNotOfferedError, match=r"SASL: PLAIN\); nothing was sent"):
+            await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
+    assert verbs(server) == [b"CAPA", b"QUIT"]
+
+
+# -- auth() ---------------------------------------------------------------------------
+
+
+async def test_auth_sends_the_initial_response_on_the_auth_line(mailbox: Mailbox) -> None:
+    async with (
+        POP3TestServer({"mrose": mailbox}, sasl=["PLAIN"]) as server,
+        client_for(server) as client,
+    ):
+        assert (await client.auth(sasl.Plain("mrose", PASSWORD))).startswith(b"+OK")
+        assert client.state is aiopop.State.TRANSACTION
+    encoded = base64.b64encode(f"\0mrose\0{PASSWORD}".encode())
+    assert server.sessions[0].lines[0] == b"AUTH PLAIN " + encoded
+
+
+async def test_auth_without_an_initial_response_answers_challenges(mailbox: Mailbox) -> None:
+    async with POP3TestServer({"mrose": mailbox}, sasl=["LOGIN", "CRAM-MD5"]) as server:
+        async with client_for(server) as client:
+            await client.auth(sasl.CramMD5("mrose", PASSWORD))
+        async with client_for(server) as client:
+            await client.auth(sasl.Login("mrose", PASSWORD))
+    assert server.sessions[0].lines[0] == b"AUTH CRAM-MD5"
+    assert server.sessions[1].lines[:3] == [
+        b"AUTH LOGIN",
+        base64.b64encode(b"mrose"),
+        base64.b64encode(PASSWORD.encode()),
+    ]
+    assert [s.mechanism for s in server.sessions] == ["CRAM-MD5", "LOGIN"]
+
+
+async def test_an_empty_initial_response_is_sent_as_equals_sign() -> None:
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"AUTH EXTERNAL ="),
+        Send(b"+OK welcome\r\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        assert await client.auth(sasl.External()) == b"+OK welcome"
+        await client.close()
+    assert server.mismatches == []
+
+
+async def test_a_refused_auth_is_typed_by_its_code(mailbox: Mailbox) -> None:
+    async with (
+        POP3TestServer({"mrose": mailbox}, sasl=["SCRAM-SHA-1"]) as server,
+        client_for(server) as client,
+    ):
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.auth(sasl.ScramSHA1("mrose", "wrong"))
+        assert info.value.command == "AUTH"
+        assert client.state is aiopop.State.AUTHORIZATION
+        await client.auth(sasl.ScramSHA1("mrose", PASSWORD))  # the session goes on
+
+
+class _Unnamed(sasl.Mechanism):
+    name = "TWO WORDS"
+
+
+async def test_auth_refuses_a_bad_mechanism_name_before_sending(mailbox: Mailbox) -> None:
+    async with POP3TestServer({"mrose": mailbox}) as server, client_for(server) as client:
+        with pytest.raises(ValueError, match="invalid SASL mechanism name"):
+            await client.auth(_Unnamed())
+    assert verbs(server) == [b"QUIT"]
+
+
+# -- stls() and the policy ------------------------------------------------------------
+
+
+async def test_stls_upgrades_and_asks_capa_again(
+    ca: trustme.CA, stls_server: POP3TestServer
+) -> None:
+    async with client_for(stls_server) as client:
+        assert (await client.capabilities()).stls
+        assert (await client.stls(client_context(ca))).startswith(b"+OK")
+        assert client.is_tls
+        caps = await client.capabilities()
+        assert not caps.stls
+        with pytest.raises(aiopop.CommandStateError, match="already encrypted"):
+            await client.stls(client_context(ca))
+    assert verbs(stls_server) == [b"CAPA", b"STLS", b"CAPA", b"QUIT"]
+
+
+async def test_stls_verifies_the_certificate_by_default(stls_server: POP3TestServer) -> None:
+    client = client_for(stls_server)
+    await client.connect()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await client.stls()
+    assert not client.is_connected
+    await client.close()
+    assert verbs(stls_server) == [b"STLS"]
+
+
+async def test_starttls_required_upgrades_on_connect(
+    ca: trustme.CA, stls_server: POP3TestServer
+) -> None:
+    client = client_for(stls_server, starttls="required", ssl_context=client_context(ca))
+    async with client:
+        assert client.is_tls
+        assert await client.login("mrose", PASSWORD) is AuthMethod.SCRAM_SHA_256
+    assert verbs(stls_server)[:3] == [b"CAPA", b"STLS", b"CAPA"]
+
+
+async def test_starttls_required_without_stls_sends_nothing_else(mailbox: Mailbox) -> None:
+    async with POP3TestServer({"mrose": mailbox}, sasl=["PLAIN"]) as server:
+        client = client_for(server, starttls="required")
+        with pytest.raises(aiopop.TLSRequiredError, match=r"^TLS is required, but the server "):
+            await client.connect()
+        assert not client.is_connected
+        await asyncio.sleep(0.05)
+    assert verbs(server) == [b"CAPA"]
+
+
+def test_starttls_policy_is_checked() -> None:
+    with pytest.raises(ValueError, match="starttls must be one of"):
+        aiopop.POP3("127.0.0.1", starttls="sometimes")  # type: ignore[arg-type]
+
+
+# -- capabilities, LANG -----------------------------------------------------------------
+
+
+async def test_capabilities_are_asked_again_after_login(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, sasl=["SCRAM-SHA-256"])
+    async with server, client_for(server) as client:
+        before = await client.capabilities()
+        assert await client.capabilities() is before  # remembered
+        await client.login("mrose", PASSWORD)
+        after = await client.capabilities()
+        assert after is not before
+    assert [v for v in verbs(server) if v == b"CAPA"] == [b"CAPA", b"CAPA"]
+
+
+async def test_odd_capa_lines_are_tolerated() -> None:
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"CAPA"),
+        Send(
+            b"+OK here\r\n  sasl   plain  scram-sha-256 \r\n\r\nX-VENDOR-THING a b\r\n"
+            b"top\r\nLOGIN-DELAY soon\r\nexpire 31 USER\r\n.\r\n"
+        ),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        caps = await client.capa()
+        await client.close()
+    assert caps.sasl == ("PLAIN", "SCRAM-SHA-256")
+    assert caps.top
+    assert caps["X-VENDOR-THING"] == ["a", "b"]
+    assert caps.login_delay is None  # unreadable, so unknown
+    assert caps.expire == aiopop.Expire(31, per_user=True)
+
+
+async def test_lang_lists_and_chooses() -> None:
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"LANG"),
+        Send(b"+OK languages\r\nen English\r\nde Deutsch\r\ni-default Default\r\n.\r\n"),
+        Expect(b"LANG de"),
+        Send(b"+OK de Sprache gewechselt\r\n"),
+        Expect(b"LANG xx"),
+        Send(b"-ERR invalid language xx\r\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        assert await client.lang() == [
+            ("en", "English"),
+            ("de", "Deutsch"),
+            ("i-default", "Default"),
+        ]
+        assert await client.lang("de") == b"+OK de Sprache gewechselt"
+        with pytest.raises(aiopop.ResponseError, match="invalid language"):
+            await client.lang("xx")
+        await client.close()
+    assert server.mismatches == []
+
+
+# -- secrets ----------------------------------------------------------------------------
+
+
+LoginCall = Callable[[aiopop.POP3], Awaitable[object]]
+
+
+async def test_no_secret_in_logs_or_reprs(
+    ca: trustme.CA, stls_server: POP3TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    client = client_for(stls_server, ssl_context=client_context(ca))
+    async with client:
+        await client.login("mrose", PASSWORD)
+        text = repr(client)
+    for mechanism in (
+        sasl.Plain("u", PASSWORD),
+        sasl.ScramSHA256("u", PASSWORD),
+        sasl.XOAuth2("u", TOKEN),
+        sasl.OAuthBearer("u", TOKEN),
+    ):
+        text += repr(mechanism)
+    assert PASSWORD not in text
+    assert TOKEN not in text
+    assert PASSWORD not in caplog.text
+    assert any(m.startswith("C: AUTH SCRAM-SHA-256 <redacted>") for m in caplog.messages)
+    assert "C: <SASL response>" in caplog.messages
