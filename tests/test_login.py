@@ -11,6 +11,7 @@ import base64
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import trustme
@@ -537,3 +538,56 @@ async def test_no_secret_in_logs_or_reprs(
     assert PASSWORD not in caplog.text
     assert any(m.startswith("C: AUTH SCRAM-SHA-256 <redacted>") for m in caplog.messages)
     assert "C: <SASL response>" in caplog.messages
+
+
+# -- the engine keeps working after STLS and SASL -------------------------------------------
+
+
+async def test_pipelining_and_streaming_after_stls_and_scram(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    messages = [b"Subject: %d\r\n\r\n" % n + b".dotted line\r\n" * 2000 for n in range(1, 21)]
+    box = Mailbox(PASSWORD, list(messages))
+    server = POP3TestServer(
+        {"mrose": box}, starttls_context=server_context(ca), sasl=["SCRAM-SHA-256"]
+    )
+    async with server, client_for(server, ssl_context=client_context(ca)) as client:
+        assert await client.login("mrose", PASSWORD) is AuthMethod.SCRAM_SHA_256
+        got = await asyncio.gather(*(client.retr(n) for n in range(1, 21)))
+        assert got == messages
+        async with client.retr_stream(3) as stream:
+            assert b"".join([chunk async for chunk in stream]) == messages[2]
+        assert await client.retr_to_file(4, tmp_path / "4.eml") == len(messages[3])
+        assert (tmp_path / "4.eml").read_bytes() == messages[3]
+    record = server.sessions[0]
+    assert record.tls
+    # CAPA after login taught the engine it may pipeline: RETRs went out together.
+    assert len([line for line in record.pipelined if line.startswith(b"RETR")]) >= 10
+
+
+async def test_commands_queued_during_stls_go_out_encrypted(
+    ca: trustme.CA, stls_server: POP3TestServer
+) -> None:
+    async with client_for(stls_server) as client:
+        status, caps = await asyncio.gather(client.stls(client_context(ca)), client.capa())
+        assert status.startswith(b"+OK")
+        assert not caps.stls  # asked over TLS
+    record = stls_server.sessions[0]
+    assert record.discarded_before_tls == b""  # nothing was sent between +OK and the handshake
+    assert record.lines[:3] == [b"STLS", b"CAPA", b"CAPA"]
+
+
+async def test_external_with_a_client_certificate(ca: trustme.CA, mailbox: Mailbox) -> None:
+    tls = server_context(ca)
+    tls.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(tls)
+    client_tls = client_context(ca)
+    ca.issue_cert("mrose", common_name="mrose").configure_cert(client_tls)
+    async with (
+        POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=["EXTERNAL"]) as server,
+        aiopop.POP3_SSL(server.host, server.port, ssl_context=client_tls) as client,
+    ):
+        assert (await client.auth(sasl.External())).startswith(b"+OK")
+        assert (await client.stat()).count == 1
+    assert server.sessions[0].mechanism == "EXTERNAL"
+    assert server.sessions[0].lines[0] == b"AUTH EXTERNAL ="
