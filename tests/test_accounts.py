@@ -1,0 +1,248 @@
+"""Accounts: POP URLs (RFC 2384), TOML files, where secrets come from, and logging in."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import sys
+from pathlib import Path
+
+import pytest
+import trustme
+
+import aiopop
+from aiopop import AuthMethod
+from aiopop.accounts import (
+    Account,
+    AccountError,
+    load_accounts,
+    secret_from_command,
+    secret_from_env,
+    secret_from_keyring,
+)
+from aiopop.testing import Mailbox, POP3TestServer
+
+PASSWORD = "tanstaaf"
+
+
+def test_from_url_reads_rfc_2384() -> None:
+    account = Account.from_url("pop://rg;AUTH=+APOP@mail.eudora.com:8110", password=PASSWORD)
+    assert (account.host, account.port, account.user, account.auth) == (
+        "mail.eudora.com",
+        8110,
+        "rg",
+        "+APOP",
+    )
+    assert account.tls == "starttls"  # plain pop:// still refuses to log in without TLS
+    assert account.effective_port == 8110
+    assert Account.from_url("pop://baz;AUTH=SCRAM-SHA-256@x.test").auth == "SCRAM-SHA-256"
+    secure = Account.from_url("pops://a%40b.example@x.test")
+    assert (secure.user, secure.tls, secure.auth, secure.effective_port) == (
+        "a@b.example",
+        "implicit",
+        "*",
+        995,
+    )
+    assert secure.url() == "pops://a%40b.example@x.test"
+    assert account.url() == "pop://rg;AUTH=+APOP@mail.eudora.com:8110"
+    assert Account.from_url("pop://u@x.test", tls="none").effective_port == 110
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("pop://user:hunter2@x.test", "must not carry a password"),
+        ("imap://user@x.test", "not a POP URL"),
+        ("pop://x.test", "no user"),
+        ("pop://u@x.test/INBOX", "unexpected path"),
+        ("pop://u;FOO=bar@x.test", "unknown POP URL parameter"),
+        ("pop://u@x.test:99999", "bad port"),
+    ],
+)
+def test_from_url_refuses_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(AccountError, match=message) as info:
+        Account.from_url(url)
+    assert "hunter2" not in str(info.value)
+
+
+def test_account_checks_its_fields() -> None:
+    with pytest.raises(AccountError, match="tls must be one of"):
+        Account("x.test", "u", tls="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(AccountError, match="invalid host"):
+        Account("x.test/evil", "u")
+    with pytest.raises(AccountError, match="user name is empty"):
+        Account("x.test", "")
+    with pytest.raises(AccountError, match="invalid port"):
+        Account("x.test", "u", port=0)
+    with pytest.raises(AccountError, match="timeout must be"):
+        Account("x.test", "u", timeout=0)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    account = Account("x.test", "u", password=PASSWORD, oauth2_token="tok-123")
+    assert PASSWORD not in repr(account)
+    assert "tok-123" not in repr(account)
+    assert account.name == "u@x.test"
+    assert Account("x.test", "u", port=1100, label="work").name == "work"
+
+
+async def test_secret_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOPOP_TEST_SECRET", PASSWORD)
+    assert await secret_from_env("AIOPOP_TEST_SECRET")() == PASSWORD
+    monkeypatch.delenv("AIOPOP_TEST_SECRET")
+    with pytest.raises(AccountError, match="AIOPOP_TEST_SECRET is not set"):
+        await secret_from_env("AIOPOP_TEST_SECRET")()
+    command = [sys.executable, "-c", f"print({PASSWORD!r}); print('second line')"]
+    assert await secret_from_command(command)() == PASSWORD
+    failing = [sys.executable, "-c", f"print({PASSWORD!r}); raise SystemExit(3)"]
+    with pytest.raises(AccountError, match="failed with exit status 3") as info:
+        await secret_from_command(failing)()
+    assert PASSWORD not in str(info.value)
+    with pytest.raises(AccountError, match="could not run"):
+        await secret_from_command(["/nonexistent/aiopop-password-tool"])()
+    with pytest.raises(AccountError, match="printed nothing"):
+        await secret_from_command([sys.executable, "-c", "pass"])()
+
+
+async def test_keyring_secret_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "keyring", None)  # makes the import fail
+    with pytest.raises(AccountError, match="keyring package is not installed"):
+        await secret_from_keyring("aiopop", "u@x.test")()
+
+
+def test_load_accounts(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        """
+[[account]]
+name = "work"
+url = "pops://alice@pop.example.test"
+password_env = "WORK_PASSWORD"
+
+[[account]]
+host = "pop.example.test"
+port = 1100
+user = "bob"
+tls = "if-offered"
+auth = "SCRAM-SHA-256"
+password_command = ["pass", "show", "mail/bob"]
+
+[[account]]
+host = "pop.gmail.test"
+user = "carol@gmail.test"
+oauth2_token_env = "GMAIL_TOKEN"
+""",
+        encoding="utf-8",
+    )
+    work, bob, carol = load_accounts(path)
+    assert (work.name, work.user, work.tls) == ("work", "alice", "implicit")
+    assert callable(work.password)
+    assert (bob.port, bob.tls, bob.auth) == (1100, "if-offered", "SCRAM-SHA-256")
+    assert carol.password is None
+    assert callable(carol.oauth2_token)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[account]]\nhost = "x"\nuser = "u"\npassword = "hunter2"\n', "inline secrets"),
+        ('[[account]]\nhost = "x"\nuser = "u"\n', "exactly one secret source"),
+        ('[[account]]\nhost = "x"\nuser = "u"\npassword_env = "A"\nkeyring = true\n', "exactly"),
+        ('[[account]]\nhost = "x"\npassword_env = "A"\n', "host and user"),
+        ('[[account]]\nurl = "pop://u@x"\nhost = "y"\npassword_env = "A"\n', "not both"),
+        ('[[account]]\nhost = "x"\nuser = "u"\npasword_env = "A"\n', "unknown keys"),
+        ("title = 'no accounts'\n", "no \\[\\[account\\]\\] tables"),
+        ("[[account]\n", "accounts.toml"),
+    ],
+)
+def test_load_accounts_refuses_bad_files(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(AccountError, match=message) as info:
+        load_accounts(path)
+    assert "hunter2" not in str(info.value)
+
+
+# -- logging in ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_pair(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def test_session_logs_in_and_quits(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    server_tls, client_tls = tls_pair
+    box = Mailbox(PASSWORD, [b"Subject: a\r\n\r\nx\r\n"])
+    server = POP3TestServer({"u": box}, ssl_context=server_tls, sasl=["SCRAM-SHA-256"])
+    async with server:
+        account = Account(
+            server.host,
+            "u",
+            port=server.port,
+            password=secret_from_command([sys.executable, "-c", f"print({PASSWORD!r})"]),
+            ssl_context=client_tls,
+        )
+        async with account.session() as client:
+            assert (await client.stat()).count == 1
+    assert server.sessions[0].mechanism == "SCRAM-SHA-256"
+    assert server.sessions[0].quit
+    assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [("+APOP", AuthMethod.APOP), ("+USER", AuthMethod.USER), ("PLAIN", AuthMethod.PLAIN)],
+)
+async def test_the_accounts_auth_is_used(auth: str, expected: AuthMethod) -> None:
+    box = Mailbox(PASSWORD, [])
+    async with POP3TestServer({"u": box}, sasl=["PLAIN", "SCRAM-SHA-256"]) as server:
+        account = Account(
+            server.host, "u", port=server.port, tls="none", auth=auth, password=PASSWORD
+        )
+        client = account.client()
+        async with client:
+            if expected is AuthMethod.APOP:
+                assert await account.login(client) is expected
+            else:
+                with pytest.raises(aiopop.InsecureLoginError, match="nothing was sent"):
+                    await account.login(client)
+                allowed = Account(
+                    server.host,
+                    "u",
+                    port=server.port,
+                    tls="none",
+                    auth=auth,
+                    password=PASSWORD,
+                    allow_cleartext=True,
+                )
+                assert await allowed.login(client) is expected
+    assert server.sessions[0].mechanism == expected.value
+
+
+async def test_login_needs_a_secret_that_fits() -> None:
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [])}) as server:
+        bare = Account(server.host, "u", port=server.port, tls="none")
+        async with bare.client() as client:
+            with pytest.raises(AccountError, match=r"no password or OAuth 2\.0 token"):
+                await bare.login(client)
+            token = bare.with_secret(oauth2_token="tok")
+            with pytest.raises(AccountError, match="cannot be used with"):
+                await (
+                    Account(server.host, "u", port=server.port, tls="none", auth="+APOP")
+                    .with_secret(oauth2_token="tok")
+                    .login(client)
+                )
+            assert token.oauth2_token == "tok"
+            unknown = Account(
+                server.host, "u", port=server.port, tls="none", auth="NTLM", password="x"
+            )
+            with pytest.raises(AccountError, match="unknown login method"):
+                await unknown.login(client)
