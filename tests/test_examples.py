@@ -80,6 +80,18 @@ async def test_apop_fallback_uses_user_pass_when_apop_is_refused() -> None:
     assert "Logged in with USER/PASS" in out
 
 
+async def test_login_methods_takes_scram_after_stls_then_oauth2() -> None:
+    # The example runs its own embedded server (trustme is installed with the test extras).
+    code, out, err = await run_example("login_methods.py")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "Logged in with SCRAM-SHA-256 over TLS, after CAPA STLS CAPA",
+        "You have 2 messages totaling 46 bytes",
+        "Logged in with OAUTHBEARER over TLS, after CAPA STLS CAPA",
+        "You have 2 messages totaling 46 bytes",
+    ]
+
+
 @pytest.mark.parametrize("script", ["popconn.py", "apop_fallback.py"])
 async def test_examples_exit_1_with_the_servers_explanation(script: str) -> None:
     async with POP3TestServer({"alice": Mailbox(PASSWORD, [])}) as server:
