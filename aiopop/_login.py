@@ -1,6 +1,6 @@
 """How :meth:`aiopop.POP3.login` chooses: TLS first, then the strongest method offered.
 
-The order, strongest first (``../shared/security.md``; RFC 5034, RFC 2595):
+The order, strongest first (RFC 5034, RFC 2595, RFC 8314):
 STLS when offered (unless the client's ``starttls`` says "never"), then
 SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5 and APOP, none of which sends the
 password; PLAIN, LOGIN and USER/PASS do, so they are used only over TLS or
@@ -137,19 +137,22 @@ async def password_login(
     if not plan:
         raise InsecureLoginError(
             f"the server offers only {', '.join(withheld)}, which would send the password "
-            "in cleartext; nothing was sent. Use POP3_SSL or a server that offers STLS, "
+            "in cleartext; no password was sent. Use POP3_SSL or a server that offers STLS, "
             "or pass allow_cleartext=True where the network path is trusted"
         )
     refusals: list[str] = []
     last: AuthenticationError | None = None
-    for step in plan:
+    for index, step in enumerate(plan):
         try:
             await _attempt(client, step, user, password, policy, reconnect=last is not None)
         except AuthenticationError as exc:
             if exc.is_temporary or exc.has_code("SYS/PERM"):
+                if refusals:
+                    exc.add_note("before it: " + "; ".join(refusals))
                 raise
             refusals.append(f"{step.method.value} refused: {exc.response}")
-            logger.debug("%s refused (%s); trying the next method", step.method.value, exc)
+            more = "trying the next method" if index + 1 < len(plan) else "no method left"
+            logger.debug("%s refused (%s); %s", step.method.value, exc, more)
             last = exc
             continue
         return step.method
@@ -192,11 +195,6 @@ async def oauth2_login(
 ) -> AuthMethod:
     """Log in with OAUTHBEARER, else XOAUTH2; never falls back to a password."""
     await ensure_tls(client, policy)
-    if not (client.is_tls or allow_cleartext):
-        raise InsecureLoginError(
-            "an OAuth 2.0 token would be sent in cleartext; nothing was sent. Use POP3_SSL "
-            "or a server that offers STLS, or pass allow_cleartext=True"
-        )
     caps = await client.capabilities()
     offered = caps.sasl
     if "OAUTHBEARER" in offered:
@@ -206,7 +204,12 @@ async def oauth2_login(
     else:
         raise MethodNotOfferedError(
             "the server offers no OAuth 2.0 mechanism (SASL: "
-            f"{' '.join(offered) or 'none'}); nothing was sent"
+            f"{' '.join(offered) or 'none'}); no token was sent"
+        )
+    if not (client.is_tls or allow_cleartext):
+        raise InsecureLoginError(
+            "an OAuth 2.0 token would be sent in cleartext; no token was sent. Use POP3_SSL "
+            "or a server that offers STLS, or pass allow_cleartext=True"
         )
     value = token if isinstance(token, str) else await token()
     mechanism: sasl.OAuthBearer | sasl.XOAuth2

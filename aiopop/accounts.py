@@ -167,7 +167,7 @@ class Account:
         sends_password = method in ("+USER", "PLAIN", "LOGIN")
         if sends_password and not cleartext_ok:
             raise InsecureLoginError(
-                f"{self.name}: {method} would send the password in cleartext; nothing was sent"
+                f"{self.name}: {method} would send the password in cleartext; no password was sent"
             )
         if method == "+USER":
             await client.user(self.user)

@@ -142,7 +142,9 @@ class _LoginPermanent(AuthenticationError, PermanentFailureError):
 
 # The most specific code first: SYS/TEMP/DISK is SYS/TEMP.
 _BY_CODE: tuple[tuple[str, type[ResponseError], type[AuthenticationError]], ...] = (
-    ("AUTH", CredentialsError, CredentialsError),
+    # [AUTH] outside a login (rare) stays a plain ResponseError: the class says
+    # "a login was refused"; is_credentials_problem still reads the code.
+    ("AUTH", ResponseError, CredentialsError),
     ("IN-USE", MailboxInUseError, _LoginInUse),
     ("LOGIN-DELAY", LoginDelayError, _LoginDelayed),
     ("SYS/TEMP", TemporaryFailureError, _LoginTemporary),
@@ -242,7 +244,7 @@ class CommandStateError(POP3Error):
 
 
 class MethodNotOfferedError(CommandStateError):
-    """The server does not offer the login method asked for; nothing was sent."""
+    """The server does not offer the login method asked for; no credential was sent."""
 
 
 class APOPNotOfferedError(MethodNotOfferedError):

@@ -2,9 +2,9 @@
 
     python examples/apop_fallback.py HOST USER [--port N] [--plain] [--cafile CA.pem]
 
-The seed's second stanza written out step by step; ``client.login()`` does
-the same in one call and also refuses to send a cleartext password unless
-told it may. The password comes from getpass (or $POP3_PASSWORD); the options are popconn.py's.
+The seed's second stanza written out step by step. ``client.login()`` goes
+further: STLS when offered, SCRAM and CRAM-MD5 before APOP, and no cleartext
+password unless over TLS or told it may. The password comes from getpass (or $POP3_PASSWORD); the options are popconn.py's.
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ async def test_the_accounts_auth_is_used(auth: str, expected: AuthMethod) -> Non
             if expected is AuthMethod.APOP:
                 assert await account.login(client) is expected
             else:
-                with pytest.raises(aiopop.InsecureLoginError, match="nothing was sent"):
+                with pytest.raises(aiopop.InsecureLoginError, match="no password was sent"):
                     await account.login(client)
                 allowed = Account(
                     server.host,

@@ -112,7 +112,7 @@ async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mail
             await client.login("mrose", PASSWORD)
         assert str(info.value) == (
             "the server offers only USER, which would send the password in cleartext; "
-            "nothing was sent. Use POP3_SSL or a server that offers STLS, or pass "
+            "no password was sent. Use POP3_SSL or a server that offers STLS, or pass "
             "allow_cleartext=True where the network path is trusted"
         )
         # Nothing but CAPA reached the server: no APOP, no USER, no PASS.

@@ -23,8 +23,8 @@ from aiopop.errors import (
     ("code", "cls"),
     [
         (None, ResponseError),
-        ("AUTH", CredentialsError),
-        ("auth/expired", CredentialsError),
+        ("AUTH", ResponseError),
+        ("auth/expired", ResponseError),
         ("IN-USE", MailboxInUseError),
         ("in-use", MailboxInUseError),
         ("LOGIN-DELAY", LoginDelayError),
@@ -44,6 +44,9 @@ def test_codes_choose_the_class(code: str | None, cls: type[ResponseError]) -> N
     assert isinstance(refused, AuthenticationError)  # a refused login, whatever the code
     if cls is not ResponseError:
         assert isinstance(refused, cls)
+    elif code is not None and code.upper().startswith("AUTH"):
+        assert type(refused) is CredentialsError  # wrong credentials: only at login
+        assert error.is_credentials_problem
     else:
         assert type(refused) is AuthenticationError
 

@@ -111,7 +111,7 @@ async def test_cleartext_methods_need_tls_or_consent(mailbox: Mailbox) -> None:
             await client.login("mrose", PASSWORD)
         assert str(info.value).startswith(
             "the server offers only PLAIN, LOGIN, USER, which would send the password in "
-            "cleartext; nothing was sent."
+            "cleartext; no password was sent."
         )
         assert verbs(server) == [b"CAPA"]
         assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.PLAIN
@@ -329,7 +329,7 @@ async def test_oauth2_needs_an_offered_mechanism_and_tls(mailbox: Mailbox) -> No
             await client.login("mrose", PASSWORD, oauth2_token=TOKEN)
     server = POP3TestServer({"mrose": mailbox}, sasl=["PLAIN"])
     async with server, client_for(server) as client:
-        with pytest.raises(aiopop.MethodNotOfferedError, match=r"SASL: PLAIN\); nothing was sent"):
+        with pytest.raises(aiopop.MethodNotOfferedError, match=r"SASL: PLAIN\); no token was sent"):
             await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
     assert verbs(server) == [b"CAPA", b"QUIT"]
 
@@ -591,3 +591,27 @@ async def test_external_with_a_client_certificate(ca: trustme.CA, mailbox: Mailb
         assert (await client.stat()).count == 1
     assert server.sessions[0].mechanism == "EXTERNAL"
     assert server.sessions[0].lines[0] == b"AUTH EXTERNAL ="
+
+
+async def test_an_early_stop_keeps_the_history(
+    mailbox: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    mailbox.locked = True
+    server = POP3TestServer({"mrose": mailbox}, apop_accepted=False)
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.MailboxInUseError) as info:
+            await client.login("mrose", PASSWORD, allow_cleartext=True)
+    assert info.value.__notes__ == ["before it: APOP refused: Unknown command"]
+    assert "APOP refused (APOP: -ERR Unknown command); trying the next method" in caplog.messages
+
+
+async def test_the_debug_log_says_when_no_method_is_left(
+    mailbox: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    async with POP3TestServer({"mrose": mailbox}) as server, client_for(server) as client:
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", "wrong")
+    refused = [m for m in caplog.messages if m.startswith("APOP refused")]
+    assert refused == ["APOP refused (APOP: -ERR [AUTH] Authentication failed.); no method left"]
