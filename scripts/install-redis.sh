@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Install Redis for the scale-out test (tests/redis_server.py, examples/scale_out/).
+#
+# Idempotent: does nothing when a redis-server binary is already there. The
+# test runs its own private instance (own directory, 127.0.0.1, a free high
+# port, no persistence), so the system-wide service the package brings is
+# never needed; this script keeps it from being started, and stops it if the
+# install started it anyway.
+set -euo pipefail
+
+PACKAGE=redis-server
+
+find_redis() {
+    command -v redis-server 2>/dev/null && return 0
+    for candidate in /usr/bin/redis-server /usr/local/bin/redis-server; do
+        if [ -x "$candidate" ]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if existing=$(find_redis); then
+    echo "install-redis: already installed: $existing ($("$existing" --version 2>/dev/null || echo 'version unknown'))"
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root() { "$@"; }
+elif command -v sudo >/dev/null 2>&1; then
+    as_root() { sudo "$@"; }
+else
+    echo "install-redis: redis-server is not installed, and installing $PACKAGE needs root:" >&2
+    echo "install-redis: run this script as root, or install sudo." >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-redis: apt-get not found; install $PACKAGE (Redis 6 or newer) by hand." >&2
+    exit 1
+fi
+
+# Debian's maintainer scripts start services through invoke-rc.d, which asks
+# policy-rc.d first: exit status 101 means "do not start". Put one in place
+# for the duration of the install unless the system already has its own.
+POLICY=/usr/sbin/policy-rc.d
+added_policy=0
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$POLICY" >/dev/null
+    as_root chmod 0755 "$POLICY"
+    added_policy=1
+fi
+remove_policy() {
+    if [ "$added_policy" -eq 1 ]; then
+        as_root rm -f "$POLICY"
+    fi
+}
+trap remove_policy EXIT
+
+as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$PACKAGE"
+
+# Belt and braces: make sure no system-wide instance is left running.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+fi
+if [ -s /run/redis/redis-server.pid ] && as_root kill -0 "$(cat /run/redis/redis-server.pid)" 2>/dev/null; then
+    as_root kill "$(cat /run/redis/redis-server.pid)" || true
+fi
+
+if ! installed=$(find_redis); then
+    echo "install-redis: $PACKAGE installed but no redis-server binary found" >&2
+    exit 1
+fi
+echo "install-redis: installed $installed ($("$installed" --version))"
