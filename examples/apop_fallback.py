@@ -4,7 +4,8 @@
 
 The seed's second stanza written out step by step. ``client.login()`` goes
 further: STLS when offered, SCRAM and CRAM-MD5 before APOP, and no cleartext
-password unless over TLS or told it may. The password comes from getpass (or $POP3_PASSWORD); the options are popconn.py's.
+password unless over TLS or told it may. The password comes from getpass
+(or $POP3_PASSWORD); the options are popconn.py's.
 """
 
 from __future__ import annotations
