@@ -22,8 +22,26 @@ client copes with servers that misbehave.
 
 Both listen on 127.0.0.1 and a free port by default; use them as async
 context managers or call ``start()`` and ``close()``.
+
+:class:`Faults` makes a POP3TestServer misbehave on purpose: drop the
+connection at a chosen command or part way through its reply, answer
+``-ERR [SYS/TEMP]``, wait before each reply.
+
+Installing aiopop also gives pytest a ``pop3_server`` fixture (see
+docs/testing.md): a :class:`POP3ServerFixture`, the handle of a running
+server whose ``start()`` starts more, with TLS from a :class:`LocalCA`.
 """
 
+from ._faults import LOGIN, Faults, Selector
+from ._fixture import (
+    DEFAULT_MESSAGES,
+    DEFAULT_PASSWORD,
+    DEFAULT_USER,
+    LocalCA,
+    POP3ServerFixture,
+    ServerHandle,
+    TLSMode,
+)
 from ._generated import GeneratedMessage
 from ._mailbox import Mailbox
 from ._scripted import (
@@ -42,19 +60,29 @@ from ._server import POP3TestServer
 from ._session import MAX_LINE, SessionRecord
 
 __all__ = [
+    "DEFAULT_MESSAGES",
+    "DEFAULT_PASSWORD",
+    "DEFAULT_USER",
+    "LOGIN",
     "MAX_LINE",
     "Close",
     "Expect",
+    "Faults",
     "GeneratedMessage",
+    "LocalCA",
     "Mailbox",
     "Mismatch",
+    "POP3ServerFixture",
     "POP3TestServer",
     "ScriptedServer",
+    "Selector",
     "Send",
+    "ServerHandle",
     "SessionRecord",
     "Sleep",
     "StartTLS",
     "Step",
+    "TLSMode",
     "Trickle",
     "WaitForClose",
 ]

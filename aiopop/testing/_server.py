@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ._base import LoopbackServer
+from ._faults import Faults
 from ._mailbox import Mailbox
 from ._sasl import MECHANISMS
 from ._saslprep import saslprep
@@ -66,6 +67,10 @@ class POP3TestServer(LoopbackServer):
     * ``close_after_failed_login``: after that ``-ERR [AUTH]`` line, close
       the connection without reading another command, as RFC 1939 section 4
       allows (solid-pop3d does so after 1 to 3 seconds).
+    * ``faults``: failures and latency to inject (see :class:`Faults`):
+      drop the connection at a chosen command, or part way through its
+      reply; answer chosen commands, or every login, with ``-ERR
+      [SYS/TEMP]``; wait before each reply.
 
     Login failures answer ``-ERR [AUTH] Authentication failed.``; a mailbox
     that is ``locked``, or held by another session in the TRANSACTION state,
@@ -94,6 +99,7 @@ class POP3TestServer(LoopbackServer):
         failed_login_delay: float = 0.0,
         extra_capabilities: Sequence[str] = (),
         sasl: Sequence[str] = (),
+        faults: Faults | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         if not _HOSTNAME.fullmatch(hostname):
@@ -113,6 +119,9 @@ class POP3TestServer(LoopbackServer):
         """The mailboxes by user name; entries may be added while running."""
         self.sessions: list[SessionRecord] = []
         """One record per connection, in the order they were accepted."""
+        self.faults: Faults = Faults() if faults is None else faults
+        """The faults to inject; each connection uses the value current when it
+        is accepted, so assigning a new one changes only later connections."""
         for name in self.mailboxes:
             saslprep(name)
         self._apop = apop
@@ -146,7 +155,7 @@ class POP3TestServer(LoopbackServer):
         )
         self.sessions.append(record)
         try:
-            await run_session(self._options, record, reader, writer)
+            await run_session(self._options, record, reader, writer, self.faults)
         except (OSError, EOFError):
             raise
         except Exception as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aiopop._apop import apop_digest
 
+from ._faults import Faults, matches
 from ._generated import GeneratedMessage
 from ._lines import LineReader, LineTooLong, strip_crlf
 from ._mailbox import Mailbox, Message, headers_of, size_of, top_of
@@ -74,6 +75,9 @@ class SessionRecord:
     """Octets the client sent after STLS but before the handshake: dropped."""
     quit: bool = False
     """True if the session ended with a QUIT the server answered."""
+    dropped: bool = False
+    """True if the server dropped the connection because :class:`Faults` said so
+    (a QUIT whose reply was cut still set :attr:`quit`: it was carried out)."""
     closed: bool = False
     """True once the server has finished with the connection."""
     error: Exception | None = None
@@ -174,6 +178,10 @@ _IN_USE = _err("[IN-USE] Mailbox is locked by another session.")
 _UNKNOWN = _err("Unknown command")
 
 
+class _Dropped(Exception):
+    """Raised to end a session abruptly, as :attr:`Faults.drop_at` asks."""
+
+
 class _Maildrop:
     """A mailbox as one session sees it: fixed numbering, deletion marks."""
 
@@ -216,8 +224,14 @@ class _Session:
         record: SessionRecord,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        faults: Faults,
     ) -> None:
         self.options = options
+        self.faults = faults
+        self.commands = 0
+        """Command lines read so far, for the selectors of :class:`Faults`."""
+        self.budget: int | None = None
+        """Octets still to send before dropping the connection, once a drop is due."""
         self.record = record
         self.lines = LineReader(reader, MAX_LINE)
         self.writer = writer
@@ -232,6 +246,7 @@ class _Session:
 
     async def run(self) -> None:
         parts = [b"+OK", self.options.greeting, self.record.apop_timestamp or b""]
+        await self.delay()
         await self.send(b" ".join(part for part in parts if part) + b"\r\n")
         pipelined = False
         while not self.finished:
@@ -248,14 +263,22 @@ class _Session:
                 self.record.pipelined.append(line)
             if not raw.endswith(b"\n"):
                 return  # the connection closed in the middle of a line
+            self.commands += 1
+            if matches(self.faults.drop_at, self.commands, line):
+                if self.faults.drop_after_octets is None:
+                    raise _Dropped
+                self.budget = self.faults.drop_after_octets
             if line.endswith(b"\n"):
                 reply: Reply = _err("Command must end with CRLF")
             else:
                 reply = self.dispatch(line)
             pipelined = await self.answer(reply)
+            if self.budget is not None:
+                raise _Dropped  # the whole reply fitted in drop_after_octets
 
     async def answer(self, reply: Reply) -> bool:
         """Send the reply to a command; True if the next one began to arrive first."""
+        await self.delay()
         if self.tls_requested:
             assert isinstance(reply, bytes)
             await self.start_tls(reply)
@@ -290,6 +313,7 @@ class _Session:
                 return
             line = strip_crlf(raw)
             self.record.lines.append(line)
+            await self.delay()
             if line == b"*":
                 await self.send(_err("AUTH cancelled by the client"))
                 return
@@ -312,8 +336,24 @@ class _Session:
             reply = _err(step.text)
         await self.send(reply)
 
+    async def delay(self) -> None:
+        """Wait as :attr:`Faults.latency` says, before a reply."""
+        if self.faults.latency:
+            await asyncio.sleep(self.faults.latency)
+
+    def write(self, data: bytes) -> None:
+        """Write ``data``, or as much of it as a due drop allows, then raise _Dropped."""
+        budget = self.budget
+        if budget is None:
+            self.writer.write(data)
+            return
+        self.writer.write(data[:budget])
+        if len(data) >= budget:
+            raise _Dropped
+        self.budget = budget - len(data)
+
     async def send(self, data: bytes) -> None:
-        self.writer.write(data)
+        self.write(data)
         await self.writer.drain()
 
     async def stream(self, reply: _Streamed) -> None:
@@ -322,9 +362,9 @@ class _Session:
         The next piece is generated only once the transport has taken the
         previous one, so memory stays bounded by a chunk whatever the size.
         """
-        self.writer.write(reply.first)
+        self.write(reply.first)
         for piece in dot_stuff(reply.content):
-            self.writer.write(piece)
+            self.write(piece)
             await self.writer.drain()
         await self.send(b".\r\n")
 
@@ -352,6 +392,8 @@ class _Session:
         keyword = keyword.upper()
         arg = rest if space else None
         self.after_user, self.pending_user = self.pending_user, None
+        if matches(self.faults.error_at, self.commands, line):
+            return _err(self.faults.error)
         bad = _BAD_CREDENTIALS if keyword in _CREDENTIAL_COMMANDS else _BAD_ASCII
         if not line:
             return _err("Empty command")
@@ -691,14 +733,18 @@ async def run_session(
     record: SessionRecord,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    faults: Faults | None = None,
 ) -> None:
     """Serve one POP3 connection until QUIT, end of stream or a fatal error.
 
     Only a QUIT in the TRANSACTION state removes messages; a connection that
     ends any other way leaves the mailbox as it was (RFC 1939 section 6).
+    ``faults`` are injected as :class:`Faults` describes.
     """
-    session = _Session(options, record, reader, writer)
+    session = _Session(options, record, reader, writer, faults or Faults())
     try:
         await session.run()
+    except _Dropped:
+        record.dropped = True
     finally:
         session.release()
