@@ -149,3 +149,15 @@ async def test_apop_fallback_against_dovecot_refusing_apop(dovecot: DovecotServe
     )
     assert code == 0
     assert "Logged in with USER/PASS" in out
+
+
+@pytest.mark.parametrize(("count", "left"), [(3, 0), (1, 1)])
+async def test_bot_prints_each_new_subject_once_then_stops(count: int, left: int) -> None:
+    # The bot runs its own embedded server; the third message arrives while it watches.
+    code, out, err = await run_example("bot.py", "--count", str(count))
+    assert (code, err) == (0, "")
+    subjects = ["Lunch on Friday?", "Build 1939 passed", "Re: Lunch on Friday?"]
+    assert out.splitlines() == [
+        *(f"New mail: {subject}" for subject in subjects[:count]),
+        f"{count} handled, {left} left on the server",
+    ]

@@ -1,0 +1,362 @@
+"""watch(): new mail for bots, each message once (by UIDL), at least once.
+
+::
+
+    async with watch(account, store=SQLiteStore("seen.db"), delete=True) as messages:
+        async for new in messages:
+            await handle(new.message())   # an email.message.EmailMessage
+
+Each poll logs in with :meth:`Account.session`, lists the unique-ids
+(UIDL), fetches the messages the store does not know (pipelined RETRs) and
+yields them in mailbox order. **A message is acknowledged when the loop
+asks for the next one**: the code after ``yield`` records its uid in the
+store and, with ``delete=True``, only then sends DELE. A message whose
+handling raised, or after which the loop was left by ``break``, is not
+acknowledged, so the next poll (or the next run, with a persistent store)
+delivers it again. :meth:`Watcher.finish` acknowledges the message in hand
+and stops. The session ends with QUIT, which commits the deletions; a
+message recorded but not deleted (the connection dropped first) is deleted
+by the next poll without being delivered again.
+
+Connection loss, timeouts, socket errors, ``[SYS/TEMP]``, ``[IN-USE]`` and
+``[LOGIN-DELAY]`` are retried with exponential backoff and full jitter.
+Logins are never closer together than the LOGIN-DELAY the server announces
+after login (RFC 2449 section 6.5). Other errors (wrong credentials, a
+server without UIDL, a certificate that does not verify) are raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.policy
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from types import TracebackType
+from typing import Any, Final, Self
+
+from .accounts import Account
+from .errors import (
+    ConnectionLostError,
+    CredentialsError,
+    LoginDelayError,
+    POP3TimeoutError,
+    ResponseError,
+)
+from .stores import MemoryStore, SeenStore
+
+__all__ = ["NewMessage", "Watcher", "full_jitter", "mailbox_key", "watch"]
+
+logger = logging.getLogger("aiopop.watch")
+
+Sleep = Callable[[float], Awaitable[object]]
+"""How the watcher waits: :func:`asyncio.sleep`, or a fake one in tests."""
+Clock = Callable[[], float]
+"""A monotonic clock in seconds: :func:`time.monotonic`, or a fake one in tests."""
+Jitter = Callable[[float], float]
+"""Given the backoff ceiling, the delay to wait: :func:`full_jitter` by default."""
+
+_FINISH: Final = object()  # sent into the generator by Watcher.finish()
+
+
+def full_jitter(ceiling: float) -> float:
+    """A delay drawn uniformly from ``[0, ceiling]`` ("full jitter")."""
+    return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not secrecy
+
+
+def mailbox_key(account: Account) -> str:
+    """The store key of an account's mailbox: ``user@host:port``.
+
+    It names the mailbox, not the way in: changing the login method or the
+    TLS mode of an account on the same port does not redeliver its mail.
+    """
+    host = f"[{account.host}]" if ":" in account.host else account.host
+    return f"{account.user}@{host.lower()}:{account.effective_port}"
+
+
+@dataclass(frozen=True, eq=False)
+class NewMessage:
+    """One new message: its unique-id, its number in this session, and its bytes.
+
+    ``data`` is the message exactly as the server holds it (CRLF line ends,
+    dots unstuffed). :meth:`message` parses it on first use.
+    """
+
+    uid: str
+    number: int
+    data: bytes = field(repr=False)
+    account: Account = field(repr=False)
+    _parsed: list[EmailMessage] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        """The size of ``data`` in octets."""
+        return len(self.data)
+
+    def message(self) -> EmailMessage:
+        """The message parsed with :data:`email.policy.default`, parsed once and then kept.
+
+        Line ends become ``\n`` first, as that policy expects: text parts read
+        ``"line\n"``, and ``as_bytes()`` gives them back consistently.
+        """
+        if not self._parsed:
+            parser = BytesParser(policy=email.policy.default)
+            self._parsed.append(parser.parsebytes(self.data.replace(b"\r\n", b"\n")))
+        return self._parsed[0]
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Whether trying again later may help (see the module docstring)."""
+    if isinstance(exc, CredentialsError | ssl.SSLCertVerificationError):
+        return False
+    if isinstance(exc, ResponseError):
+        # -ERR to QUIT: the deletions did not commit; the next poll repeats them.
+        return exc.is_temporary or exc.command == "QUIT"
+    return isinstance(exc, ConnectionLostError | POP3TimeoutError | OSError)
+
+
+class Watcher:
+    """The async iterator :func:`watch` returns; also an async context manager.
+
+    ``async with`` closes it on the way out (without acknowledging the
+    message in hand, and without QUIT, so this session's deletions are
+    rolled back: the next poll repeats them). Prefer it to a bare
+    ``async for``: a loop left by ``break`` or an exception then closes the
+    connection at once instead of when the iterator is garbage collected.
+    """
+
+    def __init__(
+        self,
+        account: Account,
+        *,
+        interval: float,
+        store: SeenStore,
+        delete: bool,
+        backoff: tuple[float, float],
+        key: str | None,
+        polls: int | None,
+        prefetch: int,
+        client_options: Mapping[str, Any] | None,
+        sleep: Sleep,
+        clock: Clock,
+        jitter: Jitter,
+    ) -> None:
+        first, ceiling = backoff
+        if not (interval >= 0 and math.isfinite(interval)):
+            raise ValueError(f"interval must be a finite number >= 0, not {interval!r}")
+        if not (0 < first <= ceiling and math.isfinite(ceiling)):
+            raise ValueError(
+                f"backoff must be (first, maximum) with 0 < first <= maximum: {backoff}"
+            )
+        if polls is not None and polls < 1:
+            raise ValueError(f"polls must be at least 1 or None, not {polls!r}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, not {prefetch!r}")
+        self.account = account
+        self.interval = float(interval)
+        self.store = store
+        self.delete = delete
+        self.backoff = (float(first), float(ceiling))
+        self.key = mailbox_key(account) if key is None else key
+        self.polls = polls
+        self.prefetch = prefetch
+        self.client_options = dict(client_options or {})
+        self._sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+        self.login_delay = 0.0
+        """The server's LOGIN-DELAY in seconds, as last announced after login (0: none)."""
+        self.last_login: float | None = None
+        """When the last login succeeded, on ``clock``."""
+        self.completed_polls = 0
+        """Polls that ended with a QUIT the server accepted."""
+        self._pending = False
+        self._generator = self._run()
+
+    def __repr__(self) -> str:
+        return f"Watcher({self.account.name!r}, key={self.key!r}, store={self.store!r})"
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> NewMessage:
+        """Acknowledge the message handed out last, then wait for the next new one."""
+        self._pending = False
+        message = await self._generator.__anext__()
+        self._pending = True
+        return message
+
+    async def finish(self) -> None:
+        """Acknowledge the message in hand (if any), end the session with QUIT, and stop.
+
+        For a loop that wants to stop after handling a message without that
+        message being delivered again. Afterwards the iteration is over.
+        """
+        if not self._pending:
+            await self.aclose()
+            return
+        self._pending = False
+        try:
+            await self._generator.asend(_FINISH)
+        except StopAsyncIteration:
+            pass
+        finally:
+            await self._generator.aclose()
+
+    async def aclose(self) -> None:
+        """Stop without acknowledging the message in hand; close the connection without QUIT."""
+        self._pending = False
+        await self._generator.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _backoff_delay(self, failures: int) -> float:
+        first, ceiling = self.backoff
+        return max(0.0, self._jitter(min(ceiling, first * 2.0 ** min(failures, 64))))
+
+    def _earliest_login(self) -> float:
+        if self.last_login is None:
+            return -math.inf
+        return self.last_login + self.login_delay
+
+    async def _wait_until(self, moment: float) -> None:
+        delay = moment - self._clock()
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def _run(self) -> AsyncGenerator[NewMessage, object]:
+        failures = 0
+        start_at = -math.inf
+        while True:
+            await self._wait_until(max(start_at, self._earliest_login()))
+            finishing = False
+            try:
+                async with self.account.session(**self.client_options) as client:
+                    self.last_login = self._clock()
+                    delay = (await client.capabilities()).login_delay
+                    self.login_delay = float(delay.seconds) if delay is not None else 0.0
+                    listing: dict[str, int] = {}
+                    for entry in await client.uidl():
+                        listing.setdefault(entry.uid, entry.number)
+                    await self.store.forget_missing(self.key, list(listing))
+                    known = await self.store.known(self.key, list(listing))
+                    if self.delete and known:
+                        # Recorded by an earlier poll that could not delete them.
+                        old = sorted(listing[uid] for uid in known)
+                        async with contextlib.aclosing(client.dele_many(old)) as deleted:
+                            async for _ in deleted:
+                                pass
+                    new = sorted((n, uid) for uid, n in listing.items() if uid not in known)
+                    uids = dict(new)
+                    fetch = client.retr_many(uids, window=self.prefetch)
+                    async with contextlib.aclosing(fetch) as fetched:
+                        async for number, data in fetched:
+                            message = NewMessage(uids[number], number, data, self.account)
+                            command = yield message
+                            # The consumer asked for more: its handling returned.
+                            finishing = command is _FINISH
+                            await self.store.add(self.key, message.uid)
+                            if self.delete:
+                                await client.dele(number)
+                            if finishing:
+                                break
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                if finishing:
+                    logger.warning(
+                        "%s: %s while finishing; stopping all the same",
+                        self.account.name,
+                        _describe(exc),
+                    )
+                    return
+                wait = self._backoff_delay(failures)
+                failures += 1
+                if isinstance(exc, LoginDelayError):
+                    wait = max(wait, float(exc.delay or 0), self.login_delay)
+                logger.warning(
+                    "%s: %s; trying again in %.1f s", self.account.name, _describe(exc), wait
+                )
+                start_at = self._clock() + wait
+                continue
+            failures = 0
+            self.completed_polls += 1
+            if finishing or (self.polls is not None and self.completed_polls >= self.polls):
+                return
+            start_at = self._clock() + self.interval
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def watch(
+    account: Account,
+    *,
+    interval: float = 60.0,
+    store: SeenStore | None = None,
+    delete: bool = False,
+    backoff: tuple[float, float] = (1.0, 300.0),
+    key: str | None = None,
+    polls: int | None = None,
+    prefetch: int = 8,
+    client_options: Mapping[str, Any] | None = None,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+    jitter: Jitter = full_jitter,
+) -> Watcher:
+    """Watch ``account``'s mailbox: an async iterator of each new :class:`NewMessage`, once.
+
+    * ``interval``: seconds from the end of one poll to the start of the
+      next; raised to the server's LOGIN-DELAY when it announces one.
+    * ``store``: where delivered uids are kept (a :class:`~aiopop.stores.SeenStore`);
+      a :class:`~aiopop.stores.MemoryStore` by default, which forgets when
+      the process ends. Use :class:`~aiopop.stores.SQLiteStore` to survive
+      restarts.
+    * ``delete``: DELE each message after its handling returned and the
+      store recorded it; the deletions commit at the QUIT ending the poll.
+    * ``backoff``: ``(first, maximum)``: after the n-th consecutive failure
+      (counted from 0), wait ``jitter(min(maximum, first * 2**n))``.
+    * ``key``: the store key; :func:`mailbox_key` by default.
+    * ``polls``: stop after this many completed polls (``None``: never).
+    * ``prefetch``: at most this many messages fetched ahead (pipelined).
+    * ``client_options``: keyword arguments for the client (``timeout``,
+      ``max_message_size``...), through :meth:`Account.session`.
+    * ``sleep``, ``clock``, ``jitter``: how to wait, tell the time and
+      spread retries; replace them in tests.
+
+    Nothing happens until the iteration starts.
+    """
+    return Watcher(
+        account,
+        interval=interval,
+        store=MemoryStore() if store is None else store,
+        delete=delete,
+        backoff=backoff,
+        key=key,
+        polls=polls,
+        prefetch=prefetch,
+        client_options=client_options,
+        sleep=sleep,
+        clock=clock,
+        jitter=jitter,
+    )
