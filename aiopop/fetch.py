@@ -1,0 +1,449 @@
+"""Download a POP3 mailbox into a Maildir, losing no message whatever fails and whenever.
+
+:func:`fetch_to_maildir` works on a client that is logged in, and never
+sends QUIT: the caller does, last (``async with`` does it on a normal
+exit). Deletions commit only at QUIT (RFC 1939 section 6), and every message
+marked deleted is durable in the Maildir before :func:`fetch_to_maildir`
+returns, so any QUIT after it is safe, and a session that ends any other
+way deletes nothing.
+
+The order of operations, per batch of messages (see ``docs/fetch.md``):
+
+1. RETR, pipelined; each message is written into ``tmp/`` under a new
+   unique name and fsynced before its file is closed (several such writes
+   run at once in worker threads, so their fsyncs overlap).
+2. Record ``(account, uid, name, size)`` for the batch in the state
+   database, in one transaction, as *pending*.
+3. Rename the files into ``new/``; fsync ``new/`` once. The next
+   transaction marks the batch *delivered*.
+4. After the last batch: DELE, pipelined, for the messages saved now or by
+   an earlier run, and only those. The caller's QUIT commits them.
+
+Why nothing is lost: a message is marked deleted (4) only after its data
+(1) and its directory entry in ``new/`` (3) are durable, and the server
+deletes nothing before QUIT. A crash leaves each message on the server,
+and either nowhere in the Maildir, or complete in ``tmp/``, or complete in
+``new/``.
+
+Why a rerun makes no duplicate with ``new_only``: the unique-id is recorded
+(2) *before* the file reaches ``new/`` (3), and only once its data is
+durable (1). So a message in ``new/`` always has its row. A crash between 2
+and 3 leaves a row whose file is still in ``tmp/``; the next run starts by
+finishing that rename (:func:`recover`), so the message appears exactly
+once and is not fetched again. A crash before 2 leaves at most an
+unrecorded file in ``tmp/``, which no reader sees and which the next run
+removes, so the message is fetched again, once. Had the order been rename
+first, record second, a crash between them would leave a message in
+``new/`` with no row, fetched again and delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from .errors import POP3Error, ResponseError
+from .maildir import Maildir
+from .uidstate import STATE_FILE, UIDState
+
+if TYPE_CHECKING:
+    from .client import POP3
+
+__all__ = [
+    "Delivery",
+    "FetchResult",
+    "Refusal",
+    "UIDLUnavailableError",
+    "account_key",
+    "fetch_to_maildir",
+    "recover",
+]
+
+DEFAULT_BATCH_MESSAGES = 100
+DEFAULT_BATCH_OCTETS = 32 * 1024 * 1024
+DEFAULT_STREAM_THRESHOLD = 1024 * 1024
+DEFAULT_MEMORY = 32 * 1024 * 1024
+MAX_WRITES = 16
+"""Messages written at once, at most (each its own worker thread trip: write, fsync, close)."""
+T = TypeVar("T")
+
+
+class UIDLUnavailableError(POP3Error):
+    """``new_only`` was asked of a server that refuses UIDL: nothing was fetched.
+
+    Without unique-ids there is no telling which messages an earlier run
+    saved. ``refusal`` is the server's answer to UIDL.
+    """
+
+    def __init__(self, refusal: ResponseError) -> None:
+        self.refusal = refusal
+        super().__init__(
+            f"the server refuses UIDL ({refusal}), so the messages fetched before"
+            " cannot be told apart: fetch without new_only, or use another server"
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message saved into ``new/`` by this run."""
+
+    number: int
+    """Its message number in this session."""
+    uid: str | None
+    """Its unique-id, or None when the server has no UIDL."""
+    name: str
+    """Its file name in ``new/``."""
+    size: int
+    """Its size as received, in octets (CRLF line ends)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A command the server answered with ``-ERR``; the message stays on the server."""
+
+    number: int
+    uid: str | None
+    error: ResponseError
+
+
+@dataclass
+class FetchResult:
+    """What :func:`fetch_to_maildir` did."""
+
+    delivered: list[Delivery] = field(default_factory=list)
+    """The messages saved by this run, durable in ``new/``, in the order saved."""
+    skipped: int = 0
+    """Messages left alone with ``new_only``: the Maildir had them already."""
+    deleted: list[int] = field(default_factory=list)
+    """The message numbers marked deleted (with ``delete``); the server removes them at QUIT."""
+    refused: list[Refusal] = field(default_factory=list)
+    """RETRs and DELEs the server refused; the other messages went on."""
+    recovered: int = 0
+    """Messages of an interrupted earlier run that were moved from ``tmp/`` into ``new/``."""
+
+
+def account_key(host: str, user: str) -> str:
+    """The state key for ``user``'s mailbox on ``host``: ``"user@host"``, host in lower case.
+
+    The port is left out on purpose: POP3 and POP3S on one server reach the
+    same mailbox, with the same unique-ids.
+    """
+    return f"{user}@{host.lower()}"
+
+
+async def fetch_to_maildir(
+    client: POP3,
+    maildir: str | os.PathLike[str] | Maildir,
+    *,
+    account: str,
+    delete: bool = False,
+    new_only: bool = False,
+    batch_messages: int = DEFAULT_BATCH_MESSAGES,
+    batch_octets: int = DEFAULT_BATCH_OCTETS,
+    stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
+    memory: int = DEFAULT_MEMORY,
+) -> FetchResult:
+    """Download the mailbox of the logged-in ``client`` into ``maildir``.
+
+    ``account`` names the mailbox in the Maildir's state (see
+    :func:`account_key`); one Maildir may serve several accounts.
+
+    ``new_only`` skips the messages whose unique-id the Maildir's state
+    holds for ``account``; against a server without UIDL it raises
+    :class:`UIDLUnavailableError` before fetching anything. Without it every
+    message is fetched (and, when the server has UIDL, recorded).
+
+    ``delete`` marks deleted every message that is durably in the Maildir:
+    those saved now and those an earlier run saved (known by unique-id and
+    LIST size). The deletions commit only when the caller sends QUIT, which
+    must come after this function returned; a session closed without QUIT
+    deletes nothing.
+
+    Each message is fsynced as it is written into ``tmp/`` (up to
+    :data:`MAX_WRITES` writes at once, so that the fsyncs overlap); then
+    batches of ``batch_messages`` messages or ``batch_octets`` octets get one
+    state transaction and one fsync of ``new/`` each. Messages up to
+    ``stream_threshold`` octets (by LIST) are retrieved with pipelined RETRs,
+    queued only as deep as ``memory`` divided by the largest of them allows;
+    bigger ones are streamed to disk one by one, in bounded memory.
+
+    A ``-ERR`` to a RETR or DELE is noted in :attr:`FetchResult.refused`
+    and the others go on. Any other error (the connection lost, the disk
+    full) propagates, after the messages already received complete were
+    made durable and recorded; a rerun finishes the job.
+    """
+    for name, value in (
+        ("batch_messages", batch_messages),
+        ("batch_octets", batch_octets),
+        ("memory", memory),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1")
+    box = maildir if isinstance(maildir, Maildir) else Maildir(maildir)
+    await box.create()
+    state = await UIDState.open(box.path / STATE_FILE)
+    try:
+        run = _Run(client, box, state, account, batch_messages, batch_octets)
+        run.result.recovered = await recover(box, state, account)
+        uids, sizes = await _listings(client, new_only)
+        known = await state.known(account) if uids is not None else {}
+        wanted = _choose(uids, sizes, known, new_only, run.result)
+        run.uids, run.sizes = uids or {}, sizes
+        threshold = stream_threshold
+        if client.max_message_size is not None:
+            threshold = min(threshold, client.max_message_size)
+        small = [number for number in wanted if sizes.get(number, threshold + 1) <= threshold]
+        big = sorted(set(wanted).difference(small))
+        await run.retrieve(small, big, _window(client, [sizes[n] for n in small], memory))
+        if delete:
+            await run.delete(_deletable(uids, sizes, known, run.result))
+        return run.result
+    finally:
+        await state.close()
+
+
+async def recover(maildir: Maildir, state: UIDState, account: str) -> int:
+    """Finish what an interrupted run for ``account`` left pending; return the files moved.
+
+    Only ``account``'s rows are looked at: another account's may belong to
+    a fetch running now in another process.
+
+    A pending row's file was durable in ``tmp/`` when the row was written.
+    If it is still there, it is renamed into ``new/`` (then ``new/`` is
+    synced); if it reached ``new/`` or ``cur/`` it is left alone; if it is
+    nowhere (a tmp cleaner removed it, or a reader deleted it), the row is
+    dropped, so that the message is fetched again rather than lost. Then the
+    rows are marked delivered, in one transaction. Last, the files that a
+    killed process left unfinished in ``tmp/`` are removed
+    (:meth:`Maildir.abandoned <aiopop.maildir.Maildir.abandoned>`): no row
+    names them, so they are fetched again.
+    """
+    names = await state.pending(account)
+    moved: list[str] = []
+    if names:
+        found = maildir.find(names)
+        moved = [name for name in names if found.get(name) == "tmp"]
+        await maildir.publish(moved)
+        await state.commit(
+            delivered=[name for name in names if name in found],
+            forgotten=[name for name in names if name not in found],
+        )
+    maildir.discard(maildir.abandoned())
+    return len(moved)
+
+
+async def _listings(client: POP3, new_only: bool) -> tuple[dict[int, str] | None, dict[int, int]]:
+    """UIDL and LIST, pipelined: the unique-ids (None without UIDL) and sizes by number."""
+    uidl, listing = await asyncio.gather(client.uidl(), client.list(), return_exceptions=True)
+    if isinstance(listing, BaseException):
+        raise listing
+    sizes = {entry.number: entry.size for entry in listing}
+    if isinstance(uidl, ResponseError):
+        if new_only:
+            raise UIDLUnavailableError(uidl)
+        return None, sizes
+    if isinstance(uidl, BaseException):
+        raise uidl
+    return {entry.number: entry.uid for entry in uidl}, sizes
+
+
+def _choose(
+    uids: dict[int, str] | None,
+    sizes: dict[int, int],
+    known: dict[str, int | None],
+    new_only: bool,
+    result: FetchResult,
+) -> list[int]:
+    """The message numbers to fetch, in order."""
+    if uids is None:
+        return sorted(sizes)
+    wanted: list[int] = []
+    seen: set[str] = set()
+    for number in sorted(uids):
+        uid = uids[number]
+        if new_only and (uid in known or uid in seen):
+            result.skipped += 1
+        else:
+            wanted.append(number)
+        seen.add(uid)
+    return wanted
+
+
+def _window(client: POP3, sizes: Sequence[int], memory: int) -> int:
+    """How many RETRs to keep queued so that the messages waiting fit in ``memory``."""
+    largest = max(sizes, default=1) or 1
+    return max(1, min(2 * client.max_in_flight, memory // largest))
+
+
+def _deletable(
+    uids: dict[int, str] | None,
+    sizes: dict[int, int],
+    known: dict[str, int | None],
+    result: FetchResult,
+) -> list[int]:
+    """The messages durably in the Maildir: saved by this run, or by an earlier one.
+
+    An earlier run's message is recognised by its unique-id and its size
+    (as LIST gave it then and now), and only when no other message in this
+    listing has the same unique-id. RFC 1939 makes unique-ids unique and
+    permanent; against a server that breaks that, the size check and the
+    uniqueness check keep a message that was never saved from being deleted.
+    """
+    numbers = {delivery.number for delivery in result.delivered}
+    if uids is not None:
+        counts = collections.Counter(uids.values())
+        numbers.update(
+            number
+            for number, uid in uids.items()
+            if counts[uid] == 1 and uid in known and known[uid] == sizes.get(number, -1)
+        )
+    return sorted(numbers)
+
+
+@dataclass(frozen=True)
+class _Saving:
+    """A message being written into ``tmp/``; ``job`` gives its file name."""
+
+    number: int
+    uid: str | None
+    size: int
+    job: asyncio.Future[str]
+
+
+class _Run:
+    """One download: the batch being saved, and what has been done."""
+
+    def __init__(
+        self,
+        client: POP3,
+        box: Maildir,
+        state: UIDState,
+        account: str,
+        batch_messages: int,
+        batch_octets: int,
+    ) -> None:
+        self.client = client
+        self.box = box
+        self.state = state
+        self.account = account
+        self.batch_messages = batch_messages
+        self.batch_octets = batch_octets
+        self.result = FetchResult()
+        self.uids: dict[int, str] = {}
+        self.sizes: dict[int, int] = {}
+        self.batch: list[_Saving] = []
+        self.octets = 0
+        self.writing: set[asyncio.Future[str]] = set()
+        self.max_writing = MAX_WRITES
+        self.published: list[str] = []
+        """Files renamed into ``new/`` whose rows the next transaction marks delivered."""
+
+    async def retrieve(self, small: list[int], big: list[int], window: int) -> None:
+        """Save the messages ``small`` (pipelined, in memory) and ``big`` (streamed)."""
+        try:
+            items = _each(small, lambda rest: self.client.retr_many(rest, window=window), self)
+            async with contextlib.aclosing(items):
+                async for number, message in items:
+                    job = asyncio.ensure_future(self.box.write_bytes(message))
+                    await self._add(number, len(message), job)
+            for number in big:
+                try:
+                    async with self.client.retr_stream(number) as stream:
+                        name, size = await self.box.write(stream.batches())
+                except ResponseError as exc:
+                    self.refuse(number, exc)
+                    continue
+                written: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+                written.set_result(name)
+                await self._add(number, size, written)
+            await self._commit(final=True)
+        except Exception:
+            # What arrived complete is made durable and recorded: a rerun skips it.
+            await self._commit(final=True)
+            raise
+        except BaseException:
+            self._abandon()
+            raise
+
+    async def delete(self, numbers: list[int]) -> None:
+        """DELE ``numbers``, pipelined; each is durably in the Maildir."""
+        items = _each(numbers, self.client.dele_many, self)
+        async with contextlib.aclosing(items):
+            async for number in items:
+                self.result.deleted.append(number)
+
+    def refuse(self, number: int, error: ResponseError) -> None:
+        self.result.refused.append(Refusal(number, self.uids.get(number), error))
+
+    async def _add(self, number: int, size: int, job: asyncio.Future[str]) -> None:
+        self.batch.append(_Saving(number, self.uids.get(number), size, job))
+        self.octets += size
+        self.writing.add(job)
+        if len(self.batch) >= self.batch_messages or self.octets >= self.batch_octets:
+            await self._commit()
+            return
+        while len(self.writing) >= self.max_writing:
+            _, self.writing = await asyncio.wait(self.writing, return_when=FIRST_COMPLETED)
+
+    async def _commit(self, *, final: bool = False) -> None:
+        """Make the batch visible: wait for its files, record it, publish it into ``new/``."""
+        batch, self.batch, self.octets, self.writing = self.batch, [], 0, set()
+        results = await asyncio.gather(*(saving.job for saving in batch), return_exceptions=True)
+        names = [name for name in results if isinstance(name, str)]
+        try:
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            saved = [
+                (s.uid, name, self.sizes.get(s.number))
+                for s, name in zip(batch, names, strict=True)
+                if s.uid is not None
+            ]
+            await self.state.commit(self.account, saved, delivered=self.published)
+        except BaseException:
+            self.box.discard(names)  # not recorded: fetched again next time
+            raise
+        self.published = [name for _, name, _ in saved]
+        await self.box.publish(names)
+        self.result.delivered.extend(
+            Delivery(s.number, s.uid, name, s.size) for s, name in zip(batch, names, strict=True)
+        )
+        if final:
+            published, self.published = self.published, []
+            await self.state.commit(delivered=published)
+
+    def _abandon(self) -> None:
+        """On cancellation: stop the writes of the batch and remove its files."""
+        for saving in self.batch:
+            job = saving.job
+            if not job.done():
+                job.cancel()  # the write removes its own file
+            elif not job.cancelled() and job.exception() is None:
+                self.box.discard([job.result()])
+        self.batch = []
+
+
+async def _each(
+    numbers: list[int],
+    many: Callable[[list[int]], AsyncGenerator[T, None]],
+    run: _Run,
+) -> AsyncGenerator[T, None]:
+    """What ``many(numbers)`` yields; a ``-ERR`` is noted and the rest asked again."""
+    rest = numbers
+    while rest:
+        done = 0
+        try:
+            async with contextlib.aclosing(many(rest)) as items:
+                async for item in items:
+                    done += 1
+                    yield item
+            return
+        except ResponseError as exc:
+            run.refuse(rest[done], exc)
+            rest = rest[done + 1 :]

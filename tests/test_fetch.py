@@ -1,0 +1,640 @@
+"""fetch_to_maildir: what it saves, skips and deletes, and that no cut loses a message."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiopop
+from aiopop import fetch as fetch_module
+from aiopop.fetch import (
+    FetchResult,
+    UIDLUnavailableError,
+    account_key,
+    fetch_to_maildir,
+)
+from aiopop.maildir import Maildir
+from aiopop.testing import Mailbox, POP3TestServer, Respond, ScriptedServer, Step
+from aiopop.uidstate import STATE_FILE, UIDState
+from tests.cutting import HOW, Cut, CuttingProxy
+from tests.scripted import LOGIN
+
+USER = "alice"
+PASSWORD = "secret"
+ACCOUNT = "alice@test"
+BIG = b"Subject: big\r\n\r\n" + b"".join(b"line %06d of a big one\r\n" % i for i in range(4000))
+MESSAGES = [
+    b"Subject: one\r\n\r\nHello\r\n",
+    b"Subject: two\r\n\r\n.\r\n..\r\n.dot\r\nbare\rCR\r\n",
+    BIG,  # over the stream threshold used below: streamed to disk
+    b"Subject: four\r\n\r\nlast\r\n",
+]
+THRESHOLD = 10_000
+
+
+def unix(message: bytes) -> bytes:
+    return message.replace(b"\r\n", b"\n")
+
+
+def saved(path: Path) -> list[bytes]:
+    """The messages in ``new/`` and ``cur/``, sorted."""
+    return sorted(
+        file.read_bytes()
+        for sub in ("new", "cur")
+        if (path / sub).exists()
+        for file in (path / sub).iterdir()
+    )
+
+
+async def fetch(port: int, path: Path | Maildir, **options: Any) -> FetchResult:
+    """Log in on 127.0.0.1:``port``, fetch, QUIT; the options go to fetch_to_maildir."""
+    options.setdefault("stream_threshold", THRESHOLD)
+    async with aiopop.POP3("127.0.0.1", port, timeout=5) as client:
+        await client.login(USER, PASSWORD)
+        return await fetch_to_maildir(client, path, account=ACCOUNT, **options)
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 (polling the file system)
+            await asyncio.sleep(0.001)
+
+
+def serve(*messages: bytes, **options: Any) -> tuple[Mailbox, POP3TestServer]:
+    mailbox = Mailbox(PASSWORD, list(messages))
+    return mailbox, POP3TestServer({USER: mailbox}, **options)
+
+
+# -- what is saved --------------------------------------------------------------------
+
+
+async def test_every_message_is_saved_once_and_the_server_keeps_them(tmp_path: Path) -> None:
+    mailbox, server = serve(*MESSAGES)
+    uids = list(mailbox.uids or ())
+    async with server:
+        result = await fetch(server.port, tmp_path)
+    assert saved(tmp_path) == sorted(map(unix, MESSAGES))
+    assert [d.number for d in result.delivered] == [1, 2, 4, 3]  # the big one last
+    assert [d.size for d in result.delivered] == [len(MESSAGES[i]) for i in (0, 1, 3, 2)]
+    assert [d.uid for d in result.delivered] == [uids[i] for i in (0, 1, 3, 2)]
+    for delivery in result.delivered:
+        assert (tmp_path / "new" / delivery.name).read_bytes() == unix(
+            MESSAGES[delivery.number - 1]
+        )
+    assert (result.skipped, result.deleted, result.refused, result.recovered) == (0, [], [], 0)
+    assert len(mailbox.messages) == 4
+    assert os.listdir(tmp_path / "tmp") == []
+    assert sorted(os.listdir(tmp_path)) == sorted(["tmp", "new", "cur", STATE_FILE])
+    state = await UIDState.open(tmp_path / STATE_FILE)
+    try:
+        assert await state.known(ACCOUNT) == dict(zip(uids, map(len, MESSAGES), strict=True))
+        assert await state.pending(ACCOUNT) == []
+    finally:
+        await state.close()
+
+
+async def test_new_only_fetches_only_what_the_maildir_lacks(tmp_path: Path) -> None:
+    mailbox, server = serve(*MESSAGES[:2])
+    async with server:
+        await fetch(server.port, tmp_path, new_only=True)
+        again = await fetch(server.port, tmp_path, new_only=True)
+        assert (again.delivered, again.skipped) == ([], 2)
+        mailbox.add(b"Subject: later\r\n\r\nnew\r\n")
+        third = await fetch(server.port, tmp_path, new_only=True)
+    assert [d.number for d in third.delivered] == [3]
+    assert third.skipped == 2
+    assert saved(tmp_path) == sorted(map(unix, [*MESSAGES[:2], b"Subject: later\r\n\r\nnew\r\n"]))
+
+
+async def test_without_new_only_everything_is_fetched_again(tmp_path: Path) -> None:
+    _, server = serve(*MESSAGES[:2])
+    async with server:
+        await fetch(server.port, tmp_path)
+        again = await fetch(server.port, tmp_path)
+    assert len(again.delivered) == 2
+    assert len(saved(tmp_path)) == 4
+
+
+async def test_accounts_sharing_a_maildir_are_kept_apart(tmp_path: Path) -> None:
+    # Equal unique-ids in two mailboxes are two different messages.
+    alice = Mailbox(PASSWORD, [b"for alice\r\n"], uids=["1"])
+    bob = Mailbox(PASSWORD, [b"for bob\r\n"], uids=["1"])
+    async with POP3TestServer({"alice": alice, "bob": bob}) as server:
+        for user in ("alice", "bob", "alice", "bob"):
+            async with aiopop.POP3("127.0.0.1", server.port) as client:
+                await client.login(user, PASSWORD)
+                key = account_key("Mail.Example", user)
+                await fetch_to_maildir(client, tmp_path, account=key, new_only=True)
+    assert saved(tmp_path) == [b"for alice\n", b"for bob\n"]
+
+
+def test_the_account_key_names_user_and_host_without_port() -> None:
+    assert account_key("POP.Example.COM", "Alice") == "Alice@pop.example.com"
+
+
+async def test_a_maildir_object_may_keep_crlf(tmp_path: Path) -> None:
+    _, server = serve(MESSAGES[0], BIG)
+    async with server:
+        await fetch(server.port, Maildir(tmp_path, keep_crlf=True))
+    assert saved(tmp_path) == sorted([MESSAGES[0], BIG])
+
+
+async def test_small_batches_give_the_same_result(tmp_path: Path) -> None:
+    messages = [b"Subject: %d\r\n\r\nbody\r\n" % i for i in range(25)]
+    mailbox, server = serve(*messages)
+    async with server:
+        result = await fetch(server.port, tmp_path, batch_messages=3, delete=True, new_only=True)
+    assert len(result.delivered) == 25
+    assert saved(tmp_path) == sorted(map(unix, messages))
+    assert mailbox.messages == []
+
+
+async def test_a_batch_also_ends_at_its_octet_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[int] = []
+    real = UIDState.commit
+
+    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            commits.append(len(args[1]))
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UIDState, "commit", counting)
+    _, server = serve(*(b"x" * 1000 + b"\r\n" for _ in range(6)))
+    async with server:
+        await fetch(server.port, tmp_path, batch_octets=2500)
+    assert commits == [3, 3, 0]  # 3 x 1002 octets pass 2,500; then the final commit
+
+
+async def test_few_writes_run_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch_module, "MAX_WRITES", 2)
+    messages = [b"m%d\r\n" % i for i in range(9)]
+    _, server = serve(*messages)
+    async with server:
+        await fetch(server.port, tmp_path)
+    assert saved(tmp_path) == sorted(map(unix, messages))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("batch_messages", 0), ("batch_octets", 0), ("memory", 0)]
+)
+async def test_nonsense_sizes_are_refused_before_anything_happens(
+    tmp_path: Path, name: str, value: int
+) -> None:
+    client = aiopop.POP3("127.0.0.1", 1)
+    options: dict[str, Any] = {name: value}
+    with pytest.raises(ValueError, match=name):
+        await fetch_to_maildir(client, tmp_path, account=ACCOUNT, **options)
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_window_keeps_the_queued_messages_within_memory() -> None:
+    client = aiopop.POP3("h", max_in_flight=100)
+    assert fetch_module._window(client, [8000] * 5, 32 * 1024 * 1024) == 200
+    assert fetch_module._window(client, [1_000_000, 10], 8_000_000) == 8
+    assert fetch_module._window(client, [50_000_000], 8_000_000) == 1
+    assert fetch_module._window(client, [], 100) == 100
+    assert fetch_module._window(client, [0], 10) == 10
+
+
+async def test_messages_over_max_message_size_are_streamed(tmp_path: Path) -> None:
+    _, server = serve(BIG, MESSAGES[0])
+    async with server, aiopop.POP3("127.0.0.1", server.port, max_message_size=1000) as client:
+        await client.login(USER, PASSWORD)
+        result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
+    assert [d.number for d in result.delivered] == [2, 1]
+    assert saved(tmp_path) == sorted(map(unix, [BIG, MESSAGES[0]]))
+
+
+# -- deleting ---------------------------------------------------------------------------
+
+
+async def test_delete_empties_the_server_at_quit(tmp_path: Path) -> None:
+    mailbox, server = serve(*MESSAGES)
+    async with server:
+        result = await fetch(server.port, tmp_path, delete=True)
+    assert sorted(result.deleted) == [1, 2, 3, 4]
+    assert mailbox.messages == []
+    assert saved(tmp_path) == sorted(map(unix, MESSAGES))
+
+
+async def test_delete_also_removes_what_an_earlier_run_kept(tmp_path: Path) -> None:
+    mailbox, server = serve(*MESSAGES[:2])
+    async with server:
+        await fetch(server.port, tmp_path)  # kept on the server
+        mailbox.add(b"Subject: third\r\n\r\n3\r\n")
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert [d.number for d in result.delivered] == [3]
+    assert result.deleted == [1, 2, 3]
+    assert mailbox.messages == []
+    assert len(saved(tmp_path)) == 3
+
+
+async def test_the_deletions_wait_for_quit(tmp_path: Path) -> None:
+    mailbox, server = serve(*MESSAGES[:2])
+    async with server:
+        client = aiopop.POP3("127.0.0.1", server.port)
+        await client.connect()
+        await client.login(USER, PASSWORD)
+        result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT, delete=True)
+        assert result.deleted == [1, 2]
+        await client.close()  # no QUIT: the server rolls back
+        await server.wait_idle()
+    assert len(mailbox.messages) == 2
+
+
+async def test_a_refused_retr_is_noted_and_the_message_is_kept(tmp_path: Path) -> None:
+    # The test server refuses RETR of a message with a non-ASCII header before UTF8.
+    refused = "Subject: caf\u00e9\r\n\r\nbody\r\n".encode()
+    messages = [MESSAGES[0], refused, MESSAGES[1], MESSAGES[3]]
+    mailbox, server = serve(*messages)
+    uids = list(mailbox.uids or ())
+    async with server:
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert [(r.number, r.uid) for r in result.refused] == [(2, uids[1])]
+    assert result.refused[0].error.has_code("UTF8")
+    assert result.deleted == [1, 3, 4]
+    assert mailbox.messages == [refused]
+    assert saved(tmp_path) == sorted(map(unix, [MESSAGES[0], MESSAGES[1], MESSAGES[3]]))
+
+
+async def test_a_refused_streamed_retr_is_noted_too(tmp_path: Path) -> None:
+    refused = "Subject: \u00e9\r\n\r\n".encode() + b"x" * 20_000 + b"\r\n"
+    mailbox, server = serve(refused, MESSAGES[0])
+    async with server:
+        result = await fetch(server.port, tmp_path, delete=True)
+    assert [r.number for r in result.refused] == [1]
+    assert result.deleted == [2]
+    assert mailbox.messages == [refused]
+
+
+async def test_a_unique_id_the_server_repeats_is_never_deleted_unfetched(tmp_path: Path) -> None:
+    mailbox = Mailbox(PASSWORD, [b"first\r\n", b"second\r\n"], uids=["same", "same"])
+    async with POP3TestServer({USER: mailbox}) as server:
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True)
+        assert ([d.number for d in result.delivered], result.skipped) == ([1], 1)
+        assert result.deleted == [1]
+        again = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    # "second" has the unique-id of "first" but another size: never saved, so kept.
+    assert (again.delivered, again.skipped, again.deleted) == ([], 1, [])
+    assert mailbox.messages == [b"second\r\n"]
+
+
+# -- a server without UIDL ---------------------------------------------------------------
+
+
+def without_uidl(replies: dict[bytes, bytes]) -> list[Step]:
+    """A logged-in script that answers each command from ``replies`` (by its whole line)."""
+
+    def answer(line: bytes) -> bytes:
+        return replies.get(line, b"-ERR unknown command\r\n")
+
+    return [*LOGIN, *(Respond(answer) for _ in range(12))]
+
+
+NO_UIDL = {
+    b"LIST": b"+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n",
+    b"RETR 1": b"+OK\r\none\r\n.\r\n",
+    b"RETR 2": b"+OK\r\ntwo\r\n.\r\n",
+    b"RETR 3": b"+OK\r\nthree\r\n.\r\n",
+    b"DELE 1": b"+OK\r\n",
+    b"DELE 2": b"-ERR [SYS/TEMP] cannot\r\n",
+    b"DELE 3": b"+OK\r\n",
+    b"QUIT": b"+OK\r\n",
+}
+
+
+async def scripted_client(server: ScriptedServer) -> aiopop.POP3:
+    client = aiopop.POP3(server.host, server.port, timeout=5, pipelining=False)
+    await client.connect()
+    await client.user("u")
+    await client.pass_("p")
+    return client
+
+
+async def test_without_uidl_new_only_refuses_before_fetching(tmp_path: Path) -> None:
+    async with ScriptedServer(without_uidl(NO_UIDL)) as server:
+        client = await scripted_client(server)
+        with pytest.raises(UIDLUnavailableError, match="refuses UIDL") as caught:
+            await fetch_to_maildir(client, tmp_path, account=ACCOUNT, new_only=True)
+        await client.close()
+    assert caught.value.refusal.command == "UIDL"
+    assert isinstance(caught.value, aiopop.POP3Error)
+    assert not any(line.startswith((b"RETR", b"DELE")) for line in server.received)
+    assert saved(tmp_path) == []
+
+
+async def test_without_uidl_everything_is_fetched_and_only_that_deleted(tmp_path: Path) -> None:
+    async with ScriptedServer(without_uidl(NO_UIDL)) as server:
+        client = await scripted_client(server)
+        result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT, delete=True)
+        await client.quit()
+    assert saved(tmp_path) == [b"one\n", b"three\n", b"two\n"]
+    assert [d.uid for d in result.delivered] == [None, None, None]
+    assert result.deleted == [1, 3]
+    assert [(r.number, r.uid, r.error.code) for r in result.refused] == [(2, None, "SYS/TEMP")]
+    state = await UIDState.open(tmp_path / STATE_FILE)
+    try:
+        assert await state.known(ACCOUNT) == {}
+    finally:
+        await state.close()
+
+
+async def test_a_failing_list_is_raised(tmp_path: Path) -> None:
+    replies = {**NO_UIDL, b"LIST": b"-ERR no\r\n"}
+    async with ScriptedServer(without_uidl(replies)) as server:
+        client = await scripted_client(server)
+        with pytest.raises(aiopop.ResponseError, match="no"):
+            await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
+        await client.close()
+
+
+async def test_a_broken_uidl_is_raised(tmp_path: Path) -> None:
+    replies = {**NO_UIDL, b"UIDL": b"+OK\r\nnonsense\r\n.\r\n"}
+    async with ScriptedServer(without_uidl(replies)) as server:
+        client = await scripted_client(server)
+        with pytest.raises(aiopop.MalformedReplyError):
+            await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
+        await client.close()
+
+
+# -- an interrupted run, finished by the next ----------------------------------------------
+
+
+class Crash(BaseException):
+    """Stands for the process dying at this point."""
+
+
+async def test_a_crash_between_recording_and_publishing_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def crash(self: Maildir, names: Sequence[str]) -> None:
+        raise Crash
+
+    mailbox, server = serve(*MESSAGES)
+    async with server:
+        with monkeypatch.context() as patch:
+            patch.setattr(Maildir, "publish", crash)
+            with pytest.raises(Crash):
+                await fetch(server.port, tmp_path, delete=True, new_only=True)
+        # Recorded, durable in tmp/, not yet in new/: invisible, and still on the server.
+        assert saved(tmp_path) == []
+        assert len(os.listdir(tmp_path / "tmp")) == 4
+        assert len(mailbox.messages) == 4
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert result.recovered == 4
+    assert result.delivered == []
+    assert result.skipped == 4
+    assert result.deleted == [1, 2, 3, 4]
+    assert saved(tmp_path) == sorted(map(unix, MESSAGES))
+    assert mailbox.messages == []
+
+
+async def test_a_crash_before_recording_leaves_nothing_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def crash(self: UIDState, *args: Any, **kwargs: Any) -> None:
+        raise Crash
+
+    mailbox, server = serve(*MESSAGES)
+    async with server:
+        with monkeypatch.context() as patch:
+            patch.setattr(UIDState, "commit", crash)
+            with pytest.raises(Crash):
+                await fetch(server.port, tmp_path, delete=True, new_only=True)
+        assert os.listdir(tmp_path / "tmp") == []  # removed: nothing refers to them
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert (len(result.delivered), result.recovered) == (4, 0)
+    assert saved(tmp_path) == sorted(map(unix, MESSAGES))
+    assert mailbox.messages == []
+
+
+async def test_recovery_reads_where_each_pending_file_went(tmp_path: Path) -> None:
+    box = Maildir(tmp_path)
+    await box.create()
+    state = await UIDState.open(tmp_path / STATE_FILE)
+    (box.tmp / "in-tmp").write_bytes(b"a\n")
+    (box.new / "in-new").write_bytes(b"b\n")
+    (box.cur / "in-cur:2,S").write_bytes(b"c\n")
+    names = ["in-tmp", "in-new", "in-cur", "vanished"]
+    await state.commit(ACCOUNT, [(f"uid-{name}", name, 1) for name in names])
+    (box.tmp / "other").write_bytes(b"d\n")
+    await state.commit("someone else", [("uid", "other", 1)])
+    try:
+        assert await fetch_module.recover(box, state, ACCOUNT) == 1
+        assert await fetch_module.recover(box, state, ACCOUNT) == 0
+        assert await state.pending(ACCOUNT) == []
+        # The vanished one is forgotten, to be fetched again rather than lost.
+        assert set(await state.known(ACCOUNT)) == {"uid-in-tmp", "uid-in-new", "uid-in-cur"}
+        # Another account's pending file may be another process's fetch in progress.
+        assert await state.pending("someone else") == ["other"]
+    finally:
+        await state.close()
+    assert sorted(os.listdir(box.new)) == ["in-new", "in-tmp"]
+    assert os.listdir(box.tmp) == ["other"]
+
+
+async def test_a_cancelled_fetch_leaves_no_stray_file(tmp_path: Path) -> None:
+    messages = [b"Subject: %d\r\n\r\n" % i + b"x" * 5000 + b"\r\n" for i in range(300)]
+    mailbox, server = serve(*messages)
+    async with server:
+        client = aiopop.POP3("127.0.0.1", server.port)
+        await client.connect()
+        await client.login(USER, PASSWORD)
+        task = asyncio.ensure_future(
+            fetch_to_maildir(client, tmp_path, account=ACCOUNT, batch_messages=50, delete=True)
+        )
+        await wait_until(lambda: len(saved(tmp_path)) >= 50)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await client.close()
+        await server.wait_idle()
+        # Writes cancelled in their threads remove their files when done.
+        await wait_until(lambda: not os.listdir(tmp_path / "tmp"))
+        assert len(mailbox.messages) == 300
+        done = len(saved(tmp_path))
+        result = await fetch(server.port, tmp_path, new_only=True, delete=True)
+    assert result.skipped == done
+    assert saved(tmp_path) == sorted(map(unix, messages))
+    assert mailbox.messages == []
+
+
+async def test_a_full_disk_fails_the_fetch_after_saving_what_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Maildir.write_bytes
+    calls = 0
+
+    async def write_bytes(self: Maildir, message: bytes) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(28, "No space left on device")
+        return await real(self, message)
+
+    monkeypatch.setattr(Maildir, "write_bytes", write_bytes)
+    messages = [b"m%d\r\n" % i for i in range(5)]
+    mailbox, server = serve(*messages)
+    async with server:
+        with pytest.raises(OSError, match="No space"):
+            await fetch(server.port, tmp_path, new_only=True, delete=True)
+        assert len(mailbox.messages) == 5
+        assert os.listdir(tmp_path / "tmp") == []
+        monkeypatch.setattr(Maildir, "write_bytes", real)
+        await fetch(server.port, tmp_path, new_only=True, delete=True)
+    assert saved(tmp_path) == sorted(map(unix, messages))
+    assert mailbox.messages == []
+
+
+# -- cut the connection at every step ------------------------------------------------------
+
+
+async def dialogue_length(tmp_path: Path, **options: Any) -> int:
+    """How many commands one whole run sends."""
+    _, server = serve(*MESSAGES)
+    async with server, CuttingProxy(server.port) as proxy:
+        await fetch(proxy.port, tmp_path, **options)
+    assert proxy.commands[-1] == b"QUIT"
+    return len(proxy.commands)
+
+
+def cut_points(commands: int) -> list[Cut]:
+    points = [Cut(0, "half"), Cut(0, "whole")]
+    for reply in range(1, commands + 1):
+        points += [Cut(reply, how) for how in HOW]  # type: ignore[arg-type]
+    return points
+
+
+def check_nothing_lost(
+    path: Path, mailbox: Mailbox, originals: Sequence[bytes], *, duplicates: bool
+) -> None:
+    """Each message is on the server or complete in the Maildir; nothing else is in new/."""
+    in_maildir = collections.Counter(saved(path))
+    expected = {unix(message) for message in originals}
+    assert set(in_maildir) <= expected, "a partial or foreign file reached the Maildir"
+    if not duplicates:
+        assert max(in_maildir.values(), default=1) == 1, "a message was saved twice"
+    on_server = {unix(message) for message in mailbox.messages}  # type: ignore[arg-type]
+    assert expected <= set(in_maildir) | on_server, "a message was lost"
+
+
+async def cut_and_rerun(
+    tmp_path: Path, cut: Cut, *, new_only: bool, check: Callable[[Path], None] | None = None
+) -> list[bytes]:
+    mailbox, server = serve(*MESSAGES)
+    async with server:
+        async with CuttingProxy(server.port, cut) as proxy:
+            with contextlib.suppress(aiopop.POP3Error, OSError):
+                await fetch(proxy.port, tmp_path, delete=True, new_only=new_only)
+            await server.wait_idle()
+        assert proxy.cuts == 1, f"{cut} was never reached"
+        check_nothing_lost(tmp_path, mailbox, MESSAGES, duplicates=not new_only)
+        await fetch(server.port, tmp_path, delete=True, new_only=new_only)
+        await server.wait_idle()
+    assert mailbox.messages == [], "the rerun did not finish the job"
+    assert os.listdir(tmp_path / "tmp") == []
+    return saved(tmp_path)
+
+
+async def test_cutting_the_connection_at_every_step_loses_nothing(tmp_path: Path) -> None:
+    commands = await dialogue_length(tmp_path / "probe", delete=True, new_only=True)
+    points = cut_points(commands)
+    assert len(points) >= 30
+    for index, cut in enumerate(points):
+        outcome = await cut_and_rerun(tmp_path / f"{index}-{cut}", cut, new_only=True)
+        assert outcome == sorted(map(unix, MESSAGES)), f"after {cut}: not each message once"
+
+
+async def test_without_new_only_a_cut_loses_nothing_either(tmp_path: Path) -> None:
+    commands = await dialogue_length(tmp_path / "probe", delete=True)
+    for index, cut in enumerate(cut_points(commands)):
+        outcome = await cut_and_rerun(tmp_path / f"{index}-{cut}", cut, new_only=False)
+        assert set(outcome) == set(map(unix, MESSAGES)), f"after {cut}"
+
+
+async def test_the_cuts_cover_the_dialogue(tmp_path: Path) -> None:
+    # The enumeration above cuts at each of these commands, mid-message included.
+    _, server = serve(*MESSAGES)
+    async with server, CuttingProxy(server.port) as proxy:
+        await fetch(proxy.port, tmp_path, delete=True, new_only=True)
+    verbs = [line.split(b" ")[0] for line in proxy.commands]
+    assert verbs.count(b"RETR") == 4
+    assert verbs.count(b"DELE") == 4
+    assert {b"UIDL", b"LIST", b"QUIT"} <= set(verbs)
+    assert verbs.index(b"DELE") > max(i for i, verb in enumerate(verbs) if verb == b"RETR")
+
+
+async def test_a_cut_after_quit_was_carried_out_deletes_only_saved_mail(tmp_path: Path) -> None:
+    commands = await dialogue_length(tmp_path / "probe", delete=True, new_only=True)
+    mailbox, server = serve(*MESSAGES)
+    async with server, CuttingProxy(server.port, Cut(commands, "executed")) as proxy:
+        with pytest.raises(aiopop.ConnectionLostError):
+            await fetch(proxy.port, tmp_path, delete=True, new_only=True)
+        await server.wait_idle()
+    assert proxy.cuts == 1
+    assert mailbox.messages == []  # QUIT reached the server: it committed
+    assert saved(tmp_path) == sorted(map(unix, MESSAGES))
+
+
+# -- the order of operations ----------------------------------------------------------------
+
+
+async def test_each_message_is_durable_recorded_and_published_before_its_dele(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log: list[tuple[str, object]] = []
+    write_bytes, write, commit, publish = (
+        Maildir.write_bytes,
+        Maildir.write,
+        UIDState.commit,
+        Maildir.publish,
+    )
+    dele_many = aiopop.POP3.dele_many
+
+    async def logged_write_bytes(self: Maildir, message: bytes) -> str:
+        name = await write_bytes(self, message)
+        log.append(("durable in tmp", name))
+        return name
+
+    async def logged_write(self: Maildir, batches: Any) -> tuple[str, int]:
+        name, size = await write(self, batches)
+        log.append(("durable in tmp", name))
+        return name, size
+
+    async def logged_commit(self: UIDState, *args: Any, **kwargs: Any) -> None:
+        await commit(self, *args, **kwargs)
+        for _, name, _ in args[1] if len(args) > 1 else ():
+            log.append(("recorded", name))
+
+    async def logged_publish(self: Maildir, names: Sequence[str]) -> None:
+        await publish(self, names)  # renames, then syncs new/
+        log.extend(("in new/, synced", name) for name in names)
+
+    def logged_dele_many(self: aiopop.POP3, numbers: Any, **kwargs: Any) -> Any:
+        numbers = list(numbers)
+        log.extend(("DELE", number) for number in numbers)
+        return dele_many(self, numbers, **kwargs)
+
+    monkeypatch.setattr(Maildir, "write_bytes", logged_write_bytes)
+    monkeypatch.setattr(Maildir, "write", logged_write)
+    monkeypatch.setattr(UIDState, "commit", logged_commit)
+    monkeypatch.setattr(Maildir, "publish", logged_publish)
+    monkeypatch.setattr(aiopop.POP3, "dele_many", logged_dele_many)
+    mailbox, server = serve(*MESSAGES)
+    async with server:
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True, batch_messages=2)
+    assert mailbox.messages == []
+    for delivery in result.delivered:
+        steps = [log.index((step, delivery.name)) for step in ("durable in tmp", "recorded")]
+        steps.append(log.index(("in new/, synced", delivery.name)))
+        steps.append(log.index(("DELE", delivery.number)))
+        assert steps == sorted(steps), f"message {delivery.number}: {steps}"
