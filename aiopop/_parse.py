@@ -87,7 +87,14 @@ def _escape_char(char: str, raw: bool) -> str:
 
 
 def parse_status_line(line: bytes) -> StatusLine:
-    """Parse ``+OK text`` / ``-ERR text``; the indicator is matched case-insensitively."""
+    """Parse ``+OK text`` / ``-ERR text``; the indicator is matched case-insensitively.
+
+    A NUL anywhere is a :class:`ProtocolError`: RFC 2449 section 4 allows
+    no NUL in a status line (its text is at most CHAR, %x01-7F), and one
+    would cut the line short for anything that treats it as a C string.
+    """
+    if b"\0" in line:
+        raise ProtocolError(f"NUL in a status line: {escape(line, 80)!r}")
     head, _, text = line.partition(b" ")
     indicator = head.upper()
     if indicator == b"+OK":

@@ -204,6 +204,8 @@ class POP3Protocol:
     _utf8: bool = False
     _tls: bool = False
     _line_bare_lf: bool = False
+    _sasl_cancelled: bool = False
+    """The client answered the current AUTH's challenge with ``*``: only -ERR may follow."""
     _scan: _BodyScan = field(default_factory=_BodyScan, repr=False)
     greeting: Greeting | None = None
 
@@ -244,7 +246,10 @@ class POP3Protocol:
 
         Nothing received before may remain unread (RFC 2595 section 4):
         raises ProtocolError, and kills the session, if something does.
+        A session that already failed raises its error and stays in the clear.
         """
+        if self._error is not None:
+            raise self._error
         if self.buffered:
             error = ProtocolError("the server sent data after STLS's +OK, before TLS began")
             self._fail(error)
@@ -254,6 +259,8 @@ class POP3Protocol:
     def send_response(self, response: bytes | None) -> bytes:
         """The line answering the current SASL challenge: base64, or ``*`` to cancel (None).
 
+        After ``*`` the server must refuse the exchange with ``-ERR`` (RFC 5034
+        section 4): another challenge, or ``+OK``, is then a ProtocolError.
         Raises CommandStateError when no challenge is waiting for an answer.
         """
         if self._error is not None:
@@ -262,6 +269,7 @@ class POP3Protocol:
             raise CommandStateError("no SASL challenge is waiting for a response")
         self._phase = _Phase.STATUS
         if response is None:
+            self._sasl_cancelled = True
             return b"*\r\n"
         return base64.b64encode(response) + b"\r\n"
 
@@ -331,10 +339,20 @@ class POP3Protocol:
         if phase is _Phase.GREETING:
             return self._on_greeting(parse_status_line(line))
         command = self._pending[0]
-        if command.shape is ReplyShape.SASL and is_challenge(line):
+        if command.shape is ReplyShape.SASL:
+            return self._on_sasl_line(command, line)
+        return self._on_status(parse_status_line(line))
+
+    def _on_sasl_line(self, command: Command, line: bytes) -> Challenge | Reply:
+        if is_challenge(line):
+            if self._sasl_cancelled:
+                raise ProtocolError("the server sent a SASL challenge after the client cancelled")
             self._phase = _Phase.CHALLENGED
             return Challenge(command, parse_challenge(line))
-        return self._on_status(parse_status_line(line))
+        status = parse_status_line(line)
+        if status.ok and self._sasl_cancelled:
+            raise ProtocolError("the server accepted an AUTH exchange the client cancelled")
+        return self._on_status(status)
 
     def _unrequested(self) -> ProtocolError:
         data = self._buf[self._pos : self._pos + 80]
@@ -395,6 +413,7 @@ class POP3Protocol:
 
     def _complete(self) -> Command:
         command = self._pending.popleft()
+        self._sasl_cancelled = False
         self._phase = _Phase.STATUS if self._pending else _Phase.IDLE
         return command
 

@@ -37,6 +37,7 @@ from aiopop.testing import (
     Mailbox,
     Mismatch,
     POP3TestServer,
+    Respond,
     ScriptedServer,
     Send,
     Sleep,
@@ -1649,6 +1650,54 @@ async def test_scripted_errors_are_recorded() -> None:
         await srv.wait_idle()
         assert len(srv.errors) == 1
         assert isinstance(srv.errors[0], TypeError)
+
+
+async def test_scripted_respond_answers_what_the_client_sent() -> None:
+    script: list[Step] = [
+        Send(b"+OK\r\n"),
+        Respond(lambda line: b"+OK you said " + line[::-1] + b"\r\n"),
+        Respond(lambda line: b""),
+        Respond(lambda line: b"+OK\r\n"),
+    ]
+    async with ScriptedServer(script) as srv:
+        wire = await Wire.open(srv)
+        assert await wire.line() == b"+OK\r\n"
+        assert await wire.cmd(b"ABC") == b"+OK you said CBA\r\n"
+        await wire.send(b"silent\r\n")  # b"": nothing is sent back
+        assert await wire.cmd(b"NOOP") == b"+OK\r\n"
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.received == [b"ABC", b"silent", b"NOOP"]
+        assert srv.mismatches == []
+
+
+async def test_scripted_respond_sees_the_client_close() -> None:
+    async with ScriptedServer([Respond(lambda line: b"never\r\n")]) as srv:
+        wire = await Wire.open(srv)
+        await wire.close()
+        await srv.wait_idle()
+        assert srv.mismatches == [Mismatch(0, 0, None, None)]
+
+
+async def test_scripted_then_gives_later_connections_their_own_script() -> None:
+    first: list[Step] = [Send(b"+OK first\r\n")]
+    async with ScriptedServer(
+        first, then=[[Send(b"+OK second\r\n")], [Send(b"+OK third\r\n")]]
+    ) as srv:
+        assert srv.then == ((Send(b"+OK second\r\n"),), (Send(b"+OK third\r\n"),))
+        greetings = []
+        for _ in range(4):
+            wire = await Wire.open(srv)
+            greetings.append(await wire.line())
+            await wire.close()
+        # The fourth connection, beyond ``then``, plays the first script again.
+        assert greetings == [
+            b"+OK first\r\n",
+            b"+OK second\r\n",
+            b"+OK third\r\n",
+            b"+OK first\r\n",
+        ]
+        assert srv.connections == 4
 
 
 async def test_scripted_close_aborts_sleeping_connections() -> None:

@@ -16,9 +16,9 @@ A :class:`GeneratedMessage` stands in a Mailbox for a synthetic message of
 any size, generated and streamed chunk by chunk, never held in memory.
 
 :class:`ScriptedServer` instead plays a fixed script of raw bytes to each
-connection (:class:`Send`, :class:`Expect`, :class:`Sleep`, :class:`Trickle`,
-:class:`Close`, :class:`WaitForClose`, :class:`StartTLS`), for testing how a
-client copes with servers that misbehave.
+connection (:class:`Send`, :class:`Expect`, :class:`Respond`, :class:`Sleep`,
+:class:`Trickle`, :class:`Close`, :class:`WaitForClose`, :class:`StartTLS`),
+for testing how a client copes with servers that misbehave.
 
 Both listen on 127.0.0.1 and a free port by default; use them as async
 context managers or call ``start()`` and ``close()``.
@@ -48,6 +48,7 @@ from ._scripted import (
     Close,
     Expect,
     Mismatch,
+    Respond,
     ScriptedServer,
     Send,
     Sleep,
@@ -74,6 +75,7 @@ __all__ = [
     "Mismatch",
     "POP3ServerFixture",
     "POP3TestServer",
+    "Respond",
     "ScriptedServer",
     "Selector",
     "Send",

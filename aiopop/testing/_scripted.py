@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._base import LoopbackServer
@@ -14,6 +14,7 @@ __all__ = [
     "Close",
     "Expect",
     "Mismatch",
+    "Respond",
     "ScriptedServer",
     "Send",
     "Sleep",
@@ -45,6 +46,22 @@ class Expect:
     """
 
     line: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Respond:
+    """Read one line from the client, record it, and write ``answer(line)``.
+
+    ``answer`` gets the line with its CRLF removed and returns the bytes to
+    send (add the CRLF yourself; ``b""`` sends nothing). For servers whose
+    reply depends on what the client sent, such as a SASL exchange with the
+    client's nonce in it. If the client closes instead of sending a line, a
+    :class:`Mismatch` (expected None) is recorded and the connection is closed;
+    an exception from ``answer`` ends the connection and lands in
+    :attr:`ScriptedServer.errors`.
+    """
+
+    answer: Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -82,18 +99,18 @@ class StartTLS:
     context: ssl.SSLContext
 
 
-Step = Send | Expect | Sleep | Trickle | Close | WaitForClose | StartTLS
+Step = Send | Expect | Respond | Sleep | Trickle | Close | WaitForClose | StartTLS
 """One step of a :class:`ScriptedServer` script."""
 
 
 @dataclass(frozen=True)
 class Mismatch:
-    """An :class:`Expect` step that did not get the line it wanted."""
+    """An :class:`Expect` (or :class:`Respond`) step that did not get the line it wanted."""
 
     connection: int
     """The connection, counted from 0 in the order they were accepted."""
     step: int
-    """The index of the Expect step in the script."""
+    """The index of the step in the connection's script."""
     expected: bytes | None
     """The line the step wanted (None: any line)."""
     received: bytes | None
@@ -103,6 +120,10 @@ class Mismatch:
 
 class ScriptedServer(LoopbackServer):
     """A server that plays ``script`` to every connection, from the first step.
+
+    With ``then``, the second connection plays ``then[0]`` instead, the third
+    ``then[1]`` and so on; connections beyond those play ``script`` again.
+    For a client that reconnects, such as after a server closed on a refusal.
 
     Made for tests of how a client copes with a broken or hostile server::
 
@@ -121,13 +142,16 @@ class ScriptedServer(LoopbackServer):
         self,
         script: Sequence[Step],
         *,
+        then: Sequence[Sequence[Step]] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         self.script: tuple[Step, ...] = tuple(script)
-        """The steps each connection runs."""
+        """The steps each connection runs (except those that ``then`` gives their own)."""
+        self.then: tuple[tuple[Step, ...], ...] = tuple(tuple(steps) for steps in then)
+        """The scripts of the second, third... connections."""
         self.received: list[bytes] = []
         """Every line the clients sent, across connections, CRLF removed."""
         self.mismatches: list[Mismatch] = []
@@ -141,7 +165,8 @@ class ScriptedServer(LoopbackServer):
         connection = self.connections
         self.connections += 1
         lines = LineReader(reader, _MAX_LINE)
-        for index, step in enumerate(self.script):
+        script = self.then[connection - 1] if 0 < connection <= len(self.then) else self.script
+        for index, step in enumerate(script):
             match step:
                 case Send(data=data):
                     writer.write(data)
@@ -151,6 +176,13 @@ class ScriptedServer(LoopbackServer):
                     if got is None or (expected is not None and got != expected):
                         self.mismatches.append(Mismatch(connection, index, expected, got))
                         return
+                case Respond(answer=answer):
+                    got = await self._read(lines)
+                    if got is None:
+                        self.mismatches.append(Mismatch(connection, index, None, got))
+                        return
+                    writer.write(answer(got))
+                    await writer.drain()
                 case Sleep(seconds=seconds):
                     await asyncio.sleep(seconds)
                 case Trickle(data=data, delay=delay):
