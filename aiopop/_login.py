@@ -128,6 +128,7 @@ async def password_login(
     client: POP3, user: str, password: str, *, allow_cleartext: bool, policy: TLSPolicy
 ) -> AuthMethod:
     """Log in with the strongest password method offered; see the module's docstring."""
+    _check_credentials(user=user, password=password)
     await ensure_tls(client, policy)
     plan = _plan(client, await client.capabilities())
     withheld: list[str] = []
@@ -165,6 +166,13 @@ async def password_login(
     raise last
 
 
+def _check_credentials(**values: str) -> None:
+    """Refuse CR, LF and NUL in credentials before anything at all is sent."""
+    for name, value in values.items():
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"login: control character in the {name}; nothing was sent")
+
+
 async def _attempt(
     client: POP3, step: _Method, user: str, password: str, policy: TLSPolicy, *, reconnect: bool
 ) -> None:
@@ -194,6 +202,7 @@ async def oauth2_login(
     client: POP3, user: str, token: OAuth2Token, *, allow_cleartext: bool, policy: TLSPolicy
 ) -> AuthMethod:
     """Log in with OAUTHBEARER, else XOAUTH2; never falls back to a password."""
+    _check_credentials(user=user, token=token if isinstance(token, str) else "")
     await ensure_tls(client, policy)
     caps = await client.capabilities()
     offered = caps.sasl

@@ -615,3 +615,15 @@ async def test_the_debug_log_says_when_no_method_is_left(
             await client.login("mrose", "wrong")
     refused = [m for m in caplog.messages if m.startswith("APOP refused")]
     assert refused == ["APOP refused (APOP: -ERR [AUTH] Authentication failed.); no method left"]
+
+
+async def test_a_token_with_a_line_break_is_refused_before_anything_is_sent(
+    mailbox: Mailbox,
+) -> None:
+    async with POP3TestServer({"mrose": mailbox}, sasl=["XOAUTH2"]) as server:
+        client = client_for(server)
+        await client.connect()
+        with pytest.raises(ValueError, match="control character in the token; nothing was sent"):
+            await client.login("mrose", oauth2_token="tok\r\nDELE 1", allow_cleartext=True)
+        await client.close()
+    assert server.sessions[0].lines == []
