@@ -71,6 +71,8 @@ DEFAULT_STREAM_THRESHOLD = 1024 * 1024
 DEFAULT_MEMORY = 32 * 1024 * 1024
 MAX_WRITES = 16
 """Messages written at once, at most (each its own worker thread trip: write, fsync, close)."""
+DELE_CHUNK = 1000
+"""DELEs issued at once; the client keeps at most ``max_in_flight`` of them on the wire."""
 T = TypeVar("T")
 
 
@@ -372,11 +374,24 @@ class _Run:
             raise
 
     async def delete(self, numbers: list[int]) -> None:
-        """DELE ``numbers``, pipelined; each is durably in the Maildir."""
-        items = _each(numbers, self.client.dele_many, self)
-        async with contextlib.aclosing(items):
-            async for number in items:
-                self.result.deleted.append(number)
+        """DELE ``numbers``, each durably in the Maildir; pipelined, each with its own reply.
+
+        Separate commands rather than :meth:`~aiopop.POP3.dele_many`: a
+        ``-ERR`` to one must not cancel the others, as a DELE already sent
+        and then cancelled would be carried out with its reply unread.
+        """
+        for start in range(0, len(numbers), DELE_CHUNK):
+            chunk = numbers[start : start + DELE_CHUNK]
+            replies = await asyncio.gather(
+                *(self.client.dele(number) for number in chunk), return_exceptions=True
+            )
+            for number, reply in zip(chunk, replies, strict=True):
+                if isinstance(reply, ResponseError):
+                    self.refuse(number, reply)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                else:
+                    self.result.deleted.append(number)
 
     def refuse(self, number: int, error: ResponseError) -> None:
         self.result.refused.append(Refusal(number, self.uids.get(number), error))

@@ -21,7 +21,7 @@ from aiopop.fetch import (
     fetch_to_maildir,
 )
 from aiopop.maildir import Maildir
-from aiopop.testing import Mailbox, POP3TestServer, Respond, ScriptedServer, Step
+from aiopop.testing import Expect, Mailbox, POP3TestServer, ScriptedServer, Send, Step
 from aiopop.uidstate import STATE_FILE, UIDState
 from tests.cutting import HOW, Cut, CuttingProxy
 from tests.scripted import LOGIN
@@ -291,28 +291,20 @@ async def test_a_unique_id_the_server_repeats_is_never_deleted_unfetched(tmp_pat
 # -- a server without UIDL ---------------------------------------------------------------
 
 
-def without_uidl(replies: dict[bytes, bytes]) -> list[Step]:
-    """A logged-in script that answers each command from ``replies`` (by its whole line)."""
+def script(*dialogue: tuple[bytes, bytes]) -> list[Step]:
+    """A logged-in script: each command expected in turn, and its reply."""
+    steps = list(LOGIN)
+    for command, reply in dialogue:
+        steps += [Expect(command), Send(reply)]
+    return steps
 
-    def answer(line: bytes) -> bytes:
-        return replies.get(line, b"-ERR unknown command\r\n")
 
-    return [*LOGIN, *(Respond(answer) for _ in range(12))]
-
-
-NO_UIDL = {
-    b"LIST": b"+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n",
-    b"RETR 1": b"+OK\r\none\r\n.\r\n",
-    b"RETR 2": b"+OK\r\ntwo\r\n.\r\n",
-    b"RETR 3": b"+OK\r\nthree\r\n.\r\n",
-    b"DELE 1": b"+OK\r\n",
-    b"DELE 2": b"-ERR [SYS/TEMP] cannot\r\n",
-    b"DELE 3": b"+OK\r\n",
-    b"QUIT": b"+OK\r\n",
-}
+NO_UIDL = (b"UIDL", b"-ERR unknown command\r\n")
+LISTING = (b"LIST", b"+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n")
 
 
 async def scripted_client(server: ScriptedServer) -> aiopop.POP3:
+    """A client that sends one command at a time, in a fixed order."""
     client = aiopop.POP3(server.host, server.port, timeout=5, pipelining=False)
     await client.connect()
     await client.user("u")
@@ -321,22 +313,28 @@ async def scripted_client(server: ScriptedServer) -> aiopop.POP3:
 
 
 async def test_without_uidl_new_only_refuses_before_fetching(tmp_path: Path) -> None:
-    async with ScriptedServer(without_uidl(NO_UIDL)) as server:
+    async with ScriptedServer(script(NO_UIDL, LISTING)) as server:
         client = await scripted_client(server)
         with pytest.raises(UIDLUnavailableError, match="refuses UIDL") as caught:
             await fetch_to_maildir(client, tmp_path, account=ACCOUNT, new_only=True)
         await client.close()
     assert caught.value.refusal.command == "UIDL"
     assert isinstance(caught.value, aiopop.POP3Error)
-    assert not any(line.startswith((b"RETR", b"DELE")) for line in server.received)
+    assert server.received[-2:] == [b"UIDL", b"LIST"]  # and no RETR
+    assert server.mismatches == []
     assert saved(tmp_path) == []
 
 
 async def test_without_uidl_everything_is_fetched_and_only_that_deleted(tmp_path: Path) -> None:
-    async with ScriptedServer(without_uidl(NO_UIDL)) as server:
+    dialogue = [NO_UIDL, LISTING]
+    dialogue += [(b"RETR %d" % n, b"+OK\r\n%s\r\n.\r\n" % word) for n, word in NUMBERED]
+    dialogue += [(b"DELE 1", b"+OK\r\n"), (b"DELE 2", b"-ERR [SYS/TEMP] cannot\r\n")]
+    dialogue += [(b"DELE 3", b"+OK\r\n"), (b"QUIT", b"+OK\r\n")]
+    async with ScriptedServer(script(*dialogue)) as server:
         client = await scripted_client(server)
         result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT, delete=True)
         await client.quit()
+    assert server.mismatches == []
     assert saved(tmp_path) == [b"one\n", b"three\n", b"two\n"]
     assert [d.uid for d in result.delivered] == [None, None, None]
     assert result.deleted == [1, 3]
@@ -348,9 +346,11 @@ async def test_without_uidl_everything_is_fetched_and_only_that_deleted(tmp_path
         await state.close()
 
 
+NUMBERED = [(1, b"one"), (2, b"two"), (3, b"three")]
+
+
 async def test_a_failing_list_is_raised(tmp_path: Path) -> None:
-    replies = {**NO_UIDL, b"LIST": b"-ERR no\r\n"}
-    async with ScriptedServer(without_uidl(replies)) as server:
+    async with ScriptedServer(script(NO_UIDL, (b"LIST", b"-ERR no\r\n"))) as server:
         client = await scripted_client(server)
         with pytest.raises(aiopop.ResponseError, match="no"):
             await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
@@ -358,8 +358,8 @@ async def test_a_failing_list_is_raised(tmp_path: Path) -> None:
 
 
 async def test_a_broken_uidl_is_raised(tmp_path: Path) -> None:
-    replies = {**NO_UIDL, b"UIDL": b"+OK\r\nnonsense\r\n.\r\n"}
-    async with ScriptedServer(without_uidl(replies)) as server:
+    broken = (b"UIDL", b"+OK\r\nnonsense\r\n.\r\n")
+    async with ScriptedServer(script(broken, LISTING)) as server:
         client = await scripted_client(server)
         with pytest.raises(aiopop.MalformedReplyError):
             await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
@@ -598,7 +598,7 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
         UIDState.commit,
         Maildir.publish,
     )
-    dele_many = aiopop.POP3.dele_many
+    dele = aiopop.POP3.dele
 
     async def logged_write_bytes(self: Maildir, message: bytes) -> str:
         name = await write_bytes(self, message)
@@ -619,16 +619,15 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
         await publish(self, names)  # renames, then syncs new/
         log.extend(("in new/, synced", name) for name in names)
 
-    def logged_dele_many(self: aiopop.POP3, numbers: Any, **kwargs: Any) -> Any:
-        numbers = list(numbers)
-        log.extend(("DELE", number) for number in numbers)
-        return dele_many(self, numbers, **kwargs)
+    async def logged_dele(self: aiopop.POP3, number: int) -> bytes:
+        log.append(("DELE", number))
+        return await dele(self, number)
 
     monkeypatch.setattr(Maildir, "write_bytes", logged_write_bytes)
     monkeypatch.setattr(Maildir, "write", logged_write)
     monkeypatch.setattr(UIDState, "commit", logged_commit)
     monkeypatch.setattr(Maildir, "publish", logged_publish)
-    monkeypatch.setattr(aiopop.POP3, "dele_many", logged_dele_many)
+    monkeypatch.setattr(aiopop.POP3, "dele", logged_dele)
     mailbox, server = serve(*MESSAGES)
     async with server:
         result = await fetch(server.port, tmp_path, delete=True, new_only=True, batch_messages=2)
