@@ -43,6 +43,14 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"You have 3 messages totaling {total} bytes" in out
     assert "Subject: Welcome to aiopop" in out
     assert "Mailbox unchanged: 3 messages" in out
+    # The command tour: every command against the same server.
+    for command in ("stat", "list", "uidl", "fetch", "check"):
+        assert f"$ aiopop {command} " in out
+    assert out.count(f"You have 3 messages totaling {total} bytes") == 2
+    assert f"Fetched 3 messages ({total} bytes) into " in out
+    assert "Fetched 0 messages (0 bytes) into " in out
+    assert "(3 already there)" in out
+    assert "2 accounts checked, 1 failed" in out
 
 
 async def test_demo_as_a_module() -> None:

@@ -1,0 +1,279 @@
+"""The ``aiopop`` command, run as a user runs it: a subprocess against the in-process server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from aiopop import _cli
+from aiopop.testing import Mailbox, POP3TestServer
+
+PASSWORD = "tanstaaf"
+MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\n" + b"x" * 500 + b"\r\n"]
+
+
+@dataclass
+class Run:
+    status: int
+    out: str
+    err: str
+
+
+async def aiopop_command(*args: str, env: dict[str, str] | None = None) -> Run:
+    """Run ``python -m aiopop ARGS`` with stdin not a terminal; collect its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiopop",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+def cafile(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+async def server(ca: trustme.CA) -> AsyncIterator[POP3TestServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    box = Mailbox(PASSWORD, list(MESSAGES))
+    async with POP3TestServer({"u": box}, ssl_context=context, sasl=["SCRAM-SHA-256"]) as srv:
+        yield srv
+
+
+def mailbox_args(server: POP3TestServer, cafile: Path, *more: str) -> list[str]:
+    return [
+        server.host,
+        "u",
+        "--port",
+        str(server.port),
+        "--cafile",
+        str(cafile),
+        "--password-env",
+        "AIOPOP_TEST_PASSWORD",
+        *more,
+    ]
+
+
+async def test_stat_prints_the_classic_line_and_changes_nothing(
+    server: POP3TestServer, cafile: Path
+) -> None:
+    run = await aiopop_command(
+        "stat", *mailbox_args(server, cafile), env={"AIOPOP_TEST_PASSWORD": PASSWORD}
+    )
+    assert (run.status, run.err) == (0, "")
+    size = sum(map(len, MESSAGES))
+    assert run.out == f"You have 2 messages totaling {size} bytes\n"
+    record = server.sessions[0]
+    assert record.mechanism == "SCRAM-SHA-256"
+    assert record.quit
+    assert [line.split(b" ")[0] for line in record.lines][-2:] == [b"STAT", b"QUIT"]
+    assert len(server.mailboxes["u"].messages) == 2
+
+
+async def test_list_and_uidl_with_json(server: POP3TestServer, cafile: Path) -> None:
+    env = {"AIOPOP_TEST_PASSWORD": PASSWORD}
+    listed = await aiopop_command("list", *mailbox_args(server, cafile, "--json"), env=env)
+    assert json.loads(listed.out) == [
+        {"number": 1, "size": len(MESSAGES[0])},
+        {"number": 2, "size": len(MESSAGES[1])},
+    ]
+    plain = await aiopop_command("uidl", *mailbox_args(server, cafile), env=env)
+    uids = server.mailboxes["u"].uids
+    assert uids is not None
+    assert plain.out == f"1 {uids[0]}\n2 {uids[1]}\n"
+    stat = await aiopop_command("stat", *mailbox_args(server, cafile, "--json"), env=env)
+    assert json.loads(stat.out) == {
+        "account": f"u@{server.host}:{server.port}",
+        "messages": 2,
+        "octets": sum(map(len, MESSAGES)),
+    }
+
+
+async def test_a_password_command_and_a_pop_url(server: POP3TestServer, cafile: Path) -> None:
+    url = f"pops://u@{server.host}:{server.port}"
+    command = f'{sys.executable} -c "print({PASSWORD!r})"'
+    run = await aiopop_command("stat", url, "--cafile", str(cafile), "--password-command", command)
+    assert run.status == 0, run.err
+    assert run.out.startswith("You have 2 messages")
+
+
+async def test_a_wrong_password_prints_the_servers_text_and_a_hint(
+    server: POP3TestServer, cafile: Path
+) -> None:
+    run = await aiopop_command(
+        "stat", *mailbox_args(server, cafile), env={"AIOPOP_TEST_PASSWORD": "wrong"}
+    )
+    assert run.status == _cli.EXIT_AUTH
+    assert run.out == ""
+    first, hint = run.err.splitlines()
+    # The last refusal, and the notes: every method tried, in order.
+    assert first.startswith("aiopop: error: login refused: PASS: -ERR [AUTH] Authentication failed")
+    assert "tried: SCRAM-SHA-256 refused" in first
+    assert hint == "  hint: check the user name and the password or token"
+    assert "Traceback" not in run.err
+    assert "wrong" not in run.err
+
+
+async def test_an_untrusted_certificate_is_a_tls_error(server: POP3TestServer) -> None:
+    run = await aiopop_command(
+        "stat",
+        server.host,
+        "u",
+        "--port",
+        str(server.port),
+        "--password-env",
+        "AIOPOP_TEST_PASSWORD",
+        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
+    )
+    assert run.status == _cli.EXIT_TLS
+    assert run.err.startswith("aiopop: error: the server's certificate does not verify")
+    assert "--cafile" in run.err
+    assert all(record.lines == [] for record in server.sessions)  # nothing sent
+
+
+async def test_usage_errors(server: POP3TestServer, cafile: Path) -> None:
+    no_password = await aiopop_command("stat", server.host, "u", "--port", str(server.port))
+    assert no_password.status == _cli.EXIT_USAGE
+    assert "no password: use --password-env or --password-command" in no_password.err
+    no_user = await aiopop_command("stat", server.host, "--password-env", "X")
+    assert no_user.status == _cli.EXIT_USAGE
+    assert "the user name is missing" in no_user.err
+    bad_url = await aiopop_command("stat", "pop://u:secret@x.test", "--password-env", "X")
+    assert bad_url.status == _cli.EXIT_USAGE
+    assert "secret" not in bad_url.err
+    unknown = await aiopop_command("frobnicate")
+    assert unknown.status == 2
+
+
+async def test_connection_refused_is_a_network_error(unused_tcp_port: int) -> None:
+    run = await aiopop_command(
+        "stat",
+        "127.0.0.1",
+        "u",
+        "--port",
+        str(unused_tcp_port),
+        "--password-env",
+        "AIOPOP_TEST_PASSWORD",
+        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
+    )
+    assert run.status == _cli.EXIT_NETWORK
+    assert run.err.startswith("aiopop: error: cannot reach the server:")
+
+
+def test_help_documents_secrets_and_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["stat", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--password-env", "--password-command", "--json", "exit status:", "130"):
+        assert needle in text
+
+
+# -- fetch --------------------------------------------------------------------------------------
+
+
+def maildir_messages(maildir: Path) -> list[bytes]:
+    return sorted(path.read_bytes() for path in (maildir / "new").iterdir())
+
+
+async def test_fetch_into_a_maildir_then_new_only_then_delete(
+    server: POP3TestServer, cafile: Path, tmp_path: Path
+) -> None:
+    env = {"AIOPOP_TEST_PASSWORD": PASSWORD}
+    maildir = tmp_path / "Mail"
+    first = await aiopop_command(
+        "fetch", *mailbox_args(server, cafile, "--maildir", str(maildir), "--new-only"), env=env
+    )
+    assert first.status == 0, first.err
+    size = sum(map(len, MESSAGES))
+    assert first.out == f"Fetched 2 messages ({size} bytes) into {maildir}\n"
+    stored = maildir_messages(maildir)
+    assert stored == sorted(m.replace(b"\r\n", b"\n") for m in MESSAGES)
+    assert len(server.mailboxes["u"].messages) == 2  # kept on the server
+
+    again = await aiopop_command(
+        "fetch",
+        *mailbox_args(server, cafile, "--maildir", str(maildir), "--new-only", "--json"),
+        env=env,
+    )
+    report = json.loads(again.out)
+    assert (report["fetched"], report["skipped"], report["deleted"]) == ([], 2, [])
+    assert maildir_messages(maildir) == stored  # no duplicate
+
+    delete = await aiopop_command(
+        "fetch",
+        *mailbox_args(server, cafile, "--maildir", str(maildir), "--new-only", "--delete"),
+        env=env,
+    )
+    assert delete.status == 0, delete.err
+    assert delete.out.endswith("(2 already there, 2 deleted on the server)\n")
+    assert server.mailboxes["u"].messages == []
+    assert maildir_messages(maildir) == stored
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+async def test_check_a_file_of_accounts(ca: trustme.CA, cafile: Path, tmp_path: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    boxes = {f"user{n}": Mailbox(PASSWORD, list(MESSAGES[: n % 3])) for n in range(5)}
+    boxes["locked"] = Mailbox(PASSWORD, [], locked=True)
+    async with POP3TestServer(boxes, ssl_context=context) as srv:
+        tables = []
+        for name in [*boxes, "nobody"]:
+            tables.append(
+                f'[[account]]\nname = "{name}"\nurl = "pops://{name}@{srv.host}:{srv.port}"\n'
+                'password_env = "AIOPOP_TEST_PASSWORD"\n'
+            )
+        path = tmp_path / "accounts.toml"
+        path.write_text("\n".join(tables), encoding="utf-8")
+        env = {"AIOPOP_TEST_PASSWORD": PASSWORD}
+        table = await aiopop_command("check", str(path), "--cafile", str(cafile), env=env)
+        lines = await aiopop_command("check", str(path), "--cafile", str(cafile), "--json", env=env)
+    assert table.status == _cli.EXIT_FAILED  # two accounts failed
+    rows = table.out.splitlines()
+    assert rows[0].split() == ["ACCOUNT", "MESSAGES", "OCTETS", "RESULT"]
+    assert rows[1].split()[:4] == ["user0", "0", "0", "ok"]
+    assert rows[2].split()[:4] == ["user1", "1", str(len(MESSAGES[0])), "ok"]
+    assert rows[6].startswith("locked")
+    assert "in use" in rows[6]
+    assert rows[7].startswith("nobody")
+    assert "credentials" in rows[7]
+    assert rows[-1] == "7 accounts checked, 2 failed"
+    reports = {r["account"]: r for r in map(json.loads, lines.out.splitlines())}
+    assert len(reports) == 7
+    assert reports["user2"]["messages"] == 2
+    assert reports["locked"]["reason"] == "in use"
+    assert not reports["nobody"]["ok"]
+    assert PASSWORD not in table.out + table.err + lines.out
+
+
+async def test_check_refuses_a_file_with_an_inline_password(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text('[[account]]\nurl = "pops://u@x.test"\npassword = "hunter2"\n')
+    run = await aiopop_command("check", str(path))
+    assert run.status == _cli.EXIT_USAGE
+    assert "inline secrets are refused" in run.err
+    assert "hunter2" not in run.err
