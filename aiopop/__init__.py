@@ -11,6 +11,7 @@ so that poplib programs port line by line::
 from . import sasl
 from ._connection import MessageStream
 from ._state import State
+from .accounts import Account, AccountError, load_accounts
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from .errors import (
     APOPNotOfferedError,
@@ -34,7 +35,11 @@ from .errors import (
     TLSRequiredError,
     error_proto,
 )
+from .fetch import FetchResult, UIDLUnavailableError, fetch_to_maildir
+from .many import CheckResult, check_many
+from .stores import MemoryStore, SeenStore, SQLiteStore
 from .types import AuthMethod, Capabilities, Expire, ListEntry, LoginDelay, Stat, UidEntry
+from .watch import NewMessage, Watcher, watch
 
 __version__ = "0.1.0"
 
@@ -44,34 +49,47 @@ __all__ = [
     "POP3_SSL",
     "POP3_SSL_PORT",
     "APOPNotOfferedError",
+    "Account",
+    "AccountError",
     "AuthMethod",
     "AuthenticationError",
     "Capabilities",
+    "CheckResult",
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
     "CredentialsError",
     "Expire",
+    "FetchResult",
     "InsecureLoginError",
     "ListEntry",
     "LoginDelay",
     "LoginDelayError",
     "MailboxInUseError",
     "MalformedReplyError",
+    "MemoryStore",
     "MessageStream",
     "MethodNotOfferedError",
+    "NewMessage",
     "POP3Error",
     "POP3TimeoutError",
     "PermanentFailureError",
     "ProtocolError",
     "ResponseError",
     "SASLError",
+    "SQLiteStore",
+    "SeenStore",
     "Stat",
     "State",
     "TLSRequiredError",
     "TemporaryFailureError",
+    "UIDLUnavailableError",
     "UidEntry",
-    "__version__",
+    "Watcher",
+    "check_many",
     "error_proto",
+    "fetch_to_maildir",
+    "load_accounts",
     "sasl",
+    "watch",
 ]
