@@ -457,6 +457,7 @@ def _rich() -> Any:
 
 def _rich_table(results: list[CheckResult], out: TextIO) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{len(results)} accounts")
@@ -468,7 +469,7 @@ def _rich_table(results: list[CheckResult], out: TextIO) -> None:
             result.account.name,
             str(result.stat[0]) if result.stat else "-",
             str(result.stat[1]) if result.stat else "-",
-            "[green]ok[/]" if result.ok else f"[red]{_outcome(result)}[/]",
+            "[green]ok[/]" if result.ok else f"[red]{escape(_outcome(result))}[/]",
         )
     Console(file=out).print(table)
 

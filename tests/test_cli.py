@@ -277,3 +277,28 @@ async def test_check_refuses_a_file_with_an_inline_password(tmp_path: Path) -> N
     assert run.status == _cli.EXIT_USAGE
     assert "inline secrets are refused" in run.err
     assert "hunter2" not in run.err
+
+
+def test_the_terminal_table_and_progress_bar() -> None:
+    import io
+
+    from aiopop import Stat
+    from aiopop.accounts import Account
+    from aiopop.errors import CredentialsError
+    from aiopop.many import CheckResult
+
+    good = CheckResult(Account("a.test", "alice"), stat=Stat(3, 4551))
+    bad = CheckResult(
+        Account("b.test", "bob"),
+        error=CredentialsError("[AUTH] no", "AUTH", command="PASS"),
+    )
+    out = io.StringIO()
+    with _cli._progress(2, out) as advance:
+        advance()
+        advance()
+    _cli._rich_table([good, bad], out)
+    text = out.getvalue()
+    assert "alice@a.test" in text
+    assert "4551" in text
+    assert "credentials: login refused: PASS: -ERR" in text
+    assert "[AUTH] no" in text  # server text is never read as rich markup
