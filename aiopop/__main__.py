@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 
 from ._cli import main
-from ._demo import SAMPLE_MESSAGES
 
-__all__ = ["SAMPLE_MESSAGES", "main"]
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hmac
 from typing import ClassVar
 
-import scramp
-
 from .errors import SASLError
 
 __all__ = [
@@ -140,6 +138,9 @@ class _Scram(Mechanism):
     max_challenge = 2048
 
     def __init__(self, user: str, password: str) -> None:
+        import scramp  # only when SCRAM is used: it costs ~40 ms to import
+
+        self._scramp = scramp
         try:
             self._client = scramp.ScramClient([self.name], user, password)
         except scramp.ScramException as exc:
@@ -168,7 +169,7 @@ class _Scram(Mechanism):
                 self._client.set_server_final(text)
                 self._step = 3
                 return b""
-        except scramp.ScramException as exc:
+        except self._scramp.ScramException as exc:
             raise SASLError(f"{self.name}: {exc}") from None
         raise SASLError(f"{self.name}: a challenge after the server's final message")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
 import logging
 import math
 import random
@@ -37,10 +36,8 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.parser import BytesParser
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from .accounts import Account
 from .errors import (
@@ -51,6 +48,9 @@ from .errors import (
     ResponseError,
 )
 from .stores import MemoryStore, SeenStore
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 __all__ = ["NewMessage", "Watcher", "full_jitter", "mailbox_key", "watch"]
 
@@ -107,6 +107,11 @@ class NewMessage:
         ``"line\n"``, and ``as_bytes()`` gives them back consistently.
         """
         if not self._parsed:
+            # Imported here: the email package costs ~15 ms at start-up, and
+            # many users never parse.
+            import email.policy
+            from email.parser import BytesParser
+
             parser = BytesParser(policy=email.policy.default)
             self._parsed.append(parser.parsebytes(self.data.replace(b"\r\n", b"\n")))
         return self._parsed[0]

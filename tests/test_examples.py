@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from aiopop.__main__ import SAMPLE_MESSAGES, main
+from aiopop.__main__ import main
+from aiopop._demo import SAMPLE_MESSAGES
 from aiopop.testing import Mailbox, POP3TestServer
 from tests.dovecot import ALICE, CAROL, DovecotServer
 
