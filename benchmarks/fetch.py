@@ -222,15 +222,146 @@ def run_inproc(request: dict[str, Any]) -> None:
         json.dump(report, out)
 
 
+# -- where fetch_to_maildir's time goes (a profiling run of its own) --------------------------
+
+
+def run_profile(request: dict[str, Any]) -> None:
+    """``run_inproc`` with aiopop's steps timed, and pyinstrument's profile when installed.
+
+    The steps are timed by wrapping aiopop's internals (private names, so a
+    step that is not found is left out): waiting for the next pipelined
+    message (RETR), waiting for a free write slot (the writes and their
+    fsyncs, in worker threads), big messages streamed to disk, the batch
+    commits (all of it; the SQLite transactions; the renames into ``new/``
+    and the fsync of ``new/``), and the start (state database, recovery,
+    UIDL and LIST).
+    """
+    import asyncio
+    import collections
+    import contextlib
+    import functools
+    import inspect
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    import aiopop._cli
+    import aiopop.fetch
+    import aiopop.maildir
+    import aiopop.uidstate
+    from aiopop.accounts import Account
+
+    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter[str] = collections.Counter()
+
+    def timed(label: str, function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - began
+                calls[label] += 1
+
+        return wrapper
+
+    def timed_generator(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            items = function(*args, **kwargs)
+            async with contextlib.aclosing(items):
+                while True:
+                    began = time.perf_counter()
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        spent[label] += time.perf_counter() - began
+                        calls[label] += 1
+                    yield item
+
+        return wrapper
+
+    probes = [
+        (aiopop.fetch, "_each", "RETR: waiting for the next pipelined message", True),
+        (aiopop.fetch, "_listings", "start: UIDL and LIST", False),
+        (aiopop.fetch, "recover", "start: recovery check", False),
+        (aiopop.uidstate.UIDState, "open", "start: opening the state database", False),
+        (aiopop.maildir.Maildir, "write", "big messages: RETR streamed to tmp/, fsync", False),
+        (aiopop.fetch._Run, "_commit", "batch commits, all of it", False),
+        (aiopop.uidstate.UIDState, "commit", "  of which SQLite transactions", False),
+        (aiopop.maildir.Maildir, "publish", "  of which renames into new/ + fsync new/", False),
+    ]
+    for owner, name, label, generator in probes:
+        original = getattr(owner, name, None)
+        if original is not None:
+            wrapped = (timed_generator if generator else timed)(label, original)
+            # A classmethod comes out bound: put it back as a static method.
+            setattr(owner, name, staticmethod(wrapped) if inspect.ismethod(original) else wrapped)
+    fetch_asyncio = getattr(aiopop.fetch, "asyncio", None)
+    if fetch_asyncio is asyncio:
+        # fetch.py waits with asyncio.wait only for a free write slot.
+        class _Asyncio:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(asyncio, name)
+
+            wait = staticmethod(
+                timed("small messages: waiting for a free write slot", asyncio.wait)
+            )
+
+        setattr(aiopop.fetch, "asyncio", _Asyncio())  # noqa: B010
+
+    async def download() -> float:
+        account = Account(
+            request["host"],
+            request["user"],
+            port=request["port"],
+            tls="none",
+            auth="+USER",
+            allow_cleartext=True,
+        ).with_secret(password=request["password"])
+        async with account.session() as client:
+            began = time.perf_counter()
+            await aiopop.fetch.fetch_to_maildir(
+                client,
+                request["maildir"],
+                account=aiopop.fetch.account_key(account.host, account.user),
+            )
+            return time.perf_counter() - began
+
+    profiler: Any = None
+    with contextlib.suppress(ImportError):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+    if profiler is not None:
+        profiler.start()
+    total = asyncio.run(download())
+    text = None
+    if profiler is not None:
+        profiler.stop()
+        text = profiler.output_text(unicode=False, color=False)
+    report = {
+        "fetch_to_maildir": total,
+        "steps": {label: [spent[label], calls[label]] for label in spent},
+        "pyinstrument": text,
+    }
+    with open(request["report"], "w") as out:
+        json.dump(report, out)
+
+
+ENTRIES = {"ceiling": run_ceiling, "inproc": run_inproc, "profile": run_profile}
+
+
 def _entry(argv: list[str]) -> int | None:
     """The internal entry points; None when ``argv`` is not one of them."""
-    if len(argv) == 2 and argv[0] in ("ceiling", "inproc"):
-        (run_ceiling if argv[0] == "ceiling" else run_inproc)(json.loads(argv[1]))
+    if len(argv) == 2 and argv[0] in ENTRIES:
+        ENTRIES[argv[0]](json.loads(argv[1]))
         return 0
     return None
 
 
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in ("ceiling", "inproc"):
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in ENTRIES:
     # A client run: nothing else of the benchmark is imported.
     sys.exit(_entry(sys.argv[1:]))
 
@@ -257,6 +388,25 @@ RESULTS = REPOSITORY / "benchmarks" / "results"
 CACHE = REPOSITORY / ".cache"
 RUN_TIMEOUT = 120.0
 """Seconds one client run may take before it is killed (and, for getmail6, counted aborted)."""
+PROFILES = CACHE / "bench-profiles"
+STARTUP_MODULES = (
+    "site",
+    "aiopop",
+    "aiopop.sasl",
+    "scramp",
+    "importlib.metadata",
+    "aiopop._connection",
+    "asyncio",
+    "ssl",
+    "aiopop._cli",
+    "aiopop.fetch",
+    "aiopop.maildir",
+    "aiofiles",
+    "sqlite3",
+    "aiopop._demo",
+    "aiopop.testing",
+)
+"""Modules whose import time the start-up analysis shows (cumulative, first import)."""
 PROBE_FILES = 50
 """Files created (and kept) before each round, to see how fast this file system creates them."""
 PEER_PACKAGES = {MPOP: "mpop", FETCHMAIL: "fetchmail", GETMAIL: "getmail6"}
@@ -518,6 +668,8 @@ class Workload:
     noisy_kept: int = 0
     aborted: list[Run] = field(default_factory=list)
     """Runs of a flaky client (getmail6) that failed, warm-up and repeated rounds included."""
+    profile: dict[str, Any] | None = None
+    """aiopop's steps in one more in-process run, when a target failed."""
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -842,6 +994,68 @@ class Bench:
             raise BenchmarkAbortedError(f"{client}, {mailbox.key}: {run.problem}\n{tail}")
         return run
 
+    def profile(self, mailbox: Mailbox) -> dict[str, Any]:
+        """One more in-process run with aiopop's steps timed (and pyinstrument, if installed)."""
+        directory, maildir = self._fresh("profile", mailbox, -99)
+        request = {
+            "host": mailbox.host,
+            "port": mailbox.port,
+            "user": mailbox.user,
+            "password": mailbox.password,
+            "maildir": str(maildir),
+            "report": str(directory / "profile.json"),
+        }
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.fetch", "profile", json.dumps(request)],
+            cwd=REPOSITORY,
+            check=True,
+            timeout=self.options.timeout,
+        )
+        check_maildir(maildir, mailbox)
+        found: dict[str, Any] = json.loads((directory / "profile.json").read_text())
+        text = found.pop("pyinstrument")
+        if text:
+            PROFILES.mkdir(parents=True, exist_ok=True)
+            path = PROFILES / f"fetch-{mailbox.key}.txt"
+            path.write_text(text)
+            found["pyinstrument_file"] = str(path.relative_to(REPOSITORY))
+        return found
+
+    def startup(self) -> dict[str, Any]:
+        """What ``python -m aiopop`` costs before it connects: the interpreter, then imports."""
+        bare = []
+        for _ in range(5):
+            measured = self.workdir / "bare.json"
+            subprocess.run(
+                [*self.tools.launcher, str(measured), "-1", "-1", sys.executable, "-c", "pass"],
+                check=True,
+                timeout=60,
+            )
+            bare.append(json.loads(measured.read_text())["wall"])
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import aiopop.__main__"],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        cumulative: dict[str, float] = {}
+        total = 0.0
+        for line in done.stderr.splitlines():
+            match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+            if match is None:
+                continue
+            seconds = int(match[2]) / 1e6
+            cumulative.setdefault(match[4], seconds)
+            if len(match[3]) == 1:  # a top-level import: nested ones are in its cumulative time
+                total += seconds
+        return {
+            "interpreter_start_and_exit": statistics.median(bare),
+            "imports_of_python_m_aiopop": total,
+            "import_of": {name: cumulative[name] for name in STARTUP_MODULES if name in cumulative},
+        }
+
     def probe(self) -> float:
         """Milliseconds to create (and close) an empty file here, median of PROBE_FILES."""
         self.sequence += 1
@@ -990,7 +1204,10 @@ _HEADER = (
 
 
 def print_report(
-    workloads: Sequence[Workload], info: dict[str, Any], found: Sequence[dict[str, Any]]
+    workloads: Sequence[Workload],
+    info: dict[str, Any],
+    found: Sequence[dict[str, Any]],
+    startup: dict[str, Any] | None,
 ) -> None:
     """The table, the ratios, aiopop's parts, the load and the verdicts, on stdout."""
     print(f"aiopop fetch benchmark: {info['settings_line']}")
@@ -1013,19 +1230,21 @@ def print_report(
                 f"{s['peak_rss_mib']:>13.1f}{s['runs_ok']:>5}/{s['runs']}"
             )
     print()
-    print("aiopop fetch's time against each other client's, median over rounds of")
-    print("(the other's time / aiopop fetch's time); above 1: aiopop fetch is faster")
+    print("aiopop's time against each other client's, median over rounds of (the other's")
+    print("time / aiopop's time); above 1: aiopop is faster. `aiopop in-process` counts only")
+    print("fetch_to_maildir (no start-up, login or QUIT): what the library does, not the command")
     for workload in workloads:
-        for reference in workload.runs:
-            if reference == AIOPOP:
-                continue
-            ratios = round_ratios(workload, reference)
-            if ratios:
-                print(
-                    f"  {workload.mailbox.key:<10} against {reference:<19}"
-                    f"{statistics.median(ratios):>7.2f}x   "
-                    f"(rounds {min(ratios):.2f} to {max(ratios):.2f})"
-                )
+        for client in (AIOPOP, INPROC):
+            for reference in workload.runs:
+                if client not in workload.runs or reference in (AIOPOP, INPROC):
+                    continue
+                ratios = round_ratios(workload, reference, client)
+                if ratios:
+                    print(
+                        f"  {workload.mailbox.key:<10}{client:<19}against {reference:<12}"
+                        f"{statistics.median(ratios):>7.2f}x   "
+                        f"(rounds {min(ratios):.2f} to {max(ratios):.2f})"
+                    )
     print()
     print("where aiopop's time goes (medians; the in-process run's parts, in seconds)")
     for workload in workloads:
@@ -1049,6 +1268,27 @@ def print_report(
         for run in workload.aborted:
             print(f"  aborted: {run.client} round {run.round}: {run.problem}")
     print()
+    if startup is not None:
+        print(
+            "start-up of `python -m aiopop`: interpreter start and exit "
+            f"{startup['interpreter_start_and_exit']:.3f} s (python -c pass); imports "
+            f"{startup['imports_of_python_m_aiopop']:.3f} s (-X importtime, cumulative):"
+        )
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in startup["import_of"].items()))
+    for workload in workloads:
+        if workload.profile is None:
+            continue
+        profile = workload.profile
+        print(
+            f"{workload.mailbox.key}: aiopop's steps in one more in-process run "
+            f"(fetch_to_maildir {profile['fetch_to_maildir']:.3f} s; seconds, calls):"
+        )
+        for label, (seconds, count) in profile["steps"].items():
+            print(f"  {label:<50}{seconds:>8.3f}{count:>7}")
+        if "pyinstrument_file" in profile:
+            print(f"  pyinstrument's profile: {profile['pyinstrument_file']}")
+    if startup is not None or any(w.profile for w in workloads):
+        print()
     for verdict in found:
         print(f"{verdict['status']:<4}  {verdict['text']}")
     failed = sum(v["status"] == "FAIL" for v in found)
@@ -1071,11 +1311,17 @@ def to_json(workload: Workload) -> dict[str, Any]:
             for reference in workload.runs
             if reference != AIOPOP
         },
+        "in_process_ratios": {
+            reference: round_ratios(workload, reference, INPROC)
+            for reference in workload.runs
+            if reference not in (AIOPOP, INPROC) and INPROC in workload.runs
+        },
         "aiopop_parts": parts(workload),
         "rounds": workload.rounds,
         "repeated_rounds": workload.repeated,
         "noisy_rounds_kept": workload.noisy_kept,
         "aborted": [asdict(run) for run in workload.aborted],
+        "aiopop_steps": workload.profile,
         "runs": {client: [asdict(run) for run in runs] for client, runs in workload.runs.items()},
     }
 
@@ -1117,6 +1363,9 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="where the JSON result goes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="do not time aiopop's steps when a target fails"
+    )
     options = parser.parse_args(argv)
     if options.rounds is None:
         options.rounds = 1 if options.quick else 5
@@ -1154,6 +1403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fetch-", dir=CACHE))  # the repository's disk
     workdir.chmod(0o755)  # getmail6 runs as nobody
     workloads: list[Workload] = []
+    startup: dict[str, Any] | None = None
     try:
         tools = _tools(workdir)
         machine = machine_info(REPOSITORY)
@@ -1176,7 +1426,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{mailbox.key}: {options.rounds} rounds after {options.warmup} warm-up "
                     f"of {', '.join(options.client_list)}"
                 )
-                workloads.append(bench.measure(mailbox, options.client_list))
+                workload = bench.measure(mailbox, options.client_list)
+                workloads.append(workload)
+                failed = any(v["status"] == "FAIL" for v in verdicts(workload))
+                if failed and not options.no_profile:
+                    _progress(f"  a target failed: timing aiopop's steps once ({mailbox.key})")
+                    workload.profile = bench.profile(mailbox)
+                    if startup is None:
+                        startup = bench.startup()
     except BenchmarkAbortedError as exc:
         print(f"benchmark aborted: {exc}", file=sys.stderr)
         return 2
@@ -1199,7 +1456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tools_line": f"{versions}; {helpers}",
         "elapsed": elapsed,
     }
-    print_report(workloads, info, found)
+    print_report(workloads, info, found, startup)
     settings = {
         key: (str(value) if isinstance(value, Path) else value)
         for key, value in vars(options).items()
@@ -1212,6 +1469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed_seconds": elapsed,
         "workloads": {workload.mailbox.key: to_json(workload) for workload in workloads},
         "targets": found,
+        "startup": startup,
     }
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(json.dumps(data, indent=1) + "\n")
