@@ -157,7 +157,8 @@ async def password_login(
             last = exc
             continue
         return step.method
-    assert last is not None  # every step either returned or was refused
+    if last is None:  # cannot happen: a plan is never empty here
+        raise MethodNotOfferedError("no login method was tried; nothing was sent")
     last.add_note("tried: " + "; ".join(refusals))
     if withheld:
         last.add_note(

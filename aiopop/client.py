@@ -366,16 +366,15 @@ class POP3:
         :class:`~aiopop.InsecureLoginError` means nothing secret was sent:
         the only methods left would have sent it in cleartext.
         """
-        if (password is None) == (oauth2_token is None):
-            raise ValueError("login() takes a password or an oauth2_token (one of them)")
-        if oauth2_token is not None:
+        if password is not None and oauth2_token is None:
+            return await _login.password_login(
+                self, user, password, allow_cleartext=allow_cleartext, policy=self.starttls
+            )
+        if oauth2_token is not None and password is None:
             return await _login.oauth2_login(
                 self, user, oauth2_token, allow_cleartext=allow_cleartext, policy=self.starttls
             )
-        assert password is not None
-        return await _login.password_login(
-            self, user, password, allow_cleartext=allow_cleartext, policy=self.starttls
-        )
+        raise ValueError("login() takes a password or an oauth2_token (one of them)")
 
     async def auth(self, mechanism: Mechanism) -> bytes:
         """Authenticate with SASL AUTH (RFC 5034); returns the ``+OK`` line.
@@ -749,8 +748,9 @@ class POP3_SSL(POP3):
         return True
 
     def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
-        assert self.ssl_context is not None  # set by __init__
-        return self.ssl_context, self.server_hostname or self.host
+        # ssl_context is public: a caller may have set it to None; verify by default then.
+        context = self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
+        return context, self.server_hostname or self.host
 
 
 _CommandMaker = Callable[[int], Command]

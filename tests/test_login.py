@@ -627,3 +627,15 @@ async def test_a_token_with_a_line_break_is_refused_before_anything_is_sent(
             await client.login("mrose", oauth2_token="tok\r\nDELE 1", allow_cleartext=True)
         await client.close()
     assert server.sessions[0].lines == []
+
+
+async def test_pop3_ssl_with_its_context_set_to_none_still_verifies(
+    ca: trustme.CA, mailbox: Mailbox
+) -> None:
+    async with POP3TestServer({"mrose": mailbox}, ssl_context=server_context(ca)) as server:
+        client = aiopop.POP3_SSL(server.host, server.port)
+        client.ssl_context = None  # a public attribute: verification stays on
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.connect()
+        await client.close()
+    assert all(record.lines == [] for record in server.sessions)
