@@ -24,37 +24,10 @@ if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    as_root() { "$@"; }
-elif command -v sudo >/dev/null 2>&1; then
-    as_root() { sudo "$@"; }
-else
-    echo "install-peers: installing ${missing[*]} needs root: run as root, or install sudo." >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-peers: apt-get not found; install ${missing[*]} by hand." >&2
-    exit 1
-fi
-
-# fetchmail's package ships a system service: keep the maintainer scripts from
-# starting anything (policy-rc.d exit 101 = "do not start"), as install-dovecot.sh does.
-POLICY=/usr/sbin/policy-rc.d
-added_policy=0
-if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee "$POLICY" >/dev/null
-    as_root chmod 0755 "$POLICY"
-    added_policy=1
-fi
-remove_policy() {
-    if [ "$added_policy" -eq 1 ]; then
-        as_root rm -f "$POLICY"
-    fi
-}
-trap remove_policy EXIT
-
-as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+# fetchmail's package ships a system service: apt_install starts none.
+# shellcheck source=scripts/apt-lib.sh
+source "$(dirname "$0")/apt-lib.sh"
+apt_install install-peers "${missing[@]}"
 
 for peer in "${PEERS[@]}"; do
     program=${peer%%:*}

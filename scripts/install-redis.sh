@@ -26,40 +26,9 @@ if existing=$(find_redis); then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    as_root() { "$@"; }
-elif command -v sudo >/dev/null 2>&1; then
-    as_root() { sudo "$@"; }
-else
-    echo "install-redis: redis-server is not installed, and installing $PACKAGE needs root:" >&2
-    echo "install-redis: run this script as root, or install sudo." >&2
-    exit 1
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-redis: apt-get not found; install $PACKAGE (Redis 6 or newer) by hand." >&2
-    exit 1
-fi
-
-# Debian's maintainer scripts start services through invoke-rc.d, which asks
-# policy-rc.d first: exit status 101 means "do not start". Put one in place
-# for the duration of the install unless the system already has its own.
-POLICY=/usr/sbin/policy-rc.d
-added_policy=0
-if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee "$POLICY" >/dev/null
-    as_root chmod 0755 "$POLICY"
-    added_policy=1
-fi
-remove_policy() {
-    if [ "$added_policy" -eq 1 ]; then
-        as_root rm -f "$POLICY"
-    fi
-}
-trap remove_policy EXIT
-
-as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$PACKAGE"
+# shellcheck source=scripts/apt-lib.sh
+source "$(dirname "$0")/apt-lib.sh"
+apt_install install-redis "$PACKAGE"
 
 # Belt and braces: make sure no system-wide instance is left running.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
