@@ -311,11 +311,7 @@ async def run_list(account: Account, as_json: bool, out: TextIO) -> int:
     """``aiopop list``: number and size of each message."""
     async with account.session() as client:
         entries = await client.list()
-    if as_json:
-        print(json.dumps([{"number": n, "size": size} for n, size in entries]), file=out)
-    else:
-        for number, size in entries:
-            print(f"{number} {size}", file=out)
+    _print_pairs([(n, size) for n, size in entries], "size", as_json, out)
     return EXIT_OK
 
 
@@ -323,12 +319,17 @@ async def run_uidl(account: Account, as_json: bool, out: TextIO) -> int:
     """``aiopop uidl``: number and unique id of each message."""
     async with account.session() as client:
         entries = await client.uidl()
-    if as_json:
-        print(json.dumps([{"number": n, "uid": uid} for n, uid in entries]), file=out)
-    else:
-        for number, uid in entries:
-            print(f"{number} {uid}", file=out)
+    _print_pairs([(n, uid) for n, uid in entries], "uid", as_json, out)
     return EXIT_OK
+
+
+def _print_pairs(pairs: list[tuple[int, int | str]], name: str, as_json: bool, out: TextIO) -> None:
+    """One line ``number value`` per message, or a JSON list of ``{"number", name}``."""
+    if as_json:
+        print(json.dumps([{"number": number, name: value} for number, value in pairs]), file=out)
+    else:
+        for number, value in pairs:
+            print(f"{number} {value}", file=out)
 
 
 async def run_fetch(
