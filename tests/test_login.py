@@ -639,3 +639,53 @@ async def test_pop3_ssl_with_its_context_set_to_none_still_verifies(
             await client.connect()
         await client.close()
     assert all(record.lines == [] for record in server.sessions)
+
+
+async def test_the_reconnect_after_a_refusal_keeps_the_tls_policy(
+    ca: trustme.CA, mailbox: Mailbox
+) -> None:
+    server = POP3TestServer(
+        {"mrose": mailbox}, starttls_context=server_context(ca), close_after_failed_login=True
+    )
+    async with server:
+        client = client_for(server, starttls="never", ssl_context=client_context(ca))
+        async with client:
+            with pytest.raises(aiopop.CredentialsError):
+                await client.login("mrose", "wrong", allow_cleartext=True)
+    assert len(server.sessions) == 2
+    # "never" holds on the new connection too: no STLS, on either.
+    assert b"STLS" not in verbs(server, 0)
+    assert verbs(server, 1) == [b"USER", b"PASS"]
+
+
+async def test_oauth2_keeps_the_tls_policy_and_checks_the_user(
+    ca: trustme.CA, mailbox: Mailbox
+) -> None:
+    server = POP3TestServer(
+        {"mrose": mailbox}, starttls_context=server_context(ca), sasl=["XOAUTH2"]
+    )
+    async with server:
+        client = client_for(server, starttls="never", ssl_context=client_context(ca))
+        async with client:
+            with pytest.raises(aiopop.InsecureLoginError, match="no token was sent"):
+                await client.login("mrose", oauth2_token=TOKEN)
+            with pytest.raises(ValueError, match="control character in the user"):
+                await client.login("mrose\r\nDELE 1", oauth2_token=TOKEN)
+    assert verbs(server) == [b"CAPA", b"QUIT"]  # no STLS, no AUTH
+
+
+async def test_oauthbearer_names_the_host_and_port(ca: trustme.CA, mailbox: Mailbox) -> None:
+    tls = server_context(ca)
+    async with (
+        POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=["OAUTHBEARER"]) as server,
+        aiopop.POP3_SSL(server.host, server.port, ssl_context=client_context(ca)) as client,
+    ):
+        assert await client.login("mrose", oauth2_token=TOKEN) is AuthMethod.OAUTHBEARER
+    verb, name, encoded = server.sessions[0].lines[1].split(b" ")
+    assert (verb, name) == (b"AUTH", b"OAUTHBEARER")
+    fields = base64.b64decode(encoded).split(b"\x01")
+    assert fields[:3] == [
+        b"n,a=mrose,",
+        f"host={server.host}".encode(),
+        f"port={server.port}".encode(),
+    ]
