@@ -146,7 +146,7 @@ class Account:
     async def login(self, client: POP3) -> AuthMethod:
         """Log ``client`` (connected) in as this account says; returns the method used."""
         if self.oauth2_token is not None:
-            if self.auth not in ("*", "XOAUTH2", "OAUTHBEARER"):
+            if self.auth.upper() not in ("*", "XOAUTH2", "OAUTHBEARER"):
                 raise AccountError(
                     f"{self.name}: an OAuth 2.0 token cannot be used with {self.auth}"
                 )

@@ -199,11 +199,16 @@ async def test_session_logs_in_and_quits(
 
 @pytest.mark.parametrize(
     ("auth", "expected"),
-    [("+APOP", AuthMethod.APOP), ("+USER", AuthMethod.USER), ("PLAIN", AuthMethod.PLAIN)],
+    [
+        ("+APOP", AuthMethod.APOP),
+        ("+USER", AuthMethod.USER),
+        ("PLAIN", AuthMethod.PLAIN),
+        ("LOGIN", AuthMethod.LOGIN),
+    ],
 )
 async def test_the_accounts_auth_is_used(auth: str, expected: AuthMethod) -> None:
     box = Mailbox(PASSWORD, [])
-    async with POP3TestServer({"u": box}, sasl=["PLAIN", "SCRAM-SHA-256"]) as server:
+    async with POP3TestServer({"u": box}, sasl=["PLAIN", "LOGIN", "SCRAM-SHA-256"]) as server:
         account = Account(
             server.host, "u", port=server.port, tls="none", auth=auth, password=PASSWORD
         )
@@ -246,3 +251,64 @@ async def test_login_needs_a_secret_that_fits() -> None:
             )
             with pytest.raises(AccountError, match="unknown login method"):
                 await unknown.login(client)
+
+
+def test_error_messages_hide_a_password_in_any_url() -> None:
+    with pytest.raises(AccountError) as info:
+        Account.from_url("imap://u:hunter2@x.test:143")
+    assert str(info.value) == "not a POP URL (pop:// or pops://): imap://u:***@x.test:143"
+
+
+def test_url_quotes_the_user_and_brackets_an_ipv6_host() -> None:
+    account = Account("::1", "a/b@c", port=1100, tls="none", auth="+APOP")
+    assert account.url() == "pop://a%2Fb%40c;AUTH=+APOP@[::1]:1100"
+
+
+def test_client_carries_the_accounts_options() -> None:
+    context = ssl.create_default_context()
+    account = Account("x.test", "u", tls="starttls", timeout=7, ssl_context=context)
+    client = account.client(max_in_flight=5)
+    assert type(client) is aiopop.POP3
+    assert (client.host, client.port, client.timeout, client.max_in_flight) == (
+        "x.test",
+        110,
+        7,
+        5,
+    )
+    assert client.starttls == "required"
+    assert client.ssl_context is context
+    assert Account("x.test", "u", tls="none").client().starttls == "never"
+    secure = Account("x.test", "u", port=9950, ssl_context=context).client(max_in_flight=3)
+    assert type(secure) is aiopop.POP3_SSL
+    assert (secure.port, secure.ssl_context, secure.max_in_flight) == (9950, context, 3)
+
+
+async def test_an_oauth2_account_logs_in_with_its_token(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_tls, client_tls = tls_pair
+    box = Mailbox(PASSWORD, [], tokens=("tok-123",))
+    server = POP3TestServer({"u": box}, ssl_context=server_tls, sasl=["XOAUTH2"])
+
+    async def token() -> str:
+        return "tok-123"
+
+    async with server:
+        account = Account(
+            server.host, "u", port=server.port, auth="xoauth2", ssl_context=client_tls
+        ).with_secret(oauth2_token=token)
+        async with account.session() as client:
+            assert client.state is aiopop.State.TRANSACTION
+    assert server.sessions[0].mechanism == "XOAUTH2"
+
+
+async def test_an_empty_secret_is_refused() -> None:
+    async def empty() -> str:
+        return ""
+
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [])}) as server:
+        account = Account(server.host, "u", port=server.port, tls="none", password=empty)
+        async with account.client() as client:
+            with pytest.raises(AccountError, match="the secret is empty"):
+                await account.login(client)
+    assert server.sessions[0].lines == [b"QUIT"]
