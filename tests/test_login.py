@@ -10,7 +10,7 @@ import asyncio
 import base64
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -513,9 +513,6 @@ async def test_lang_lists_and_chooses() -> None:
 
 
 # -- secrets ----------------------------------------------------------------------------
-
-
-LoginCall = Callable[[aiopop.POP3], Awaitable[object]]
 
 
 async def test_no_secret_in_logs_or_reprs(
