@@ -70,6 +70,8 @@ from types import TracebackType
 
 import trustme
 
+from tests.ports import free_ports
+
 __all__ = [
     "ALICE",
     "BOB",
@@ -280,19 +282,6 @@ def _identity() -> _Identity:
     return _Identity(False, me.pw_name, group, me.pw_name, me.pw_uid, os.getegid())
 
 
-def _free_ports(*hosts: str) -> list[int]:
-    """Ask the kernel for a free port on each of ``hosts`` (loopback addresses), all distinct."""
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < len(hosts):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((hosts[len(ports)], 0))
-            port = sock.getsockname()[1]
-            if port not in ports:
-                ports.append(port)
-        return ports
-
-
 def _others_can_traverse(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
 
@@ -496,7 +485,7 @@ class DovecotServer:
         try:
             self._prepare()
             for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self.pop3_port, self.pop3s_port, self.pop3_no_stls_port = _free_ports(
+                self.pop3_port, self.pop3s_port, self.pop3_no_stls_port = free_ports(
                     HOST, HOST, NO_STLS_HOST
                 )
                 self.config_path.write_text(self._config(), encoding="ascii")

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.ports import free_port
+
 __all__ = ["HOST", "RedisError", "RedisServer", "RedisUnavailableError", "find_redis"]
 
 HOST = "127.0.0.1"
@@ -51,14 +53,6 @@ def find_redis() -> str | None:
         if os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def _free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now (from the kernel's range)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -101,7 +95,7 @@ class RedisServer:
         self._root = Path(tempfile.mkdtemp(prefix="aiopop-redis-"))
         try:
             for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self.port = _free_port()
+                self.port = free_port(HOST)
                 self._spawn(binary)
                 try:
                     self._wait_ready()

@@ -30,6 +30,7 @@ from aiopop.testing import (
     Trickle,
     WaitForClose,
 )
+from tests.ports import free_port
 from tests.scripted import client_for, logged_in
 
 PASSWORD = "tanstaaf"
@@ -746,13 +747,6 @@ async def greeting_server(
         pytest.skip(f"cannot listen on {host}: {exc}")
     async with server:
         yield server.sockets[0].getsockname()[1], peers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("tls", [False, True])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import sqlite3
 import ssl
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from aiopop.testing import (
     WaitForClose,
 )
 from aiopop.watch import NewMessage, Watcher, full_jitter, mailbox_key, watch
+from tests.ports import free_port
 
 PASSWORD = "s3cret"
 MESSAGES = [
@@ -316,12 +316,6 @@ def login_refused(reply: bytes, capa: bytes = b"USER") -> list[Step]:
         Send(reply),
         WaitForClose(),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize(
