@@ -34,7 +34,14 @@ from .types import AuthMethod, Capabilities
 if TYPE_CHECKING:
     from .client import POP3
 
-__all__ = ["OAuth2Token", "TLSPolicy", "ensure_tls", "oauth2_login", "password_login"]
+__all__ = [
+    "PASSWORD_MECHANISMS",
+    "OAuth2Token",
+    "TLSPolicy",
+    "ensure_tls",
+    "oauth2_login",
+    "password_login",
+]
 
 logger = logging.getLogger("aiopop")
 
@@ -72,31 +79,33 @@ async def _user_pass(client: POP3, user: str, password: str) -> None:
     await client.pass_(password)
 
 
-_SECURE_SASL: tuple[tuple[AuthMethod, Callable[[str, str], sasl.Mechanism]], ...] = (
-    (AuthMethod.SCRAM_SHA_256, sasl.ScramSHA256),
-    (AuthMethod.SCRAM_SHA_1, sasl.ScramSHA1),
-    (AuthMethod.CRAM_MD5, sasl.CramMD5),
-)
-_CLEARTEXT_SASL: tuple[tuple[AuthMethod, Callable[[str, str], sasl.Mechanism]], ...] = (
-    (AuthMethod.PLAIN, sasl.Plain),
-    (AuthMethod.LOGIN, sasl.Login),
-)
+PasswordMechanism = type[sasl.CramMD5 | sasl.Login | sasl.Plain | sasl.ScramSHA1 | sasl.ScramSHA256]
+
+PASSWORD_MECHANISMS: dict[AuthMethod, PasswordMechanism] = {
+    AuthMethod.SCRAM_SHA_256: sasl.ScramSHA256,
+    AuthMethod.SCRAM_SHA_1: sasl.ScramSHA1,
+    AuthMethod.CRAM_MD5: sasl.CramMD5,
+    AuthMethod.PLAIN: sasl.Plain,
+    AuthMethod.LOGIN: sasl.Login,
+}
+"""The SASL mechanisms that take a user name and a password, strongest first."""
 
 
-def _sasl_method(method: AuthMethod, factory: Callable[[str, str], sasl.Mechanism]) -> _Method:
+def _sasl_method(method: AuthMethod, mechanism: PasswordMechanism) -> _Method:
     async def run(client: POP3, user: str, password: str) -> None:
-        await _sasl(client, factory(user, password))
+        await _sasl(client, mechanism(user, password))
 
-    return _Method(method, factory is sasl.Plain or factory is sasl.Login, run)
+    return _Method(method, mechanism.sends_secret_in_clear, run)
 
 
 def _plan(client: POP3, caps: Capabilities) -> list[_Method]:
     """Every password method the server offers, strongest first."""
     offered = caps.sasl
-    plan = [_sasl_method(m, f) for m, f in _SECURE_SASL if m.value in offered]
+    usable = [(m, f) for m, f in PASSWORD_MECHANISMS.items() if m.value in offered]
+    plan = [_sasl_method(m, f) for m, f in usable if not f.sends_secret_in_clear]
     if client.apop_timestamp is not None:
         plan.append(_Method(AuthMethod.APOP, False, _apop))
-    plan += [_sasl_method(m, f) for m, f in _CLEARTEXT_SASL if m.value in offered]
+    plan += [_sasl_method(m, f) for m, f in usable if f.sends_secret_in_clear]
     # USER when announced; also when CAPA is missing (RFC 1939 servers) or
     # when nothing else is on offer, as some servers forget to announce it.
     if caps.user or not caps.announced or not plan:

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from . import sasl
-from ._login import TLSPolicy
+from ._login import PASSWORD_MECHANISMS, TLSPolicy
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from .errors import InsecureLoginError
 from .types import AuthMethod
@@ -57,13 +56,6 @@ _STARTTLS_POLICY: dict[str, TLSPolicy] = {
     "starttls": "required",
     "if-offered": "if-offered",
     "none": "never",
-}
-_SASL_BY_NAME: dict[str, Callable[[str, str], sasl.Mechanism]] = {
-    "PLAIN": sasl.Plain,
-    "LOGIN": sasl.Login,
-    "CRAM-MD5": sasl.CramMD5,
-    "SCRAM-SHA-1": sasl.ScramSHA1,
-    "SCRAM-SHA-256": sasl.ScramSHA256,
 }
 
 
@@ -163,8 +155,12 @@ class Account:
         if method == "+APOP":
             await client.apop(self.user, password)
             return AuthMethod.APOP
-        factory = _SASL_BY_NAME.get(method)
-        sends_password = method in ("+USER", "PLAIN", "LOGIN")
+        mechanism = next(
+            (m for name, m in PASSWORD_MECHANISMS.items() if name.value == method), None
+        )
+        sends_password = method == "+USER" or (
+            mechanism is not None and mechanism.sends_secret_in_clear
+        )
         if sends_password and not cleartext_ok:
             raise InsecureLoginError(
                 f"{self.name}: {method} would send the password in cleartext; no password was sent"
@@ -173,9 +169,9 @@ class Account:
             await client.user(self.user)
             await client.pass_(password)
             return AuthMethod.USER
-        if factory is None:
+        if mechanism is None:
             raise AccountError(f"{self.name}: unknown login method {self.auth!r}")
-        await client.auth(factory(self.user, password))
+        await client.auth(mechanism(self.user, password))
         return AuthMethod(method)
 
     @contextlib.asynccontextmanager
