@@ -44,6 +44,7 @@ from ._protocol import (
     ReplyShape,
 )
 from ._state import SESSION_CHANGING, State
+from ._tls import TLSSession
 from .errors import (
     CommandStateError,
     ConnectionClosedError,
@@ -58,7 +59,7 @@ __all__ = ["Connection", "MessageStream"]
 logger = logging.getLogger("aiopop")
 
 CLOSE_TIMEOUT = 2.0
-"""Seconds ``close()`` waits for an orderly (TLS) shutdown before aborting."""
+"""Seconds ``close()`` waits for what is buffered (TLS close_notify too) to go out."""
 STREAM_HIGH_WATER = 4 * 1024 * 1024
 """A stream pauses reading from the socket when this much is waiting for its consumer..."""
 STREAM_LOW_WATER = 1024 * 1024
@@ -435,7 +436,8 @@ class Connection(asyncio.Protocol):
         self._can_pipeline = False
         self._probe: _CapaProbe | None = None
         self._connect_task: asyncio.Task[tuple[asyncio.Transport, Connection]] | None = None
-        self._implicit_tls = False
+        self._tls: TLSSession | None = None
+        self._handshake: asyncio.Future[None] | None = None
         self._upgrading = False
 
     # -- opening ---------------------------------------------------------------
@@ -458,21 +460,10 @@ class Connection(asyncio.Protocol):
         loop = self.loop
         try:
             async with asyncio.timeout(self._timeout):
-                if ssl_context is None:
-                    connecting = loop.create_connection(
-                        lambda: self, host, port, local_addr=local_addr
-                    )
-                else:
-                    self._implicit_tls = True
-                    connecting = loop.create_connection(
-                        lambda: self,
-                        host,
-                        port,
-                        ssl=ssl_context,
-                        server_hostname=server_hostname,
-                        local_addr=local_addr,
-                        ssl_shutdown_timeout=CLOSE_TIMEOUT,
-                    )
+                if ssl_context is not None:
+                    # TLS from the first octet: connection_made sends the ClientHello.
+                    self._start_tls(ssl_context, server_hostname or host)
+                connecting = loop.create_connection(lambda: self, host, port, local_addr=local_addr)
                 # A task of its own, so that close() can stop a TCP connect or a
                 # TLS handshake under way (there is no transport to close yet).
                 self._connect_task = loop.create_task(connecting)
@@ -485,6 +476,8 @@ class Connection(asyncio.Protocol):
                     # close() stopped it: the greeting holds the error that says so.
                 finally:
                     self._connect_task = None
+                if self._handshake is not None:
+                    await self._handshake
                 return await self._greeting
         except TimeoutError as exc:
             error = POP3TimeoutError(f"connecting to {self.peer} timed out")
@@ -582,14 +575,12 @@ class Connection(asyncio.Protocol):
             transport = self._transport
             if transport is None or self._closing or self._error is not None:
                 raise self._unusable()
-            new_transport = await self.loop.start_tls(
-                transport,
-                self,
-                ssl_context,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=self._timeout,
-                ssl_shutdown_timeout=CLOSE_TIMEOUT,
-            )
+            handshake = self._start_tls(ssl_context, server_hostname)
+            transport.resume_reading()
+            assert self._tls is not None
+            transport.write(self._tls.start())
+            async with asyncio.timeout(self._timeout):
+                await handshake
         except ProtocolError as exc:
             self._fail(exc)
             raise
@@ -602,20 +593,57 @@ class Connection(asyncio.Protocol):
                 raise ConnectionClosedError("the connection was closed by this client") from exc
             self._fail(ConnectionLostError(f"the TLS handshake with {self.peer} failed: {exc}"))
             raise
-        if new_transport is None or self._closing or self._error is not None:
-            if new_transport is not None:
-                new_transport.abort()
+        if self._closing or self._error is not None:
             raise self._unusable()
-        self._transport = new_transport
-        self._upgrading = False
-        self._paused = False
-        # What CAPA said in the clear says nothing now (RFC 2595 section 4).
-        self._pipelining_state = None
-        self._can_pipeline = False
-        self._probe = None
-        if self._unsent:
-            self._schedule_flush()
         return status
+
+    def _start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None
+    ) -> asyncio.Future[None]:
+        """From now on the stream is TLS; the future completes with the handshake."""
+        self._tls = TLSSession(context, server_hostname)
+        self._handshake = handshake = self.loop.create_future()
+        self._upgrading = True
+        return handshake
+
+    def _tls_received(self, tls: TLSSession, data: bytes) -> bytes:
+        """Ciphertext in, plaintext out; the handshake's own messages are answered here."""
+        handshake = self._handshake
+        try:
+            data = tls.receive(data)
+        except ssl.SSLError as exc:
+            if handshake is not None and not handshake.done():
+                handshake.set_exception(exc)  # open() or starttls() raises it as it is
+                handshake.exception()  # ...unless it was cancelled meanwhile: do not warn
+                self._fail(ConnectionLostError(f"the TLS handshake with {self.peer} failed: {exc}"))
+            else:
+                self._fail(ConnectionLostError(f"TLS error from {self.peer}: {exc}"))
+            return b""
+        reply = tls.to_send()
+        if reply and self._transport is not None:
+            self._transport.write(reply)
+        if tls.established and handshake is not None and not handshake.done():
+            self._upgrading = False
+            # What CAPA said in the clear says nothing now (RFC 2595 section 4).
+            self._pipelining_state = None
+            self._can_pipeline = False
+            self._probe = None
+            handshake.set_result(None)
+            if self._unsent or self._out:
+                self._schedule_flush()
+        return data
+
+    def _write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if self._tls is not None:
+            try:
+                data = self._tls.send(data)
+            except ssl.SSLError as exc:  # a renegotiation that wants the server first, say
+                self._fail(ConnectionLostError(f"TLS error from {self.peer}: {exc}"))
+                return
+        transport.write(data)
 
     async def learn_pipelining(self) -> bool:
         """Whether commands may be pipelined now, asking CAPA first if that is not known yet."""
@@ -710,7 +738,7 @@ class Connection(asyncio.Protocol):
         out = self._out
         if out:
             self._out = []
-            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._write(out[0] if len(out) == 1 else b"".join(out))
 
     def _may_pipeline(self, call: _Call) -> bool:
         in_flight = self._in_flight
@@ -740,8 +768,9 @@ class Connection(asyncio.Protocol):
         if self._closing or self._error is not None:
             stream.abort()  # close() or a timeout came first
             return
-        if self._implicit_tls:
-            self.protocol.tls_started()
+        if self._tls is not None:
+            self.protocol.tls_started()  # implicit TLS: nothing has been read yet
+            stream.write(self._tls.start())
         sock = stream.get_extra_info("socket")
         if _QUICKACK and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             self._quickack_socket = sock
@@ -749,6 +778,11 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self.loop.time()
+        tls = self._tls
+        if tls is not None:
+            data = self._tls_received(tls, data)
+            if not data:
+                return
         self.protocol.receive_data(data)
         self._process()
         if self._in_flight and self._quickack_socket is not None:
@@ -760,6 +794,11 @@ class Connection(asyncio.Protocol):
                 self._quickack_socket = None
 
     def eof_received(self) -> bool:
+        if self._handshake is not None and not self._handshake.done():
+            self._fail(
+                ConnectionLostError(f"{self.peer} closed the connection in the TLS handshake")
+            )
+            return False
         self.protocol.receive_eof()
         self._process()
         return False
@@ -846,8 +885,7 @@ class Connection(asyncio.Protocol):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("C: %s", "*" if response is None else "<SASL response>")
         self._head_since = self.loop.time()  # the server waited for us
-        if self._transport is not None:
-            self._transport.write(data)
+        self._write(data)
 
     # -- timeouts ----------------------------------------------------------------------
 
@@ -888,9 +926,10 @@ class Connection(asyncio.Protocol):
             self._error = error
         self._cancel_timer()
         self._fail_calls(error)
-        if not self._greeting.done():
-            self._greeting.set_exception(error)
-            self._greeting.exception()  # connect() may be gone already: do not warn
+        for future in (self._handshake, self._greeting):
+            if future is not None and not future.done():
+                future.set_exception(error)
+                future.exception()  # connect() may be gone already: do not warn
         self.protocol.connection_closed()
         if self._transport is not None:
             self._transport.abort()
@@ -911,8 +950,8 @@ class Connection(asyncio.Protocol):
     async def close(self) -> None:
         """Close without QUIT; commands still queued or running fail with ConnectionClosedError.
 
-        Waits at most :data:`CLOSE_TIMEOUT` seconds for an orderly close
-        (the TLS close_notify exchange), then aborts the connection.
+        Over TLS, sends close_notify first. Waits at most :data:`CLOSE_TIMEOUT`
+        seconds for what is still buffered to go out, then aborts the connection.
         """
         transport = self._transport
         if not self._closing:
@@ -920,13 +959,17 @@ class Connection(asyncio.Protocol):
             self._cancel_timer()
             closed = ConnectionClosedError("the connection was closed by this client")
             self._fail_calls(closed)
-            if not self._greeting.done():
-                self._greeting.set_exception(
-                    ConnectionClosedError("close() was called while connecting")
-                )
-                self._greeting.exception()
+            for future in (self._handshake, self._greeting):
+                if future is not None and not future.done():
+                    future.set_exception(
+                        ConnectionClosedError("close() was called while connecting")
+                    )
+                    future.exception()
             self.protocol.connection_closed()
             if transport is not None:
+                if self._tls is not None and self._error is None and not transport.is_closing():
+                    with contextlib.suppress(ssl.SSLError):
+                        transport.write(self._tls.close())
                 transport.close()
             elif self._connect_task is not None:
                 self._connect_task.cancel()  # still connecting: stop that
