@@ -716,7 +716,11 @@ class Connection(asyncio.Protocol):
             return
         unsent, in_flight = self._unsent, self._in_flight
         protocol = self.protocol
-        while unsent:
+        # Pipelined commands go out in bursts: once the window is more than half
+        # full, wait for it to drain to half. One write of fifty RETRs rather than
+        # fifty writes of one; the server still has half a window of work queued.
+        refill = len(in_flight) <= self._max_in_flight // 2
+        while unsent and refill:
             call = unsent[0]
             if call.abandoned and not isinstance(call, _CapaProbe):
                 unsent.popleft()

@@ -201,6 +201,32 @@ async def test_pipelined_commands_go_out_in_one_write() -> None:
     assert server.mismatches == []
 
 
+async def test_a_full_window_is_refilled_when_half_of_it_has_drained() -> None:
+    """With max_in_flight=4: four commands, then two more after every second reply."""
+    ok = Send(b"+OK\r\n")
+    pause = Sleep(0.05)  # each reply is read on its own
+    steps: list[Step] = [Expect(b"NOOP")] * 4
+    for _ in range(4):
+        steps += [ok, pause, ok, Expect(b"NOOP"), Expect(b"NOOP")]
+    steps += [ok, pause] * 4
+    async with logged_in(steps, pipelining=True, max_in_flight=4) as (server, client):
+        connection = client._connection
+        assert connection is not None
+        transport = connection._transport
+        assert transport is not None
+        writes: list[bytes] = []
+        real_write = transport.write
+
+        def spy(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            real_write(data)
+
+        transport.write = spy  # type: ignore[method-assign]
+        assert await asyncio.gather(*(client.noop() for _ in range(12))) == [b"+OK"] * 12
+    assert writes == [b"NOOP\r\n" * 4] + [b"NOOP\r\n" * 2] * 4
+    assert server.mismatches == []
+
+
 async def test_max_in_flight_bounds_the_commands_on_the_wire() -> None:
     steps: list[Step] = [Expect(b"RETR %d" % n) for n in (1, 2, 3)]
     steps += [Sleep(0.3)]
@@ -473,9 +499,7 @@ async def test_a_cancelled_commands_leftovers_do_not_eat_the_next_commands_time(
 
 
 @contextlib.contextmanager
-def vanishing_tls_server(
-    ca: trustme.CA, connections: int
-) -> Iterator[tuple[str, int, list[str]]]:
+def vanishing_tls_server(ca: trustme.CA, connections: int) -> Iterator[tuple[str, int, list[str]]]:
     """A TLS server that greets, accepts any USER and PASS, then never writes again.
 
     A blocking socket in a thread: unlike an asyncio server, nothing answers
