@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from pathlib import Path
 
 import aiofiles
@@ -14,10 +14,13 @@ import aiofiles.os
 
 __all__ = [
     "remove_if_present",
+    "rename_all",
     "sync_directory",
+    "sync_files",
     "write_atomically",
     "write_new",
     "write_new_bytes",
+    "write_new_files",
 ]
 
 WRITEBACK_EVERY = 8 * 1024 * 1024
@@ -60,15 +63,19 @@ async def write_new(
     *,
     fsync: bool,
     mode: int = 0o666,
+    write_back: bool | None = None,
 ) -> int:
     """Create ``path`` (which must not exist), write the chunks and return the octets.
 
     The file is created with ``mode`` (less the umask), flushed and, with
-    ``fsync``, synced before it is closed; with ``fsync`` the kernel is also
-    asked to start writing the data back every :data:`WRITEBACK_EVERY`
-    octets as it arrives. On any error or cancellation the file is removed
-    and the error propagates.
+    ``fsync``, synced before it is closed. With ``write_back`` (by default
+    ``fsync``) the kernel is asked to start writing the data back every
+    :data:`WRITEBACK_EVERY` octets as it arrives, so that an fsync, now or
+    later through :func:`sync_files`, has little left to wait for. On any
+    error or cancellation the file is removed and the error propagates.
     """
+    if write_back is None:
+        write_back = fsync
     size = 0
     try:
         async with aiofiles.open(path, "xb", opener=_opener(mode)) as file:
@@ -76,7 +83,7 @@ async def write_new(
             async for chunks in batches:
                 await file.writelines(chunks)  # one thread hop for the whole batch
                 size += sum(map(len, chunks))
-                if fsync and size - written_back >= WRITEBACK_EVERY:
+                if write_back and size - written_back >= WRITEBACK_EVERY:
                     # POSIX_FADV_DONTNEED makes Linux start writing the range back
                     # without waiting, and drop it from the page cache once clean:
                     # the disk works while the rest arrives.
@@ -109,36 +116,95 @@ async def write_new_bytes(
     the data is synced before the file is closed. On any error the file is
     removed and the error propagates.
     """
-    job = asyncio.ensure_future(_write_whole(path, data, fsync, mode))
+    await write_new_files([(path, data)], fsync=fsync, mode=mode)
+
+
+async def write_new_files(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]], *, fsync: bool, mode: int = 0o666
+) -> None:
+    """:func:`write_new_bytes` for several files, one after the other in one worker thread.
+
+    All or none: on an error or a cancellation every file of ``files`` that
+    was created is removed (after a cancellation, once the thread is done,
+    as a thread cannot be stopped) and the error propagates.
+    """
+    job = asyncio.ensure_future(_write_all(files, fsync, mode))
     try:
         await asyncio.shield(job)
     except asyncio.CancelledError:
-        # The thread cannot be stopped: once it is done, take away what it wrote.
-        job.add_done_callback(lambda _: _forget(job, path))
+        job.add_done_callback(lambda _: _forget(job, [path for path, _ in files]))
         raise
 
 
-def _forget(job: asyncio.Future[None], path: str | os.PathLike[str]) -> None:
+def _forget(job: asyncio.Future[None], paths: Sequence[str | os.PathLike[str]]) -> None:
     if not job.cancelled():
         job.exception()  # read, so that it is not reported as never retrieved
-    remove_if_present(path)
+    for path in paths:
+        remove_if_present(path)
 
 
 @aiofiles.os.wrap
-def _write_whole(path: str | os.PathLike[str], data: bytes, fsync: bool, mode: int) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, mode)
+def _write_all(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]], fsync: bool, mode: int
+) -> None:
+    created: list[str | os.PathLike[str]] = []
     try:
+        for path, data in files:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, mode)
+            created.append(path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+                if fsync:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+    except BaseException:
+        for path in created:
+            remove_if_present(path)
+        raise
+
+
+async def sync_files(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """fsync files written and closed earlier, one after the other in one worker thread.
+
+    An fsync through any descriptor of a file makes all of its data durable,
+    so a file may be written, closed and synced later, when waiting for
+    the disk costs nothing. All or none: on an error or a cancellation
+    every file of ``paths`` is removed (after a cancellation, once the
+    thread is done) and the error propagates.
+    """
+    job = asyncio.ensure_future(_sync_all(paths))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(lambda _: _forget(job, paths))
+        raise
+    except BaseException:
+        for path in paths:
+            remove_if_present(path)
+        raise
+
+
+@aiofiles.os.wrap
+def _sync_all(paths: Sequence[str | os.PathLike[str]]) -> None:
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY | _CLOEXEC)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
-            if fsync:
-                os.fsync(descriptor)
+            os.fsync(descriptor)
         finally:
             os.close(descriptor)
-    except BaseException:
-        remove_if_present(path)
-        raise
+
+
+@aiofiles.os.wrap
+def rename_all(pairs: Sequence[tuple[str, str]]) -> None:
+    """Rename each ``(source, target)`` in turn, all in one trip to a worker thread.
+
+    Stops at the first error, which propagates; the renames before it stay done.
+    """
+    for source, target in pairs:
+        os.rename(source, target)
 
 
 def remove_if_present(path: str | os.PathLike[str]) -> None:

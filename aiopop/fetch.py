@@ -69,8 +69,11 @@ DEFAULT_BATCH_MESSAGES = 250
 DEFAULT_BATCH_OCTETS = 32 * 1024 * 1024
 DEFAULT_STREAM_THRESHOLD = 1024 * 1024
 DEFAULT_MEMORY = 32 * 1024 * 1024
-MAX_WRITES = 16
-"""Messages written at once, at most (each its own worker thread trip: write, fsync, close)."""
+WRITE_GROUP = 16
+"""Messages written one after the other in one worker-thread trip (open, write, fsync, close
+each): one trip per message costs the event loop a wake-up and a GIL hand-off per message."""
+MAX_WRITES = 6
+"""Such trips at once, at most, so that their fsyncs overlap."""
 DELE_CHUNK = 1000
 """DELEs issued at once; the client keeps at most ``max_in_flight`` of them on the wire."""
 T = TypeVar("T")
@@ -310,12 +313,13 @@ def _deletable(
 
 @dataclass(frozen=True)
 class _Saving:
-    """A message being written into ``tmp/``; ``job`` gives its file name."""
+    """A message being written into ``tmp/``; its file name is ``job``'s ``index``-th."""
 
     number: int
     uid: str | None
     size: int
-    job: asyncio.Future[str]
+    job: asyncio.Future[list[str]]
+    index: int = 0
 
 
 class _Run:
@@ -341,8 +345,13 @@ class _Run:
         self.sizes: dict[int, int] = {}
         self.batch: list[_Saving] = []
         self.octets = 0
-        self.writing: set[asyncio.Future[str]] = set()
+        self.writing: set[asyncio.Future[list[str]]] = set()
         self.max_writing = MAX_WRITES
+        self.group = WRITE_GROUP
+        self.received: list[tuple[int, bytes]] = []
+        """Messages received whole and not yet handed to a write..."""
+        self.received_octets = 0
+        """...and their octets."""
         self.published: list[str] = []
         """Files renamed into ``new/`` whose rows the next transaction marks delivered."""
 
@@ -352,18 +361,23 @@ class _Run:
             items = _each(small, lambda rest: self.client.retr_many(rest, window=window), self)
             async with contextlib.aclosing(items):
                 async for number, message in items:
-                    job = asyncio.ensure_future(self.box.write_bytes(message))
-                    await self._add(number, len(message), job)
+                    if self._receive(number, message):
+                        self._write_received()
+                        await self._pace()
+            self._write_received()
             for number in big:
                 try:
                     async with self.client.retr_stream(number) as stream:
-                        name, size = await self.box.write(stream.batches())
+                        name, size = await self.box.write(stream.batches(), sync=False)
                 except ResponseError as exc:
                     self.refuse(number, exc)
                     continue
-                written: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-                written.set_result(name)
-                await self._add(number, size, written)
+                # Its fsync runs while the next message streams in.
+                job = asyncio.ensure_future(self.box.sync([name]))
+                self.writing.add(job)
+                self.batch.append(_Saving(number, self.uids.get(number), size, job))
+                self.octets += size
+                await self._pace()
             await self._commit(final=True)
         except Exception:
             # What arrived complete is made durable and recorded: a rerun skips it.
@@ -396,10 +410,30 @@ class _Run:
     def refuse(self, number: int, error: ResponseError) -> None:
         self.result.refused.append(Refusal(number, self.uids.get(number), error))
 
-    async def _add(self, number: int, size: int, job: asyncio.Future[str]) -> None:
-        self.batch.append(_Saving(number, self.uids.get(number), size, job))
-        self.octets += size
+    def _receive(self, number: int, message: bytes) -> bool:
+        """Hold a message received whole; True when it is time to write what is held."""
+        self.received.append((number, message))
+        self.received_octets += len(message)
+        return (
+            len(self.received) >= self.group
+            or len(self.batch) + len(self.received) >= self.batch_messages
+            or self.octets + self.received_octets >= self.batch_octets
+        )
+
+    def _write_received(self) -> None:
+        """Start writing the messages received so far, in one worker-thread trip."""
+        received, self.received, self.received_octets = self.received, [], 0
+        if not received:
+            return
+        messages = [message for _, message in received]
+        job = asyncio.ensure_future(self.box.write_all_bytes(messages))
         self.writing.add(job)
+        for index, (number, message) in enumerate(received):
+            self.batch.append(_Saving(number, self.uids.get(number), len(message), job, index))
+            self.octets += len(message)
+
+    async def _pace(self) -> None:
+        """Commit a full batch; otherwise wait while too many writes are running."""
         if len(self.batch) >= self.batch_messages or self.octets >= self.batch_octets:
             await self._commit()
             return
@@ -408,13 +442,16 @@ class _Run:
 
     async def _commit(self, *, final: bool = False) -> None:
         """Make the batch visible: wait for its files, record it, publish it into ``new/``."""
+        self._write_received()
         batch, self.batch, self.octets, self.writing = self.batch, [], 0, set()
-        results = await asyncio.gather(*(saving.job for saving in batch), return_exceptions=True)
-        names = [name for name in results if isinstance(name, str)]
+        jobs = list(dict.fromkeys(saving.job for saving in batch))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        written = [names for names in results if not isinstance(names, BaseException)]
         try:
             for outcome in results:
                 if isinstance(outcome, BaseException):
                     raise outcome
+            names = [saving.job.result()[saving.index] for saving in batch]
             saved = [
                 (s.uid, name, self.sizes.get(s.number))
                 for s, name in zip(batch, names, strict=True)
@@ -422,7 +459,8 @@ class _Run:
             ]
             await self.state.commit(self.account, saved, delivered=self.published)
         except BaseException:
-            self.box.discard(names)  # not recorded: fetched again next time
+            for group in written:
+                self.box.discard(group)  # not recorded: fetched again next time
             raise
         self.published = [name for _, name, _ in saved]
         await self.box.publish(names)
@@ -435,12 +473,12 @@ class _Run:
 
     def _abandon(self) -> None:
         """On cancellation: stop the writes of the batch and remove its files."""
-        for saving in self.batch:
-            job = saving.job
+        self.received, self.received_octets = [], 0
+        for job in dict.fromkeys(saving.job for saving in self.batch):
             if not job.done():
-                job.cancel()  # the write removes its own file
+                job.cancel()  # the write removes its own files
             elif not job.cancelled() and job.exception() is None:
-                self.box.discard([job.result()])
+                self.box.discard(job.result())
         self.batch = []
 
 

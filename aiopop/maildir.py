@@ -25,10 +25,11 @@ message.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import random
 import re
-import secrets
 import socket
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
@@ -40,6 +41,12 @@ __all__ = ["Maildir", "to_unix_line_ends", "unique_name"]
 
 _deliveries = itertools.count(1)
 _FILE_MODE = 0o600
+# Seeded from os.urandom, re-seeded in a forked child. Not secrets.token_hex per name:
+# each os.urandom call releases the GIL, which the write threads then hold for a while.
+# Names need to be unique, not unpredictable: tmp/ is 0700 and files are made O_EXCL.
+_random = random.Random()  # noqa: S311
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_random.seed)
 
 
 def unique_name() -> str:
@@ -53,11 +60,13 @@ def unique_name() -> str:
     """
     seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
     host = _host()
-    middle = f"M{microseconds}P{os.getpid()}Q{next(_deliveries)}R{secrets.token_hex(8)}"
+    middle = f"M{microseconds}P{os.getpid()}Q{next(_deliveries)}R{_random.getrandbits(64):016x}"
     return f"{seconds}.{middle}.{host}"
 
 
+@functools.cache
 def _host() -> str:
+    # Once per process, as mail servers do: gethostname() is a system call per name otherwise.
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
@@ -107,6 +116,7 @@ class Maildir:
         self.new = self.path / "new"
         self.cur = self.path / "cur"
         self.keep_crlf = keep_crlf
+        self._tmp = os.fspath(self.tmp)  # joined once per message: no Path objects then
 
     def __repr__(self) -> str:
         return f"<Maildir {str(self.path)!r}>"
@@ -131,29 +141,56 @@ class Maildir:
             await _files.sync_directory(self.path)
             await _files.sync_directory(self.path.parent)
 
-    async def write(self, batches: AsyncIterable[list[bytes]]) -> tuple[str, int]:
+    async def write(
+        self, batches: AsyncIterable[list[bytes]], *, sync: bool = True
+    ) -> tuple[str, int]:
         """Write a message, chunk by chunk, into ``tmp/`` under a new unique name.
 
         Returns the name and the message's size as received (network
         form). When it returns, the file's data is durable, but mail readers
-        do not see it until :meth:`publish`. On any error or cancellation the
-        file is removed. Files are created with mode 0600.
+        do not see it until :meth:`publish`. With ``sync=False`` the data is
+        written but not yet durable: :meth:`sync` the name before publishing
+        it. On any error or cancellation the file is removed. Files are
+        created with mode 0600.
         """
         name = unique_name()
         counted = _Counted(batches)
         stored = counted if self.keep_crlf else to_unix_line_ends(counted)
-        await _files.write_new(self.tmp / name, stored, fsync=True, mode=_FILE_MODE)
+        path = os.path.join(self._tmp, name)
+        await _files.write_new(path, stored, fsync=sync, mode=_FILE_MODE, write_back=True)
         return name, counted.size
+
+    async def sync(self, names: Sequence[str]) -> list[str]:
+        """Make files that :meth:`write` wrote with ``sync=False`` durable; returns ``names``.
+
+        All or none: on an error or a cancellation the files are removed
+        from ``tmp/``.
+        """
+        await _files.sync_files([os.path.join(self._tmp, name) for name in names])
+        return list(names)
 
     async def write_bytes(self, message: bytes) -> str:
         """:meth:`write` for a message held in memory, in one trip to a worker thread.
 
         Returns the name. Several calls may run at once.
         """
-        name = unique_name()
-        data = message if self.keep_crlf else message.replace(b"\r\n", b"\n")
-        await _files.write_new_bytes(self.tmp / name, data, fsync=True, mode=_FILE_MODE)
-        return name
+        return (await self.write_all_bytes([message]))[0]
+
+    async def write_all_bytes(self, messages: Sequence[bytes]) -> list[str]:
+        """:meth:`write_bytes` for several messages, one after the other in one worker thread.
+
+        Returns their names, in order. All or none: on an error or a
+        cancellation none of the files is left in ``tmp/``. Several calls
+        may run at once.
+        """
+        names = [unique_name() for _ in messages]
+        tmp, keep = self._tmp, self.keep_crlf
+        files = [
+            (os.path.join(tmp, name), message if keep else message.replace(b"\r\n", b"\n"))
+            for name, message in zip(names, messages, strict=True)
+        ]
+        await _files.write_new_files(files, fsync=True, mode=_FILE_MODE)
+        return names
 
     async def publish(self, names: Sequence[str]) -> None:
         """Rename the files ``names`` from ``tmp/`` into ``new/``, then sync ``new/``.
@@ -163,9 +200,11 @@ class Maildir:
         their directory entries are on disk.
         The names are unique, so a rename never replaces another message.
         """
-        for name in names:
-            os.rename(self.tmp / name, self.new / name)
         if names:
+            tmp, new = os.fspath(self.tmp), os.fspath(self.new)
+            await _files.rename_all(
+                [(os.path.join(tmp, name), os.path.join(new, name)) for name in names]
+            )
             await _files.sync_directory(self.new)
 
     async def deliver(self, batches: AsyncIterable[list[bytes]]) -> str:

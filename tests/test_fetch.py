@@ -174,13 +174,34 @@ async def test_a_batch_also_ends_at_its_octet_limit(
     assert commits == [3, 3, 0]  # 3 x 1002 octets pass 2,500; then the final commit
 
 
-async def test_few_writes_run_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_messages_are_written_in_groups_few_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fetch_module, "MAX_WRITES", 2)
-    messages = [b"m%d\r\n" % i for i in range(9)]
+    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 3)
+    real = Maildir.write_all_bytes
+    groups: list[int] = []
+    running = most = 0
+
+    async def write_all_bytes(self: Maildir, messages: Sequence[bytes]) -> list[str]:
+        nonlocal running, most
+        groups.append(len(messages))
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.02)  # slow enough for the next group to wait
+            return await real(self, messages)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
+    messages = [b"m%d\r\n" % i for i in range(10)]
     _, server = serve(*messages)
     async with server:
         await fetch(server.port, tmp_path)
     assert saved(tmp_path) == sorted(map(unix, messages))
+    assert groups == [3, 3, 3, 1]
+    assert most == 2
 
 
 @pytest.mark.parametrize(
@@ -471,17 +492,18 @@ async def test_a_cancelled_fetch_leaves_no_stray_file(tmp_path: Path) -> None:
 async def test_a_full_disk_fails_the_fetch_after_saving_what_it_can(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Maildir.write_bytes
+    real = Maildir.write_all_bytes
     calls = 0
 
-    async def write_bytes(self: Maildir, message: bytes) -> str:
+    async def write_all_bytes(self: Maildir, messages: Sequence[bytes]) -> list[str]:
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls == 2:  # messages 3 and 4
             raise OSError(28, "No space left on device")
-        return await real(self, message)
+        return await real(self, messages)
 
-    monkeypatch.setattr(Maildir, "write_bytes", write_bytes)
+    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 2)
+    monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
     messages = [b"m%d\r\n" % i for i in range(5)]
     mailbox, server = serve(*messages)
     async with server:
@@ -489,7 +511,7 @@ async def test_a_full_disk_fails_the_fetch_after_saving_what_it_can(
             await fetch(server.port, tmp_path, new_only=True, delete=True)
         assert len(mailbox.messages) == 5
         assert os.listdir(tmp_path / "tmp") == []
-        monkeypatch.setattr(Maildir, "write_bytes", real)
+        monkeypatch.setattr(Maildir, "write_all_bytes", real)
         await fetch(server.port, tmp_path, new_only=True, delete=True)
     assert saved(tmp_path) == sorted(map(unix, messages))
     assert mailbox.messages == []
@@ -592,23 +614,30 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log: list[tuple[str, object]] = []
-    write_bytes, write, commit, publish = (
-        Maildir.write_bytes,
+    write_all_bytes, write, sync, commit, publish = (
+        Maildir.write_all_bytes,
         Maildir.write,
+        Maildir.sync,
         UIDState.commit,
         Maildir.publish,
     )
     dele = aiopop.POP3.dele
 
-    async def logged_write_bytes(self: Maildir, message: bytes) -> str:
-        name = await write_bytes(self, message)
-        log.append(("durable in tmp", name))
-        return name
+    async def logged_write_all_bytes(self: Maildir, messages: Sequence[bytes]) -> list[str]:
+        names = await write_all_bytes(self, messages)
+        log.extend(("durable in tmp", name) for name in names)
+        return names
 
-    async def logged_write(self: Maildir, batches: Any) -> tuple[str, int]:
-        name, size = await write(self, batches)
-        log.append(("durable in tmp", name))
+    async def logged_write(self: Maildir, batches: Any, *, sync: bool = True) -> tuple[str, int]:
+        name, size = await write(self, batches, sync=sync)
+        if sync:
+            log.append(("durable in tmp", name))
         return name, size
+
+    async def logged_sync(self: Maildir, names: Sequence[str]) -> list[str]:
+        await sync(self, names)
+        log.extend(("durable in tmp", name) for name in names)
+        return list(names)
 
     async def logged_commit(self: UIDState, *args: Any, **kwargs: Any) -> None:
         await commit(self, *args, **kwargs)
@@ -623,8 +652,9 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
         log.append(("DELE", number))
         return await dele(self, number)
 
-    monkeypatch.setattr(Maildir, "write_bytes", logged_write_bytes)
+    monkeypatch.setattr(Maildir, "write_all_bytes", logged_write_all_bytes)
     monkeypatch.setattr(Maildir, "write", logged_write)
+    monkeypatch.setattr(Maildir, "sync", logged_sync)
     monkeypatch.setattr(UIDState, "commit", logged_commit)
     monkeypatch.setattr(Maildir, "publish", logged_publish)
     monkeypatch.setattr(aiopop.POP3, "dele", logged_dele)

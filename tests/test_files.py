@@ -110,3 +110,43 @@ async def test_writeback_with_the_real_system_call(
 
     assert await _files.write_atomically(target, chunks(), fsync=True) == 20_000
     assert target.read_bytes() == b"".join(data)
+
+
+async def test_rename_all_renames_in_order_and_stops_at_the_first_error(tmp_path: Path) -> None:
+    for name in ("a", "b", "d"):
+        (tmp_path / name).write_bytes(name.encode())
+    target = tmp_path / "new"
+    target.mkdir()
+    pairs = [(str(tmp_path / n), str(target / n)) for n in ("a", "b", "c", "d")]
+    with pytest.raises(FileNotFoundError):
+        await _files.rename_all(pairs)  # "c" does not exist
+    assert sorted(p.name for p in target.iterdir()) == ["a", "b"]
+    assert (target / "b").read_bytes() == b"b"
+    assert (tmp_path / "d").exists()  # after the error: left where it was
+
+
+async def test_sync_files_syncs_each_file_through_a_descriptor_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [tmp_path / name for name in ("a", "b")]
+    for path in paths:
+        path.write_bytes(b"data")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    await _files.sync_files(paths)
+    assert synced == [str(path) for path in paths]
+    assert all(path.read_bytes() == b"data" for path in paths)
+
+
+async def test_sync_files_removes_every_file_when_one_fails(tmp_path: Path) -> None:
+    present = tmp_path / "present"
+    present.write_bytes(b"data")
+    with pytest.raises(FileNotFoundError):
+        await _files.sync_files([present, tmp_path / "missing"])
+    assert not present.exists()  # not known to be durable: gone, to be fetched again

@@ -8,7 +8,7 @@ import re
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,14 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.fixture(autouse=True)
+def fresh_host_name() -> Iterator[None]:
+    """The host name is read once per process; each test here may pretend another."""
+    maildir._host.cache_clear()
+    yield
+    maildir._host.cache_clear()
+
+
 # -- names -----------------------------------------------------------------------------
 
 
@@ -46,6 +54,45 @@ def test_unique_names_differ_within_one_microsecond(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(time, "time_ns", lambda: 1_000_000_000)
     names = {unique_name() for _ in range(1000)}
     assert len(names) == 1000
+
+
+def test_the_host_name_is_asked_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def gethostname() -> str:
+        asked.append("mail.example")
+        return "mail.example"
+
+    monkeypatch.setattr(socket, "gethostname", gethostname)
+    names = [unique_name() for _ in range(100)]
+    assert all(name.endswith(".mail.example") for name in names)
+    assert asked == ["mail.example"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_draws_other_random_parts() -> None:
+    """Without re-seeding, parent and child would draw the same R part next."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next name, and leave at once
+        try:
+            os.write(writer, unique_name().encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    child = b""
+    while chunk := os.read(reader, 1024):
+        child += chunk
+    os.close(reader)
+    os.waitpid(pid, 0)
+    ours = unique_name()
+
+    def random_part(name: str) -> str:
+        match = re.search(r"R([0-9a-f]{16})\.", name)
+        assert match is not None
+        return match[1]
+
+    assert random_part(child.decode()) != random_part(ours)
 
 
 @pytest.mark.parametrize(
@@ -160,6 +207,33 @@ async def test_write_bytes_syncs_before_closing(
     assert len(synced) == 1
     assert (box.tmp / name).read_bytes() == b"a\nb\n"
     assert mode_of(box.tmp / name) == 0o600
+
+
+async def test_a_write_without_sync_is_synced_later_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    async def async_fsync(fd: int) -> None:
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)  # Maildir.sync's
+    monkeypatch.setattr(_files, "_fsync", async_fsync)  # Maildir.write's
+    box = Maildir(tmp_path)
+    await box.create()
+    synced.clear()  # create() syncs the new directories
+    name, _ = await box.write(batches([b"c\r\n"]))  # sync=True: before it returns
+    assert synced == [str(box.tmp / name)]
+    name, size = await box.write(batches([b"a\r\n"], [b"b\r\n"]), sync=False)
+    assert (size, len(synced)) == (6, 1)
+    assert await box.sync([name]) == [name]
+    assert synced[1:] == [str(box.tmp / name)]
+    assert (box.tmp / name).read_bytes() == b"a\nb\n"
 
 
 async def test_keep_crlf_stores_the_message_as_received(tmp_path: Path) -> None:
