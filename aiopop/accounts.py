@@ -20,7 +20,6 @@ import contextlib
 import importlib
 import os
 import ssl
-import tomllib
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -368,6 +367,8 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     or ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
     passwords are refused: a file of accounts should be safe to share.
     """
+    import tomllib  # here: only files of accounts need it, not every command's start-up
+
     file = Path(path)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))

@@ -19,7 +19,6 @@ Secrets are kept in private attributes and never appear in ``repr()``.
 
 from __future__ import annotations
 
-import hmac
 from typing import ClassVar
 
 from .errors import SASLError
@@ -125,6 +124,8 @@ class CramMD5(Mechanism):
         if not challenge:
             raise SASLError("CRAM-MD5: an empty challenge")
         self._answered = True
+        import hmac  # here: only CRAM-MD5 needs it, not every command's start-up
+
         try:
             digest = hmac.new(self._password, challenge, "md5").hexdigest()
         except ValueError:  # a FIPS-restricted Python refuses MD5
