@@ -44,7 +44,7 @@ import collections
 import contextlib
 import os
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -445,7 +445,11 @@ class _Run:
         self._write_received()
         batch, self.batch, self.octets, self.writing = self.batch, [], 0, set()
         jobs = list(dict.fromkeys(saving.job for saving in batch))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+        except BaseException:  # cancelled while the batch's writes run
+            self._drop(jobs)
+            raise
         written = [names for names in results if not isinstance(names, BaseException)]
         try:
             for outcome in results:
@@ -474,12 +478,16 @@ class _Run:
     def _abandon(self) -> None:
         """On cancellation: stop the writes of the batch and remove its files."""
         self.received, self.received_octets = [], 0
-        for job in dict.fromkeys(saving.job for saving in self.batch):
+        self._drop(dict.fromkeys(saving.job for saving in self.batch))
+        self.batch = []
+
+    def _drop(self, jobs: Iterable[asyncio.Future[list[str]]]) -> None:
+        """Stop the writes still running and remove the files of those done."""
+        for job in jobs:
             if not job.done():
                 job.cancel()  # the write removes its own files
             elif not job.cancelled() and job.exception() is None:
                 self.box.discard(job.result())
-        self.batch = []
 
 
 async def _each(

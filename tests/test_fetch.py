@@ -174,6 +174,71 @@ async def test_a_batch_also_ends_at_its_octet_limit(
     assert commits == [3, 3, 0]  # 3 x 1002 octets pass 2,500; then the final commit
 
 
+@pytest.mark.parametrize(
+    ("options", "commits"),
+    [
+        ({"batch_messages": 2}, [2, 2, 1]),  # a batch ends at exactly 2 messages
+        ({"batch_octets": 2004}, [2, 2, 1]),  # ...or at exactly 2 x 1,002 octets
+        ({"batch_messages": 1, "batch_octets": 1, "memory": 1}, [1, 1, 1, 1, 1, 0]),  # smallest
+    ],
+)
+async def test_a_batch_ends_exactly_at_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, int], commits: list[int]
+) -> None:
+    seen: list[int] = []
+    real = UIDState.commit
+
+    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            seen.append(len(args[1]))
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UIDState, "commit", counting)
+    messages = [b"%d" % i + b"x" * 999 + b"\r\n" for i in range(5)]
+    _, server = serve(*messages)
+    async with server:
+        await fetch(server.port, tmp_path, **options)
+    assert seen == commits
+    assert saved(tmp_path) == sorted(map(unix, messages))
+
+
+async def test_big_messages_count_toward_the_octet_limit_and_the_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed messages: a batch per 2 of them; one sync at a time (MAX_WRITES=1)."""
+    monkeypatch.setattr(fetch_module, "MAX_WRITES", 1)
+    seen: list[int] = []
+    real = UIDState.commit
+
+    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            seen.append(len(args[1]))
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UIDState, "commit", counting)
+    messages = [b"%d" % i + b"y" * 19_999 + b"\r\n" for i in range(5)]  # over THRESHOLD
+    _, server = serve(*messages)
+    async with server:
+        await fetch(server.port, tmp_path, batch_octets=40_004)
+    assert seen == [2, 2, 1]
+    assert saved(tmp_path) == sorted(map(unix, messages))
+
+
+async def test_after_a_fetch_nothing_is_left_pending(tmp_path: Path) -> None:
+    """Each batch is marked delivered by the next transaction, the last by a final one."""
+    messages = [b"Subject: %d\r\n\r\nbody\r\n" % i for i in range(5)] + [BIG]
+    _, server = serve(*messages)
+    async with server:
+        result = await fetch(server.port, tmp_path, batch_messages=2)
+    assert len(result.delivered) == 6
+    state = await UIDState.open(tmp_path / STATE_FILE)
+    try:
+        assert await state.pending(ACCOUNT) == []
+        assert len(await state.known(ACCOUNT)) == 6
+    finally:
+        await state.close()
+
+
 async def test_messages_are_written_in_groups_few_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,7 +277,7 @@ async def test_nonsense_sizes_are_refused_before_anything_happens(
 ) -> None:
     client = aiopop.POP3("127.0.0.1", 1)
     options: dict[str, Any] = {name: value}
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{name} must be at least 1$"):
         await fetch_to_maildir(client, tmp_path, account=ACCOUNT, **options)
     assert not (tmp_path / "new").exists()
 
@@ -289,11 +354,23 @@ async def test_a_refused_retr_is_noted_and_the_message_is_kept(tmp_path: Path) -
 
 async def test_a_refused_streamed_retr_is_noted_too(tmp_path: Path) -> None:
     refused = "Subject: \u00e9\r\n\r\n".encode() + b"x" * 20_000 + b"\r\n"
-    mailbox, server = serve(refused, MESSAGES[0])
+    mailbox, server = serve(refused, MESSAGES[0], BIG)
     async with server:
         result = await fetch(server.port, tmp_path, delete=True)
     assert [r.number for r in result.refused] == [1]
-    assert result.deleted == [2]
+    assert result.refused[0].error.has_code("UTF8")
+    assert result.deleted == [2, 3]  # the big message after the refused one too
+    assert mailbox.messages == [refused]
+
+
+async def test_a_refusal_mid_pipeline_names_its_own_message(tmp_path: Path) -> None:
+    refused = "Subject: caf\u00e9\r\n\r\nbody\r\n".encode()
+    messages = [MESSAGES[0], MESSAGES[1], MESSAGES[3], refused, MESSAGES[0]]
+    mailbox, server = serve(*messages)
+    async with server:
+        result = await fetch(server.port, tmp_path, delete=True)
+    assert [r.number for r in result.refused] == [4]
+    assert result.deleted == [1, 2, 3, 5]
     assert mailbox.messages == [refused]
 
 
@@ -487,6 +564,43 @@ async def test_a_cancelled_fetch_leaves_no_stray_file(tmp_path: Path) -> None:
     assert result.skipped == done
     assert saved(tmp_path) == sorted(map(unix, messages))
     assert mailbox.messages == []
+
+
+async def test_cancelling_removes_written_files_and_stops_pending_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled with one group of the batch written and the next one still writing."""
+    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 2)
+    real = Maildir.write_all_bytes
+    started = asyncio.Event()
+    calls = 0
+
+    async def write_all_bytes(self: Maildir, messages: Sequence[bytes]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return await real(self, messages)
+        started.set()
+        await asyncio.Event().wait()  # the second group never finishes
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
+    messages = [b"m%d\r\n" % i for i in range(4)]
+    mailbox, server = serve(*messages)
+    async with server, aiopop.POP3("127.0.0.1", server.port, timeout=5) as client:
+        await client.login(USER, PASSWORD)
+        task = asyncio.ensure_future(
+            fetch_to_maildir(client, tmp_path, account=ACCOUNT, delete=True)
+        )
+        async with asyncio.timeout(5):
+            await started.wait()
+        await wait_until(lambda: len(os.listdir(tmp_path / "tmp")) == 2)  # the first group
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert os.listdir(tmp_path / "tmp") == []
+    assert os.listdir(tmp_path / "new") == []
+    assert len(mailbox.messages) == 4
 
 
 async def test_a_full_disk_fails_the_fetch_after_saving_what_it_can(
