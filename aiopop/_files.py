@@ -120,7 +120,7 @@ async def write_new_bytes(
 
 
 async def write_new_files(
-    files: Sequence[tuple[str | os.PathLike[str], bytes]], *, fsync: bool, mode: int = 0o666
+    files: Sequence[tuple[str | os.PathLike[str], bytes]], *, fsync: bool, mode: int
 ) -> None:
     """:func:`write_new_bytes` for several files, one after the other in one worker thread.
 

@@ -36,7 +36,7 @@ class TLSSession:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._object = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
+            self._incoming, self._outgoing, server_hostname=server_hostname
         )
         self.established = False
         """True once the handshake has completed."""

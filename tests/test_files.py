@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -150,3 +152,40 @@ async def test_sync_files_removes_every_file_when_one_fails(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError):
         await _files.sync_files([present, tmp_path / "missing"])
     assert not present.exists()  # not known to be durable: gone, to be fetched again
+
+
+async def test_a_cancelled_sync_removes_the_files_once_its_thread_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [tmp_path / name for name in ("a", "b")]
+    for path in paths:
+        path.write_bytes(b"data")
+    entered = threading.Event()
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor: int) -> None:
+        entered.set()
+        release.wait(5)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    task = asyncio.ensure_future(_files.sync_files(paths))
+    await asyncio.to_thread(entered.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(path.exists() for path in paths)  # the thread still runs
+    release.set()
+    async with asyncio.timeout(5):
+        while any(path.exists() for path in paths):  # noqa: ASYNC110 (polling the file system)
+            await asyncio.sleep(0.01)
+
+
+async def test_write_atomically_creates_files_as_open_would(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        await _files.write_atomically(tmp_path / "a.eml", _single(b"data"), fsync=False)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.eml").stat().st_mode) == 0o644  # 0o666 less the umask

@@ -142,6 +142,23 @@ async def test_create_makes_the_three_directories_private(tmp_path: Path) -> Non
     assert sorted(os.listdir(box.path)) == ["cur", "new", "tmp"]
 
 
+async def test_create_syncs_the_directories_only_when_it_made_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+
+    async def record(directory: str | os.PathLike[str]) -> None:
+        synced.append(Path(directory))
+
+    monkeypatch.setattr(_files, "sync_directory", record)
+    box = Maildir(tmp_path / "inbox")
+    await box.create()
+    assert synced == [box.path, tmp_path]  # the new entries in both are durable
+    synced.clear()
+    await box.create()
+    assert synced == []
+
+
 async def test_create_completes_a_partial_maildir_and_leaves_modes_alone(tmp_path: Path) -> None:
     (tmp_path / "new").mkdir(mode=0o755)
     await Maildir(tmp_path).create()
@@ -363,6 +380,10 @@ async def test_abandoned_finds_only_our_files_whose_writer_is_dead(
     for name in names.values():
         (box.tmp / name).write_bytes(b"")
     assert box.abandoned() == [names["dead"]]
+
+
+def test_a_live_process_is_alive_and_not_signalled() -> None:
+    assert maildir._alive(os.getpid())  # signal 0: a check, nothing delivered
 
 
 def test_a_process_of_another_user_counts_as_alive(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -108,12 +108,47 @@ def test_a_session_exchanges_data_both_ways(
 ) -> None:
     client = TLSSession(client_context, HOST)
     server = Server(server_context)
-    assert not client.established
+    assert client.established is False
     handshake(client, server)
-    assert client.established
+    assert client.established is True
     assert server.receive(client.send(b"STAT\r\n")) == b"STAT\r\n"
     assert client.receive(server.send(b"+OK 2 320\r\n")) == b"+OK 2 320\r\n"
-    assert not client.peer_closed
+    assert client.peer_closed is False
+
+
+def test_data_that_comes_with_the_end_of_the_handshake_is_returned_at_once(
+    ca: trustme.CA, client_context: ssl.SSLContext
+) -> None:
+    """TLS 1.2: the server's Finished and its greeting may share a TCP segment.
+
+    Left in the memory BIO, the greeting would wait for the next segment,
+    which never comes: the server waits for the client.
+    """
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    ca.issue_cert(HOST).configure_cert(server_context)
+    client = TLSSession(client_context, HOST)
+    server = Server(server_context)
+    server.receive(client.start())  # ClientHello
+    assert client.receive(server.outgoing.read()) == b""  # ServerHello ... ServerHelloDone
+    assert not client.established
+    server.receive(client.to_send())  # ClientKeyExchange, ChangeCipherSpec, Finished
+    assert server.established
+    last_flight = server.outgoing.read()  # ChangeCipherSpec, Finished
+    assert client.receive(last_flight + server.send(b"+OK ready\r\n")) == b"+OK ready\r\n"
+    assert client.established
+
+
+def test_the_servers_close_notify_ends_the_plaintext(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    client = TLSSession(client_context, HOST)
+    server = Server(server_context)
+    handshake(client, server)
+    with pytest.raises(ssl.SSLWantReadError):  # the server's is sent; it waits for ours
+        server.tls.unwrap()
+    assert client.receive(server.outgoing.read()) == b""
+    assert client.peer_closed is True
 
 
 @settings(max_examples=40, deadline=None)
