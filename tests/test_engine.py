@@ -181,21 +181,27 @@ async def test_session_changing_commands_are_never_pipelined() -> None:
     assert record.quit
 
 
+def record_writes(client: aiopop.POP3) -> list[bytes]:
+    """Every write the client's connection makes to its transport from now on, in order."""
+    connection = client._connection
+    assert connection is not None
+    transport = connection._transport
+    assert transport is not None
+    writes: list[bytes] = []
+    real_write = transport.write
+
+    def spy(data: bytes | bytearray | memoryview) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    transport.write = spy  # type: ignore[method-assign]
+    return writes
+
+
 async def test_pipelined_commands_go_out_in_one_write() -> None:
     steps: list[Step] = [*[Expect(b"NOOP")] * 10, Send(b"+OK\r\n" * 10)]
     async with logged_in(steps, pipelining=True) as (server, client):
-        connection = client._connection
-        assert connection is not None
-        transport = connection._transport
-        assert transport is not None
-        writes: list[bytes] = []
-        real_write = transport.write
-
-        def spy(data: bytes | bytearray | memoryview) -> None:
-            writes.append(bytes(data))
-            real_write(data)
-
-        transport.write = spy  # type: ignore[method-assign]
+        writes = record_writes(client)
         assert await asyncio.gather(*(client.noop() for _ in range(10))) == [b"+OK"] * 10
     assert writes == [b"NOOP\r\n" * 10]
     assert server.mismatches == []
@@ -210,18 +216,7 @@ async def test_a_full_window_is_refilled_when_half_of_it_has_drained() -> None:
         steps += [ok, pause, ok, Expect(b"NOOP"), Expect(b"NOOP")]
     steps += [ok, pause] * 4
     async with logged_in(steps, pipelining=True, max_in_flight=4) as (server, client):
-        connection = client._connection
-        assert connection is not None
-        transport = connection._transport
-        assert transport is not None
-        writes: list[bytes] = []
-        real_write = transport.write
-
-        def spy(data: bytes | bytearray | memoryview) -> None:
-            writes.append(bytes(data))
-            real_write(data)
-
-        transport.write = spy  # type: ignore[method-assign]
+        writes = record_writes(client)
         assert await asyncio.gather(*(client.noop() for _ in range(12))) == [b"+OK"] * 12
     assert writes == [b"NOOP\r\n" * 4] + [b"NOOP\r\n" * 2] * 4
     assert server.mismatches == []
@@ -1196,17 +1191,7 @@ async def test_close_aborts_a_plain_peer_that_stopped_reading(
 
 async def test_nothing_is_written_after_close() -> None:
     async with logged_in([WaitForClose()]) as (server, client):
-        connection = client._connection
-        assert connection is not None
-        assert connection._transport is not None
-        writes: list[bytes] = []
-        real_write = connection._transport.write
-
-        def spy(data: bytes | bytearray | memoryview) -> None:
-            writes.append(bytes(data))
-            real_write(data)
-
-        connection._transport.write = spy  # type: ignore[method-assign]
+        writes = record_writes(client)
         task = asyncio.create_task(client.noop())
         await asyncio.sleep(0)  # NOOP is queued for the next write...
         await client.close()  # ...which close() comes before

@@ -72,6 +72,21 @@ def serve(*messages: bytes, **options: Any) -> tuple[Mailbox, POP3TestServer]:
     return mailbox, POP3TestServer({USER: mailbox}, **options)
 
 
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many messages each state transaction recorded, in order."""
+    sizes: list[int] = []
+    real = UIDState.commit
+
+    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            sizes.append(len(args[1]))
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UIDState, "commit", counting)
+    return sizes
+
+
 # -- what is saved --------------------------------------------------------------------
 
 
@@ -156,22 +171,11 @@ async def test_small_batches_give_the_same_result(tmp_path: Path) -> None:
     assert mailbox.messages == []
 
 
-async def test_a_batch_also_ends_at_its_octet_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    commits: list[int] = []
-    real = UIDState.commit
-
-    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
-        if len(args) > 1:
-            commits.append(len(args[1]))
-        await real(self, *args, **kwargs)
-
-    monkeypatch.setattr(UIDState, "commit", counting)
+async def test_a_batch_also_ends_at_its_octet_limit(tmp_path: Path, batch_sizes: list[int]) -> None:
     _, server = serve(*(b"x" * 1000 + b"\r\n" for _ in range(6)))
     async with server:
         await fetch(server.port, tmp_path, batch_octets=2500)
-    assert commits == [3, 3, 0]  # 3 x 1002 octets pass 2,500; then the final commit
+    assert batch_sizes == [3, 3, 0]  # 3 x 1002 octets pass 2,500; then the final commit
 
 
 @pytest.mark.parametrize(
@@ -183,44 +187,26 @@ async def test_a_batch_also_ends_at_its_octet_limit(
     ],
 )
 async def test_a_batch_ends_exactly_at_its_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, int], commits: list[int]
+    tmp_path: Path, batch_sizes: list[int], options: dict[str, int], commits: list[int]
 ) -> None:
-    seen: list[int] = []
-    real = UIDState.commit
-
-    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
-        if len(args) > 1:
-            seen.append(len(args[1]))
-        await real(self, *args, **kwargs)
-
-    monkeypatch.setattr(UIDState, "commit", counting)
     messages = [b"%d" % i + b"x" * 999 + b"\r\n" for i in range(5)]
     _, server = serve(*messages)
     async with server:
         await fetch(server.port, tmp_path, **options)
-    assert seen == commits
+    assert batch_sizes == commits
     assert saved(tmp_path) == sorted(map(unix, messages))
 
 
 async def test_big_messages_count_toward_the_octet_limit_and_the_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_sizes: list[int]
 ) -> None:
     """Streamed messages: a batch per 2 of them; one sync at a time (MAX_WRITES=1)."""
     monkeypatch.setattr(fetch_module, "MAX_WRITES", 1)
-    seen: list[int] = []
-    real = UIDState.commit
-
-    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
-        if len(args) > 1:
-            seen.append(len(args[1]))
-        await real(self, *args, **kwargs)
-
-    monkeypatch.setattr(UIDState, "commit", counting)
     messages = [b"%d" % i + b"y" * 19_999 + b"\r\n" for i in range(5)]  # over THRESHOLD
     _, server = serve(*messages)
     async with server:
         await fetch(server.port, tmp_path, batch_octets=40_004)
-    assert seen == [2, 2, 1]
+    assert batch_sizes == [2, 2, 1]
     assert saved(tmp_path) == sorted(map(unix, messages))
 
 
