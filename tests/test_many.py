@@ -346,6 +346,22 @@ async def test_per_host_limit_counts_host_names_not_ports_nor_case() -> None:
     assert (len(a.sessions), len(b.sessions), len(c.sessions)) == (3, 3, 4)
 
 
+async def test_a_host_whose_checks_all_ended_takes_new_accounts_again() -> None:
+    """One slot, one per host: each account is read only once the one before ended.
+
+    The host's count must drop back when a check ends, or the next account of
+    that host, read after the queue for it ran empty, would wait for ever.
+    """
+    async with POP3TestServer({f"u{n}": Mailbox(PASSWORD) for n in range(3)}) as server:
+        names = ("localhost", "LocalHost", "LOCALHOST")  # one host
+        accounts = [_account(server, f"u{n}", host=name) for n, name in enumerate(names)]
+        async with _peaks(all=[server]) as peaks:
+            results = await _all(accounts, concurrency=1, per_host=1)
+    assert [result.account.user for result in results] == ["u0", "u1", "u2"]
+    assert all(result.ok for result in results)
+    assert peaks == {"all": 1}
+
+
 async def test_global_concurrency_limit() -> None:
     servers = [POP3TestServer({f"u{n}": Mailbox(PASSWORD) for n in range(3)}) for _ in range(3)]
     async with contextlib.AsyncExitStack() as stack:

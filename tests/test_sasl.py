@@ -166,6 +166,57 @@ def test_oauth_refuses_control_characters_and_empty_tokens(cls: type[sasl.XOAuth
         cls("user", "")
 
 
+@pytest.mark.parametrize("cls", [sasl.XOAuth2, sasl.OAuthBearer])
+def test_oauth_error_names_the_mechanism_and_the_field(cls: type[sasl.XOAuth2]) -> None:
+    name = cls.name
+    with pytest.raises(ValueError, match=f"^{name}: a control character in the token$"):
+        cls("user", "tok\x7fen")  # DEL is a control character too
+    with pytest.raises(ValueError, match=f"^{name}: a control character in the user name$"):
+        cls("us\x1fer", "token")
+    cls("a user", "a token")  # a space is not one
+    cls("us\x80er", "token\u00e9")  # nor is anything above DEL
+
+
+@pytest.mark.parametrize(
+    ("arguments", "what"),
+    [
+        (("u\0", "p", ""), "user name"),
+        (("u", "p\0", ""), "password"),
+        (("u", "p", "z\0"), "authzid"),
+    ],
+)
+def test_plain_names_the_field_with_a_nul(arguments: tuple[str, str, str], what: str) -> None:
+    user, password, authzid = arguments
+    with pytest.raises(ValueError, match=f"^PLAIN: NUL in the {what}$"):
+        sasl.Plain(user, password, authzid=authzid)
+
+
+def _challenged(mechanism: sasl.Mechanism, *challenges: bytes) -> None:
+    for challenge in challenges:
+        mechanism.respond(challenge)
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "challenges", "message"),
+    [
+        (sasl.Plain("u", "p"), [b"x"], "PLAIN expects only an empty challenge"),
+        (sasl.Login("u", "p"), [b"a", b"b", b"c"], "LOGIN: more than two challenges"),
+        (sasl.CramMD5("u", "p"), [b"<1@x>", b"<2@x>"], "CRAM-MD5: more than one challenge"),
+        (sasl.CramMD5("u", "p"), [b""], "CRAM-MD5: an empty challenge"),
+        (sasl.XOAuth2("u", "t"), [b"{}", b"{}"], "XOAUTH2: a second challenge"),
+        (sasl.OAuthBearer("u", "t"), [b"{}", b"{}"], "OAUTHBEARER: a second challenge"),
+        (sasl.External(), [b"x"], "EXTERNAL expects only an empty challenge"),
+        (sasl.ScramSHA256("u", "p"), [b"\xff"], "SCRAM-SHA-256: the challenge is not UTF-8"),
+    ],
+)
+def test_a_challenge_out_of_turn_is_a_sasl_error_that_says_so(
+    mechanism: sasl.Mechanism, challenges: list[bytes], message: str
+) -> None:
+    mechanism.initial_response()
+    with pytest.raises(sasl.SASLError, match=f"^{message}$"):
+        _challenged(mechanism, *challenges)
+
+
 def test_external() -> None:
     assert sasl.External().initial_response() == b""
     assert sasl.External("admin").initial_response() == b"admin"

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -604,6 +605,41 @@ def test_mailbox_key_names_the_mailbox_not_the_way_in() -> None:
         "alice@mail.example.org:110"
     )
     assert mailbox_key(Account("::1", "bob")) == "bob@[::1]:995"
+
+
+async def test_the_key_and_the_account_reach_the_store_and_the_messages() -> None:
+    store = MemoryStore()
+    async with POP3TestServer({"alice": Mailbox(PASSWORD, list(MESSAGES[:3]))}) as server:
+        account = account_for(server)
+        got = await collect(watch(account, store=store, key="inbox-1", polls=1))
+    uids = [m.uid for m in got]
+    assert [m.account for m in got] == [account] * 3
+    assert await store.known("inbox-1", uids) == set(uids)
+    assert await store.known(mailbox_key(account), uids) == set()
+
+
+@pytest.mark.parametrize(
+    ("options", "pipelined"),
+    [
+        ({}, True),  # by default RETRs are pipelined: the test can see it
+        ({"prefetch": 1}, False),  # one message fetched ahead at most
+        ({"client_options": {"max_in_flight": 1}}, False),  # the client's own limit
+    ],
+)
+async def test_prefetch_and_client_options_reach_the_client(
+    options: dict[str, Any], pipelined: bool
+) -> None:
+    async with POP3TestServer({"alice": Mailbox(PASSWORD, list(MESSAGES[:3]))}) as server:
+        got = await collect(watch(account_for(server), polls=1, **options))
+    assert len(got) == 3
+    retrs_pipelined = [c for c in server.sessions[0].pipelined if c.startswith(b"RETR")]
+    assert bool(retrs_pipelined) is pipelined
+
+
+def test_watch_accepts_the_smallest_options() -> None:
+    account = Account("127.0.0.1", "alice", password=PASSWORD)
+    watcher = watch(account, interval=0, backoff=(5, 5), polls=1, prefetch=1)
+    assert (watcher.interval, watcher.backoff, watcher.prefetch) == (0, (5, 5), 1)
 
 
 @pytest.mark.parametrize(
