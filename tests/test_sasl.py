@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 import scramp
@@ -197,21 +198,30 @@ def _challenged(mechanism: sasl.Mechanism, *challenges: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mechanism", "challenges", "message"),
+    ("make", "challenges", "message"),
     [
-        (sasl.Plain("u", "p"), [b"x"], "PLAIN expects only an empty challenge"),
-        (sasl.Login("u", "p"), [b"a", b"b", b"c"], "LOGIN: more than two challenges"),
-        (sasl.CramMD5("u", "p"), [b"<1@x>", b"<2@x>"], "CRAM-MD5: more than one challenge"),
-        (sasl.CramMD5("u", "p"), [b""], "CRAM-MD5: an empty challenge"),
-        (sasl.XOAuth2("u", "t"), [b"{}", b"{}"], "XOAUTH2: a second challenge"),
-        (sasl.OAuthBearer("u", "t"), [b"{}", b"{}"], "OAUTHBEARER: a second challenge"),
-        (sasl.External(), [b"x"], "EXTERNAL expects only an empty challenge"),
-        (sasl.ScramSHA256("u", "p"), [b"\xff"], "SCRAM-SHA-256: the challenge is not UTF-8"),
+        (lambda: sasl.Plain("u", "p"), [b"x"], "PLAIN expects only an empty challenge"),
+        (lambda: sasl.Login("u", "p"), [b"a", b"b", b"c"], "LOGIN: more than two challenges"),
+        (
+            lambda: sasl.CramMD5("u", "p"),
+            [b"<1@x>", b"<2@x>"],
+            "CRAM-MD5: more than one challenge",
+        ),
+        (lambda: sasl.CramMD5("u", "p"), [b""], "CRAM-MD5: an empty challenge"),
+        (lambda: sasl.XOAuth2("u", "t"), [b"{}", b"{}"], "XOAUTH2: a second challenge"),
+        (lambda: sasl.OAuthBearer("u", "t"), [b"{}", b"{}"], "OAUTHBEARER: a second challenge"),
+        (lambda: sasl.External(), [b"x"], "EXTERNAL expects only an empty challenge"),
+        (
+            lambda: sasl.ScramSHA256("u", "p"),
+            [b"\xff"],
+            "SCRAM-SHA-256: the challenge is not UTF-8",
+        ),
     ],
 )
 def test_a_challenge_out_of_turn_is_a_sasl_error_that_says_so(
-    mechanism: sasl.Mechanism, challenges: list[bytes], message: str
+    make: Callable[[], sasl.Mechanism], challenges: list[bytes], message: str
 ) -> None:
+    mechanism = make()  # a fresh one each run: mechanisms keep state
     mechanism.initial_response()
     with pytest.raises(sasl.SASLError, match=f"^{message}$"):
         _challenged(mechanism, *challenges)
