@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,12 @@ def test_from_url_reads_rfc_2384() -> None:
     assert Account.from_url("pop://u@x.test", tls="none").effective_port == 110
 
 
+def test_from_url_carries_the_secret_given_beside_it() -> None:
+    assert Account.from_url("pop://u@x.test", password=PASSWORD).password == PASSWORD
+    oauth = Account.from_url("pops://u;AUTH=XOAUTH2@x.test", oauth2_token="tok-123")
+    assert (oauth.oauth2_token, oauth.password) == ("tok-123", None)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -55,6 +63,8 @@ def test_from_url_reads_rfc_2384() -> None:
         ("imap://user@x.test", "not a POP URL"),
         ("pop://x.test", "no user"),
         ("pop://u@x.test/INBOX", "unexpected path"),
+        ("pop://u@x.test/?box=1", "unexpected path or query"),
+        ("pop://u@x.test#inbox", "unexpected path or query"),
         ("pop://u;FOO=bar@x.test", "unknown POP URL parameter"),
         ("pop://u@x.test:99999", "bad port"),
     ],
@@ -76,6 +86,17 @@ def test_account_checks_its_fields() -> None:
         Account("x.test", "u", port=0)
     with pytest.raises(AccountError, match="timeout must be"):
         Account("x.test", "u", timeout=0)
+    with pytest.raises(AccountError, match="timeout must be"):
+        Account("x.test", "u", timeout=True)
+    for auth in ("", "SCRAM SHA-256", "+USER\t"):
+        with pytest.raises(AccountError, match="invalid auth"):
+            Account("x.test", "u", auth=auth)
+    with pytest.raises(AccountError, match="invalid port"):
+        Account("x.test", "u", port=65536)
+    assert (Account("x.test", "u", port=1).port, Account("x.test", "u", port=65535).port) == (
+        1,
+        65535,
+    )
 
 
 def test_secrets_stay_out_of_repr() -> None:
@@ -95,13 +116,30 @@ async def test_secret_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     command = [sys.executable, "-c", f"print({PASSWORD!r}); print('second line')"]
     assert await secret_from_command(command)() == PASSWORD
     failing = [sys.executable, "-c", f"print({PASSWORD!r}); raise SystemExit(3)"]
-    with pytest.raises(AccountError, match="failed with exit status 3") as info:
+    with pytest.raises(
+        AccountError,
+        match=f"^password command {re.escape(repr(sys.executable))} failed with exit status 3$",
+    ) as info:
         await secret_from_command(failing)()
     assert PASSWORD not in str(info.value)
     with pytest.raises(AccountError, match="could not run"):
         await secret_from_command(["/nonexistent/aiopop-password-tool"])()
     with pytest.raises(AccountError, match="printed nothing"):
         await secret_from_command([sys.executable, "-c", "pass"])()
+
+
+async def test_keyring_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def get_password(service: str, username: str) -> str | None:
+        asked.append((service, username))
+        return PASSWORD if username == "u@x.test" else None
+
+    monkeypatch.setitem(sys.modules, "keyring", types.SimpleNamespace(get_password=get_password))
+    assert await secret_from_keyring("aiopop", "u@x.test")() == PASSWORD
+    with pytest.raises(AccountError, match="no keyring entry for service 'aiopop', user 'v@x'"):
+        await secret_from_keyring("aiopop", "v@x")()
+    assert asked == [("aiopop", "u@x.test"), ("aiopop", "v@x")]
 
 
 async def test_keyring_secret_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,6 +163,8 @@ port = 1100
 user = "bob"
 tls = "if-offered"
 auth = "SCRAM-SHA-256"
+allow_cleartext = true
+timeout = 12.5
 password_command = ["pass", "show", "mail/bob"]
 
 [[account]]
@@ -137,7 +177,14 @@ oauth2_token_env = "GMAIL_TOKEN"
     work, bob, carol = load_accounts(path)
     assert (work.name, work.user, work.tls) == ("work", "alice", "implicit")
     assert callable(work.password)
-    assert (bob.port, bob.tls, bob.auth) == (1100, "if-offered", "SCRAM-SHA-256")
+    assert (bob.host, bob.user, bob.port) == ("pop.example.test", "bob", 1100)
+    assert (bob.tls, bob.auth, bob.allow_cleartext, bob.timeout) == (
+        "if-offered",
+        "SCRAM-SHA-256",
+        True,
+        12.5,
+    )
+    assert (carol.host, carol.user, carol.port) == ("pop.gmail.test", "carol@gmail.test", None)
     assert carol.password is None
     assert callable(carol.oauth2_token)
 
@@ -146,6 +193,11 @@ oauth2_token_env = "GMAIL_TOKEN"
     ("body", "message"),
     [
         ('[[account]]\nhost = "x"\nuser = "u"\npassword = "hunter2"\n', "inline secrets"),
+        ('[[account]]\nhost = "x"\nuser = "u"\noauth2_token = "hunter2"\n', "inline secrets"),
+        (
+            '[[account]]\nhost = "x"\nuser = "u"\npassword_env = "A"\n\n[[account]]\nhost = "y"\n',
+            "accounts.toml: account 2: host and user",
+        ),
         ('[[account]]\nhost = "x"\nuser = "u"\n', "exactly one secret source"),
         ('[[account]]\nhost = "x"\nuser = "u"\npassword_env = "A"\nkeyring = true\n', "exactly"),
         ('[[account]]\nhost = "x"\npassword_env = "A"\n', "host and user"),

@@ -179,6 +179,26 @@ async def test_a_temporary_refusal_stops_the_login(ca: trustme.CA, mailbox: Mail
     assert [v for v in verbs(server) if v == b"AUTH"] == [b"AUTH"]  # nothing after the first
 
 
+async def test_a_permanent_refusal_stops_the_login_too() -> None:
+    """[SYS/PERM]: no other method can help; USER/PASS is not tried after APOP."""
+    script: list[Step] = [
+        Send(b"+OK ready <1.2@example.test>\r\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nUSER\r\n.\r\n"),
+        Expect(),  # APOP u <digest>
+        Send(b"-ERR [SYS/PERM] this account is disabled\r\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server)
+        await client.connect()
+        with pytest.raises(aiopop.PermanentFailureError, match="disabled") as info:
+            await client.login("u", "p", allow_cleartext=True)
+        await client.close()
+    assert isinstance(info.value, aiopop.AuthenticationError)
+    assert server.mismatches == []
+    assert [line.split(b" ")[0] for line in server.received] == [b"CAPA", b"APOP"]
+
+
 async def test_login_delay_error_carries_the_delay_from_capa() -> None:
     script: list[Step] = [
         Send(b"+OK ready\r\n"),
