@@ -1,7 +1,9 @@
 """One live POP3 connection: transport, sans-I/O core, commands in flight, timeouts, close.
 
-:class:`Connection` is the asyncio protocol of its transport. Whatever
-arrives is fed to :class:`~aiopop._protocol.POP3Protocol` at once and every
+:class:`Connection` is the asyncio protocol of a plain TCP transport; over
+TLS (implicit, or after STLS) a :class:`~aiopop._tls.TLSSession` turns what
+arrives into plaintext and what goes out into records. Whatever arrives is
+fed to :class:`~aiopop._protocol.POP3Protocol` at once and every
 event is handed to the command it belongs to, inside ``data_received``: no
 reader task, no per-command wake-ups except the one that completes a
 command. Commands wait in a queue and go out, coalesced into one write, as
