@@ -70,7 +70,7 @@ from types import TracebackType
 
 import trustme
 
-from tests.ports import free_ports
+from tests.ports import free_ports, start_on_free_ports
 
 __all__ = [
     "ALICE",
@@ -116,7 +116,6 @@ _KEEP_ENV = "AIOPOP_DOVECOT_KEEP"
 # base_dir holds UNIX sockets such as run/login/pop3 and run/anvil-auth-penalty;
 # sun_path has room for 107 bytes, so keep the instance directory short.
 _MAX_PARENT_LENGTH = 40
-_PORT_ATTEMPTS = 3
 
 
 class DovecotError(Exception):
@@ -482,23 +481,20 @@ class DovecotServer:
         self._identity = _identity()
         parent = _instance_parent(self._identity)
         self._root = Path(tempfile.mkdtemp(prefix="aiopop-dovecot-", dir=parent))
+
+        def attempt() -> None:
+            self.pop3_port, self.pop3s_port, self.pop3_no_stls_port = free_ports(
+                HOST, HOST, NO_STLS_HOST
+            )
+            self.config_path.write_text(self._config(), encoding="ascii")
+            self._spawn(binary)
+            self._wait_ready()
+
         try:
             self._prepare()
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self.pop3_port, self.pop3s_port, self.pop3_no_stls_port = free_ports(
-                    HOST, HOST, NO_STLS_HOST
-                )
-                self.config_path.write_text(self._config(), encoding="ascii")
-                self._spawn(binary)
-                try:
-                    self._wait_ready()
-                    return
-                except DovecotError:
-                    # Another process may have taken a port between our probe and Dovecot's bind.
-                    port_taken = "Address already in use" in self.log_tail()
-                    self._terminate()
-                    if not port_taken or attempt == _PORT_ATTEMPTS:
-                        raise
+            start_on_free_ports(
+                attempt, failure=DovecotError, log_tail=self.log_tail, terminate=self._terminate
+            )
         except BaseException:
             self.stop()
             raise

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.ports import free_port
+from tests.ports import free_port, start_on_free_ports
 
 __all__ = ["HOST", "RedisError", "RedisServer", "RedisUnavailableError", "find_redis"]
 
@@ -32,7 +32,6 @@ HOST = "127.0.0.1"
 """The only address the private instance listens on."""
 
 _KEEP_ENV = "AIOPOP_REDIS_KEEP"
-_PORT_ATTEMPTS = 3
 _START_TIMEOUT = 10.0
 
 
@@ -93,19 +92,16 @@ class RedisServer:
                 "redis-server is not installed (run scripts/install-redis.sh as root)"
             )
         self._root = Path(tempfile.mkdtemp(prefix="aiopop-redis-"))
+
+        def attempt() -> None:
+            self.port = free_port(HOST)
+            self._spawn(binary)
+            self._wait_ready()
+
         try:
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self.port = free_port(HOST)
-                self._spawn(binary)
-                try:
-                    self._wait_ready()
-                    return
-                except RedisError:
-                    # Another process may have taken the port between the probe and the bind.
-                    port_taken = "Address already in use" in self.log_tail()
-                    self._terminate()
-                    if not port_taken or attempt == _PORT_ATTEMPTS:
-                        raise
+            start_on_free_ports(
+                attempt, failure=RedisError, log_tail=self.log_tail, terminate=self._terminate
+            )
         except BaseException:
             self.stop()
             raise
