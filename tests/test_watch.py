@@ -71,6 +71,10 @@ class FakeTime:
             raise Stop
         await asyncio.sleep(0)
 
+    def watch(self, account: Account, **options: Any) -> Watcher:
+        """:func:`watch` on this clock."""
+        return watch(account, sleep=self.sleep, clock=self.clock, **options)
+
 
 def account_for(server: POP3TestServer | ScriptedServer, user: str = "alice") -> Account:
     return Account(
@@ -125,9 +129,7 @@ async def test_each_new_message_is_yielded_once_across_polls() -> None:
     store = MemoryStore()
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
-        got = await collect(
-            watch(account, interval=5, store=store, polls=4, sleep=time.sleep, clock=time.clock)
-        )
+        got = await collect(time.watch(account, interval=5, store=store, polls=4))
     assert [m.data for m in got] == [*MESSAGES[:2], *later]
     assert [m.uid for m in got] == uids_of(mailbox)  # nothing deleted, each uid once, in order
     assert [m.number for m in got] == [1, 2, 3, 4]
@@ -332,11 +334,9 @@ def login_refused(reply: bytes, capa: bytes = b"USER") -> list[Step]:
 async def test_backoff_grows_exponentially_up_to_the_maximum(script: list[Step]) -> None:
     time = FakeTime(stop_after=7)
     async with ScriptedServer(script) as server:
-        watcher = watch(
+        watcher = time.watch(
             account_for(server),
             backoff=(0.5, 10.0),
-            sleep=time.sleep,
-            clock=time.clock,
             jitter=exact,
         )
         with pytest.raises(Stop):
@@ -350,9 +350,7 @@ async def test_backoff_when_nothing_listens() -> None:
     account = Account("127.0.0.1", "alice", port=free_port(), tls="none", password=PASSWORD)
     time = FakeTime(stop_after=3)
     with pytest.raises(Stop):
-        await collect(
-            watch(account, backoff=(1, 60), sleep=time.sleep, clock=time.clock, jitter=exact)
-        )
+        await collect(time.watch(account, backoff=(1, 60), jitter=exact))
     assert time.sleeps == [1, 2, 4]
 
 
@@ -360,11 +358,9 @@ async def test_backoff_is_jittered_within_its_bounds() -> None:
     time = FakeTime(stop_after=8)
     draws = random.Random(1939)
     async with ScriptedServer(login_refused(b"-ERR [SYS/TEMP] busy\r\n")) as server:
-        watcher = watch(
+        watcher = time.watch(
             account_for(server),
             backoff=(1.0, 30.0),
-            sleep=time.sleep,
-            clock=time.clock,
             jitter=lambda ceiling: draws.uniform(0, ceiling),
         )
         with pytest.raises(Stop):
@@ -389,12 +385,10 @@ async def test_backoff_starts_over_after_a_successful_poll() -> None:
     time = FakeTime(stop_after=5, on_sleep=locks)
     got: list[NewMessage] = []
     async with POP3TestServer({"alice": mailbox}) as server:
-        watcher = watch(
+        watcher = time.watch(
             account_for(server),
             interval=100,
             backoff=(1, 60),
-            sleep=time.sleep,
-            clock=time.clock,
             jitter=exact,
         )
 
@@ -415,7 +409,7 @@ async def test_wrong_credentials_are_raised_not_retried() -> None:
     time = FakeTime(stop_after=1)
     async with POP3TestServer({"alice": Mailbox("another", list(MESSAGES))}) as server:
         with pytest.raises(CredentialsError):
-            await collect(watch(account_for(server), sleep=time.sleep, clock=time.clock))
+            await collect(time.watch(account_for(server)))
     assert time.sleeps == []
     assert len(server.sessions) == 1
 
@@ -428,7 +422,7 @@ async def test_an_unverified_certificate_is_raised_not_retried(ca: trustme.CA) -
     async with POP3TestServer({"alice": mailbox}, ssl_context=context) as server:
         account = Account(server.host, "alice", port=server.port, password=PASSWORD)
         with pytest.raises(ssl.SSLCertVerificationError):
-            await collect(watch(account, sleep=time.sleep, clock=time.clock))
+            await collect(time.watch(account))
     assert time.sleeps == []
 
 
@@ -442,9 +436,7 @@ async def test_polls_are_never_closer_than_the_login_delay(
     time = FakeTime(stop_after=10)
     mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
     async with POP3TestServer({"alice": mailbox}, extra_capabilities=["LOGIN-DELAY 900"]) as server:
-        watcher = watch(
-            account_for(server), interval=interval, polls=3, sleep=time.sleep, clock=time.clock
-        )
+        watcher = time.watch(account_for(server), interval=interval, polls=3)
         await collect(watcher)
     assert time.sleeps == [expected, expected]
     assert watcher.login_delay == 900
@@ -469,7 +461,7 @@ async def test_a_retry_after_login_waits_for_the_login_delay() -> None:
     ]
     time = FakeTime(stop_after=3)
     async with ScriptedServer(script) as server:
-        watcher = watch(account_for(server), backoff=(0.5, 10), sleep=time.sleep, clock=time.clock)
+        watcher = time.watch(account_for(server), backoff=(0.5, 10))
         with pytest.raises(Stop):
             await collect(watcher)
     assert time.sleeps == [900, 900, 900]
@@ -480,11 +472,9 @@ async def test_a_login_delay_refusal_waits_at_least_its_delay() -> None:
     script = login_refused(b"-ERR [LOGIN-DELAY] too soon\r\n", capa=b"USER\r\nLOGIN-DELAY 120")
     time = FakeTime(stop_after=9)
     async with ScriptedServer(script) as server:
-        watcher = watch(
+        watcher = time.watch(
             account_for(server),
             backoff=(1, 600),
-            sleep=time.sleep,
-            clock=time.clock,
             jitter=exact,
         )
         with pytest.raises(Stop):
@@ -497,9 +487,7 @@ async def test_a_login_delay_refusal_waits_at_least_its_delay() -> None:
 async def test_a_login_delay_refusal_without_a_known_delay_backs_off() -> None:
     time = FakeTime(stop_after=3)
     async with ScriptedServer(login_refused(b"-ERR [LOGIN-DELAY] too soon\r\n")) as server:
-        watcher = watch(
-            account_for(server), backoff=(1, 600), sleep=time.sleep, clock=time.clock, jitter=exact
-        )
+        watcher = time.watch(account_for(server), backoff=(1, 600), jitter=exact)
         with pytest.raises(Stop):
             await collect(watcher)
     assert time.sleeps == [1, 2, 4]
@@ -679,9 +667,7 @@ async def test_a_refused_quit_is_retried_and_a_refused_uidl_is_raised() -> None:
     quit_refused = session([Send(b"+OK\r\n.\r\n"), Expect(b"QUIT"), Send(b"-ERR oops\r\n")])
     time = FakeTime(stop_after=2)
     async with ScriptedServer(quit_refused) as server:
-        watcher = watch(
-            account_for(server), backoff=(0.5, 10), sleep=time.sleep, clock=time.clock, jitter=exact
-        )
+        watcher = time.watch(account_for(server), backoff=(0.5, 10), jitter=exact)
         with pytest.raises(Stop):
             await collect(watcher)
     assert time.sleeps == [0.5, 1]
@@ -690,7 +676,7 @@ async def test_a_refused_quit_is_retried_and_a_refused_uidl_is_raised() -> None:
     time = FakeTime(stop_after=1)
     async with ScriptedServer(session([Send(b"-ERR no UIDL here\r\n")])) as server:
         with pytest.raises(ResponseError, match="no UIDL here"):
-            await collect(watch(account_for(server), sleep=time.sleep, clock=time.clock))
+            await collect(time.watch(account_for(server)))
     assert time.sleeps == []
 
 
@@ -719,7 +705,7 @@ async def test_finish_stops_even_when_the_connection_drops_at_its_dele(
     time = FakeTime(stop_after=1)
     async with ScriptedServer(script) as server:
         account = account_for(server)
-        messages = watch(account, store=store, delete=True, sleep=time.sleep, clock=time.clock)
+        messages = time.watch(account, store=store, delete=True)
         assert "alice@127.0.0.1" in repr(messages)
         async with messages:
             async for new in messages:
