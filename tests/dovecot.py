@@ -71,6 +71,7 @@ from types import TracebackType
 import trustme
 
 from tests.ports import free_ports, start_on_free_ports
+from tests.programs import find_program
 
 __all__ = [
     "ALICE",
@@ -171,13 +172,7 @@ class _Identity:
 
 def find_dovecot() -> str | None:
     """Return the path of the ``dovecot`` binary, or ``None`` when it is not installed."""
-    found = shutil.which("dovecot")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_program("dovecot", ("/usr/sbin", "/usr/local/sbin"))
 
 
 def ssha256(password: str, salt: bytes | None = None) -> str:
@@ -206,13 +201,10 @@ def scram_hash(password: str, algorithm: str = "sha256", iterations: int = 4096)
 
 
 def _find_doveadm() -> str:
-    found = shutil.which("doveadm")
-    if found:
-        return found
-    for candidate in ("/usr/bin/doveadm", "/usr/local/bin/doveadm"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise DovecotUnavailableError("doveadm is not installed (it comes with dovecot-core)")
+    found = find_program("doveadm", ("/usr/bin", "/usr/local/bin"))
+    if found is None:
+        raise DovecotUnavailableError("doveadm is not installed (it comes with dovecot-core)")
+    return found
 
 
 def password_hash(password: str, scheme: str) -> str:

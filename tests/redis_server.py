@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.ports import free_port, start_on_free_ports
+from tests.programs import find_program
 
 __all__ = ["HOST", "RedisError", "RedisServer", "RedisUnavailableError", "find_redis"]
 
@@ -45,13 +46,7 @@ class RedisUnavailableError(RedisError):
 
 def find_redis() -> str | None:
     """Return the path of the ``redis-server`` binary, or ``None`` when it is not installed."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_program("redis-server", ("/usr/bin", "/usr/local/bin"))
 
 
 class RedisServer:
