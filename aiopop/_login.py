@@ -1,22 +1,40 @@
-"""How :meth:`aiopop.POP3.login` chooses: TLS first, then the strongest method offered.
+"""How :meth:`aiopop.POP3.login` chooses: TLS first, then at most two methods.
 
 The order, strongest first (RFC 5034, RFC 2595, RFC 8314):
 STLS when offered (unless the client's ``starttls`` says "never"), then
 SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5 and APOP, none of which sends the
-password; PLAIN, LOGIN and USER/PASS do, so they are used only over TLS or
-with ``allow_cleartext=True``. A method refused for a reason that another
-method cannot fix (``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``,
-``[SYS/PERM]``) stops the login at once; any other refusal moves on to the
-next method. A server that closes the connection after a refusal (RFC 1939
-section 4 allows it) is reconnected to, and the next method tried there.
-A SASL error (a server that failed to prove itself) never leads to a
-weaker method.
+password (the challenge-response methods); PLAIN, LOGIN and USER/PASS do,
+so they are used only over TLS or with ``allow_cleartext=True``.
+
+A login makes at most two attempts, because every refused one counts
+against the account (providers lock it after 3 to 5; Dovecot slows down
+each source address after failures):
+
+* over TLS, or with ``allow_cleartext``: the strongest challenge-response
+  method offered, then ONE method that sends the password (PLAIN, else
+  LOGIN, else USER/PASS), which a server can check against any stored
+  hash, so a right password still logs in where the stored hash cannot
+  serve SCRAM, CRAM-MD5 or APOP;
+* in cleartext: the two strongest challenge-response methods.
+
+A method that worked before (``prefer``) goes first when it is offered and
+allowed; if it is refused, the second attempt is the one most likely to
+work (the password method when allowed, else the strongest other one).
+``methods`` limits the choice. What is not tried is named on the error,
+with how to pin a method.
+
+A method refused for a reason that another method cannot fix
+(``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``, ``[SYS/PERM]``) stops the
+login at once. A server that closes the connection after a refusal (RFC
+1939 section 4 allows it) is reconnected to, and the next attempt made
+there. A SASL error (a server that failed to prove itself) never leads to
+a weaker method.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -35,11 +53,14 @@ if TYPE_CHECKING:
     from .client import POP3
 
 __all__ = [
+    "MAX_ATTEMPTS",
+    "OAUTH2_METHODS",
     "PASSWORD_MECHANISMS",
     "OAuth2Token",
     "TLSPolicy",
     "ensure_tls",
     "oauth2_login",
+    "parse_methods",
     "password_login",
 ]
 
@@ -98,7 +119,51 @@ def _sasl_method(method: AuthMethod, mechanism: PasswordMechanism) -> _Method:
     return _Method(method, mechanism.sends_secret_in_clear, run)
 
 
-def _plan(client: POP3, caps: Capabilities) -> list[_Method]:
+MAX_ATTEMPTS = 2
+"""The most methods one :meth:`~aiopop.POP3.login` with a password tries."""
+
+OAUTH2_METHODS: tuple[AuthMethod, ...] = (AuthMethod.OAUTHBEARER, AuthMethod.XOAUTH2)
+"""The methods that take an OAuth 2.0 token, in the order login() prefers them."""
+
+
+def parse_methods(methods: Sequence[AuthMethod | str] | None) -> frozenset[AuthMethod] | None:
+    """``methods`` as AuthMethods (names in any case; ``+APOP`` and ``+USER`` as in RFC 2384).
+
+    Raises ValueError for an unknown name or an empty list, before anything is sent.
+    """
+    if methods is None:
+        return None
+    if isinstance(methods, str):
+        raise ValueError(f"methods is a list of method names, such as [{methods!r}], not a string")
+    chosen: set[AuthMethod] = set()
+    for item in methods:
+        if isinstance(item, AuthMethod):
+            chosen.add(item)
+            continue
+        name = item.upper() if isinstance(item, str) else ""
+        name = {"+APOP": "APOP", "+USER": "USER"}.get(name, name)
+        try:
+            chosen.add(AuthMethod(name))
+        except ValueError:
+            known = ", ".join(m.value for m in AuthMethod)
+            raise ValueError(
+                f"unknown login method {item!r} (known: {known}); nothing was sent"
+            ) from None
+    if not chosen:
+        raise ValueError("methods is empty: name at least one login method")
+    return frozenset(chosen)
+
+
+def _preferred(prefer: AuthMethod | None) -> AuthMethod | None:
+    if prefer is None or isinstance(prefer, AuthMethod):
+        return prefer
+    try:  # a remembered value may have gone through a file as a string
+        return AuthMethod(prefer)
+    except ValueError:
+        raise ValueError(f"prefer must be an AuthMethod, not {prefer!r}") from None
+
+
+def _offered(client: POP3, caps: Capabilities) -> list[_Method]:
     """Every password method the server offers, strongest first."""
     offered = caps.sasl
     usable = [(m, f) for m, f in PASSWORD_MECHANISMS.items() if m.value in offered]
@@ -111,6 +176,38 @@ def _plan(client: POP3, caps: Capabilities) -> list[_Method]:
     if caps.user or not caps.announced or not plan:
         plan.append(_Method(AuthMethod.USER, True, _user_pass))
     return plan
+
+
+def _choose(usable: list[_Method], prefer: AuthMethod | None) -> list[_Method]:
+    """At most MAX_ATTEMPTS of ``usable`` (strongest first), in the order to try them.
+
+    Without ``prefer``: the strongest challenge-response method, then the
+    first method that sends the password (in ``usable`` only when that is
+    allowed); without such a method, the next challenge-response one.
+    ``prefer`` (when usable) goes first, followed by the method most likely
+    to work where it did not: the password method, else the strongest
+    other one (never a second method that sends the password).
+    """
+    challenge = [m for m in usable if not m.sends_password]
+    sends = [m for m in usable if m.sends_password][:1]
+    first = next((m for m in usable if m.method is prefer), None)
+    if first is None:
+        plan = challenge[:1] + sends
+        plan += [m for m in challenge if m not in plan]
+        return plan[:MAX_ATTEMPTS]
+    rest = [
+        m
+        for m in sends + challenge
+        if m is not first and not (first.sends_password and m.sends_password)
+    ]
+    return [first, *rest[: MAX_ATTEMPTS - 1]]
+
+
+def _pin_hint(method: str) -> str:
+    auth = {"APOP": "+APOP", "USER": "+USER"}.get(method, method)
+    return (
+        f"to try another method, pin it: login(..., methods=[{method!r}]) or Account(auth={auth!r})"
+    )
 
 
 async def ensure_tls(client: POP3, policy: TLSPolicy) -> None:
@@ -134,22 +231,45 @@ async def ensure_tls(client: POP3, policy: TLSPolicy) -> None:
 
 
 async def password_login(
-    client: POP3, user: str, password: str, *, allow_cleartext: bool, policy: TLSPolicy
+    client: POP3,
+    user: str,
+    password: str,
+    *,
+    allow_cleartext: bool,
+    policy: TLSPolicy,
+    methods: Sequence[AuthMethod | str] | None = None,
+    prefer: AuthMethod | None = None,
 ) -> AuthMethod:
-    """Log in with the strongest password method offered; see the module's docstring."""
+    """Log in with at most two password methods; see the module's docstring."""
     _check_credentials(user=user, password=password)
+    allowed = parse_methods(methods)
+    if allowed is not None and allowed <= set(OAUTH2_METHODS):
+        raise ValueError(
+            f"{', '.join(sorted(allowed))} take an OAuth 2.0 token, not a password; "
+            "nothing was sent"
+        )
+    preferred = _preferred(prefer)
     await ensure_tls(client, policy)
-    plan = _plan(client, await client.capabilities())
+    offered = _offered(client, await client.capabilities())
+    usable = offered if allowed is None else [m for m in offered if m.method in allowed]
+    if not usable:
+        asked = ", ".join(m.value for m in AuthMethod if m in (allowed or ()))
+        raise MethodNotOfferedError(
+            f"the server offers none of the login methods asked for ({asked}); it offers "
+            f"{', '.join(m.method.value for m in offered)}; no password was sent"
+        )
     withheld: list[str] = []
     if not (client.is_tls or allow_cleartext):
-        withheld = [m.method.value for m in plan if m.sends_password]
-        plan = [m for m in plan if not m.sends_password]
-    if not plan:
+        withheld = [m.method.value for m in usable if m.sends_password]
+        usable = [m for m in usable if not m.sends_password]
+    if not usable:
         raise InsecureLoginError(
             f"the server offers only {', '.join(withheld)}, which would send the password "
             "in cleartext; no password was sent. Use POP3_SSL or a server that offers STLS, "
             "or pass allow_cleartext=True where the network path is trusted"
         )
+    plan = _choose(usable, preferred)
+    held_back = [m.method.value for m in usable if m not in plan]
     refusals: list[str] = []
     last: AuthenticationError | None = None
     for index, step in enumerate(plan):
@@ -169,10 +289,17 @@ async def password_login(
     if last is None:  # cannot happen: a plan is never empty here
         raise MethodNotOfferedError("no login method was tried; nothing was sent")
     last.add_note("tried: " + "; ".join(refusals))
+    if held_back:
+        last.add_note(
+            f"held back, as one login makes at most {MAX_ATTEMPTS} attempts so that a wrong "
+            f"password cannot lock the account: {', '.join(held_back)}"
+        )
     if withheld:
         last.add_note(
             f"not tried, as they would send the password in cleartext: {', '.join(withheld)}"
         )
+    if held_back:
+        last.add_note(_pin_hint(held_back[0]))
     raise last
 
 
@@ -209,22 +336,40 @@ async def _reconnect(client: POP3, policy: TLSPolicy) -> None:
 
 
 async def oauth2_login(
-    client: POP3, user: str, token: OAuth2Token, *, allow_cleartext: bool, policy: TLSPolicy
+    client: POP3,
+    user: str,
+    token: OAuth2Token,
+    *,
+    allow_cleartext: bool,
+    policy: TLSPolicy,
+    methods: Sequence[AuthMethod | str] | None = None,
+    prefer: AuthMethod | None = None,
 ) -> AuthMethod:
-    """Log in with OAUTHBEARER, else XOAUTH2; never falls back to a password."""
+    """Log in with OAUTHBEARER, else XOAUTH2 (or ``prefer``); never falls back to a password."""
     _check_credentials(user=user, token=token if isinstance(token, str) else "")
+    allowed = parse_methods(methods)
+    if allowed is not None and not allowed & set(OAUTH2_METHODS):
+        raise ValueError(
+            f"{', '.join(sorted(allowed))} take a password, not an OAuth 2.0 token; "
+            "nothing was sent"
+        )
+    preferred = _preferred(prefer)
     await ensure_tls(client, policy)
     caps = await client.capabilities()
     offered = caps.sasl
-    if "OAUTHBEARER" in offered:
-        method = AuthMethod.OAUTHBEARER
-    elif "XOAUTH2" in offered or not caps.announced:
-        method = AuthMethod.XOAUTH2
-    else:
+    usable = [
+        m
+        for m in OAUTH2_METHODS
+        if (m.value in offered or (m is AuthMethod.XOAUTH2 and not caps.announced))
+        and (allowed is None or m in allowed)
+    ]
+    if not usable:
         raise MethodNotOfferedError(
-            "the server offers no OAuth 2.0 mechanism (SASL: "
-            f"{' '.join(offered) or 'none'}); no token was sent"
+            "the server offers no OAuth 2.0 mechanism"
+            + ("" if allowed is None else " of those asked for")
+            + f" (SASL: {' '.join(offered) or 'none'}); no token was sent"
         )
+    method = next((m for m in usable if m is preferred), usable[0])
     if not (client.is_tls or allow_cleartext):
         raise InsecureLoginError(
             "an OAuth 2.0 token would be sent in cleartext; no token was sent. Use POP3_SSL "

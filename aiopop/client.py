@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self, TypeVar, overload
 
@@ -345,19 +345,35 @@ class POP3:
         *,
         oauth2_token: OAuth2Token | None = None,
         allow_cleartext: bool = False,
+        methods: Sequence[AuthMethod | str] | None = None,
+        prefer: AuthMethod | None = None,
     ) -> AuthMethod:
-        """Log in with the strongest method the server offers, and say which one was used.
+        """Log in, making at most two attempts, and say which method was used.
 
-        With a password: STLS first when CAPA offers it (see ``starttls``),
-        then SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, APOP, and only over TLS
-        (or with ``allow_cleartext``) PLAIN, LOGIN and USER/PASS, which send
-        the password as it is. A refused method moves on to the next, except
-        for ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]`` and ``[SYS/PERM]``,
-        raised at once; when every method was refused, the last refusal is
-        raised (an :class:`~aiopop.AuthenticationError` with the server's
-        text; its notes list what was tried and what was not). When the
-        server closes the connection after refusing a method (RFC 1939
-        section 4), the next one is tried on a new connection.
+        With a password: STLS first when CAPA offers it (see ``starttls``);
+        then, over TLS (or with ``allow_cleartext``), the strongest
+        challenge-response method offered (SCRAM-SHA-256, SCRAM-SHA-1,
+        CRAM-MD5, APOP: the password stays off the wire) and, if it is
+        refused, ONE method that sends the password (PLAIN, else LOGIN, else
+        USER/PASS), which the server can check against any stored hash; in
+        cleartext, the two strongest challenge-response methods. Every
+        refused attempt counts against the account on the server, so the
+        other methods are held back. ``[IN-USE]``, ``[LOGIN-DELAY]``,
+        ``[SYS/TEMP]`` and ``[SYS/PERM]`` are raised at once; when every
+        attempt was refused, the last refusal is raised (an
+        :class:`~aiopop.AuthenticationError` with the server's text; its
+        notes say what was tried, what was held back, and how to pin a
+        method). When the server closes the connection after a refusal (RFC
+        1939 section 4), the next attempt is made on a new connection.
+
+        ``methods`` (names or :class:`~aiopop.AuthMethod` values) limits the
+        choice to those methods, still strongest first and at most two; an
+        unknown name raises ValueError, and none of them offered
+        :class:`~aiopop.MethodNotOfferedError`, before any credential is sent.
+        ``prefer`` is a method that worked before (the value this method
+        returned, remembered by the caller): when offered and allowed it is
+        tried first, so a steady login makes no failed attempt; a refusal of
+        it counts as one of the two.
 
         With ``oauth2_token`` (a string, or an async callable that returns a
         fresh token; called once per login): OAUTHBEARER, else XOAUTH2, and
@@ -368,11 +384,23 @@ class POP3:
         """
         if password is not None and oauth2_token is None:
             return await _login.password_login(
-                self, user, password, allow_cleartext=allow_cleartext, policy=self.starttls
+                self,
+                user,
+                password,
+                allow_cleartext=allow_cleartext,
+                policy=self.starttls,
+                methods=methods,
+                prefer=prefer,
             )
         if oauth2_token is not None and password is None:
             return await _login.oauth2_login(
-                self, user, oauth2_token, allow_cleartext=allow_cleartext, policy=self.starttls
+                self,
+                user,
+                oauth2_token,
+                allow_cleartext=allow_cleartext,
+                policy=self.starttls,
+                methods=methods,
+                prefer=prefer,
             )
         raise ValueError("login() takes a password or an oauth2_token (one of them)")
 

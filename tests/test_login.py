@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import trustme
 
 import aiopop
 from aiopop import AuthMethod, sasl
-from aiopop.testing import Expect, Mailbox, POP3TestServer, ScriptedServer, Send, Step
+from aiopop.testing import Expect, Faults, Mailbox, POP3TestServer, ScriptedServer, Send, Step
 from tests.scripted import client_for
 
 PASSWORD = "tanstaaf"
@@ -150,19 +151,292 @@ async def test_wrong_password_with_apop_on_plain_tcp_is_a_credentials_error(
     assert verbs(server) == [b"CAPA", b"APOP", b"QUIT"]
 
 
-async def test_every_method_refused_raises_the_last_refusal(
-    ca: trustme.CA, stls_server: POP3TestServer
+def attempts(server: POP3TestServer) -> list[str]:
+    """Every login attempt that reached the server, over all its connections, in order.
+
+    An attempt is AUTH naming a mechanism (its name), APOP, or PASS (as "USER").
+    """
+    found: list[str] = []
+    for record in server.sessions:
+        for line in record.lines:
+            verb, _, arg = line.partition(b" ")
+            if verb.upper() == b"AUTH" and arg:
+                found.append(arg.split(b" ")[0].decode().upper())
+            elif verb.upper() == b"APOP":
+                found.append("APOP")
+            elif verb.upper() == b"PASS":
+                found.append("USER")
+    return found
+
+
+def on_the_wire(server: POP3TestServer, secret: str) -> bool:
+    """True if ``secret`` reached the server as it is or inside a base64 line."""
+    for record in server.sessions:
+        for line in record.lines:
+            words = [line, *line.split(b" ")]
+            decoded = []
+            for word in words:
+                with contextlib.suppress(ValueError):
+                    decoded.append(base64.b64decode(word, validate=True))
+            if any(secret.encode() in text for text in words + decoded):
+                return True
+    return False
+
+
+WRONG = "not-the-Secret-42"
+
+
+@pytest.fixture
+async def tls_server(ca: trustme.CA, mailbox: Mailbox) -> AsyncIterator[POP3TestServer]:
+    """POP3S offering every password mechanism, APOP and USER."""
+    server = POP3TestServer(
+        {"mrose": mailbox}, ssl_context=server_context(ca), sasl=PASSWORD_MECHANISMS
+    )
+    async with server:
+        yield server
+
+
+def tls_client_for(server: POP3TestServer, ca: trustme.CA) -> aiopop.POP3_SSL:
+    return aiopop.POP3_SSL(server.host, server.port, ssl_context=client_context(ca), timeout=10)
+
+
+async def test_a_wrong_password_over_tls_costs_two_attempts(
+    ca: trustme.CA, tls_server: POP3TestServer
 ) -> None:
-    client = client_for(stls_server, ssl_context=client_context(ca))
-    async with client:
+    async with tls_client_for(tls_server, ca) as client:
         with pytest.raises(aiopop.CredentialsError) as info:
-            await client.login("mrose", "wrong")
-    tried = [verb for verb in verbs(stls_server) if verb in (b"AUTH", b"APOP", b"USER")]
-    # SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, APOP, PLAIN, LOGIN, USER/PASS: each once.
-    assert tried == [b"AUTH"] * 3 + [b"APOP"] + [b"AUTH"] * 2 + [b"USER"]
-    assert info.value.__notes__[0].startswith("tried: SCRAM-SHA-256 refused: [AUTH]")
-    assert "wrong" not in str(info.value)
-    assert "wrong" not in "".join(info.value.__notes__)
+            await client.login("mrose", WRONG)
+    # The strongest challenge-response method, then one that sends the password.
+    assert attempts(tls_server) == ["SCRAM-SHA-256", "PLAIN"]
+    assert info.value.command == "AUTH"
+    assert info.value.__notes__ == [
+        "tried: SCRAM-SHA-256 refused: [AUTH] Authentication failed.; "
+        "PLAIN refused: [AUTH] Authentication failed.",
+        "held back, as one login makes at most 2 attempts so that a wrong password cannot "
+        "lock the account: SCRAM-SHA-1, CRAM-MD5, APOP, LOGIN, USER",
+        "to try another method, pin it: login(..., methods=['SCRAM-SHA-1']) "
+        "or Account(auth='SCRAM-SHA-1')",
+    ]
+    assert WRONG not in str(info.value)
+    assert WRONG not in "".join(info.value.__notes__)
+
+
+async def test_a_wrong_password_with_allow_cleartext_costs_two_attempts(
+    stls_server: POP3TestServer,
+) -> None:
+    async with client_for(stls_server, starttls="never") as client:
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, allow_cleartext=True)
+    assert attempts(stls_server) == ["SCRAM-SHA-256", "PLAIN"]
+
+
+@pytest.mark.parametrize(
+    ("offered", "apop", "expected"),
+    [
+        (["CRAM-MD5", "LOGIN"], True, ["CRAM-MD5", "LOGIN"]),
+        ([], True, ["APOP", "USER"]),
+        (["SCRAM-SHA-1", "CRAM-MD5"], False, ["SCRAM-SHA-1", "USER"]),
+        (["LOGIN", "PLAIN"], False, ["PLAIN"]),  # one method that sends the password, once
+        ([], False, ["USER"]),
+    ],
+)
+async def test_the_two_attempts_over_tls(
+    ca: trustme.CA, mailbox: Mailbox, offered: list[str], apop: bool, expected: list[str]
+) -> None:
+    tls = server_context(ca)
+    server = POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=offered, apop=apop)
+    async with server, tls_client_for(server, ca) as client:
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG)
+    assert attempts(server) == expected
+
+
+async def test_a_wrong_password_in_cleartext_tries_two_challenge_methods(
+    stls_server: POP3TestServer,
+) -> None:
+    async with client_for(stls_server, starttls="never") as client:
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.login("mrose", WRONG)
+    assert attempts(stls_server) == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+    assert not on_the_wire(stls_server, WRONG)
+    assert info.value.__notes__[1:] == [
+        "held back, as one login makes at most 2 attempts so that a wrong password cannot "
+        "lock the account: CRAM-MD5, APOP",
+        "not tried, as they would send the password in cleartext: PLAIN, LOGIN, USER",
+        "to try another method, pin it: login(..., methods=['CRAM-MD5']) "
+        "or Account(auth='CRAM-MD5')",
+    ]
+
+
+async def test_the_checker_itself_sees_a_password_on_the_wire(
+    stls_server: POP3TestServer,
+) -> None:
+    async with client_for(stls_server, starttls="never") as client:
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, allow_cleartext=True)
+    assert on_the_wire(stls_server, WRONG)  # AUTH PLAIN carried it, base64-encoded
+
+
+async def test_a_right_password_the_server_cannot_check_by_scram_logs_in(
+    ca: trustme.CA, mailbox: Mailbox
+) -> None:
+    # Like Dovecot with a hashed password: SCRAM is offered, but refused for
+    # the right password; PLAIN works with any stored hash.
+    faults = Faults(error_at=2, error="[AUTH] Authentication failed.")  # 1 is CAPA
+    tls = server_context(ca)
+    server = POP3TestServer(
+        {"mrose": mailbox}, ssl_context=tls, sasl=PASSWORD_MECHANISMS, faults=faults
+    )
+    async with server, tls_client_for(server, ca) as client:
+        assert await client.login("mrose", PASSWORD) is AuthMethod.PLAIN
+        assert (await client.stat()).count == 1
+    assert attempts(server) == ["SCRAM-SHA-256", "PLAIN"]
+    assert server.sessions[0].mechanism == "PLAIN"
+
+
+async def test_a_right_password_refused_by_scram_in_cleartext_with_consent(
+    mailbox: Mailbox,
+) -> None:
+    faults = Faults(error_at="AUTH", error="[AUTH] Authentication failed.")
+    server = POP3TestServer({"mrose": mailbox}, sasl=["SCRAM-SHA-256"], faults=faults)
+    async with server, client_for(server) as client:
+        assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.USER
+    assert attempts(server) == ["SCRAM-SHA-256", "USER"]
+
+
+# -- methods= and prefer= -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("methods", "expected"),
+    [
+        (["CRAM-MD5", "user"], ["CRAM-MD5", "USER"]),
+        ([AuthMethod.SCRAM_SHA_1, "CRAM-MD5", "+APOP"], ["SCRAM-SHA-1", "CRAM-MD5"]),
+        (["LOGIN", "PLAIN"], ["PLAIN"]),
+        (["LOGIN"], ["LOGIN"]),
+        (("APOP",), ["APOP"]),
+    ],
+)
+async def test_methods_limits_the_choice(
+    ca: trustme.CA, tls_server: POP3TestServer, methods: list[str], expected: list[str]
+) -> None:
+    async with tls_client_for(tls_server, ca) as client:
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, methods=methods)
+        assert await client.login("mrose", PASSWORD, methods=methods) == expected[0]
+    assert attempts(tls_server) == [*expected, expected[0]]
+
+
+async def test_methods_keeps_the_cleartext_rules(stls_server: POP3TestServer) -> None:
+    async with client_for(stls_server, starttls="never") as client:
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.login("mrose", WRONG, methods=["PLAIN", "CRAM-MD5"])
+        assert info.value.__notes__[-1] == (
+            "not tried, as they would send the password in cleartext: PLAIN"
+        )
+        with pytest.raises(aiopop.InsecureLoginError, match="no password was sent"):
+            await client.login("mrose", PASSWORD, methods=["PLAIN", "USER"])
+    assert attempts(stls_server) == ["CRAM-MD5"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        (["SCRAM-SHA-256", "NTLM"], r"unknown login method 'NTLM' \(known: SCRAM-SHA-256, "),
+        ([""], "unknown login method ''"),
+        ([], "methods is empty"),
+        ("PLAIN", r"methods is a list of method names, such as \['PLAIN'\], not a string"),
+        (["XOAUTH2"], "XOAUTH2 take an OAuth 2.0 token, not a password; nothing was sent"),
+    ],
+)
+async def test_bad_methods_are_refused_before_anything_is_sent(
+    tls_server: POP3TestServer, ca: trustme.CA, methods: list[str], message: str
+) -> None:
+    async with tls_client_for(tls_server, ca) as client:
+        with pytest.raises(ValueError, match=message):
+            await client.login("mrose", PASSWORD, methods=methods)
+    assert verbs(tls_server) == [b"QUIT"]
+
+
+async def test_methods_not_offered_sends_no_password(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, apop=False, sasl=["SCRAM-SHA-256", "PLAIN"])
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.MethodNotOfferedError) as info:
+            await client.login("mrose", PASSWORD, methods=["CRAM-MD5", "APOP"])
+    assert str(info.value) == (
+        "the server offers none of the login methods asked for (CRAM-MD5, APOP); it offers "
+        "SCRAM-SHA-256, PLAIN, USER; no password was sent"
+    )
+    assert verbs(server) == [b"CAPA", b"QUIT"]
+
+
+@pytest.mark.parametrize(
+    ("prefer", "expected"),
+    [
+        (AuthMethod.PLAIN, ["PLAIN"]),
+        (AuthMethod.CRAM_MD5, ["CRAM-MD5"]),
+        (AuthMethod.USER, ["USER"]),
+        (AuthMethod.SCRAM_SHA_256, ["SCRAM-SHA-256"]),
+    ],
+)
+async def test_prefer_is_tried_first(
+    ca: trustme.CA, tls_server: POP3TestServer, prefer: AuthMethod, expected: list[str]
+) -> None:
+    async with tls_client_for(tls_server, ca) as client:
+        assert await client.login("mrose", PASSWORD, prefer=prefer) is prefer
+    assert attempts(tls_server) == expected  # no failed attempt at all
+
+
+@pytest.mark.parametrize(
+    ("prefer", "expected"),
+    [
+        # Refused: then the method most likely to work where it did not.
+        (AuthMethod.CRAM_MD5, ["CRAM-MD5", "PLAIN"]),
+        (AuthMethod.APOP, ["APOP", "PLAIN"]),
+        # Never a second method that sends the password.
+        (AuthMethod.LOGIN, ["LOGIN", "SCRAM-SHA-256"]),
+        # Not offered: as without it.
+        (AuthMethod.XOAUTH2, ["SCRAM-SHA-256", "PLAIN"]),
+    ],
+)
+async def test_a_refused_prefer_counts_as_one_of_the_two(
+    ca: trustme.CA, tls_server: POP3TestServer, prefer: AuthMethod, expected: list[str]
+) -> None:
+    async with tls_client_for(tls_server, ca) as client:
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, prefer=prefer)
+    assert attempts(tls_server) == expected
+
+
+async def test_prefer_follows_the_cleartext_rules_and_methods(
+    stls_server: POP3TestServer,
+) -> None:
+    async with client_for(stls_server, starttls="never") as client:
+        # PLAIN would send the password in cleartext: not tried.
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, prefer=AuthMethod.PLAIN)
+        # Outside methods=: not tried either.
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, prefer=AuthMethod.APOP, methods=["CRAM-MD5"])
+        # In cleartext, a refused prefer is followed by the strongest other method.
+        with pytest.raises(aiopop.CredentialsError):
+            await client.login("mrose", WRONG, prefer=AuthMethod.APOP)
+        assert await client.login("mrose", PASSWORD, prefer=AuthMethod.CRAM_MD5) == "CRAM-MD5"
+    assert attempts(stls_server) == [
+        *["SCRAM-SHA-256", "SCRAM-SHA-1"],
+        "CRAM-MD5",
+        *["APOP", "SCRAM-SHA-256"],
+        "CRAM-MD5",
+    ]
+
+
+async def test_prefer_must_be_a_method(ca: trustme.CA, tls_server: POP3TestServer) -> None:
+    async with tls_client_for(tls_server, ca) as client:
+        with pytest.raises(ValueError, match="prefer must be an AuthMethod, not 'NTLM'"):
+            await client.login("mrose", PASSWORD, prefer="NTLM")  # type: ignore[arg-type]
+        # A remembered name read back as a string is accepted.
+        assert await client.login("mrose", PASSWORD, prefer="PLAIN") is AuthMethod.PLAIN  # type: ignore[arg-type]
+    assert attempts(tls_server) == ["PLAIN"]
 
 
 async def test_a_temporary_refusal_stops_the_login(ca: trustme.CA, mailbox: Mailbox) -> None:
@@ -351,6 +625,41 @@ async def test_oauth2_needs_an_offered_mechanism_and_tls(mailbox: Mailbox) -> No
     async with server, client_for(server) as client:
         with pytest.raises(aiopop.MethodNotOfferedError, match=r"SASL: PLAIN\); no token was sent"):
             await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
+    assert verbs(server) == [b"CAPA", b"QUIT"]
+
+
+async def test_oauth2_with_allow_cleartext_sends_the_token_in_the_clear(
+    mailbox: Mailbox,
+) -> None:
+    server = POP3TestServer({"mrose": mailbox}, sasl=["XOAUTH2"])
+    async with server, client_for(server) as client:
+        assert not client.is_tls
+        method = await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
+        assert method is AuthMethod.XOAUTH2
+        assert client.state is aiopop.State.TRANSACTION
+    assert server.sessions[0].mechanism == "XOAUTH2"
+    assert on_the_wire(server, TOKEN)
+
+
+async def test_oauth2_methods_and_prefer(ca: trustme.CA, mailbox: Mailbox) -> None:
+    tls = server_context(ca)
+    offered = ["PLAIN", "XOAUTH2", "OAUTHBEARER"]
+    async with POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=offered) as server:
+        async with tls_client_for(server, ca) as client:
+            method = await client.login("mrose", oauth2_token=TOKEN, prefer=AuthMethod.XOAUTH2)
+            assert method is AuthMethod.XOAUTH2
+        async with tls_client_for(server, ca) as client:
+            method = await client.login("mrose", oauth2_token=TOKEN, methods=["xoauth2", "PLAIN"])
+            assert method is AuthMethod.XOAUTH2
+        async with tls_client_for(server, ca) as client:
+            with pytest.raises(ValueError, match=r"PLAIN take a password, not an OAuth 2\.0 token"):
+                await client.login("mrose", oauth2_token=TOKEN, methods=["PLAIN"])
+    assert [record.mechanism for record in server.sessions] == ["XOAUTH2", "XOAUTH2", None]
+    assert verbs(server, 2) == [b"QUIT"]
+    server = POP3TestServer({"mrose": mailbox}, ssl_context=tls, sasl=["XOAUTH2"])
+    async with server, tls_client_for(server, ca) as client:
+        with pytest.raises(aiopop.MethodNotOfferedError, match="of those asked for"):
+            await client.login("mrose", oauth2_token=TOKEN, methods=["OAUTHBEARER"])
     assert verbs(server) == [b"CAPA", b"QUIT"]
 
 
