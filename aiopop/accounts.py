@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import math
 import os
+import shlex
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -37,6 +39,7 @@ __all__ = [
     "Secret",
     "TLSMode",
     "load_accounts",
+    "mailbox_key",
     "secret_from_command",
     "secret_from_env",
     "secret_from_keyring",
@@ -62,6 +65,28 @@ class AccountError(ValueError):
     """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
 
 
+_DEFAULT_PORTS = frozenset({POP3_PORT, POP3_SSL_PORT})
+
+
+def mailbox_key(user: str, host: str, port: int) -> str:
+    """The name of one mailbox, for state kept about it: ``user@host[:port]``.
+
+    The host is lower-cased; an IPv6 literal is written in brackets
+    (``user@[::1]``). The port is added only when it is neither 110 nor
+    995: POP3 and POP3S on one server reach the same mailbox, with the
+    same unique-ids, while another port may be another server
+    (``user@[::1]:1100``). The user name is kept as it is: servers differ
+    on whether it is case-sensitive.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port must be an int from 1 to 65535, not {port!r}")
+    name = host.lower()
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    suffix = "" if port in _DEFAULT_PORTS else f":{port}"
+    return f"{user}@{name}{suffix}"
+
+
 @dataclass(frozen=True)
 class Account:
     """One mailbox and how to log in to it.
@@ -85,16 +110,23 @@ class Account:
     timeout: float | None = 60.0
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     label: str | None = None
+    state_key: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.host or any(c.isspace() or c in "/@" for c in self.host):
-            raise AccountError(f"invalid host {self.host!r}")
+        host = self.host
+        if not isinstance(host, str) or not host or any(c.isspace() or c in "/@" for c in host):
+            raise AccountError(f"invalid host {host!r}")
+        if not isinstance(self.user, str):
+            raise AccountError(f"the user name must be a string, not {self.user!r}")
         if not self.user:
             raise AccountError("the user name is empty")
         if self.tls not in TLS_MODES:
             raise AccountError(f"tls must be one of {sorted(TLS_MODES)}, not {self.tls!r}")
-        if self.port is not None and not 0 < self.port < 65536:
-            raise AccountError(f"invalid port {self.port}")
+        port = self.port
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+        ):
+            raise AccountError(f"invalid port {port!r}")
         if not isinstance(self.auth, str) or not self.auth or any(c.isspace() for c in self.auth):
             raise AccountError(f"invalid auth {self.auth!r}")
         timeout = self.timeout
@@ -104,6 +136,12 @@ class Account:
             raise AccountError(f"timeout must be a positive number or None, not {timeout!r}")
         if not isinstance(self.allow_cleartext, bool):
             raise AccountError("allow_cleartext must be true or false")
+        if self.label is not None and not isinstance(self.label, str):
+            raise AccountError(f"the label must be a string, not {self.label!r}")
+        if self.state_key is not None and (
+            not isinstance(self.state_key, str) or not self.state_key.strip()
+        ):
+            raise AccountError(f"state_key must be a non-empty string, not {self.state_key!r}")
 
     @property
     def name(self) -> str:
@@ -120,6 +158,13 @@ class Account:
             return self.port
         return POP3_SSL_PORT if self.tls == "implicit" else POP3_PORT
 
+    @property
+    def mailbox_key(self) -> str:
+        """The name of this mailbox's state: ``state_key`` if set, else :func:`mailbox_key`."""
+        if self.state_key is not None:
+            return self.state_key
+        return mailbox_key(self.user, self.host, self.effective_port)
+
     def with_secret(
         self, *, password: Secret | None = None, oauth2_token: Secret | None = None
     ) -> Account:
@@ -134,22 +179,32 @@ class Account:
         policy = _STARTTLS_POLICY[self.tls]
         return POP3(self.host, self.port, starttls=policy, ssl_context=self.ssl_context, **options)
 
-    async def login(self, client: POP3) -> AuthMethod:
-        """Log ``client`` (connected) in as this account says; returns the method used."""
+    async def login(self, client: POP3, *, prefer: AuthMethod | None = None) -> AuthMethod:
+        """Log ``client`` (connected) in as this account says; returns the method used.
+
+        With ``auth="*"``, :meth:`aiopop.POP3.login` chooses (at most two
+        attempts), trying ``prefer`` (a method that worked before) first;
+        any other ``auth`` pins the method, and ``prefer`` is ignored.
+        """
         if self.oauth2_token is not None:
             if self.auth.upper() not in ("*", "XOAUTH2", "OAUTHBEARER"):
                 raise AccountError(
                     f"{self.name}: an OAuth 2.0 token cannot be used with {self.auth}"
                 )
             return await client.login(
-                self.user, oauth2_token=self.oauth2_token, allow_cleartext=self.allow_cleartext
+                self.user,
+                oauth2_token=self.oauth2_token,
+                allow_cleartext=self.allow_cleartext,
+                prefer=prefer if self.auth == "*" else None,
             )
         if self.password is None:
             raise AccountError(f"{self.name}: no password or OAuth 2.0 token")
         password = await _reveal(self.password)
         method = self.auth.upper()
         if method == "*":
-            return await client.login(self.user, password, allow_cleartext=self.allow_cleartext)
+            return await client.login(
+                self.user, password, allow_cleartext=self.allow_cleartext, prefer=prefer
+            )
         cleartext_ok = client.is_tls or self.allow_cleartext
         if method == "+APOP":
             await client.apop(self.user, password)
@@ -174,11 +229,16 @@ class Account:
         return AuthMethod(method)
 
     @contextlib.asynccontextmanager
-    async def session(self, **options: Any) -> AsyncIterator[POP3]:
-        """Connect and log in; QUIT when the block ends, close without QUIT if it raised."""
+    async def session(
+        self, *, prefer: AuthMethod | None = None, **options: Any
+    ) -> AsyncIterator[POP3]:
+        """Connect and log in; QUIT when the block ends, close without QUIT if it raised.
+
+        ``prefer`` goes to :meth:`login`; ``options`` to :meth:`client`.
+        """
         client = self.client(**options)
         async with client:
-            await self.login(client)
+            await self.login(client, prefer=prefer)
             yield client
 
     @classmethod
@@ -251,6 +311,20 @@ def _shown_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def _command_argv(argv: object) -> list[str] | None:
+    """A command as an argv list: a string split by :func:`shlex.split`; None if unusable."""
+    if isinstance(argv, str):
+        try:
+            command = shlex.split(argv)
+        except ValueError:  # an unclosed quote, a lone backslash at the end
+            return None
+    elif isinstance(argv, Sequence) and all(isinstance(arg, str) for arg in argv):
+        command = list(argv)
+    else:
+        return None
+    return command if command and command[0] else None
+
+
 async def _reveal(secret: Secret) -> str:
     value = secret if isinstance(secret, str) else await secret()
     if not isinstance(value, str) or not value:
@@ -273,16 +347,21 @@ def secret_from_env(variable: str) -> Callable[[], Awaitable[str]]:
     return read
 
 
-def secret_from_command(argv: Sequence[str]) -> Callable[[], Awaitable[str]]:
+def secret_from_command(argv: Sequence[str] | str) -> Callable[[], Awaitable[str]]:
     """A secret printed by a password command (``["pass", "show", "mail/work"]``).
 
-    The command runs without a shell each time the secret is needed; its
-    first output line is the secret. A failure names the command, never
-    its output.
+    A string (``"pass show mail/work"``) is split as a POSIX shell would
+    split it (:func:`shlex.split`: quotes and backslashes work), but it is
+    never run through a shell: no variables, globs, pipes or redirections.
+    The command runs each time the secret is needed; its first output line
+    is the secret. A failure names the command, never its output.
     """
-    command = list(argv)
-    if not command or not all(isinstance(arg, str) for arg in command):
-        raise AccountError("a password command is a non-empty list of strings")
+    command = _command_argv(argv)
+    if command is None:
+        raise AccountError(
+            "a password command is a non-empty list of strings, or a non-empty string "
+            "split as a shell would split it"
+        )
 
     async def run() -> str:
         try:
@@ -327,25 +406,6 @@ def secret_from_keyring(service: str, username: str) -> Callable[[], Awaitable[s
 
 # -- TOML ---------------------------------------------------------------------------------
 
-_KEYS = frozenset(
-    {
-        "name",
-        "url",
-        "host",
-        "port",
-        "user",
-        "tls",
-        "auth",
-        "allow_cleartext",
-        "timeout",
-        "password_env",
-        "password_command",
-        "keyring",
-        "oauth2_token_env",
-        "oauth2_token_command",
-    }
-)
-
 
 def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     """Accounts from a TOML file: one ``[[account]]`` table each.
@@ -363,9 +423,18 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
         oauth2_token_env = "GMAIL_TOKEN"
 
     A secret comes from ``password_env`` / ``oauth2_token_env`` (an
-    environment variable), ``password_command`` / ``oauth2_token_command``,
-    or ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
+    environment variable), ``password_command`` / ``oauth2_token_command``
+    (an array of strings, or one string split as a shell would split it,
+    ``"pass show mail/work"``, but never run through a shell), or
+    ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
     passwords are refused: a file of accounts should be safe to share.
+    ``state_key`` (a string) names the mailbox's state in place of
+    :attr:`Account.mailbox_key`'s default.
+
+    The file is data: each key has a type (``port`` an integer from 1 to
+    65535, ``timeout`` a positive number, ``allow_cleartext`` true or
+    false, the others strings), and a key of the wrong type or an unknown
+    key raises :class:`AccountError` naming the file, the account and the key.
     """
     import tomllib  # here: only files of accounts need it, not every command's start-up
 
@@ -383,34 +452,41 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
 def _account(entry: Mapping[str, Any], where: str) -> Account:
     if not isinstance(entry, Mapping):
         raise AccountError(f"{where}: not a table")
+    if isinstance(entry.get("name"), str) and entry["name"]:
+        where = f"{where} ({entry['name']!r})"
     if "password" in entry or "oauth2_token" in entry:
         raise AccountError(
             f"{where}: inline secrets are refused; use password_env, password_command or keyring"
         )
-    unknown = sorted(set(entry) - _KEYS)
+    unknown = sorted(set(entry) - set(_KEY_TYPES))
     if unknown:
         raise AccountError(f"{where}: unknown keys {unknown}")
+    for key, value in entry.items():
+        problem = _KEY_TYPES[key](value)
+        if problem:
+            raise AccountError(f"{where}: {key} must be {problem}")
     options: dict[str, Any] = {}
-    for key in ("tls", "auth", "allow_cleartext", "timeout"):
+    for key in ("tls", "auth", "allow_cleartext", "timeout", "state_key"):
         if key in entry:
             options[key] = entry[key]
     if "name" in entry:
-        options["label"] = str(entry["name"])
+        options["label"] = entry["name"]
     try:
         if "url" in entry:
             for key in ("host", "port", "user"):
                 if key in entry:
                     raise AccountError(f"{where}: give url or {key}, not both")
-            account = Account.from_url(str(entry["url"]), **options)
+            account = Account.from_url(entry["url"], **options)
         else:
             if "host" not in entry or "user" not in entry:
                 raise AccountError(f"{where}: host and user (or url) are required")
             account = Account(
-                host=str(entry["host"]),
-                user=str(entry["user"]),
-                port=entry.get("port"),
-                **options,
+                host=entry["host"], user=entry["user"], port=entry.get("port"), **options
             )
+    except AccountError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise AccountError(f"{where}: {exc}") from None
     except TypeError as exc:
         raise AccountError(f"{where}: {exc}") from None
     sources = [k for k in ("password_env", "password_command", "keyring") if k in entry]
@@ -421,15 +497,77 @@ def _account(entry: Mapping[str, Any], where: str) -> Account:
             "keyring, oauth2_token_env or oauth2_token_command)"
         )
     if "password_env" in entry:
-        return account.with_secret(password=secret_from_env(str(entry["password_env"])))
+        return account.with_secret(password=secret_from_env(entry["password_env"]))
     if "password_command" in entry:
         return account.with_secret(password=secret_from_command(entry["password_command"]))
     if "keyring" in entry:
-        if entry["keyring"] is not True:
-            raise AccountError(f"{where}: keyring must be true")
         return account.with_secret(
             password=secret_from_keyring("aiopop", f"{account.user}@{account.host}")
         )
     if "oauth2_token_env" in entry:
-        return account.with_secret(oauth2_token=secret_from_env(str(entry["oauth2_token_env"])))
+        return account.with_secret(oauth2_token=secret_from_env(entry["oauth2_token_env"]))
     return account.with_secret(oauth2_token=secret_from_command(entry["oauth2_token_command"]))
+
+
+# Each key's check: "" when the value will do, else what it must be (for the error).
+def _text(value: object) -> str:
+    return "" if isinstance(value, str) and value.strip() else f"a non-empty string, not {value!r}"
+
+
+def _port(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
+        return ""
+    return f"an integer from 1 to 65535, not {value!r}"
+
+
+def _positive(value: object) -> str:
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        and math.isfinite(value)
+    ):
+        return ""
+    return f"a positive number of seconds, not {value!r}"
+
+
+def _flag(value: object) -> str:
+    return "" if isinstance(value, bool) else f"true or false, not {value!r}"
+
+
+def _true(value: object) -> str:
+    return "" if value is True else f"true (the only value it takes), not {value!r}"
+
+
+def _tls(value: object) -> str:
+    if isinstance(value, str) and value in TLS_MODES:
+        return ""
+    return f"one of {', '.join(sorted(TLS_MODES))}, not {value!r}"
+
+
+def _command(value: object) -> str:
+    # The value is not shown: a command line may hold more than its author meant to share.
+    if _command_argv(value) is not None:
+        return ""
+    if isinstance(value, str):
+        return "a command line (split as a shell would split it), not an empty or unclosed one"
+    return "a command line or a non-empty array of strings"
+
+
+_KEY_TYPES: dict[str, Callable[[object], str]] = {
+    "name": _text,
+    "url": _text,
+    "host": _text,
+    "port": _port,
+    "user": _text,
+    "tls": _tls,
+    "auth": _text,
+    "allow_cleartext": _flag,
+    "timeout": _positive,
+    "state_key": _text,
+    "password_env": _text,
+    "password_command": _command,
+    "keyring": _true,
+    "oauth2_token_env": _text,
+    "oauth2_token_command": _command,
+}

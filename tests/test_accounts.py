@@ -18,6 +18,7 @@ from aiopop.accounts import (
     Account,
     AccountError,
     load_accounts,
+    mailbox_key,
     secret_from_command,
     secret_from_env,
     secret_from_keyring,
@@ -364,3 +365,218 @@ async def test_an_empty_secret_is_refused() -> None:
             with pytest.raises(AccountError, match="the secret is empty"):
                 await account.login(client)
     assert server.sessions[0].lines == [b"QUIT"]
+
+
+# -- files of accounts are data --------------------------------------------------------------
+
+
+def write_accounts(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "accounts.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+async def test_a_command_given_as_a_string_is_split_as_a_shell_would(tmp_path: Path) -> None:
+    # Split into characters, this ran "p"; split by shlex, the quoted script is one argument.
+    script = f"print({PASSWORD!r} + ' ' + 'x y')"
+    path = write_accounts(
+        tmp_path,
+        f"""
+[[account]]
+host = "x.test"
+user = "u"
+password_command = "{sys.executable} -c \\"{script}\\""
+
+[[account]]
+host = "y.test"
+user = "u"
+oauth2_token_command = '{sys.executable} -c "print(1 + 2)"  # not a comment: no shell'
+""",
+    )
+    first, second = load_accounts(path)
+    assert callable(first.password)
+    assert await first.password() == f"{PASSWORD} x y"
+    assert callable(second.oauth2_token)
+    # "#" and everything after it are arguments: python sees sys.argv[1:] == ["#", ...].
+    assert await second.oauth2_token() == "3"
+
+
+async def test_a_string_command_never_goes_through_a_shell(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    command = f"{sys.executable} -c 'import sys; print(sys.argv[1:])' $HOME ; touch {marker}"
+    assert await secret_from_command(command)() == str(["$HOME", ";", "touch", str(marker)])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("key", ["password_command", "oauth2_token_command"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('""', "an empty or unclosed one"),
+        ('"   "', "an empty or unclosed one"),
+        ("'pass show \"mail'", "an empty or unclosed one"),
+        ("[]", "a command line or a non-empty array of strings"),
+        ('["pass", 1]', "a command line or a non-empty array of strings"),
+        ('[""]', "a command line or a non-empty array of strings"),
+        ("42", "a command line or a non-empty array of strings"),
+    ],
+)
+def test_an_unusable_command_is_refused(tmp_path: Path, key: str, value: str, message: str) -> None:
+    path = write_accounts(
+        tmp_path, f'[[account]]\nname = "work"\nhost = "x"\nuser = "u"\n{key} = {value}\n'
+    )
+    with pytest.raises(AccountError) as info:
+        load_accounts(path)
+    assert str(info.value).startswith(f"{path}: account 1 ('work'): {key} must be ")
+    assert message in str(info.value)
+
+
+def test_secret_from_command_refuses_an_empty_string() -> None:
+    for argv in ("", "  ", "'unclosed"):
+        with pytest.raises(AccountError, match="non-empty string split as a shell"):
+            secret_from_command(argv)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ("port = true", "port", "an integer from 1 to 65535, not True"),
+        ("port = 995.5", "port", "an integer from 1 to 65535, not 995.5"),
+        ('port = "995"', "port", "an integer from 1 to 65535, not '995'"),
+        ("port = 0", "port", "an integer from 1 to 65535, not 0"),
+        ("port = 65536", "port", "an integer from 1 to 65535, not 65536"),
+        ("timeout = 0", "timeout", "a positive number of seconds, not 0"),
+        ("timeout = -1.5", "timeout", "a positive number of seconds, not -1.5"),
+        ("timeout = true", "timeout", "a positive number of seconds, not True"),
+        ('timeout = "60"', "timeout", "a positive number of seconds, not '60'"),
+        ("timeout = inf", "timeout", "a positive number of seconds, not inf"),
+        ("timeout = nan", "timeout", "a positive number of seconds, not nan"),
+        ('allow_cleartext = "yes"', "allow_cleartext", "true or false, not 'yes'"),
+        ("allow_cleartext = 1", "allow_cleartext", "true or false, not 1"),
+        ('tls = "sometimes"', "tls", "one of if-offered, implicit, none, starttls"),
+        ("tls = true", "tls", "one of if-offered, implicit, none, starttls, not True"),
+        ("auth = 1", "auth", "a non-empty string, not 1"),
+        ("name = 7", "name", "a non-empty string, not 7"),
+        ('name = ""', "name", "a non-empty string, not ''"),
+        ("state_key = 3", "state_key", "a non-empty string, not 3"),
+        ('state_key = ""', "state_key", "a non-empty string, not ''"),
+        ("password_env = 1", "password_env", "a non-empty string, not 1"),
+        ("keyring = false", "keyring", "true (the only value it takes), not False"),
+        ('keyring = "yes"', "keyring", "true (the only value it takes), not 'yes'"),
+    ],
+)
+def test_each_key_has_a_type(tmp_path: Path, line: str, key: str, message: str) -> None:
+    secret = "" if key in ("password_env", "keyring") else 'password_env = "P"\n'
+    path = write_accounts(tmp_path, f'[[account]]\nhost = "x"\nuser = "u"\n{secret}{line}\n')
+    with pytest.raises(AccountError) as info:
+        load_accounts(path)
+    assert str(info.value).startswith(f"{path}: account 1: {key} must be {message}")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("host = 1", "host"), ("user = []", "user"), ('user = ""', "user")],
+)
+def test_host_and_user_are_strings(tmp_path: Path, line: str, key: str) -> None:
+    other = 'user = "u"' if key == "host" else 'host = "x"'
+    path = write_accounts(tmp_path, f'[[account]]\n{other}\n{line}\npassword_env = "P"\n')
+    with pytest.raises(AccountError, match=f"^{re.escape(str(path))}: account 1: {key} must be"):
+        load_accounts(path)
+
+
+def test_url_is_a_string(tmp_path: Path) -> None:
+    path = write_accounts(tmp_path, '[[account]]\nurl = 5\npassword_env = "P"\n')
+    with pytest.raises(AccountError, match="account 1: url must be a non-empty string, not 5"):
+        load_accounts(path)
+
+
+def test_errors_from_the_account_itself_name_the_file_and_account(tmp_path: Path) -> None:
+    path = write_accounts(
+        tmp_path, '[[account]]\nname = "w"\nhost = "x/y"\nuser = "u"\npassword_env = "P"\n'
+    )
+    with pytest.raises(AccountError, match=r"accounts\.toml: account 1 \('w'\): invalid host"):
+        load_accounts(path)
+
+
+def test_the_right_types_load(tmp_path: Path) -> None:
+    path = write_accounts(
+        tmp_path,
+        '[[account]]\nhost = "x"\nuser = "u"\nport = 1\ntimeout = 5\nallow_cleartext = false\n'
+        'state_key = "work inbox"\nkeyring = true\n',
+    )
+    (account,) = load_accounts(path)
+    assert (account.port, account.timeout, account.allow_cleartext) == (1, 5, False)
+    assert account.state_key == "work inbox"
+    assert account.mailbox_key == "work inbox"
+
+
+def test_account_refuses_a_bool_or_float_port_in_code_too() -> None:
+    for port in (True, 995.5):
+        with pytest.raises(AccountError, match="invalid port"):
+            Account("x.test", "u", port=port)  # type: ignore[arg-type]
+    with pytest.raises(AccountError, match="state_key must be a non-empty string"):
+        Account("x.test", "u", state_key="")
+
+
+# -- the identity rule for state ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "host", "port", "expected"),
+    [
+        ("alice", "POP.Example.COM", 995, "alice@pop.example.com"),
+        ("alice", "pop.example.com", 110, "alice@pop.example.com"),
+        ("Alice", "pop.example.com", 1100, "Alice@pop.example.com:1100"),
+        ("u", "::1", 1100, "u@[::1]:1100"),
+        ("u", "::1", 995, "u@[::1]"),
+        ("u", "FE80::1", 110, "u@[fe80::1]"),
+        ("a@b.example", "127.0.0.1", 9995, "a@b.example@127.0.0.1:9995"),
+    ],
+)
+def test_mailbox_key(user: str, host: str, port: int, expected: str) -> None:
+    assert mailbox_key(user, host, port) == expected
+
+
+def test_mailbox_key_wants_a_port_number() -> None:
+    for port in (0, 65536, True):
+        with pytest.raises(ValueError, match="port must be an int from 1 to 65535"):
+            mailbox_key("u", "x", port)
+
+
+def test_the_accounts_mailbox_key() -> None:
+    assert Account("POP.x.test", "u").mailbox_key == "u@pop.x.test"
+    assert Account("pop.x.test", "u", tls="starttls").mailbox_key == "u@pop.x.test"
+    assert Account("pop.x.test", "u", port=1100).mailbox_key == "u@pop.x.test:1100"
+    assert Account("::1", "u", port=1100, tls="none").mailbox_key == "u@[::1]:1100"
+    # POP3 and POP3S reach one mailbox: one key.
+    assert Account("x.test", "u", port=110).mailbox_key == Account("x.test", "u").mailbox_key
+    assert Account("x.test", "u", state_key="mine").mailbox_key == "mine"
+    url = Account.from_url("pops://u@x.test", state_key="from-url")
+    assert url.mailbox_key == "from-url"
+    assert "mailbox_key" in aiopop.accounts.__all__
+
+
+# -- prefer ----------------------------------------------------------------------------------
+
+
+async def test_login_and_session_pass_prefer_through() -> None:
+    box = Mailbox(PASSWORD, [])
+    server = POP3TestServer({"u": box}, sasl=["SCRAM-SHA-256", "CRAM-MD5"])
+    async with server:
+        account = Account(server.host, "u", port=server.port, tls="none", password=PASSWORD)
+        async with account.client() as client:
+            assert await account.login(client, prefer=AuthMethod.CRAM_MD5) is AuthMethod.CRAM_MD5
+        async with account.session(prefer=AuthMethod.APOP) as client:
+            assert client.state is aiopop.State.TRANSACTION
+        pinned = Account(
+            server.host, "u", port=server.port, tls="none", auth="+APOP", password=PASSWORD
+        )
+        async with pinned.client() as client:  # auth pins: prefer is ignored
+            assert await pinned.login(client, prefer=AuthMethod.CRAM_MD5) is AuthMethod.APOP
+    assert [record.mechanism for record in server.sessions] == ["CRAM-MD5", "APOP", "APOP"]
+    # Each login went straight to its method: CAPA, then one attempt.
+    assert [record.keywords[:2] for record in server.sessions[:2]] == [
+        ["CAPA", "AUTH"],
+        ["CAPA", "APOP"],
+    ]
+    assert server.sessions[2].keywords[0] == "APOP"
