@@ -11,8 +11,8 @@
             else:
                 print(result.account.name, result.reason, result.error)
 
-Each account is checked with ``async with account.session() as client:``
-(connect, log in), ``stat()`` (and ``uidl()`` when asked), then QUIT: nothing
+Each account is checked as ``async with account.session() as client:``
+would (connect, log in), ``stat()`` (and ``uidl()`` when asked), then QUIT: nothing
 on the server changes. At most ``concurrency`` checks run at once, and at
 most ``per_host`` of them against one host name (compared without regard to
 case), so that one provider is never hammered. An account waiting for its
@@ -26,6 +26,14 @@ the generator (``aclose()``, leaving an ``aclosing`` block) or cancelling the
 task that iterates it cancels every running check and waits for them, so
 no connection is left open.
 
+The login method that worked is remembered in memory, per mailbox (its
+:attr:`Account.mailbox_key`), for the life of the process: a module-level
+mapping shared by every ``check_many`` call. The next check of that
+mailbox passes it to :meth:`Account.login` as ``prefer``, so a mailbox
+whose server refuses its strongest method for a right password (a stored
+hash that cannot serve SCRAM, say) is not charged a failed login on every
+round. Nothing is written to disk.
+
 The layer uses the client only through its public API (:class:`Account`,
 :class:`aiopop.POP3`), as a program of yours would.
 """
@@ -36,7 +44,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .accounts import Account, AccountError
@@ -57,7 +65,7 @@ from .errors import (
     TemporaryFailureError,
     TLSRequiredError,
 )
-from .types import Stat, UidEntry
+from .types import AuthMethod, Stat, UidEntry
 
 __all__ = ["CheckResult", "check_many", "failure_reason"]
 
@@ -66,6 +74,9 @@ DEFAULT_PER_HOST = 10
 DEFAULT_TIMEOUT = 60.0
 TASK_NAME_PREFIX = "aiopop.check_many: "
 """Every check runs in a task whose name starts with this, then the account's name."""
+
+_login_methods: dict[str, AuthMethod] = {}
+"""The method that last logged in, by :attr:`Account.mailbox_key`, for this process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +97,7 @@ class CheckResult:
 
     account: Account
     stat: Stat | None = None
-    uids: list[UidEntry] | None = None
+    uids: Sequence[UidEntry] | None = None
     error: BaseException | None = None
     elapsed: float = 0.0
 
@@ -370,11 +381,14 @@ async def _check(account: Account, seconds: float | None, uidl: bool) -> CheckRe
     """Check one account; every Exception becomes its result."""
     began = time.monotonic()
     stat: Stat | None = None
-    uids: list[UidEntry] | None = None
+    uids: Sequence[UidEntry] | None = None
     error: BaseException | None = None
     deadline = asyncio.timeout(seconds)
     try:
-        async with deadline, account.session() as client:
+        key = account.mailbox_key
+        async with deadline, account.client() as client:
+            # As account.session() does, but trying first the method that worked last time.
+            _login_methods[key] = await account.login(client, prefer=_login_methods.get(key))
             stat = await client.stat()
             if uidl:
                 uids = await client.uidl()

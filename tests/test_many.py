@@ -17,6 +17,7 @@ from aiopop.many import TASK_NAME_PREFIX, CheckResult, check_many, failure_reaso
 from aiopop.testing import (
     Close,
     Expect,
+    Faults,
     Mailbox,
     POP3TestServer,
     ScriptedServer,
@@ -498,3 +499,26 @@ async def test_stopping_closes_every_connection(how: str) -> None:
         await asyncio.wait_for(hanging.wait_idle(), 1)
     assert hanging.connections == 5
     assert b"QUIT" not in hanging.received
+
+
+async def test_the_method_that_worked_is_tried_first_on_the_next_check() -> None:
+    # The server offers SCRAM-SHA-256 but refuses it for the right password (a stored
+    # hash that cannot serve SCRAM); USER/PASS works.
+    faults = Faults(error_at="AUTH", error="[AUTH] Authentication failed.")
+    box = Mailbox(PASSWORD, [b"Subject: a\r\n\r\nx\r\n"])
+    server = POP3TestServer({"u": box}, sasl=["SCRAM-SHA-256"], apop=False, faults=faults)
+    async with server:
+        account = _account(server, "u", auth="*")
+        (first,) = await _all([account])
+        assert first.ok
+        assert server.sessions[0].keywords == ["CAPA", "AUTH", "USER", "PASS", "STAT", "QUIT"]
+        (second,) = await _all([account])  # another call, the same process
+        assert second.ok
+        # No failed attempt: straight to the method that worked.
+        assert server.sessions[1].keywords == ["CAPA", "USER", "PASS", "STAT", "QUIT"]
+        # Remembered per mailbox: another user on the same server starts afresh.
+        server.mailboxes["v"] = Mailbox(PASSWORD, [])
+        (other,) = await _all([_account(server, "v", auth="*")])
+        assert other.ok
+        assert server.sessions[2].keywords[:3] == ["CAPA", "AUTH", "USER"]
+    assert [record.mechanism for record in server.sessions] == ["USER", "USER", "USER"]
