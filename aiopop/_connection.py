@@ -31,7 +31,7 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from typing import cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from ._parse import StatusLine, escape, parse_capa_line
 from ._protocol import (
@@ -51,12 +51,13 @@ from .errors import (
     CommandStateError,
     ConnectionClosedError,
     ConnectionLostError,
+    MalformedReplyError,
     POP3Error,
     POP3TimeoutError,
     ProtocolError,
 )
 
-__all__ = ["Connection", "MessageStream"]
+__all__ = ["Connection", "LineSink", "Lines", "MessageStream"]
 
 logger = logging.getLogger("aiopop")
 
@@ -145,18 +146,39 @@ class _SaslCall(_SingleCall):
         return self.answer(challenge)
 
 
-class _ListingCall(_Call):
-    """A LIST, UIDL or CAPA: the status line and every line of the listing."""
+class LineSink(Protocol):
+    """Where the lines of a listing go as they arrive: a list, or a parser."""
 
-    __slots__ = ("future", "lines", "status")
+    def add(self, line: bytes, /) -> None:
+        """Take one line; MalformedReplyError rejects the reply (the rest is read and dropped)."""
+
+
+class Lines(list[bytes]):
+    """The lines of a listing, kept as they came."""
+
+    add = list.append
+
+
+Sink = TypeVar("Sink", bound=LineSink)
+
+
+class _ListingCall(_Call, Generic[Sink]):
+    """A LIST, UIDL or CAPA: the status line, and every line of the listing into ``sink``.
+
+    A line the sink rejects fails the command once the whole reply is in:
+    the stream stays in step and the connection open.
+    """
+
+    __slots__ = ("error", "future", "sink", "status")
 
     def __init__(
-        self, command: Command, future: asyncio.Future[tuple[StatusLine, list[bytes]]]
+        self, command: Command, future: asyncio.Future[tuple[StatusLine, Sink]], sink: Sink
     ) -> None:
         super().__init__(command)
         self.future = future
-        self.lines: list[bytes] = []
+        self.sink: Sink | None = sink
         self.status: StatusLine | None = None
+        self.error: MalformedReplyError | None = None
 
     @property
     def abandoned(self) -> bool:
@@ -168,18 +190,27 @@ class _ListingCall(_Call):
             self.on_end()
 
     def on_line(self, data: bytes) -> None:
-        if not self.future.done():
-            self.lines.append(data)
+        sink = self.sink
+        if sink is not None and not self.future.done():
+            try:
+                sink.add(data)
+            except MalformedReplyError as exc:
+                self.error = exc
+                self.sink = None  # drop what was parsed: nothing of a bad reply is returned
 
     def on_end(self) -> None:
-        if not self.future.done() and self.status is not None:
-            self.future.set_result((self.status, self.lines))
-        self.lines = []
+        sink, self.sink = self.sink, None
+        if self.future.done() or self.status is None:
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        elif sink is not None:
+            self.future.set_result((self.status, sink))
 
     def fail(self, exc: BaseException) -> None:
+        self.sink = None
         if not self.future.done():
             self.future.set_exception(exc)
-        self.lines = []
 
 
 class _MessageCall(_Call):
@@ -522,10 +553,20 @@ class Connection(asyncio.Protocol):
         self._submit(_SingleCall(command, future))
         return future
 
-    def listing(self, command: Command) -> asyncio.Future[tuple[StatusLine, list[bytes]]]:
+    def listing(self, command: Command) -> asyncio.Future[tuple[StatusLine, Lines]]:
         """Queue a listing command; the future gets its status line and its lines."""
-        future: asyncio.Future[tuple[StatusLine, list[bytes]]] = self.loop.create_future()
-        self._submit(_ListingCall(command, future))
+        return self.parsed_listing(command, Lines())
+
+    def parsed_listing(
+        self, command: Command, sink: Sink
+    ) -> asyncio.Future[tuple[StatusLine, Sink]]:
+        """Queue a listing command whose lines go to ``sink`` as they arrive.
+
+        The future gets the status line and ``sink``; or the
+        MalformedReplyError the sink raised, once the whole reply has been read.
+        """
+        future: asyncio.Future[tuple[StatusLine, Sink]] = self.loop.create_future()
+        self._submit(_ListingCall(command, future, sink))
         return future
 
     def message(self, command: Command) -> asyncio.Future[tuple[StatusLine, bytes]]:

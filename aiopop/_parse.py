@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import MalformedReplyError, ProtocolError
-from .types import ListEntry, Stat, UidEntry
+from .types import ListEntry, SizeListing, Stat, UidEntry, UidListing
 
 __all__ = [
+    "SizeListingParser",
     "StatusLine",
+    "UidListingParser",
     "escape",
     "find_apop_timestamp",
     "is_challenge",
@@ -27,15 +30,19 @@ __all__ = [
     "parse_challenge",
     "parse_lang_line",
     "parse_list_entry",
+    "parse_list_listing",
     "parse_stat",
     "parse_status_line",
     "parse_uid_entry",
+    "parse_uid_listing",
 ]
 
 # Sizes and message numbers beyond 20 digits are not real; this also keeps
 # int() away from its quadratic (and capped) path for huge digit strings.
 _MAX_DIGITS = 20
 _ESCAPE_LIMIT = 512
+# The octets of a unique-id, 0x21 to 0x7E (RFC 1939 section 7): deleted, they leave nothing.
+_UID_OCTETS = bytes(range(0x21, 0x7F))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +208,82 @@ def parse_uid_entry(line: bytes) -> UidEntry:
     RFC 1939 limits a uid to 70 characters in 0x21-0x7E; the characters are
     checked, the length is left to the line limit because real servers exceed it.
     """
+    number, uid = _uid_fields(line)
+    return UidEntry(number, uid.decode("ascii"))
+
+
+def _uid_fields(line: bytes) -> tuple[int, bytes]:
     fields = line.split()
     if len(fields) < 2:
         raise MalformedReplyError(f"malformed UIDL line {escape(line, 80)!r}")
     number = _parse_number(fields[0], "UIDL", line)
     uid = fields[1]
-    if number == 0 or not all(0x21 <= b <= 0x7E for b in uid):
+    if number == 0 or uid.translate(None, _UID_OCTETS):
         raise MalformedReplyError(f"bad UIDL line {escape(line, 80)!r}")
-    return UidEntry(number, uid.decode("ascii"))
+    return number, uid
+
+
+class SizeListingParser:
+    """Reads LIST's listing line by line into a :class:`SizeListing`, with no list of lines.
+
+    :meth:`add` raises :class:`MalformedReplyError` for a bad line, and for
+    a message number listed twice (RFC 1939 section 5 lists each message
+    once; a fetcher misled by a repeat could delete the wrong message).
+    """
+
+    __slots__ = ("listing",)
+
+    def __init__(self) -> None:
+        self.listing = SizeListing()
+
+    def add(self, line: bytes) -> None:
+        """Add one line of the listing (dot-unstuffed, without its line end)."""
+        number, size = _two_numbers(line, "LIST")
+        if number == 0:
+            raise MalformedReplyError(f"message number 0 in {escape(line, 80)!r}")
+        try:
+            self.listing._append(number, size)
+        except ValueError as exc:
+            raise MalformedReplyError(f"LIST: {exc}, in {escape(line, 80)!r}") from None
+
+
+class UidListingParser:
+    """Reads UIDL's listing line by line into a :class:`UidListing`, with no list of lines.
+
+    :meth:`add` raises :class:`MalformedReplyError` for a bad line, and for
+    a message number listed twice (RFC 1939 section 7: one unique-id a
+    message; ``1 NEW`` then ``1 OLD`` would make a fetcher take a message
+    it never saw for one it saved, and delete it).
+    """
+
+    __slots__ = ("listing",)
+
+    def __init__(self) -> None:
+        self.listing = UidListing()
+
+    def add(self, line: bytes) -> None:
+        """Add one line of the listing (dot-unstuffed, without its line end)."""
+        number, uid = _uid_fields(line)
+        try:
+            self.listing._append_octets(number, uid)
+        except ValueError as exc:
+            raise MalformedReplyError(f"UIDL: {exc}, in {escape(line, 80)!r}") from None
+
+
+def parse_list_listing(lines: Iterable[bytes]) -> SizeListing:
+    """A whole LIST listing; MalformedReplyError for a bad line or a repeated message number."""
+    parser = SizeListingParser()
+    for line in lines:
+        parser.add(line)
+    return parser.listing
+
+
+def parse_uid_listing(lines: Iterable[bytes]) -> UidListing:
+    """A whole UIDL listing; MalformedReplyError for a bad line or a repeated message number."""
+    parser = UidListingParser()
+    for line in lines:
+        parser.add(line)
+    return parser.listing
 
 
 def parse_capa_line(line: bytes) -> tuple[str, list[str]]:

@@ -22,7 +22,7 @@ from typing import Self, TypeVar, overload
 
 from . import _files, _login, _parse
 from ._apop import apop_digest
-from ._connection import Connection, MessageStream
+from ._connection import Connection, LineSink, MessageStream
 from ._login import TLS_POLICIES, OAuth2Token, TLSPolicy
 from ._parse import StatusLine
 from ._protocol import DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LENGTH, Command, ReplyShape
@@ -38,7 +38,7 @@ from .errors import (
     response_error,
 )
 from .sasl import Mechanism
-from .types import AuthMethod, Capabilities, ListEntry, Stat, UidEntry
+from .types import AuthMethod, Capabilities, ListEntry, SizeListing, Stat, UidEntry, UidListing
 
 __all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT"]
 
@@ -298,6 +298,14 @@ class POP3:
             raise self._refusal(command, status)
         return lines
 
+    async def _parsed_listing(self, verb: str, sink: _Sink) -> _Sink:
+        """A LIST or UIDL listing parsed into ``sink`` as its lines arrive."""
+        command = Command(verb, shape=ReplyShape.LINES, limit=self.max_listing_size)
+        status, parsed = await self._require().parsed_listing(command, sink)
+        if not status.ok:
+            raise self._refusal(command, status)
+        return parsed
+
     def _retr_command(self, which: int) -> Command:
         return Command("RETR", (_number(which),), ReplyShape.DATA, limit=self.max_message_size)
 
@@ -551,28 +559,44 @@ class POP3:
         return _parse.parse_stat(status.text)
 
     @overload
-    async def list(self) -> builtins.list[ListEntry]: ...
+    async def list(self) -> SizeListing: ...
     @overload
     async def list(self, which: int) -> ListEntry: ...
 
-    async def list(self, which: int | None = None) -> builtins.list[ListEntry] | ListEntry:
-        """Sizes of all messages not marked deleted, or of message ``which``."""
+    async def list(self, which: int | None = None) -> SizeListing | ListEntry:
+        """Sizes of all messages not marked deleted, or of message ``which``.
+
+        The whole listing is a :class:`~aiopop.SizeListing`: a sequence of
+        :class:`~aiopop.ListEntry` (equal to the list of them) stored in 16
+        octets a message. A message number listed twice makes the reply
+        malformed: :class:`~aiopop.MalformedReplyError`.
+        """
         if which is None:
-            return [_parse.parse_list_entry(line) for line in await self._listing("LIST")]
+            parser = await self._parsed_listing("LIST", _parse.SizeListingParser())
+            return parser.listing
         status = await self._ok(Command("LIST", (_number(which),)))
         entry = _parse.parse_list_entry(status.text)
         _check_number("LIST", which, entry.number)
         return entry
 
     @overload
-    async def uidl(self) -> builtins.list[UidEntry]: ...
+    async def uidl(self) -> UidListing: ...
     @overload
     async def uidl(self, which: int) -> UidEntry: ...
 
-    async def uidl(self, which: int | None = None) -> builtins.list[UidEntry] | UidEntry:
-        """Unique ids of all messages not marked deleted, or of message ``which``."""
+    async def uidl(self, which: int | None = None) -> UidListing | UidEntry:
+        """Unique ids of all messages not marked deleted, or of message ``which``.
+
+        The whole listing is a :class:`~aiopop.UidListing`: a sequence of
+        :class:`~aiopop.UidEntry` (equal to the list of them) stored with no
+        object per message, with ``by_number()`` and ``by_uid()`` lookups. A
+        message number listed twice (``1 NEW`` then ``1 OLD``) makes the
+        reply malformed: :class:`~aiopop.MalformedReplyError`, so that no
+        fetcher takes a message it never saw for one it already has.
+        """
         if which is None:
-            return [_parse.parse_uid_entry(line) for line in await self._listing("UIDL")]
+            parser = await self._parsed_listing("UIDL", _parse.UidListingParser())
+            return parser.listing
         status = await self._ok(Command("UIDL", (_number(which),)))
         entry = _parse.parse_uid_entry(status.text)
         _check_number("UIDL", which, entry.number)
@@ -782,6 +806,7 @@ class POP3_SSL(POP3):
 
 
 _CommandMaker = Callable[[int], Command]
+_Sink = TypeVar("_Sink", bound=LineSink)
 _Queued = tuple[int, Command, "asyncio.Future[T]"]
 
 
