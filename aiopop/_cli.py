@@ -25,11 +25,13 @@ import gc
 import getpass
 import importlib
 import json
+import os
 import shlex
 import ssl
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
@@ -57,8 +59,11 @@ from .errors import (
     TemporaryFailureError,
     TLSRequiredError,
 )
-from .fetch import UIDLUnavailableError, account_key, fetch_to_maildir
+from .fetch import DEFAULT_MAX_SIZE, UIDLUnavailableError, fetch_to_maildir
+from .maildir import Maildir
 from .many import CheckResult, check_many
+from .state import STATE_FILE, DeliveryState, StateError, StateLockedError
+from .types import AuthMethod
 
 __all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_NETWORK", "EXIT_TLS", "EXIT_USAGE", "main"]
 
@@ -167,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip messages fetched before (by UIDL, state kept next to the Maildir)",
     )
+    fetch.add_argument(
+        "--max-size",
+        type=_size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help="skip messages larger than SIZE bytes (K, M, G suffixes; 0: no limit;"
+        f" default {DEFAULT_MAX_SIZE // 2**20}M): they stay on the server and are reported",
+    )
     check = command("check", "Check every account of a TOML file at once; a table of results.")
     check.add_argument("accounts", help="a TOML file of [[account]] tables")
     check.add_argument("--concurrency", type=int, default=100, help="accounts at once (100)")
@@ -188,6 +201,21 @@ def _context(cafile: str | None) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot read --cafile {cafile}: {exc}") from None
+
+
+def _size(text: str) -> int | None:
+    """``--max-size``: octets, with an optional K, M or G (powers of 1024); 0 for none."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (say 500000, 100K or 150M)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return value or None
 
 
 def _command(text: str) -> list[str]:
@@ -243,6 +271,10 @@ def explain(exc: BaseException) -> tuple[int, str, str | None]:
     """The exit status, a one-line message and a hint for an error."""
     if isinstance(exc, UsageError | AccountError):
         return EXIT_USAGE, str(exc), None
+    if isinstance(exc, StateLockedError):
+        return EXIT_FAILED, str(exc), "a fetch or watch of this mailbox is running: wait for it"
+    if isinstance(exc, StateError):
+        return EXIT_FAILED, str(exc), None
     if isinstance(exc, InsecureLoginError):
         return EXIT_AUTH, str(exc), "use --tls implicit (POP3S), or --allow-cleartext if trusted"
     if isinstance(exc, TLSRequiredError):
@@ -334,18 +366,43 @@ def _print_pairs(pairs: list[tuple[int, int | str]], name: str, as_json: bool, o
 
 
 async def run_fetch(
-    account: Account, maildir: str, *, delete: bool, new_only: bool, as_json: bool, out: TextIO
+    account: Account,
+    maildir: str,
+    *,
+    delete: bool,
+    new_only: bool,
+    max_size: int | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
-    """``aiopop fetch``: every message into a Maildir, durably, before any deletion commits."""
-    async with account.session() as client:
+    """``aiopop fetch``: every message into a Maildir, durably, before any deletion commits.
+
+    Deletions are reported only once the server answered ``+OK`` to QUIT; a
+    session that ended before that rolled them back, which is said, with the
+    network's exit status. The login method that worked is kept in the
+    Maildir's state and tried first next time.
+    """
+    key = account.mailbox_key
+    state_path = Maildir(maildir).path / STATE_FILE
+    prefer = await _remembered_login(state_path, key)
+    client = account.client()
+    try:
+        await client.connect()
+        method = await account.login(client, prefer=prefer)
         result = await fetch_to_maildir(
-            client,
-            maildir,
-            account=account_key(account.host, account.user),
-            delete=delete,
-            new_only=new_only,
+            client, maildir, account=key, delete=delete, new_only=new_only, max_size=max_size
         )
-    # Leaving the block sent QUIT: the deletions are committed now.
+        ended: Exception | None = None
+        try:
+            await client.quit()
+        except (POP3Error, OSError) as exc:
+            ended = exc
+    finally:
+        await client.close()
+    if method is not prefer:
+        await _remember_login(state_path, key, method)
+    deleted = result.marked if ended is None else []
     octets = sum(delivery.size for delivery in result.delivered)
     if as_json:
         report = {
@@ -356,10 +413,14 @@ async def run_fetch(
                 for d in result.delivered
             ],
             "skipped": result.skipped,
-            "deleted": result.deleted,
+            "deleted": deleted,
+            "not_deleted": result.marked if ended is not None else [],
             "recovered": result.recovered,
             "refused": [
                 {"number": r.number, "uid": r.uid, "error": str(r.error)} for r in result.refused
+            ],
+            "oversized": [
+                {"number": o.number, "uid": o.uid, "size": o.size} for o in result.oversized
             ],
         }
         print(json.dumps(report), file=out)
@@ -368,14 +429,50 @@ async def run_fetch(
         extras = []
         if result.skipped:
             extras.append(f"{result.skipped} already there")
-        if result.deleted:
-            extras.append(f"{len(result.deleted)} deleted on the server")
+        if deleted:
+            extras.append(f"{len(deleted)} deleted on the server")
         if result.recovered:
             extras.append(f"{result.recovered} recovered from an interrupted run")
         print(line + (f" ({', '.join(extras)})" if extras else ""), file=out)
         for refusal in result.refused:
             print(f"  message {refusal.number}: the server refused: {refusal.error}", file=out)
-    return EXIT_FAILED if result.refused else EXIT_OK
+        for big in result.oversized:
+            print(
+                f"  message {big.number} (uid {big.uid or '-'}): {big.size} bytes or more, over"
+                f" --max-size {max_size}: not saved, left on the server",
+                file=out,
+            )
+    if ended is not None:
+        status, message, hint = explain(ended)
+        if result.marked:
+            message += (
+                f"; the session ended before the server confirmed QUIT, so the"
+                f" {len(result.marked)} deletions were rolled back: the messages are saved"
+                " and still on the server"
+            )
+            hint = "run again with --new-only --delete to delete them"
+        print(f"aiopop: error: {message}", file=err)
+        if hint:
+            print(f"  hint: {hint}", file=err)
+        return status
+    return EXIT_FAILED if result.refused or result.oversized else EXIT_OK
+
+
+async def _remembered_login(state_path: Path, key: str) -> AuthMethod | None:
+    """The login method that worked last for ``key``, from an existing state file."""
+    if not os.path.exists(state_path):  # noqa: ASYNC240 (one stat, before any I/O)
+        return None
+    async with await DeliveryState.open(state_path) as state:
+        value = await state.login_method(key)
+    try:
+        return AuthMethod(value) if value is not None else None
+    except ValueError:  # written by a newer aiopop
+        return None
+
+
+async def _remember_login(state_path: Path, key: str, method: AuthMethod) -> None:
+    async with await DeliveryState.open(state_path) as state:
+        await state.remember_login(key, method.value)
 
 
 async def run_check(
@@ -494,8 +591,10 @@ async def _mailbox_command(args: argparse.Namespace, out: TextIO, err: TextIO) -
             args.maildir,
             delete=args.delete,
             new_only=args.new_only,
+            max_size=args.max_size,
             as_json=args.json,
             out=out,
+            err=err,
         )
     runners = {"stat": run_stat, "list": run_list, "uidl": run_uidl}
     return await runners[args.command](account, args.json, out)

@@ -106,7 +106,14 @@ async def command_tour(server: POP3TestServer) -> None:
         for _ in range(2):
             print(f"$ aiopop fetch {where} {secret} --maildir {maildir} --new-only")
             await _cli.run_fetch(
-                account, maildir, delete=False, new_only=True, as_json=False, out=sys.stdout
+                account,
+                maildir,
+                delete=False,
+                new_only=True,
+                max_size=None,
+                as_json=False,
+                out=sys.stdout,
+                err=sys.stderr,
             )
         accounts = os.path.join(directory, "accounts.toml")
         text = "".join(

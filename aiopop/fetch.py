@@ -17,7 +17,14 @@ The order of operations, per batch of messages (see ``docs/fetch.md``):
 3. Rename the files into ``new/``; fsync ``new/`` once. The next
    transaction marks the batch *delivered*.
 4. After the last batch: DELE, pipelined, for the messages saved now or by
-   an earlier run, and only those. The caller's QUIT commits them.
+   an earlier run, and only those. The caller's QUIT commits them: until
+   the server answers it ``+OK``, they are only *marked*
+   (:attr:`FetchResult.marked`).
+
+A batch whose rename or sync of ``new/`` fails stays *pending* in the state
+(step 3 did not complete), whatever the error: the next run finishes it
+(:func:`recover`) before anything else, and never takes its files in
+``tmp/`` for abandoned ones.
 
 Why nothing is lost: a message is marked deleted (4) only after its data
 (1) and its directory entry in ``new/`` (3) are durable, and the server
@@ -44,13 +51,13 @@ import collections
 import contextlib
 import os
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import POP3Error, ResponseError
 from .maildir import Maildir
-from .uidstate import STATE_FILE, UIDState
+from .state import LOCK_WAIT, STATE_FILE, DeliveryState, StateLock
 
 if TYPE_CHECKING:
     from .client import POP3
@@ -58,9 +65,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Delivery",
     "FetchResult",
+    "Oversized",
     "Refusal",
     "UIDLUnavailableError",
-    "account_key",
     "fetch_to_maildir",
     "recover",
 ]
@@ -69,6 +76,9 @@ DEFAULT_BATCH_MESSAGES = 250
 DEFAULT_BATCH_OCTETS = 32 * 1024 * 1024
 DEFAULT_STREAM_THRESHOLD = 1024 * 1024
 DEFAULT_MEMORY = 32 * 1024 * 1024
+DEFAULT_MAX_SIZE = 256 * 1024 * 1024
+"""Messages larger than this many octets are not written to disk: 256 MiB, above what the
+big providers accept (Exchange Online takes up to 150 MB, Gmail 25 MB)."""
 WRITE_GROUP = 16
 """Messages written one after the other in one worker-thread trip (open, write, fsync, close
 each): one trip per message costs the event loop a wake-up and a GIL hand-off per message."""
@@ -117,6 +127,17 @@ class Refusal:
     error: ResponseError
 
 
+@dataclass(frozen=True)
+class Oversized:
+    """A message larger than ``max_size``: not written to disk, left on the server."""
+
+    number: int
+    uid: str | None
+    size: int
+    """Its size: from LIST when it was not retrieved, else the octets received before
+    the limit was passed (the rest was read and dropped)."""
+
+
 @dataclass
 class FetchResult:
     """What :func:`fetch_to_maildir` did."""
@@ -125,21 +146,16 @@ class FetchResult:
     """The messages saved by this run, durable in ``new/``, in the order saved."""
     skipped: int = 0
     """Messages left alone with ``new_only``: the Maildir had them already."""
-    deleted: list[int] = field(default_factory=list)
-    """The message numbers marked deleted (with ``delete``); the server removes them at QUIT."""
+    marked: list[int] = field(default_factory=list)
+    """The message numbers marked deleted (with ``delete``). Nothing is deleted yet: the
+    server removes them only when it answers ``+OK`` to the caller's QUIT, and keeps them
+    if the session ends any other way."""
     refused: list[Refusal] = field(default_factory=list)
     """RETRs and DELEs the server refused; the other messages went on."""
+    oversized: list[Oversized] = field(default_factory=list)
+    """Messages over ``max_size``, not written and not marked deleted; the others went on."""
     recovered: int = 0
     """Messages of an interrupted earlier run that were moved from ``tmp/`` into ``new/``."""
-
-
-def account_key(host: str, user: str) -> str:
-    """The state key for ``user``'s mailbox on ``host``: ``"user@host"``, host in lower case.
-
-    The port is left out on purpose: POP3 and POP3S on one server reach the
-    same mailbox, with the same unique-ids.
-    """
-    return f"{user}@{host.lower()}"
 
 
 async def fetch_to_maildir(
@@ -153,11 +169,19 @@ async def fetch_to_maildir(
     batch_octets: int = DEFAULT_BATCH_OCTETS,
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
     memory: int = DEFAULT_MEMORY,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    lock_wait: float = LOCK_WAIT,
 ) -> FetchResult:
     """Download the mailbox of the logged-in ``client`` into ``maildir``.
 
-    ``account`` names the mailbox in the Maildir's state (see
-    :func:`account_key`); one Maildir may serve several accounts.
+    ``account`` names the mailbox in the Maildir's state: use
+    :attr:`Account.mailbox_key <aiopop.accounts.Account.mailbox_key>` (or
+    :func:`aiopop.accounts.mailbox_key`). One Maildir may serve several
+    accounts. The run holds a lock on ``account``'s state in this Maildir
+    (:class:`~aiopop.state.StateLock`): a second run for the same mailbox
+    and Maildir, in this process or another, waits up to ``lock_wait``
+    seconds, then fails with :class:`~aiopop.state.StateLockedError` having
+    done nothing.
 
     ``new_only`` skips the messages whose unique-id the Maildir's state
     holds for ``account``; against a server without UIDL it raises
@@ -166,9 +190,16 @@ async def fetch_to_maildir(
 
     ``delete`` marks deleted every message that is durably in the Maildir:
     those saved now and those an earlier run saved (known by unique-id and
-    LIST size). The deletions commit only when the caller sends QUIT, which
-    must come after this function returned; a session closed without QUIT
-    deletes nothing.
+    LIST size, and only when no other message of the listing has that
+    unique-id). The deletions commit only when the server answers ``+OK``
+    to the caller's QUIT, which must come after this function returned:
+    :attr:`FetchResult.marked` lists what that QUIT will delete, and a
+    session that ends any other way deletes nothing.
+
+    ``max_size`` (octets; None: no limit) bounds what is written to disk: a
+    message listed larger is not retrieved; one that turns out larger as it
+    arrives is read to its end and dropped. Either way it is reported in
+    :attr:`FetchResult.oversized`, stays on the server, and the run goes on.
 
     Each message is fsynced as it is written into ``tmp/`` (up to
     :data:`MAX_WRITES` writes at once, so that the fsyncs overlap); then
@@ -187,33 +218,57 @@ async def fetch_to_maildir(
         ("batch_messages", batch_messages),
         ("batch_octets", batch_octets),
         ("memory", memory),
+        ("max_size", 1 if max_size is None else max_size + 1),
     ):
         if value < 1:
             raise ValueError(f"{name} must be at least 1")
     box = maildir if isinstance(maildir, Maildir) else Maildir(maildir)
     await box.create()
-    state = await UIDState.open(box.path / STATE_FILE)
-    try:
-        run = _Run(client, box, state, account, batch_messages, batch_octets)
-        run.result.recovered = await recover(box, state, account)
-        uids, sizes = await _listings(client, new_only)
-        known = await state.known(account) if uids is not None else {}
-        wanted = _choose(uids, sizes, known, new_only, run.result)
-        run.uids, run.sizes = uids or {}, sizes
-        threshold = stream_threshold
-        if client.max_message_size is not None:
-            threshold = min(threshold, client.max_message_size)
-        small = [number for number in wanted if sizes.get(number, threshold + 1) <= threshold]
-        big = sorted(set(wanted).difference(small))
-        await run.retrieve(small, big, _window(client, [sizes[n] for n in small], memory))
-        if delete:
-            await run.delete(_deletable(uids, sizes, known, run.result))
-        return run.result
-    finally:
-        await state.close()
+    async with StateLock(box.path / STATE_FILE, account, wait=lock_wait):
+        state = await DeliveryState.open(box.path / STATE_FILE)
+        try:
+            await state.adopt(account)
+            return await _fetch(
+                client, box, state, account, delete, new_only, batch_messages, batch_octets,
+                stream_threshold, memory, max_size,
+            )  # fmt: skip
+        finally:
+            await state.close()
 
 
-async def recover(maildir: Maildir, state: UIDState, account: str) -> int:
+async def _fetch(
+    client: POP3,
+    box: Maildir,
+    state: DeliveryState,
+    account: str,
+    delete: bool,
+    new_only: bool,
+    batch_messages: int,
+    batch_octets: int,
+    stream_threshold: int,
+    memory: int,
+    max_size: int | None,
+) -> FetchResult:
+    run = _Run(client, box, state, account, batch_messages, batch_octets, max_size)
+    run.result.recovered = await recover(box, state, account)
+    uids, sizes = await _listings(client, new_only)
+    known = await state.known(account) if uids is not None else {}
+    wanted = _choose(uids, sizes, known, new_only, run.result)
+    run.uids, run.sizes = uids or {}, sizes
+    if max_size is not None:
+        wanted = [n for n in wanted if not run.too_big(n, sizes.get(n, 0), listed=True)]
+    threshold = stream_threshold
+    if client.max_message_size is not None:
+        threshold = min(threshold, client.max_message_size)
+    small = [number for number in wanted if sizes.get(number, threshold + 1) <= threshold]
+    big = sorted(set(wanted).difference(small))
+    await run.retrieve(small, big, _window(client, [sizes[n] for n in small], memory))
+    if delete:
+        await run.delete(_deletable(uids, sizes, known, run.result))
+    return run.result
+
+
+async def recover(maildir: Maildir, state: DeliveryState, account: str) -> int:
     """Finish what an interrupted run for ``account`` left pending; return the files moved.
 
     Only ``account``'s rows are looked at: another account's may belong to
@@ -272,7 +327,9 @@ def _choose(
     seen: set[str] = set()
     for number in sorted(uids):
         uid = uids[number]
-        if new_only and (uid in known or uid in seen):
+        # A known unique-id with another size is another message (a reused unique-id).
+        again = uid in known and known[uid] in (None, sizes.get(number))
+        if new_only and (again or uid in seen):
             result.skipped += 1
         else:
             wanted.append(number)
@@ -329,10 +386,11 @@ class _Run:
         self,
         client: POP3,
         box: Maildir,
-        state: UIDState,
+        state: DeliveryState,
         account: str,
         batch_messages: int,
         batch_octets: int,
+        max_size: int | None = None,
     ) -> None:
         self.client = client
         self.box = box
@@ -340,6 +398,7 @@ class _Run:
         self.account = account
         self.batch_messages = batch_messages
         self.batch_octets = batch_octets
+        self.max_size = max_size
         self.result = FetchResult()
         self.uids: dict[int, str] = {}
         self.sizes: dict[int, int] = {}
@@ -353,7 +412,15 @@ class _Run:
         self.received_octets = 0
         """...and their octets."""
         self.published: list[str] = []
-        """Files renamed into ``new/`` whose rows the next transaction marks delivered."""
+        """Files renamed into ``new/`` (and ``new/`` synced) whose rows the next transaction
+        marks delivered."""
+
+    def too_big(self, number: int, size: int, *, listed: bool = False) -> bool:
+        """Whether message ``number`` of ``size`` octets is over ``max_size``; if so, note it."""
+        if self.max_size is None or size <= self.max_size:
+            return False
+        self.result.oversized.append(Oversized(number, self.uids.get(number), size))
+        return True
 
     async def retrieve(self, small: list[int], big: list[int], window: int) -> None:
         """Save the messages ``small`` (pipelined, in memory) and ``big`` (streamed)."""
@@ -361,6 +428,8 @@ class _Run:
             items = _each(small, lambda rest: self.client.retr_many(rest, window=window), self)
             async with contextlib.aclosing(items):
                 async for number, message in items:
+                    if self.too_big(number, len(message)):
+                        continue
                     if self._receive(number, message):
                         self._write_received()
                         await self._pace()
@@ -368,9 +437,14 @@ class _Run:
             for number in big:
                 try:
                     async with self.client.retr_stream(number) as stream:
-                        name, size = await self.box.write(stream.batches(), sync=False)
+                        batches = _limited(stream.batches(), self.max_size)
+                        name, size = await self.box.write(batches, sync=False)
                 except ResponseError as exc:
                     self.refuse(number, exc)
+                    continue
+                except _TooBig as exc:
+                    # The file was removed; leaving the block read the rest and dropped it.
+                    self.too_big(number, exc.size)
                     continue
                 # Its fsync runs while the next message streams in.
                 job = asyncio.ensure_future(self.box.sync([name]))
@@ -405,7 +479,7 @@ class _Run:
                 elif isinstance(reply, BaseException):
                     raise reply
                 else:
-                    self.result.deleted.append(number)
+                    self.result.marked.append(number)
 
     def refuse(self, number: int, error: ResponseError) -> None:
         self.result.refused.append(Refusal(number, self.uids.get(number), error))
@@ -466,8 +540,12 @@ class _Run:
             for group in written:
                 self.box.discard(group)  # not recorded: fetched again next time
             raise
-        self.published = [name for _, name, _ in saved]
+        # The earlier batch is marked delivered now; this one's rows are pending until
+        # its renames and the sync of new/ have all succeeded. If any of them fails,
+        # they stay pending, whatever the error, and the next run finishes the job.
+        self.published = []
         await self.box.publish(names)
+        self.published = [name for _, name, _ in saved]
         self.result.delivered.extend(
             Delivery(s.number, s.uid, name, s.size) for s, name in zip(batch, names, strict=True)
         )
@@ -488,6 +566,24 @@ class _Run:
                 job.cancel()  # the write removes its own files
             elif not job.cancelled() and job.exception() is None:
                 self.box.discard(job.result())
+
+
+class _TooBig(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"message larger than the limit ({size} octets received)")
+        self.size = size
+
+
+async def _limited(
+    batches: AsyncIterator[list[bytes]], limit: int | None
+) -> AsyncIterator[list[bytes]]:
+    """``batches``, until more than ``limit`` octets have come: then :class:`_TooBig`."""
+    received = 0
+    async for chunks in batches:
+        received += sum(map(len, chunks))
+        if limit is not None and received > limit:
+            raise _TooBig(received)
+        yield chunks
 
 
 async def _each(

@@ -200,7 +200,7 @@ def run_inproc(request: dict[str, Any]) -> None:
     import asyncio
 
     import aiopop._cli  # noqa: F401  # what the `aiopop` command imports
-    from aiopop.fetch import account_key, fetch_to_maildir
+    from aiopop.fetch import fetch_to_maildir
 
     from .measure import Span
 
@@ -214,9 +214,7 @@ def run_inproc(request: dict[str, Any]) -> None:
         async with account.session() as client:
             times["connect_login"] = time.perf_counter() - connecting
             span.start()
-            result = await fetch_to_maildir(
-                client, request["maildir"], account=account_key(account.host, account.user)
-            )
+            result = await fetch_to_maildir(client, request["maildir"], account=account.mailbox_key)
             span.stop()
             quitting = time.perf_counter()
         times["quit"] = time.perf_counter() - quitting
@@ -258,7 +256,7 @@ def run_profile(request: dict[str, Any]) -> None:
     import aiopop._cli
     import aiopop.fetch
     import aiopop.maildir
-    import aiopop.uidstate
+    import aiopop.state
 
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
     calls: collections.Counter[str] = collections.Counter()
@@ -297,10 +295,10 @@ def run_profile(request: dict[str, Any]) -> None:
         (aiopop.fetch, "_each", "RETR: waiting for the next pipelined message", True),
         (aiopop.fetch, "_listings", "start: UIDL and LIST", False),
         (aiopop.fetch, "recover", "start: recovery check", False),
-        (aiopop.uidstate.UIDState, "open", "start: opening the state database", False),
+        (aiopop.state.DeliveryState, "open", "start: opening the state database", False),
         (aiopop.maildir.Maildir, "write", "big messages: RETR streamed to tmp/, fsync", False),
         (aiopop.fetch._Run, "_commit", "batch commits, all of it", False),
-        (aiopop.uidstate.UIDState, "commit", "  of which SQLite transactions", False),
+        (aiopop.state.DeliveryState, "commit", "  of which SQLite transactions", False),
         (aiopop.maildir.Maildir, "publish", "  of which renames into new/ + fsync new/", False),
     ]
     for owner, name, label, generator in probes:
@@ -329,7 +327,7 @@ def run_profile(request: dict[str, Any]) -> None:
             await aiopop.fetch.fetch_to_maildir(
                 client,
                 request["maildir"],
-                account=aiopop.fetch.account_key(account.host, account.user),
+                account=account.mailbox_key,
             )
             return time.perf_counter() - began
 

@@ -15,7 +15,7 @@ import pytest
 import trustme
 
 from aiopop import _cli
-from aiopop.testing import Mailbox, POP3TestServer
+from aiopop.testing import Faults, Mailbox, POP3TestServer
 
 PASSWORD = "tanstaaf"
 MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\n" + b"x" * 500 + b"\r\n"]
@@ -122,7 +122,7 @@ async def test_a_wrong_password_prints_the_servers_text_and_a_hint(
     server: POP3TestServer, cafile: Path
 ) -> None:
     run = await aiopop_command(
-        "stat", *mailbox_args(server, cafile), env={"AIOPOP_TEST_PASSWORD": "wrong"}
+        "stat", *mailbox_args(server, cafile), env={"AIOPOP_TEST_PASSWORD": "not-Th3-pw"}
     )
     assert run.status == _cli.EXIT_AUTH
     assert run.out == ""
@@ -132,7 +132,7 @@ async def test_a_wrong_password_prints_the_servers_text_and_a_hint(
     assert "tried: SCRAM-SHA-256 refused" in first
     assert hint == "  hint: check the user name and the password or token"
     assert "Traceback" not in run.err
-    assert "wrong" not in run.err
+    assert "not-Th3-pw" not in run.err  # the password is never printed
 
 
 async def test_an_untrusted_certificate_is_a_tls_error(server: POP3TestServer) -> None:
@@ -230,6 +230,68 @@ async def test_fetch_into_a_maildir_then_new_only_then_delete(
     assert delete.out.endswith("(2 already there, 2 deleted on the server)\n")
     assert server.mailboxes["u"].messages == []
     assert maildir_messages(maildir) == stored
+
+
+async def test_fetch_delete_cut_before_quits_reply_reports_the_rollback(
+    server: POP3TestServer, cafile: Path, tmp_path: Path
+) -> None:
+    """The server vanished at QUIT: nothing was deleted, and the command says so."""
+    server.faults = Faults(drop_at="QUIT")
+    maildir = tmp_path / "Mail"
+    run = await aiopop_command(
+        "fetch",
+        *mailbox_args(server, cafile, "--maildir", str(maildir), "--delete", "--json"),
+        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
+    )
+    assert run.status == _cli.EXIT_NETWORK, run.err
+    report = json.loads(run.out)
+    assert (report["deleted"], report["not_deleted"]) == ([], [1, 2])
+    assert "the 2 deletions were rolled back" in run.err
+    assert "hint: run again with --new-only --delete" in run.err
+    assert len(server.mailboxes["u"].messages) == 2  # the server kept them
+    assert maildir_messages(maildir) == sorted(m.replace(b"\r\n", b"\n") for m in MESSAGES)
+    assert server.sessions[-1].quit is False
+
+
+async def test_fetch_max_size_leaves_a_bigger_message_and_says_so(
+    server: POP3TestServer, cafile: Path, tmp_path: Path
+) -> None:
+    maildir = tmp_path / "Mail"
+    run = await aiopop_command(
+        "fetch",
+        *mailbox_args(server, cafile, "--maildir", str(maildir), "--delete", "--max-size", "100"),
+        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
+    )
+    assert run.status == _cli.EXIT_FAILED, run.err
+    lines = run.out.splitlines()
+    assert lines[0].endswith("(1 deleted on the server)")
+    assert lines[1].startswith("  message 2 (uid ")
+    assert lines[1].endswith(
+        ": 518 bytes or more, over --max-size 100: not saved, left on the server"
+    )
+    assert server.mailboxes["u"].messages == [MESSAGES[1]]
+    bad = await aiopop_command(
+        "fetch", *mailbox_args(server, cafile, "--maildir", "x", "--max-size", "1X")
+    )
+    assert bad.status == _cli.EXIT_USAGE
+    assert "not a size: '1X'" in bad.err
+
+
+async def test_fetch_remembers_the_login_method_that_worked(
+    server: POP3TestServer, cafile: Path, tmp_path: Path
+) -> None:
+    """SCRAM is refused for the right password (a hash it cannot use): the next run goes
+    straight to the method that worked, with no failed attempt."""
+    server.faults = Faults(error_at="AUTH", error="[AUTH] Authentication failed.")
+    env = {"AIOPOP_TEST_PASSWORD": PASSWORD}
+    args = mailbox_args(server, cafile, "--maildir", str(tmp_path / "Mail"), "--new-only")
+    first = await aiopop_command("fetch", *args, env=env)
+    second = await aiopop_command("fetch", *args, env=env)
+    assert (first.status, second.status) == (0, 0), first.err + second.err
+    verbs = [[line.split(b" ")[0] for line in s.lines] for s in server.sessions]
+    assert b"AUTH" in verbs[0]
+    assert b"AUTH" not in verbs[1]
+    assert server.sessions[1].mechanism == "USER"
 
 
 # -- check --------------------------------------------------------------------------------------

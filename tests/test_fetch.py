@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,12 +18,11 @@ from aiopop import fetch as fetch_module
 from aiopop.fetch import (
     FetchResult,
     UIDLUnavailableError,
-    account_key,
     fetch_to_maildir,
 )
 from aiopop.maildir import Maildir
+from aiopop.state import STATE_FILE, DeliveryState, StateLock, StateLockedError
 from aiopop.testing import Expect, Mailbox, POP3TestServer, ScriptedServer, Send, Step
-from aiopop.uidstate import STATE_FILE, UIDState
 from tests.cutting import HOW, Cut, CuttingProxy
 from tests.scripted import LOGIN
 
@@ -76,14 +76,14 @@ def serve(*messages: bytes, **options: Any) -> tuple[Mailbox, POP3TestServer]:
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many messages each state transaction recorded, in order."""
     sizes: list[int] = []
-    real = UIDState.commit
+    real = DeliveryState.commit
 
-    async def counting(self: UIDState, *args: Any, **kwargs: Any) -> None:
+    async def counting(self: DeliveryState, *args: Any, **kwargs: Any) -> None:
         if len(args) > 1:
             sizes.append(len(args[1]))
         await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(UIDState, "commit", counting)
+    monkeypatch.setattr(DeliveryState, "commit", counting)
     return sizes
 
 
@@ -103,11 +103,12 @@ async def test_every_message_is_saved_once_and_the_server_keeps_them(tmp_path: P
         assert (tmp_path / "new" / delivery.name).read_bytes() == unix(
             MESSAGES[delivery.number - 1]
         )
-    assert (result.skipped, result.deleted, result.refused, result.recovered) == (0, [], [], 0)
+    assert (result.skipped, result.marked, result.refused, result.recovered) == (0, [], [], 0)
     assert len(mailbox.messages) == 4
     assert os.listdir(tmp_path / "tmp") == []
-    assert sorted(os.listdir(tmp_path)) == sorted(["tmp", "new", "cur", STATE_FILE])
-    state = await UIDState.open(tmp_path / STATE_FILE)
+    lock = StateLock(tmp_path / STATE_FILE, ACCOUNT).path.name  # left for the next run
+    assert sorted(os.listdir(tmp_path)) == sorted(["tmp", "new", "cur", STATE_FILE, lock])
+    state = await DeliveryState.open(tmp_path / STATE_FILE)
     try:
         assert await state.known(ACCOUNT) == dict(zip(uids, map(len, MESSAGES), strict=True))
         assert await state.pending(ACCOUNT) == []
@@ -145,13 +146,9 @@ async def test_accounts_sharing_a_maildir_are_kept_apart(tmp_path: Path) -> None
         for user in ("alice", "bob", "alice", "bob"):
             async with aiopop.POP3("127.0.0.1", server.port) as client:
                 await client.login(user, PASSWORD)
-                key = account_key("Mail.Example", user)
+                key = f"{user}@mail.example"
                 await fetch_to_maildir(client, tmp_path, account=key, new_only=True)
     assert saved(tmp_path) == [b"for alice\n", b"for bob\n"]
-
-
-def test_the_account_key_names_user_and_host_without_port() -> None:
-    assert account_key("POP.Example.COM", "Alice") == "Alice@pop.example.com"
 
 
 async def test_a_maildir_object_may_keep_crlf(tmp_path: Path) -> None:
@@ -217,7 +214,7 @@ async def test_after_a_fetch_nothing_is_left_pending(tmp_path: Path) -> None:
     async with server:
         result = await fetch(server.port, tmp_path, batch_messages=2)
     assert len(result.delivered) == 6
-    state = await UIDState.open(tmp_path / STATE_FILE)
+    state = await DeliveryState.open(tmp_path / STATE_FILE)
     try:
         assert await state.pending(ACCOUNT) == []
         assert len(await state.known(ACCOUNT)) == 6
@@ -293,7 +290,7 @@ async def test_delete_empties_the_server_at_quit(tmp_path: Path) -> None:
     mailbox, server = serve(*MESSAGES)
     async with server:
         result = await fetch(server.port, tmp_path, delete=True)
-    assert sorted(result.deleted) == [1, 2, 3, 4]
+    assert sorted(result.marked) == [1, 2, 3, 4]
     assert mailbox.messages == []
     assert saved(tmp_path) == sorted(map(unix, MESSAGES))
 
@@ -305,7 +302,7 @@ async def test_delete_also_removes_what_an_earlier_run_kept(tmp_path: Path) -> N
         mailbox.add(b"Subject: third\r\n\r\n3\r\n")
         result = await fetch(server.port, tmp_path, delete=True, new_only=True)
     assert [d.number for d in result.delivered] == [3]
-    assert result.deleted == [1, 2, 3]
+    assert result.marked == [1, 2, 3]
     assert mailbox.messages == []
     assert len(saved(tmp_path)) == 3
 
@@ -317,7 +314,7 @@ async def test_the_deletions_wait_for_quit(tmp_path: Path) -> None:
         await client.connect()
         await client.login(USER, PASSWORD)
         result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT, delete=True)
-        assert result.deleted == [1, 2]
+        assert result.marked == [1, 2]
         await client.close()  # no QUIT: the server rolls back
         await server.wait_idle()
     assert len(mailbox.messages) == 2
@@ -333,7 +330,7 @@ async def test_a_refused_retr_is_noted_and_the_message_is_kept(tmp_path: Path) -
         result = await fetch(server.port, tmp_path, delete=True, new_only=True)
     assert [(r.number, r.uid) for r in result.refused] == [(2, uids[1])]
     assert result.refused[0].error.has_code("UTF8")
-    assert result.deleted == [1, 3, 4]
+    assert result.marked == [1, 3, 4]
     assert mailbox.messages == [refused]
     assert saved(tmp_path) == sorted(map(unix, [MESSAGES[0], MESSAGES[1], MESSAGES[3]]))
 
@@ -345,7 +342,7 @@ async def test_a_refused_streamed_retr_is_noted_too(tmp_path: Path) -> None:
         result = await fetch(server.port, tmp_path, delete=True)
     assert [r.number for r in result.refused] == [1]
     assert result.refused[0].error.has_code("UTF8")
-    assert result.deleted == [2, 3]  # the big message after the refused one too
+    assert result.marked == [2, 3]  # the big message after the refused one too
     assert mailbox.messages == [refused]
 
 
@@ -356,7 +353,7 @@ async def test_a_refusal_mid_pipeline_names_its_own_message(tmp_path: Path) -> N
     async with server:
         result = await fetch(server.port, tmp_path, delete=True)
     assert [r.number for r in result.refused] == [4]
-    assert result.deleted == [1, 2, 3, 5]
+    assert result.marked == [1, 2, 3, 5]
     assert mailbox.messages == [refused]
 
 
@@ -365,11 +362,25 @@ async def test_a_unique_id_the_server_repeats_is_never_deleted_unfetched(tmp_pat
     async with POP3TestServer({USER: mailbox}) as server:
         result = await fetch(server.port, tmp_path, delete=True, new_only=True)
         assert ([d.number for d in result.delivered], result.skipped) == ([1], 1)
-        assert result.deleted == [1]
+        assert result.marked == [1]
+        # Alone in the listing now, "second" has the unique-id of "first" but another
+        # size: another message, fetched (new_only notwithstanding), then deleted.
         again = await fetch(server.port, tmp_path, delete=True, new_only=True)
-    # "second" has the unique-id of "first" but another size: never saved, so kept.
-    assert (again.delivered, again.skipped, again.deleted) == ([], 1, [])
-    assert mailbox.messages == [b"second\r\n"]
+    assert ([d.number for d in again.delivered], again.skipped, again.marked) == ([1], 0, [1])
+    assert mailbox.messages == []
+    assert saved(tmp_path) == [b"first\n", b"second\n"]
+
+
+async def test_a_reused_unique_id_of_the_same_size_is_taken_for_the_same_message(
+    tmp_path: Path,
+) -> None:
+    """Sizes are the only evidence: equal sizes under one unique-id count as one message."""
+    mailbox = Mailbox(PASSWORD, [b"first\r\n"], uids=["same"])
+    async with POP3TestServer({USER: mailbox}) as server:
+        await fetch(server.port, tmp_path, new_only=True)
+        mailbox.messages[:] = [b"other\r\n"]  # as long as "first"
+        again = await fetch(server.port, tmp_path, new_only=True)
+    assert (again.delivered, again.skipped) == ([], 1)
 
 
 # -- a server without UIDL ---------------------------------------------------------------
@@ -421,9 +432,9 @@ async def test_without_uidl_everything_is_fetched_and_only_that_deleted(tmp_path
     assert server.mismatches == []
     assert saved(tmp_path) == [b"one\n", b"three\n", b"two\n"]
     assert [d.uid for d in result.delivered] == [None, None, None]
-    assert result.deleted == [1, 3]
+    assert result.marked == [1, 3]
     assert [(r.number, r.uid, r.error.code) for r in result.refused] == [(2, None, "SYS/TEMP")]
-    state = await UIDState.open(tmp_path / STATE_FILE)
+    state = await DeliveryState.open(tmp_path / STATE_FILE)
     try:
         assert await state.known(ACCOUNT) == {}
     finally:
@@ -477,7 +488,7 @@ async def test_a_crash_between_recording_and_publishing_is_finished_by_the_next_
     assert result.recovered == 4
     assert result.delivered == []
     assert result.skipped == 4
-    assert result.deleted == [1, 2, 3, 4]
+    assert result.marked == [1, 2, 3, 4]
     assert saved(tmp_path) == sorted(map(unix, MESSAGES))
     assert mailbox.messages == []
 
@@ -485,13 +496,13 @@ async def test_a_crash_between_recording_and_publishing_is_finished_by_the_next_
 async def test_a_crash_before_recording_leaves_nothing_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def crash(self: UIDState, *args: Any, **kwargs: Any) -> None:
+    async def crash(self: DeliveryState, *args: Any, **kwargs: Any) -> None:
         raise Crash
 
     mailbox, server = serve(*MESSAGES)
     async with server:
         with monkeypatch.context() as patch:
-            patch.setattr(UIDState, "commit", crash)
+            patch.setattr(DeliveryState, "commit", crash)
             with pytest.raises(Crash):
                 await fetch(server.port, tmp_path, delete=True, new_only=True)
         assert os.listdir(tmp_path / "tmp") == []  # removed: nothing refers to them
@@ -504,7 +515,7 @@ async def test_a_crash_before_recording_leaves_nothing_counted(
 async def test_recovery_reads_where_each_pending_file_went(tmp_path: Path) -> None:
     box = Maildir(tmp_path)
     await box.create()
-    state = await UIDState.open(tmp_path / STATE_FILE)
+    state = await DeliveryState.open(tmp_path / STATE_FILE)
     (box.tmp / "in-tmp").write_bytes(b"a\n")
     (box.new / "in-new").write_bytes(b"b\n")
     (box.cur / "in-cur:2,S").write_bytes(b"c\n")
@@ -718,7 +729,7 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
         Maildir.write_all_bytes,
         Maildir.write,
         Maildir.sync,
-        UIDState.commit,
+        DeliveryState.commit,
         Maildir.publish,
     )
     dele = aiopop.POP3.dele
@@ -739,7 +750,7 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
         log.extend(("durable in tmp", name) for name in names)
         return list(names)
 
-    async def logged_commit(self: UIDState, *args: Any, **kwargs: Any) -> None:
+    async def logged_commit(self: DeliveryState, *args: Any, **kwargs: Any) -> None:
         await commit(self, *args, **kwargs)
         for _, name, _ in args[1] if len(args) > 1 else ():
             log.append(("recorded", name))
@@ -755,7 +766,7 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
     monkeypatch.setattr(Maildir, "write_all_bytes", logged_write_all_bytes)
     monkeypatch.setattr(Maildir, "write", logged_write)
     monkeypatch.setattr(Maildir, "sync", logged_sync)
-    monkeypatch.setattr(UIDState, "commit", logged_commit)
+    monkeypatch.setattr(DeliveryState, "commit", logged_commit)
     monkeypatch.setattr(Maildir, "publish", logged_publish)
     monkeypatch.setattr(aiopop.POP3, "dele", logged_dele)
     mailbox, server = serve(*MESSAGES)
@@ -767,3 +778,121 @@ async def test_each_message_is_durable_recorded_and_published_before_its_dele(
         steps.append(log.index(("in new/, synced", delivery.name)))
         steps.append(log.index(("DELE", delivery.number)))
         assert steps == sorted(steps), f"message {delivery.number}: {steps}"
+
+
+# -- disk errors, limits and locks -----------------------------------------------------------
+
+
+async def test_a_rename_that_fails_leaves_its_batch_pending_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on the second rename into new/: nothing of that batch counts as delivered.
+
+    The next run (new_only, delete) finishes the renames before anything else, so
+    no file is taken for abandoned, and only what reached new/ is deleted.
+    """
+    messages = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(3)]
+    mailbox, server = serve(*messages)
+    renames = 0
+    real_rename = os.rename
+
+    def failing_rename(source: Any, target: Any) -> None:
+        nonlocal renames
+        renames += 1
+        if renames == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        real_rename(source, target)
+
+    async with server:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "rename", failing_rename)
+            with pytest.raises(OSError, match="No space"):
+                await fetch(server.port, tmp_path, delete=True, new_only=True)
+        assert server.sessions[-1].quit is False  # the error left before QUIT: nothing deleted
+        assert len(os.listdir(tmp_path / "new")) == 1
+        assert len(os.listdir(tmp_path / "tmp")) == 2
+        state = await DeliveryState.open(tmp_path / STATE_FILE)
+        try:
+            assert len(await state.pending(ACCOUNT)) == 3  # none taken for delivered
+        finally:
+            await state.close()
+        again = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert again.recovered == 2
+    assert (again.delivered, again.skipped, sorted(again.marked)) == ([], 3, [1, 2, 3])
+    assert saved(tmp_path) == sorted(map(unix, messages))
+    assert os.listdir(tmp_path / "tmp") == []
+    assert mailbox.messages == []
+
+
+async def test_a_message_listed_over_max_size_is_not_retrieved_nor_deleted(
+    tmp_path: Path,
+) -> None:
+    small, big = b"Subject: s\r\n\r\nsmall\r\n", b"Subject: b\r\n\r\n" + b"x" * 300 + b"\r\n"
+    mailbox, server = serve(small, big, small)
+    big_uid = (mailbox.uids or [])[1]
+    async with server:
+        result = await fetch(server.port, tmp_path, delete=True, new_only=True, max_size=100)
+        received = [line.split(b" ")[0] for line in server.sessions[-1].lines]
+    assert [d.number for d in result.delivered] == [1, 3]
+    assert [(o.number, o.uid, o.size) for o in result.oversized] == [(2, big_uid, len(big))]
+    assert result.marked == [1, 3]
+    assert received.count(b"RETR") == 2  # the big one was never asked for
+    assert mailbox.messages == [big]
+    assert saved(tmp_path) == [unix(small), unix(small)]
+
+
+async def test_a_message_larger_than_listed_is_read_dropped_and_reported(
+    tmp_path: Path,
+) -> None:
+    """LIST lies: the messages arrive bigger than max_size, on both paths; nothing is written."""
+    huge = b"y" * 2000
+    dialogue = [
+        (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n3 c\r\n.\r\n"),
+        (b"LIST", b"+OK\r\n1 10\r\n2 500\r\n3 10\r\n.\r\n"),
+        (b"RETR 1", b"+OK\r\n" + huge + b"\r\n.\r\n"),  # the in-memory path
+        (b"RETR 3", b"+OK\r\nthree\r\n.\r\n"),
+        (b"RETR 2", b"+OK\r\n" + huge + b"\r\n.\r\n"),  # streamed (over stream_threshold)
+        (b"DELE 3", b"+OK\r\n"),
+        (b"QUIT", b"+OK\r\n"),
+    ]
+    async with ScriptedServer(script(*dialogue)) as server:
+        client = await scripted_client(server)
+        result = await fetch_to_maildir(
+            client, tmp_path, account=ACCOUNT, delete=True, max_size=1000, stream_threshold=100
+        )
+        await client.quit()
+    assert server.mismatches == []
+    assert [(o.number, o.uid) for o in result.oversized] == [(1, "a"), (2, "b")]
+    assert result.oversized[0].size == len(huge) + 2
+    assert result.oversized[1].size > 1000
+    assert [d.number for d in result.delivered] == [3]
+    assert result.marked == [3]
+    assert saved(tmp_path) == [b"three\n"]
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+async def test_two_fetches_of_one_mailbox_into_one_maildir_never_overlap(tmp_path: Path) -> None:
+    """The second waits for the lock, then says another is running; it sent nothing."""
+    _, server = serve(*MESSAGES[:2])
+    async with server:
+        holder = StateLock(tmp_path / STATE_FILE, ACCOUNT)
+        async with holder:
+            with pytest.raises(StateLockedError, match="another aiopop process"):
+                await fetch(server.port, tmp_path, new_only=True, lock_wait=0.2)
+            # Logged in, then nothing: no listing, no RETR, and no QUIT.
+            verbs = {line.split(b" ")[0] for line in server.sessions[-1].lines}
+            assert verbs <= {b"CAPA", b"APOP"}, verbs
+        # Another mailbox in the same Maildir is not held up by it...
+        async with StateLock(tmp_path / STATE_FILE, "someone@else"):
+            first = await fetch(server.port, tmp_path, new_only=True, lock_wait=0.2)
+        # ...and two at once deliver each message once. (Two servers with the same
+        # messages: one server would refuse the second login with [IN-USE].)
+        _, twin = serve(*MESSAGES[:2])
+        async with twin:
+            runs = await asyncio.gather(
+                fetch(server.port, tmp_path / "two", new_only=True),
+                fetch(twin.port, tmp_path / "two", new_only=True),
+            )
+    assert len(first.delivered) == 2
+    assert sorted(len(run.delivered) for run in runs) == [0, 2]
+    assert len(saved(tmp_path / "two")) == 2

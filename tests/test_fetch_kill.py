@@ -26,7 +26,7 @@ import pytest
 import aiopop
 from aiopop.fetch import fetch_to_maildir
 from aiopop.testing import Mailbox, POP3TestServer
-from aiopop.uidstate import STATE_FILE
+from aiopop.state import STATE_FILE
 
 pytestmark = pytest.mark.slow
 
