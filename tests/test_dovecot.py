@@ -825,3 +825,147 @@ async def test_same_answers_as_poplib(dovecot: DovecotServer) -> None:
     theirs = await asyncio.to_thread(with_poplib)
     for key in ours:
         assert ours[key] == theirs[key], key
+
+
+# -- at most two failed attempts per login ------------------------------------------------
+#
+# Each test connects from a loopback address of its own (127.0.22.x: Dovecot
+# listens on 127.0.0.1, and Linux routes all of 127.0.0.0/8 to lo), so that
+# Dovecot's log lines for it, which carry rip=<address>, are told apart from
+# every other test's, and Dovecot's per-address failure penalty (off in this
+# harness) could not carry over from one test to another.
+
+
+async def failed_attempts(server: DovecotServer, since: int, user: str, address: str) -> int:
+    """How many logins of ``user`` from ``address`` Dovecot's auth process refused."""
+    await log_contains(server, since, f"rip={address},")  # pop3-login's line comes last
+    return sum(
+        1
+        for line in log_since(server, since).splitlines()
+        if " auth: " in line and f"({user},{address}," in line
+    )
+
+
+def login_client(server: DovecotServer, transport: str, address: str) -> aiopop.POP3:
+    """A client for ``transport`` bound to ``address``: pop3s, stls or clear."""
+    local = (address, 0)
+    if transport == "pop3s":
+        return tls_client(server, local_addr=local)
+    if transport == "stls":
+        return stls_client(server, local_addr=local)
+    return plain_client(server, starttls="never", local_addr=local)
+
+
+@pytest.mark.parametrize(
+    ("transport", "allow_cleartext", "address", "tried"),
+    [
+        ("pop3s", False, "127.0.22.1", ("SCRAM-SHA-256", "PLAIN")),
+        ("stls", False, "127.0.22.2", ("SCRAM-SHA-256", "PLAIN")),
+        ("clear", True, "127.0.22.3", ("SCRAM-SHA-256", "PLAIN")),
+        ("clear", False, "127.0.22.4", ("SCRAM-SHA-256", "SCRAM-SHA-1")),
+    ],
+)
+async def test_a_wrong_password_makes_at_most_two_attempts(
+    dovecot: DovecotServer,
+    caplog: pytest.LogCaptureFixture,
+    transport: str,
+    allow_cleartext: bool,
+    address: str,
+    tried: tuple[str, str],
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    wrong = "not-" + BOB.password
+    since = log_size(dovecot)
+    async with login_client(dovecot, transport, address) as client:
+        with pytest.raises(aiopop.CredentialsError) as refused:
+            await client.login(BOB.name, wrong, allow_cleartext=allow_cleartext)
+    # Dovecot's witness: two refusals, then the client logged out.
+    assert await failed_attempts(dovecot, since, BOB.name, address) == 2
+    line = await log_line(dovecot, since, f"rip={address},", "Disconnected")
+    assert "auth failed, 2 attempts" in line
+    assert f"method={tried[1]}," in line
+    # aiopop's: what it sent, and what it says it held back.
+    attempts = [
+        text.split(" ")[2] if text.startswith("C: AUTH ") else text.split(" ")[1]
+        for text in client_lines(caplog)
+        if text.startswith(("C: AUTH ", "C: APOP ", "C: PASS "))
+    ]
+    assert attempts == list(tried)
+    assert refused.value.__notes__[0].startswith(f"tried: {tried[0]} refused: ")
+    assert any(
+        note.startswith("held back, as one login makes at most 2")
+        for note in refused.value.__notes__
+    )
+    assert wrong not in caplog.text
+    assert wrong not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("user", "address", "expected", "failures"),
+    [
+        pytest.param(ALICE, "127.0.22.11", AuthMethod.SCRAM_SHA_256, 0, id="alice"),
+        pytest.param(ERIN, "127.0.22.12", AuthMethod.SCRAM_SHA_256, 0, id="erin"),
+        # Stored so that Dovecot cannot do SCRAM-SHA-256 for them: one refusal, then PLAIN.
+        pytest.param(FRANK, "127.0.22.13", AuthMethod.PLAIN, 1, id="frank"),
+        pytest.param(GRACE, "127.0.22.14", AuthMethod.PLAIN, 1, id="grace"),
+        pytest.param(CAROL, "127.0.22.15", AuthMethod.PLAIN, 1, id="carol"),
+    ],
+)
+async def test_a_right_password_logs_in_and_prefer_makes_it_free(
+    dovecot: DovecotServer, user: MailUser, address: str, expected: AuthMethod, failures: int
+) -> None:
+    since = log_size(dovecot)
+    async with login_client(dovecot, "pop3s", address) as client:
+        method = await client.login(user.name, user.password)
+        assert method is expected
+        assert await client.stat() == aiopop.Stat(len(user.messages), user.maildrop_size)
+    assert await log_line(dovecot, since, f"Login: user=<{user.name}>, method={expected},")
+    assert await failed_attempts(dovecot, since, user.name, address) == failures
+    # The next login, told what worked: no refusal at all.
+    since = log_size(dovecot)
+    async with login_client(dovecot, "pop3s", address) as client:
+        assert await client.login(user.name, user.password, prefer=method) is method
+    assert await log_line(dovecot, since, f"Login: user=<{user.name}>, method={expected},")
+    assert await failed_attempts(dovecot, since, user.name, address) == 0
+
+
+async def test_in_the_clear_a_pinned_or_preferred_method_reaches_past_the_first_two(
+    dovecot: DovecotServer,
+) -> None:
+    # Grace's password is stored for CRAM-MD5, the third challenge-response method:
+    # in the clear login() tries only SCRAM-SHA-256 and SCRAM-SHA-1, and says how to pin.
+    address = "127.0.22.21"
+    since = log_size(dovecot)
+    async with login_client(dovecot, "clear", address) as client:
+        with pytest.raises(aiopop.CredentialsError) as refused:
+            await client.login(GRACE.name, GRACE.password)
+        assert refused.value.__notes__[-1] == (
+            "to try another method, pin it: login(..., methods=['CRAM-MD5']) "
+            "or Account(auth='CRAM-MD5')"
+        )
+        assert await client.login(GRACE.name, GRACE.password, methods=["CRAM-MD5"]) == "CRAM-MD5"
+    assert await failed_attempts(dovecot, since, GRACE.name, address) == 2
+    since = log_size(dovecot)
+    async with login_client(dovecot, "clear", address) as client:
+        method = await client.login(GRACE.name, GRACE.password, prefer=AuthMethod.CRAM_MD5)
+        assert method is AuthMethod.CRAM_MD5
+        assert not client.is_tls
+    assert await log_line(dovecot, since, "Login: user=<grace>, method=CRAM-MD5,")
+    assert await failed_attempts(dovecot, since, GRACE.name, address) == 0
+
+
+async def test_an_account_session_prefers_what_worked(dovecot: DovecotServer) -> None:
+    address = "127.0.22.31"
+    account = aiopop.Account(
+        HOST,
+        CAROL.name,
+        port=dovecot.pop3s_port,
+        password=CAROL.password,
+        ssl_context=dovecot.ssl_context(),
+        timeout=TIMEOUT,
+    )
+    since = log_size(dovecot)
+    async with account.session(prefer=AuthMethod.PLAIN, local_addr=(address, 0)) as client:
+        assert await client.stat() == aiopop.Stat(1, CAROL.maildrop_size)
+    assert await log_line(dovecot, since, "Login: user=<carol>, method=PLAIN,")
+    assert await failed_attempts(dovecot, since, CAROL.name, address) == 0
