@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ._mailbox import check_uid
 
 __all__ = ["LOGIN", "Faults", "Selector", "matches"]
 
@@ -70,6 +73,23 @@ class Faults:
       command and each step of a SASL exchange, as a slow server would.
       Replies to pipelined commands wait once each.
 
+    And listings that break RFC 1939, as some real servers' do (see
+    docs/security.md rule 19):
+
+    * ``size_error``: LIST (the listing and the one-message form) reports
+      each message's size plus this many octets (negative: smaller; never
+      below 0), while RETR still sends the real message. STAT stays true.
+    * ``repeat_in_list``: message number -> size; the LIST listing names
+      that message a second time, right after its own line, with that size.
+    * ``repeat_in_uidl``: message number -> unique-id; the UIDL listing
+      names that message a second time, right after its own line, with that
+      unique-id (its own, another message's, or one no message has).
+      Numbers beyond the maildrop, or of deleted messages, are ignored.
+
+    Two messages sharing a unique-id, or a unique-id given again to a later
+    message, need no fault: give :class:`Mailbox` such ``uids``, or
+    :meth:`Mailbox.add` a message with an earlier message's unique-id.
+
     :attr:`SessionRecord.dropped` tells whether a session was dropped.
     ``Faults()`` injects nothing. Assign a new value to
     :attr:`POP3TestServer.faults` to change them for later connections.
@@ -80,6 +100,9 @@ class Faults:
     error_at: Selector | None = None
     error: str = "[SYS/TEMP] Temporary failure, please try again later"
     latency: float = 0.0
+    size_error: int = 0
+    repeat_in_list: Mapping[int, int] = field(default_factory=dict)
+    repeat_in_uidl: Mapping[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_selector("drop_at", self.drop_at)
@@ -93,3 +116,12 @@ class Faults:
             raise ValueError(f"error must be one line of ASCII text, not {self.error!r}")
         if not (self.latency >= 0 and math.isfinite(self.latency)):  # also refuses NaN
             raise ValueError(f"latency must be a finite number of seconds >= 0, not {self.latency}")
+        if isinstance(self.size_error, bool) or not isinstance(self.size_error, int):
+            raise TypeError(f"size_error must be an int, not {self.size_error!r}")
+        for number, size in self.repeat_in_list.items():
+            if number < 1 or size < 0:
+                raise ValueError(f"repeat_in_list: number {number} or size {size} below range")
+        for number, uid in self.repeat_in_uidl.items():
+            if number < 1:
+                raise ValueError(f"repeat_in_uidl needs message numbers >= 1, not {number}")
+            check_uid(uid)

@@ -67,10 +67,18 @@ class POP3TestServer(LoopbackServer):
     * ``close_after_failed_login``: after that ``-ERR [AUTH]`` line, close
       the connection without reading another command, as RFC 1939 section 4
       allows (solid-pop3d does so after 1 to 3 seconds).
+    * ``uidl=False``: no UIDL, as some servers have none: it is left out
+      of CAPA and answered ``-ERR Unknown command``.
     * ``faults``: failures and latency to inject (see :class:`Faults`):
       drop the connection at a chosen command, or part way through its
       reply; answer chosen commands, or every login, with ``-ERR
-      [SYS/TEMP]``; wait before each reply.
+      [SYS/TEMP]``; wait before each reply; lie about sizes in LIST
+      (``size_error``); name a message number twice in LIST or UIDL
+      (``repeat_in_list``, ``repeat_in_uidl``).
+
+    Unique-ids that break RFC 1939 come from the :class:`Mailbox`: two
+    messages given one unique-id in ``uids``, or a message added with
+    :meth:`Mailbox.add` under the unique-id of one deleted before.
 
     Login failures answer ``-ERR [AUTH] Authentication failed.``; a mailbox
     that is ``locked``, or held by another session in the TRANSACTION state,
@@ -100,6 +108,7 @@ class POP3TestServer(LoopbackServer):
         extra_capabilities: Sequence[str] = (),
         sasl: Sequence[str] = (),
         faults: Faults | None = None,
+        uidl: bool = True,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         if not _HOSTNAME.fullmatch(hostname):
@@ -141,6 +150,7 @@ class POP3TestServer(LoopbackServer):
             failed_login_delay=failed_login_delay,
             extra_capabilities=tuple(extra_capabilities),
             sasl=tuple(name.upper() for name in sasl),
+            uidl=uidl,
         )
 
     def _timestamp(self) -> bytes:

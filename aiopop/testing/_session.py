@@ -116,6 +116,7 @@ class Options:
     failed_login_delay: float = 0.0
     extra_capabilities: tuple[str, ...] = ()
     sasl: tuple[str, ...] = ()
+    uidl: bool = True
 
 
 def _ok(text: str = "") -> bytes:
@@ -550,7 +551,7 @@ class _Session:
     def cmd_capa(self, arg: bytes | None) -> bytes:
         if arg is not None:
             return _err("CAPA takes no arguments")
-        capabilities = ["TOP", "UIDL"]
+        capabilities = ["TOP", "UIDL"] if self.options.uidl else ["TOP"]
         if self.options.user_pass:
             capabilities.append("USER")
         capabilities += ["RESP-CODES", "AUTH-RESP-CODE"]
@@ -598,17 +599,31 @@ class _Session:
         drop = self.drop()
         if arg is None:
             count, octets = drop.totals()
-            lines = [f"{i + 1} {size_of(drop.entries[i][0])}" for i in drop.visible()]
+            lines: list[str] = []
+            for i in drop.visible():
+                lines.append(f"{i + 1} {self.listed_size(i)}")
+                if i + 1 in self.faults.repeat_in_list:
+                    lines.append(f"{i + 1} {self.faults.repeat_in_list[i + 1]}")
             return _listing(f"{count} messages ({octets} octets)", lines)
         index = drop.find(arg)
         if isinstance(index, bytes):
             return index
-        return _ok(f"{index + 1} {size_of(drop.entries[index][0])}")
+        return _ok(f"{index + 1} {self.listed_size(index)}")
+
+    def listed_size(self, index: int) -> int:
+        """The size LIST gives for the message at ``index``: untrue with ``Faults.size_error``."""
+        return max(0, size_of(self.drop().entries[index][0]) + self.faults.size_error)
 
     def cmd_uidl(self, arg: bytes | None) -> bytes:
+        if not self.options.uidl:
+            return _UNKNOWN
         drop = self.drop()
         if arg is None:
-            lines = [f"{i + 1} {drop.entries[i][1]}" for i in drop.visible()]
+            lines: list[str] = []
+            for i in drop.visible():
+                lines.append(f"{i + 1} {drop.entries[i][1]}")
+                if i + 1 in self.faults.repeat_in_uidl:
+                    lines.append(f"{i + 1} {self.faults.repeat_in_uidl[i + 1]}")
             return _listing("Unique-id listing follows", lines)
         index = drop.find(arg)
         if isinstance(index, bytes):
