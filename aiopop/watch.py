@@ -6,17 +6,28 @@
         async for new in messages:
             await handle(new.message())   # an email.message.EmailMessage
 
-Each poll logs in with :meth:`Account.session`, lists the unique-ids
-(UIDL), fetches the messages the store does not know (pipelined RETRs) and
-yields them in mailbox order. **A message is acknowledged when the loop
-asks for the next one**: the code after ``yield`` records its uid in the
-store and, with ``delete=True``, only then sends DELE. A message whose
-handling raised, or after which the loop was left by ``break``, is not
-acknowledged, so the next poll (or the next run, with a persistent store)
-delivers it again. :meth:`Watcher.finish` acknowledges the message in hand
-and stops. The session ends with QUIT, which commits the deletions; a
-message recorded but not deleted (the connection dropped first) is deleted
-by the next poll without being delivered again.
+Each poll logs in (with the method that worked last tried first), lists
+the unique-ids (UIDL) and sizes (LIST), fetches the messages the store
+does not know (pipelined RETRs) and yields them in mailbox order. **A
+message is acknowledged when the loop asks for the next one**: the code
+after ``yield`` records its uid in the store and, with ``delete=True``,
+only then sends DELE. A message whose handling raised, or after which
+the loop was left by ``break``, is not acknowledged, so the next poll
+(or the next run, with a persistent store) delivers it again.
+:meth:`Watcher.finish` acknowledges the message in hand and stops. The
+session ends with QUIT, which commits the deletions; a message recorded
+but not deleted (the connection dropped first) is deleted by the next
+poll without being delivered again.
+
+A message is known by its unique-id *and* its size: a unique-id that the
+server reuses for a message of another size is a new message. A unique-id
+that names two messages of one listing (RFC 1939 forbids it; servers do it)
+is never trusted: with ``delete=True`` each of those messages is yielded,
+and deleted once handled but not recorded (so that none is ever deleted
+unseen on the strength of another's record); without it, the first is
+treated as any other message and the rest are left alone.
+:attr:`Watcher.completed_polls` counts only polls whose QUIT the server
+answered ``+OK``, the moment the deletions take effect.
 
 Connection loss, timeouts, socket errors, ``[SYS/TEMP]``, ``[IN-USE]`` and
 ``[LOGIN-DELAY]`` are retried with exponential backoff and full jitter.
@@ -28,6 +39,7 @@ server without UIDL, a certificate that does not verify) are raised.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -47,12 +59,20 @@ from .errors import (
     POP3TimeoutError,
     ResponseError,
 )
-from .stores import MemoryStore, SeenStore
+from .state import StateLockedError
+from .stores import MemoryStore, SeenStore, SQLiteStore
+from .types import AuthMethod
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
+    from .client import POP3
+
 __all__ = ["NewMessage", "Watcher", "full_jitter", "mailbox_key", "watch"]
+
+LOCK_WAIT = 30.0
+"""Seconds a poll waits for another process working on the same mailbox and store
+(a ``fetch`` from cron, say) before it counts as a failed poll and is retried."""
 
 logger = logging.getLogger("aiopop.watch")
 
@@ -72,13 +92,13 @@ def full_jitter(ceiling: float) -> float:
 
 
 def mailbox_key(account: Account) -> str:
-    """The store key of an account's mailbox: ``user@host:port``.
+    """The store key of an account's mailbox: :attr:`Account.mailbox_key
+    <aiopop.accounts.Account.mailbox_key>`, the one rule ``fetch`` uses too.
 
     It names the mailbox, not the way in: changing the login method or the
-    TLS mode of an account on the same port does not redeliver its mail.
+    TLS mode of an account does not redeliver its mail.
     """
-    host = f"[{account.host}]" if ":" in account.host else account.host
-    return f"{account.user}@{host.lower()}:{account.effective_port}"
+    return account.mailbox_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +144,8 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, ResponseError):
         # -ERR to QUIT: the deletions did not commit; the next poll repeats them.
         return exc.is_temporary or exc.command == "QUIT"
-    return isinstance(exc, ConnectionLostError | POP3TimeoutError | OSError)
+    # Another process (a fetch from cron) holding this mailbox's state: wait for it.
+    return isinstance(exc, ConnectionLostError | POP3TimeoutError | OSError | StateLockedError)
 
 
 class Watcher:
@@ -181,7 +202,9 @@ class Watcher:
         self.last_login: float | None = None
         """When the last login succeeded, on ``clock``."""
         self.completed_polls = 0
-        """Polls that ended with a QUIT the server accepted."""
+        """Polls that ended with a QUIT the server answered ``+OK``."""
+        self.login_method: AuthMethod | None = None
+        """The login method that worked last; tried first at the next login."""
         self._pending = False
         self._generator = self._run()
 
@@ -250,39 +273,37 @@ class Watcher:
     async def _run(self) -> AsyncGenerator[NewMessage, object]:
         failures = 0
         start_at = -math.inf
+        if isinstance(self.store, SQLiteStore):
+            remembered = await self.store.login_method(self.key)
+            with contextlib.suppress(ValueError):  # a value of a newer aiopop
+                self.login_method = AuthMethod(remembered) if remembered else None
         while True:
             await self._wait_until(max(start_at, self._earliest_login()))
             finishing = False
             try:
-                async with self.account.session(**self.client_options) as client:
-                    self.last_login = self._clock()
-                    delay = (await client.capabilities()).login_delay
-                    self.login_delay = float(delay.seconds) if delay is not None else 0.0
-                    listing: dict[str, int] = {}
-                    for entry in await client.uidl():
-                        listing.setdefault(entry.uid, entry.number)
-                    await self.store.forget_missing(self.key, list(listing))
-                    known = await self.store.known(self.key, list(listing))
-                    if self.delete and known:
-                        # Recorded by an earlier poll that could not delete them.
-                        old = sorted(listing[uid] for uid in known)
-                        async with contextlib.aclosing(client.dele_many(old)) as deleted:
-                            async for _ in deleted:
-                                pass
-                    new = sorted((n, uid) for uid, n in listing.items() if uid not in known)
-                    uids = dict(new)
-                    fetch = client.retr_many(uids, window=self.prefetch)
-                    async with contextlib.aclosing(fetch) as fetched:
-                        async for number, data in fetched:
-                            message = NewMessage(uids[number], number, data, self.account)
-                            command = yield message
-                            # The consumer asked for more: its handling returned.
-                            finishing = command is _FINISH
-                            await self.store.add(self.key, message.uid)
-                            if self.delete:
-                                await client.dele(number)
-                            if finishing:
-                                break
+                async with self._locked():
+                    client = self.account.client(**self.client_options)
+                    try:
+                        await client.connect()
+                        await self._login(client)
+                        uids, sizes, shared = await self._new_messages(client)
+                        fetch = client.retr_many(uids, window=self.prefetch)
+                        async with contextlib.aclosing(fetch) as fetched:
+                            async for number, data in fetched:
+                                message = NewMessage(uids[number], number, data, self.account)
+                                command = yield message
+                                # The consumer asked for more: its handling returned.
+                                finishing = command is _FINISH
+                                if not (self.delete and message.uid in shared):
+                                    size = sizes.get(number, len(data))
+                                    await self.store.add(self.key, message.uid, size)
+                                if self.delete:
+                                    await client.dele(number)
+                                if finishing:
+                                    break
+                        await client.quit()  # raises unless +OK: deletions not committed
+                    finally:
+                        await client.close()
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -307,6 +328,56 @@ class Watcher:
             if finishing or (self.polls is not None and self.completed_polls >= self.polls):
                 return
             start_at = self._clock() + self.interval
+
+    def _locked(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The store's lock on this mailbox for one poll, where the store has one."""
+        if isinstance(self.store, SQLiteStore):
+            return self.store.lock(self.key, wait=LOCK_WAIT)
+        return contextlib.nullcontext()
+
+    async def _login(self, client: POP3) -> None:
+        method = await self.account.login(client, prefer=self.login_method)
+        self.last_login = self._clock()
+        if method is not self.login_method:
+            self.login_method = method
+            if isinstance(self.store, SQLiteStore):
+                await self.store.remember_login(self.key, method.value)
+        delay = (await client.capabilities()).login_delay
+        self.login_delay = float(delay.seconds) if delay is not None else 0.0
+
+    async def _new_messages(self, client: POP3) -> tuple[dict[int, str], dict[int, int], set[str]]:
+        """The messages to yield (``{number: uid}`` in mailbox order), the LIST sizes, and
+        the unique-ids that name more than one message.
+
+        With ``delete``, the messages an earlier poll recorded but could not
+        delete are deleted first.
+        """
+        uidl, listing = await asyncio.gather(client.uidl(), client.list())
+        sizes = {entry.number: entry.size for entry in listing}
+        counts = collections.Counter(entry.uid for entry in uidl)
+        await self.store.forget_missing(self.key, list(counts))
+        known = await self.store.known(self.key, list(counts))
+        old: list[int] = []
+        new: dict[int, str] = {}
+        shared = {uid for uid, count in counts.items() if count > 1}
+        seen: set[str] = set()
+        for entry in sorted(uidl, key=lambda entry: entry.number):
+            number, uid = entry.number, entry.uid
+            if uid in shared and self.delete:
+                new[number] = uid  # yielded, deleted once handled, never recorded
+                continue
+            if uid in seen:
+                continue  # without delete: the later messages of a shared unique-id
+            seen.add(uid)
+            if uid in known and known[uid] in (None, sizes.get(number)):
+                old.append(number)  # delivered before (with delete: not yet deleted)
+            else:
+                new[number] = uid  # never seen, or a reused unique-id of another size
+        if self.delete and old:
+            async with contextlib.aclosing(client.dele_many(old)) as deleted:
+                async for _ in deleted:
+                    pass
+        return new, sizes, shared
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import random
 import sqlite3
 import ssl
 from collections.abc import Callable
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from aiopop.stores import MemoryStore, SeenStore, SQLiteStore
 from aiopop.testing import (
     Close,
     Expect,
+    Faults,
     Mailbox,
     POP3TestServer,
     ScriptedServer,
@@ -33,6 +36,7 @@ from aiopop.testing import (
     Step,
     WaitForClose,
 )
+from aiopop.types import AuthMethod
 from aiopop.watch import NewMessage, Watcher, full_jitter, mailbox_key, watch
 from tests.ports import free_port
 
@@ -177,8 +181,11 @@ async def test_a_restart_with_sqlite_store_does_not_redeliver(tmp_path: Path) ->
     assert third == []
     assert sent(server, "RETR") == [[b"RETR 1", b"RETR 2"], [b"RETR 3"], []]
     with sqlite3.connect(database) as connection:
-        rows = connection.execute("SELECT key, uid FROM seen").fetchall()
-    assert sorted(rows) == sorted((mailbox_key(account), uid) for uid in uids_of(mailbox))
+        rows = connection.execute("SELECT mailbox, uid, size FROM messages").fetchall()
+    connection.close()
+    pairs = zip(uids_of(mailbox), MESSAGES[:3], strict=True)
+    expected = [(mailbox_key(account), uid, len(m)) for uid, m in pairs]
+    assert sorted(rows) == sorted(expected)
 
 
 async def test_messages_gone_from_the_server_are_forgotten() -> None:
@@ -206,10 +213,10 @@ class RecordingStore(MemoryStore):
         self.server = server
         self.adds: list[tuple[str, int]] = []
 
-    async def add(self, key: str, uid: str) -> None:
+    async def add(self, key: str, uid: str, size: int | None = None) -> None:
         await asyncio.sleep(0.01)  # a slow disk: DELE must wait for it
         self.adds.append((uid, len(sent(self.server, "DELE")[-1])))
-        await super().add(key, uid)
+        await super().add(key, uid, size)
 
 
 async def test_delete_only_after_the_handler_returned_and_the_store_recorded() -> None:
@@ -560,39 +567,46 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> SeenStore:
     return SQLiteStore(tmp_path / "seen.db")
 
 
-async def test_stores_keep_uids_per_key(store: SeenStore) -> None:
+async def test_stores_keep_uids_and_sizes_per_key(store: SeenStore) -> None:
     assert isinstance(store, SeenStore)
-    assert await store.known("a", ["1", "2"]) == set()
-    await store.add("a", "1")
-    await store.add("a", "1")  # twice is fine
+    assert await store.known("a", ["1", "2"]) == {}
+    await store.add("a", "1", 10)
+    await store.add("a", "1", 10)  # twice is fine
     await store.add("b", "2")
-    assert await store.known("a", ["1", "2", "3"]) == {"1"}
-    assert await store.known("b", ["1", "2"]) == {"2"}
-    await store.add("a", "3")
+    assert await store.known("a", ["1", "2", "3"]) == {"1": 10}
+    assert await store.known("b", ["1", "2"]) == {"2": None}
+    await store.add("a", "1", 11)  # the unique-id now names another message
+    await store.add("a", "3", 30)
+    assert await store.known("a", ["1"]) == {"1": 11}
     await store.forget_missing("a", ["3", "4"])
-    assert await store.known("a", ["1", "2", "3"]) == {"3"}
-    assert await store.known("b", ["2"]) == {"2"}  # another key is untouched
+    assert await store.known("a", ["1", "2", "3"]) == {"3": 30}
+    assert await store.known("b", ["2"]) == {"2": None}  # another key is untouched
     await store.forget_missing("c", [])
 
 
 async def test_sqlite_store_commits_each_add_before_returning(tmp_path: Path) -> None:
     path = tmp_path / "seen.db"
-    await SQLiteStore(path).add("k", "uid-1")
+    await SQLiteStore(path).add("k", "uid-1", 5)
     # Another connection (another process, after a crash) sees it at once.
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT key, uid FROM seen").fetchall() == [("k", "uid-1")]
+        rows = connection.execute("SELECT mailbox, uid, size, delivered FROM messages")
+        assert rows.fetchall() == [("k", "uid-1", 5, 1)]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
-    assert await SQLiteStore(path).known("k", ["uid-1", "uid-2"]) == {"uid-1"}
+    connection.close()
+    assert await SQLiteStore(path).known("k", ["uid-1", "uid-2"]) == {"uid-1": 5}
     assert "seen.db" in repr(SQLiteStore(path))
 
 
 def test_mailbox_key_names_the_mailbox_not_the_way_in() -> None:
+    """The rule fetch uses too: the standard ports (POP3, POP3S, STLS) share a key."""
     plain = Account("Mail.Example.org", "alice", tls="none", port=110, auth="+APOP")
-    assert mailbox_key(plain) == "alice@mail.example.org:110"
+    assert mailbox_key(plain) == "alice@mail.example.org"
     assert mailbox_key(Account("mail.example.org", "alice", tls="starttls")) == (
-        "alice@mail.example.org:110"
+        "alice@mail.example.org"
     )
-    assert mailbox_key(Account("::1", "bob")) == "bob@[::1]:995"
+    assert mailbox_key(Account("mail.example.org", "alice")) == "alice@mail.example.org"
+    assert mailbox_key(Account("::1", "bob", port=1100)) == "bob@[::1]:1100"
+    assert mailbox_key(Account("h", "bob", state_key="inbox")) == "inbox"
 
 
 async def test_the_key_and_the_account_reach_the_store_and_the_messages() -> None:
@@ -602,8 +616,8 @@ async def test_the_key_and_the_account_reach_the_store_and_the_messages() -> Non
         got = await collect(watch(account, store=store, key="inbox-1", polls=1))
     uids = [m.uid for m in got]
     assert [m.account for m in got] == [account] * 3
-    assert await store.known("inbox-1", uids) == set(uids)
-    assert await store.known(mailbox_key(account), uids) == set()
+    assert set(await store.known("inbox-1", uids)) == set(uids)
+    assert await store.known(mailbox_key(account), uids) == {}
 
 
 @pytest.mark.parametrize(
@@ -647,6 +661,9 @@ def test_watch_refuses_bad_options(options: dict[str, object]) -> None:
         watch(account, **options)  # type: ignore[arg-type]
 
 
+EMPTY_LIST: list[Step] = [Send(b"+OK\r\n.\r\n"), Expect(b"LIST"), Send(b"+OK\r\n.\r\n")]
+
+
 async def test_a_refused_quit_is_retried_and_a_refused_uidl_is_raised() -> None:
     def session(after_uidl: list[Step]) -> list[Step]:
         return [
@@ -664,7 +681,9 @@ async def test_a_refused_quit_is_retried_and_a_refused_uidl_is_raised() -> None:
         ]
 
     # -ERR to QUIT: the deletions did not commit; the next poll tries again.
-    quit_refused = session([Send(b"+OK\r\n.\r\n"), Expect(b"QUIT"), Send(b"-ERR oops\r\n")])
+    quit_refused = session(
+        [*EMPTY_LIST, Expect(b"QUIT"), Send(b"-ERR oops\r\n")]  # UIDL, LIST: empty
+    )
     time = FakeTime(stop_after=2)
     async with ScriptedServer(quit_refused) as server:
         watcher = time.watch(account_for(server), backoff=(0.5, 10), jitter=exact)
@@ -696,6 +715,8 @@ async def test_finish_stops_even_when_the_connection_drops_at_its_dele(
         Send(b"+OK\r\n.\r\n"),
         Expect(b"UIDL"),
         Send(b"+OK\r\n1 uid-1\r\n.\r\n"),
+        Expect(b"LIST"),
+        Send(b"+OK\r\n1 %d\r\n.\r\n" % len(message)),
         Expect(b"RETR 1"),
         Send(b"+OK\r\n" + message + b".\r\n"),
         Expect(b"DELE 1"),
@@ -715,3 +736,94 @@ async def test_finish_stops_even_when_the_connection_drops_at_its_dele(
     assert time.sleeps == []  # no retry after finish()
     assert "while finishing" in caplog.text
     assert repr(store) == "MemoryStore(1 uids)"
+
+
+# -- unique-ids that servers get wrong, QUIT, the login, the lock -------------------------------
+
+
+async def test_a_shared_unique_id_is_never_deleted_unseen() -> None:
+    """Two messages under one unique-id: each is yielded before its DELE, even across polls."""
+    first, second = b"Subject: a\r\n\r\nfirst\r\n", b"Subject: b\r\n\r\nother\r\n"  # same size
+    mailbox = Mailbox(PASSWORD, [first, second], uids=["same", "same"])
+    store = MemoryStore()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        async with watch(account, store=store, delete=True, polls=1) as messages:
+            async for message in messages:
+                assert message.data == first
+                await messages.finish()  # handled the first only
+        assert mailbox.messages == [second]
+        # Alone now, "second" has the unique-id of a handled message of its size:
+        # that message was never recorded, so "second" is no known message.
+        later = await collect(watch(account, store=store, delete=True, polls=1))
+    assert [m.data for m in later] == [second]
+    assert mailbox.messages == []
+    assert sent(server, "DELE") == [[b"DELE 1"], [b"DELE 1"]]
+
+
+async def test_a_shared_unique_id_without_delete_yields_the_first_once() -> None:
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:2]), uids=["same", "same"])
+    store = MemoryStore()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        polls = [await collect(watch(account_for(server), store=store, polls=1)) for _ in "ab"]
+    assert [[m.data for m in poll] for poll in polls] == [[MESSAGES[0]], []]
+    assert len(mailbox.messages) == 2
+
+
+async def test_a_unique_id_reused_for_another_message_is_a_new_message() -> None:
+    mailbox = Mailbox(PASSWORD, [MESSAGES[0]], uids=["reused"])
+    store = MemoryStore()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        await collect(watch(account, store=store, delete=True, polls=1))
+        mailbox.add(MESSAGES[1], uid="reused")  # sizes differ
+        later = await collect(watch(account, store=store, delete=True, polls=1))
+    assert [m.data for m in later] == [MESSAGES[1]]
+    assert mailbox.messages == []
+    assert await store.known(mailbox_key(account), ["reused"]) == {"reused": len(MESSAGES[1])}
+
+
+async def test_a_poll_counts_as_completed_only_when_quit_was_answered() -> None:
+    """Cut before QUIT's reply: the deletions were rolled back, the poll is retried."""
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:2]))
+    time = FakeTime(stop_after=1)
+    async with POP3TestServer({"alice": mailbox}, faults=Faults(drop_at="QUIT")) as server:
+        watcher = time.watch(account_for(server), delete=True)
+        with pytest.raises(Stop):
+            await collect(watcher)
+    assert watcher.completed_polls == 0
+    assert len(time.sleeps) == 1  # a retry was due
+    assert [s.quit for s in server.sessions] == [False]
+    assert len(mailbox.messages) == 2
+
+
+async def test_a_watcher_remembers_the_login_method_in_its_sqlite_store(tmp_path: Path) -> None:
+    """SCRAM refused for the right password: the next watcher logs in with no failed attempt."""
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
+    faults = Faults(error_at="AUTH", error="[AUTH] Authentication failed.")
+    store = tmp_path / "seen.db"
+    async with POP3TestServer({"alice": mailbox}, sasl=["SCRAM-SHA-256"], faults=faults) as server:
+        account = replace(account_for(server), allow_cleartext=True)
+        first = watch(account, store=SQLiteStore(store), polls=2, interval=0)
+        await collect(first)
+        await collect(watch(account, store=SQLiteStore(store), polls=1))
+    assert first.login_method is AuthMethod.USER
+    auths = [[line for line in s.lines if line.startswith(b"AUTH")] for s in server.sessions]
+    assert [len(a) for a in auths] == [1, 0, 0]  # one failed attempt, once ever
+
+
+async def test_a_poll_waits_for_a_fetch_holding_the_mailbox(tmp_path: Path) -> None:
+    """Another process holds the state: the poll fails, is retried, and runs once it is free."""
+    store = SQLiteStore(tmp_path / "seen.db")
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        holder = store.lock(mailbox_key(account))
+        await holder.acquire()
+        time = FakeTime(on_sleep=lambda _: holder.release())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(importlib.import_module("aiopop.watch"), "LOCK_WAIT", 0.05)
+            got = await collect(time.watch(account, store=store, polls=1))
+    assert [m.data for m in got] == MESSAGES[:1]
+    assert len(time.sleeps) == 1
+    assert len(server.sessions) == 1  # nothing was sent while the lock was held
