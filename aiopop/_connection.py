@@ -472,6 +472,7 @@ class Connection(asyncio.Protocol):
         self._tls: TLSSession | None = None
         self._handshake: asyncio.Future[None] | None = None
         self._upgrading = False
+        self._tls_ended = False
 
     # -- opening ---------------------------------------------------------------
 
@@ -828,6 +829,9 @@ class Connection(asyncio.Protocol):
         tls = self._tls
         if tls is not None:
             data = self._tls_received(tls, data)
+            if tls.peer_closed:
+                self._tls_closed(tls, data)
+                return
             if not data:
                 return
         self.protocol.receive_data(data)
@@ -839,6 +843,27 @@ class Connection(asyncio.Protocol):
                 self._quickack_socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             except OSError:
                 self._quickack_socket = None
+
+    def _tls_closed(self, tls: TLSSession, data: bytes) -> None:
+        """The server sent close_notify: the end of the stream, as a TCP FIN would be.
+
+        No more plaintext can come, so a reply it cuts short fails at once
+        (ConnectionLostError) however long the TCP connection stays open;
+        then this side answers with its own close_notify and closes.
+        """
+        if self._tls_ended:
+            return
+        self._tls_ended = True
+        if data:
+            self.protocol.receive_data(data)
+        self.protocol.receive_eof()
+        self._process()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # _process failed the connection, and aborted it
+        with contextlib.suppress(ssl.SSLError):
+            transport.write(tls.close())
+        transport.close()
 
     def eof_received(self) -> bool:
         if self._handshake is not None and not self._handshake.done():

@@ -342,3 +342,219 @@ async def test_a_server_that_hangs_up_mid_handshake_is_a_connection_error(
             await client.connect()
         assert isinstance(info.value, OSError)  # as poplib's would be
         assert not client.is_connected
+
+
+# -- close_notify in the middle of a reply -------------------------------------------------
+
+
+class CloseNotifyServer:
+    """A TLS server on loopback (an SSLObject on memory BIOs) that ends with close_notify.
+
+    It greets, answers each line the client sends with the next of
+    ``replies``; then (with ``cut``) reads one more line and sends
+    ``partial``, the start of its reply (or nothing); then its close_notify.
+    It keeps TCP open until the client closes it: only the client can end
+    the wait.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        replies: list[bytes],
+        partial: bytes,
+        *,
+        together: bool,
+        cut: bool = True,
+    ) -> None:
+        self.context = context
+        self.replies = replies
+        self.partial = partial
+        self.together = together
+        self.cut = cut
+        self.received: list[bytes] = []
+        self.notified = asyncio.Event()
+        """Set once close_notify has gone out."""
+        self.hung_up = asyncio.Event()
+        """Set when the client closed the TCP connection."""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CloseNotifyServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tls = Server(self.context)
+        try:
+            buffer = b""
+            while not tls.established:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buffer += tls.receive(data)
+                writer.write(tls.outgoing.read())
+            writer.write(tls.send(b"+OK ready\r\n"))
+            for index in range(len(self.replies) + self.cut):
+                while b"\r\n" not in buffer:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    buffer += tls.receive(data)
+                line, _, buffer = buffer.partition(b"\r\n")
+                self.received.append(line)
+                if index < len(self.replies):
+                    writer.write(tls.send(self.replies[index]))
+            partial = tls.send(self.partial) if self.partial else b""
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls.tls.unwrap()  # writes close_notify; the client's has not come yet
+            alert = tls.outgoing.read()
+            if self.together:
+                writer.write(partial + alert)
+            else:
+                writer.write(partial)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(alert)
+            await writer.drain()
+            self.notified.set()
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass  # the client's close_notify, maybe: TCP stays open until it hangs up
+            self.hung_up.set()
+        finally:
+            writer.close()
+
+
+LOGGED_IN = [b"+OK\r\n", b"+OK logged in\r\n"]
+MIDDLE = "server closed the connection in the middle of the reply to"
+
+
+async def logged_in_over_tls(
+    server: CloseNotifyServer, client_context: ssl.SSLContext, **options: object
+) -> aiopop.POP3_SSL:
+    client = aiopop.POP3_SSL(
+        "127.0.0.1",
+        server.port,
+        ssl_context=client_context,
+        server_hostname=HOST,
+        timeout=None,
+        **options,  # type: ignore[arg-type]
+    )
+    await client.connect()
+    await client.user("u")
+    await client.pass_("p")
+    return client
+
+
+together_or_apart = pytest.mark.parametrize("together", [True, False], ids=["together", "apart"])
+
+
+@together_or_apart
+@pytest.mark.parametrize("partial", [b"", b"+OK still", b"+OK still here\r"])
+async def test_close_notify_cuts_a_status_line_short(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext, partial: bytes, together: bool
+) -> None:
+    """With timeout=None, the wait for the rest would never end: it must fail at once."""
+    async with CloseNotifyServer(server_context, LOGGED_IN, partial, together=together) as server:
+        client = await logged_in_over_tls(server, client_context)
+        try:
+            with pytest.raises(aiopop.ConnectionLostError, match=f"{MIDDLE} NOOP$"):
+                await asyncio.wait_for(client.noop(), 5)
+            assert not client.is_connected
+            await asyncio.wait_for(server.hung_up.wait(), 5)  # the client closed TCP
+        finally:
+            await client.close()
+        assert server.received == [b"USER u", b"PASS p", b"NOOP"]
+
+
+@together_or_apart
+@pytest.mark.parametrize("partial", [b"+OK 2 messages\r\n", b"+OK 2 messages\r\n1 10\r\n2 2"])
+async def test_close_notify_cuts_a_listing_short(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext, partial: bytes, together: bool
+) -> None:
+    async with CloseNotifyServer(server_context, LOGGED_IN, partial, together=together) as server:
+        client = await logged_in_over_tls(server, client_context)
+        try:
+            with pytest.raises(aiopop.ConnectionLostError, match=f"{MIDDLE} LIST$"):
+                await asyncio.wait_for(client.list(), 5)
+            await asyncio.wait_for(server.hung_up.wait(), 5)
+        finally:
+            await client.close()
+        assert server.received[-1] == b"LIST"
+
+
+@together_or_apart
+async def test_close_notify_cuts_a_streamed_message_short(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext, together: bool
+) -> None:
+    partial = b"+OK 100 octets\r\nSubject: cut\r\n\r\nthe first line\r\n"
+    async with CloseNotifyServer(server_context, LOGGED_IN, partial, together=together) as server:
+        client = await logged_in_over_tls(server, client_context)
+        chunks: list[bytes] = []
+
+        async def read_all() -> None:
+            async with client.retr_stream(1) as stream:
+                async for chunk in stream:
+                    chunks.append(chunk)
+                raise AssertionError("a truncated message was returned as complete")
+
+        try:
+            with pytest.raises(aiopop.ConnectionLostError, match=f"{MIDDLE} RETR$"):
+                await asyncio.wait_for(read_all(), 5)
+            await asyncio.wait_for(server.hung_up.wait(), 5)
+        finally:
+            await client.close()
+        received = b"".join(chunks)
+        assert received == b"Subject: cut\r\n\r\nthe first line\r\n"[: len(received)]
+        assert server.received[-1] == b"RETR 1"
+
+
+@together_or_apart
+async def test_close_notify_fails_every_pipelined_command_it_cuts_short(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext, together: bool
+) -> None:
+    replies = [*LOGGED_IN, b"+OK\r\n"]
+    partial = b"+OK 1 message\r\n1 10\r\n"
+    async with CloseNotifyServer(server_context, replies, partial, together=together) as server:
+        client = await logged_in_over_tls(server, client_context, pipelining=True)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    client.noop(), client.list(), client.retr(1), return_exceptions=True
+                ),
+                5,
+            )
+            await asyncio.wait_for(server.hung_up.wait(), 5)
+        finally:
+            await client.close()
+    assert results[0] == b"+OK"
+    assert isinstance(results[1], aiopop.ConnectionLostError)
+    assert "in the middle of the reply to LIST" in str(results[1])
+    assert isinstance(results[2], aiopop.ConnectionLostError)
+    assert str(results[2]).startswith("RETR not completed")
+    assert server.received[2] == b"NOOP"
+
+
+async def test_close_notify_between_replies_ends_the_session(
+    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+) -> None:
+    """Nothing is cut short, but nothing more can come: the client closes, as after a FIN."""
+    async with CloseNotifyServer(
+        server_context, LOGGED_IN, b"", together=True, cut=False
+    ) as server:
+        client = await logged_in_over_tls(server, client_context)
+        try:
+            await asyncio.wait_for(server.notified.wait(), 5)
+            await asyncio.wait_for(server.hung_up.wait(), 5)
+            assert not client.is_connected
+            with pytest.raises(aiopop.POP3Error):
+                await asyncio.wait_for(client.noop(), 5)
+        finally:
+            await client.close()
+        assert server.received == [b"USER u", b"PASS p"]
