@@ -542,9 +542,9 @@ class Scripted(sasl.Mechanism):
         return self._answers.pop(0) if self._answers else b"r"
 
 
-def named(name: str) -> sasl.Mechanism:
+def named(name: str, initial: bytes | None = None) -> sasl.Mechanism:
     """A :class:`Scripted` mechanism registered under ``name``."""
-    return cast(sasl.Mechanism, type("Named", (Scripted,), {"name": name})())
+    return cast(sasl.Mechanism, type("Named", (Scripted,), {"name": name})(initial))
 
 
 def leftovers(directory: Path) -> list[Path]:
@@ -678,6 +678,100 @@ async def test_sasl_responses_go_out_as_base64_only(bad: str, deferred: bool) ->
     assert lines == [*first, *([b64(initial)] if deferred else []), b64(answer)]
     for line in lines:
         assert re.fullmatch(rb"(AUTH X-SCRIPTED )?[A-Za-z0-9+/]+=*|AUTH X-SCRIPTED", line), line
+
+
+@pytest.mark.parametrize(
+    ("size", "inline"),
+    # "AUTH X-SCRIPTEDX " is 17 octets and CRLF 2: 177 octets encode to 236, 255 in all.
+    [(0, True), (1, True), (177, True), (178, False), (180, False)],
+)
+async def test_the_initial_response_rides_on_the_auth_line_up_to_255_octets(
+    size: int, inline: bool
+) -> None:
+    """RFC 5034 section 4 and RFC 2449 section 4: an empty initial response is ``=``."""
+    initial = b"i" * size
+    encoded = b64(initial) or b"="
+    steps: list[Step] = [Expect()]
+    if not inline:
+        steps += [Send(b"+ \r\n"), Expect()]
+    steps += [Send(b"+OK in\r\n")]
+    async with ScriptedServer([Send(b"+OK ready\r\n"), *steps]) as server:
+        client = client_for(server, timeout=3)
+        await client.connect()
+        assert await client.auth(named("X-SCRIPTEDX", initial)) == b"+OK in"
+        await client.close()
+    if inline:
+        assert server.received == [b"AUTH X-SCRIPTEDX " + encoded]
+        assert len(server.received[0]) + 2 <= 255
+    else:
+        assert server.received == [b"AUTH X-SCRIPTEDX", encoded]
+        assert len(b"AUTH X-SCRIPTEDX " + encoded) + 2 > 255
+
+
+async def test_no_initial_response_leaves_the_auth_line_bare_and_unredacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"AUTH X-SCRIPTED"),
+        Send(b"+ \r\n"),
+        Expect(b64(b"r")),
+        Send(b"+OK in\r\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server, timeout=3)
+        await client.connect()
+        await client.auth(Scripted())
+        await client.close()
+    assert server.mismatches == []
+    assert "C: AUTH X-SCRIPTED" in caplog.messages
+    assert "C: <SASL response>" in caplog.messages
+
+
+async def test_a_deferred_initial_response_needs_an_empty_challenge_first() -> None:
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"AUTH X-SCRIPTED"),
+        Send(challenge(b"not empty")),
+        Expect(b"*"),
+        Send(b"-ERR cancelled\r\n"),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server, timeout=3)
+        await client.connect()
+        expected = r"^X-SCRIPTED: expected an empty challenge first$"
+        with pytest.raises(aiopop.SASLError, match=expected):
+            await client.auth(Scripted(b"x" * 300))
+        assert client.state is aiopop.State.AUTHORIZATION
+        await client.close()
+    assert server.received == [b"AUTH X-SCRIPTED", b"*"]
+
+
+@pytest.mark.parametrize(("extra", "accepted"), [(0, True), (1, False)])
+async def test_a_challenge_may_be_as_long_as_the_mechanism_allows(
+    extra: int, accepted: bool
+) -> None:
+    mechanism = Scripted()
+    size = mechanism.max_challenge + extra
+    reply = b"+OK in\r\n" if accepted else b"-ERR cancelled\r\n"
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"AUTH X-SCRIPTED"),
+        Send(challenge(b"c" * size)),
+        Expect(),
+        Send(reply),
+    ]
+    async with ScriptedServer(script) as server:
+        client = client_for(server, timeout=3)
+        await client.connect()
+        if accepted:
+            assert await client.auth(mechanism) == b"+OK in"
+        else:
+            with pytest.raises(aiopop.SASLError, match=f"a challenge of {size} octets"):
+                await client.auth(mechanism)
+        await client.close()
+    assert server.received[1] == (b64(b"r") if accepted else b"*")
 
 
 @pytest.mark.parametrize("bad", ["\r\nDELE 1", "\nDELE 1", "\0DELE 1"])

@@ -15,6 +15,7 @@ from aiopop._parse import (
     escape,
     find_apop_timestamp,
     parse_capa_line,
+    parse_lang_line,
     parse_list_entry,
     parse_stat,
     parse_status_line,
@@ -331,3 +332,26 @@ def test_escaped_text_reads_back(text: str) -> None:
     shown = escape(text, limit=1000)
     assert all(c.isprintable() for c in shown)
     assert unescape(shown).decode("utf-8", "surrogatepass") == text
+
+
+@pytest.mark.parametrize(
+    ("line", "tag", "description"),
+    [
+        (b"en English", "en", "English"),
+        (b"en English language", "en", "English language"),  # the first space splits
+        (b"pt-BR Portugu\xc3\xaas do Brasil", "pt-BR", "Portugu\u00eas do Brasil"),
+        (b"  de   Deutsch  ", "de", "Deutsch"),
+        (b"i-default   Default   language ", "i-default", "Default   language"),
+        (b"fr", "fr", ""),
+        (b"fr ", "fr", ""),
+        (b"x \xff y", "x", "\ufffd y"),
+    ],
+)
+def test_lang_lines(line: bytes, tag: str, description: str) -> None:
+    assert parse_lang_line(line) == (tag, description)
+
+
+@pytest.mark.parametrize("line", [b"", b"   ", b"\t"])
+def test_an_empty_lang_line_is_malformed(line: bytes) -> None:
+    with pytest.raises(MalformedReplyError, match=r"^empty LANG line$"):
+        parse_lang_line(line)

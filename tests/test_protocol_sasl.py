@@ -79,6 +79,89 @@ def test_cancelling_and_a_refusal_keep_authorization() -> None:
     protocol.send(Command("USER", ("u",)))  # other logins may follow
 
 
+@pytest.mark.parametrize(
+    ("line", "data"),
+    [
+        (b"+  \r\n", None),  # a space is not base64
+        (b"+ QUJD \r\n", None),
+        (b"+ Q UJD\r\n", None),
+        (b"+ =\r\n", None),  # padding alone
+        (b"+ QQ=\r\n", None),  # padding cut short
+        (b"+ QUJDRA\r\n", None),  # a quantum cut short, unpadded
+        (b"+ QQ==\r\n", b"A"),
+        (b"+ QUI=\r\n", b"AB"),
+        (b"+QUJD\r\n", None),  # not a continuation line at all: no space after "+"
+    ],
+)
+def test_the_edges_of_a_challenge(line: bytes, data: bytes | None) -> None:
+    events, error = run_all_ways(line, [AUTH])
+    if line.startswith(b"+ "):
+        assert error is None
+        assert events == [Challenge(AUTH, data)]
+    else:
+        assert error is ProtocolError
+        assert events == []
+
+
+def test_after_a_cancel_only_err_may_come() -> None:
+    """RFC 5034 section 4: the server answers ``*`` with -ERR, never a challenge or +OK."""
+    for wire, message in [
+        (b"+ \r\n", "a SASL challenge after the client cancelled"),
+        (b"+\r\n", "a SASL challenge after the client cancelled"),
+        (b"+OK welcome\r\n", "accepted an AUTH exchange the client cancelled"),
+    ]:
+        protocol = greeted()
+        protocol.send(AUTH)
+        challenge_of(protocol, b"+ \r\n")
+        assert protocol.send_response(None) == b"*\r\n"
+        protocol.receive_data(wire)
+        with pytest.raises(ProtocolError, match=message):
+            protocol.next_event()
+        assert protocol.state is State.CLOSED
+
+
+def test_an_exchange_after_a_cancelled_one_starts_afresh() -> None:
+    protocol = greeted()
+    protocol.send(AUTH)
+    challenge_of(protocol, b"+ \r\n")
+    protocol.send_response(None)
+    protocol.receive_data(b"-ERR cancelled\r\n")
+    assert isinstance(protocol.next_event(), Reply)
+    # The cancel belonged to the first exchange only.
+    protocol.send(AUTH)
+    assert challenge_of(protocol, b"+ \r\n").data == b""
+    assert protocol.send_response(b"abc") == b"YWJj\r\n"
+    protocol.receive_data(b"+OK in\r\n")
+    reply = protocol.next_event()
+    assert isinstance(reply, Reply)
+    assert reply.status.ok
+    assert protocol.state is State.TRANSACTION
+
+
+def test_a_response_goes_out_as_one_base64_line() -> None:
+    protocol = greeted()
+    protocol.send(AUTH)
+    challenge_of(protocol, b"+\r\n")
+    response = bytes(range(256)) * 2
+    line = protocol.send_response(response)
+    assert line == base64.b64encode(response) + b"\r\n"
+    assert line.count(b"\n") == 1  # not wrapped, as base64.encodebytes would
+    assert protocol.pending == 1
+    with pytest.raises(CommandStateError, match="no SASL challenge"):
+        protocol.send_response(b"again")  # one response per challenge
+
+
+def test_a_dead_session_refuses_responses_with_its_error() -> None:
+    protocol = greeted()
+    protocol.send(AUTH)
+    challenge_of(protocol, b"+ \r\n")
+    protocol.receive_eof()
+    with pytest.raises(ConnectionLostError):
+        protocol.next_event()
+    with pytest.raises(ConnectionLostError):
+        protocol.send_response(b"late")
+
+
 def test_the_server_must_wait_for_the_response() -> None:
     protocol = greeted()
     protocol.send(AUTH)
