@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -652,6 +652,8 @@ def test_the_model_loses_nothing() -> None:
             max_examples=int(os.environ.get("AIOPOP_FAULT_EXAMPLES", "60")),
             stateful_step_count=8,
             deadline=None,
+            # No shrinking: on failing code it costs minutes; the failing steps are printed.
+            phases=[Phase.explicit, Phase.reuse, Phase.generate],
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         ),
     )
