@@ -373,3 +373,43 @@ def test_a_large_listing_costs_a_small_multiple_of_its_wire_size() -> None:
     assert listing[-1] == UidEntry(count, f"{count * 7919 % 2**32:08x}")
     assert listing.by_number()[400_000] == f"{400_000 * 7919 % 2**32:08x}"
     assert peak < 8 * size, f"peak {peak / size:.1f}x the wire size"
+
+
+_LONG = b"1 " + b"w" * 100
+
+
+def _cut(text: str) -> str:
+    return text[:80] + "..."
+
+
+@pytest.mark.parametrize(
+    ("parser", "lines", "message"),
+    [
+        (SizeListingParser, [b"1"], "malformed LIST line '1'"),
+        (SizeListingParser, [b"one 120"], "bad LIST in 'one 120'"),
+        (SizeListingParser, [b"0 120"], "message number 0 in '0 120'"),
+        (SizeListingParser, [b"0 " + b"9" * 100], "bad LIST in '" + _cut("0 " + "9" * 100) + "'"),
+        (
+            SizeListingParser,
+            [b"1 5", b"1 " + b"7" * 19 + b" " + b"x" * 100],
+            "LIST: message 1 is listed twice, in '" + _cut("1 " + "7" * 19 + " " + "x" * 100) + "'",
+        ),
+        (UidListingParser, [b"1"], "malformed UIDL line '1'"),
+        (UidListingParser, [b"0 abc"], "bad UIDL line '0 abc'"),
+        (
+            UidListingParser,
+            [b"1 a", _LONG],
+            "UIDL: message 1 is listed twice, in '" + _cut("1 " + "w" * 100) + "'",
+        ),
+    ],
+)
+def test_what_a_bad_listing_line_is_called(
+    parser: type[SizeListingParser | UidListingParser], lines: list[bytes], message: str
+) -> None:
+    reader = parser()
+    *before, last = lines
+    for line in before:
+        reader.add(line)
+    with pytest.raises(MalformedReplyError) as info:
+        reader.add(last)
+    assert str(info.value) == message
