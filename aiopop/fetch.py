@@ -49,15 +49,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import os
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import POP3Error, ResponseError
-from .maildir import Maildir
-from .state import LOCK_WAIT, STATE_FILE, DeliveryState, StateLock
+from .maildir import Maildir, to_unix_line_ends
+from .state import LOCK_WAIT, STATE_FILE, DeliveryState, Record, StateLock
 
 if TYPE_CHECKING:
     from .client import POP3
@@ -252,7 +254,15 @@ async def _fetch(
     run = _Run(client, box, state, account, batch_messages, batch_octets, max_size)
     run.result.recovered = await recover(box, state, account)
     uids, sizes = await _listings(client, new_only)
-    known = await state.known(account) if uids is not None else {}
+    known: dict[str, int | None] = {}
+    if uids is not None:
+        # A unique-id no longer listed names no message now: if it comes back, it
+        # is another message. (Pending rows stay: recover() finished them above.)
+        await state.forget_missing(account, set(uids.values()))
+        records = await state.records(account)
+        known = {uid: record.size for uid, record in records.items()}
+        for uid in await _reused(client, box, records, uids, sizes):
+            del known[uid]
     wanted = _choose(uids, sizes, known, new_only, run.result)
     run.uids, run.sizes = uids or {}, sizes
     if max_size is not None:
@@ -296,6 +306,53 @@ async def recover(maildir: Maildir, state: DeliveryState, account: str) -> int:
         )
     maildir.discard(maildir.abandoned())
     return len(moved)
+
+
+async def _reused(
+    client: POP3,
+    box: Maildir,
+    records: dict[str, Record],
+    uids: dict[int, str],
+    sizes: dict[int, int],
+) -> list[str]:
+    """The unique-ids marked deleted by an earlier run that now name another message.
+
+    A unique-id that a run marked deleted and that is listed again, with the
+    size recorded, is either the same message (that session ended before its
+    QUIT committed the deletion) or another one that reuses the unique-id
+    and happens to have the same size. The sizes cannot tell; the bytes can:
+    each such message is retrieved and compared with its file in the
+    Maildir. A different message, or one whose file is gone, is taken for
+    new (a duplicate is possible, a loss is not).
+    """
+    counts = collections.Counter(uids.values())
+    reused: list[str] = []
+    for number, uid in sorted(uids.items()):
+        record = records.get(uid)
+        if record is None or record.marked is None or counts[uid] > 1:
+            continue
+        if not record.matches(sizes.get(number)):
+            continue  # another size: taken for another message anyway
+        path = box.locate(record.name) if record.name is not None else None
+        if path is None or not await _same_content(client, box, number, path):
+            reused.append(uid)
+    return reused
+
+
+async def _same_content(client: POP3, box: Maildir, number: int, path: Path) -> bool:
+    """Whether message ``number`` on the server is what the file at ``path`` holds."""
+    async with client.retr_stream(number) as stream:
+        batches = stream.batches() if box.keep_crlf else to_unix_line_ends(stream.batches())
+        server = hashlib.sha256()
+        async for chunks in batches:
+            for chunk in chunks:
+                server.update(chunk)
+    return server.digest() == await asyncio.to_thread(_file_digest, path)
+
+
+def _file_digest(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").digest()
 
 
 async def _listings(client: POP3, new_only: bool) -> tuple[dict[int, str] | None, dict[int, int]]:
@@ -473,6 +530,7 @@ class _Run:
             replies = await asyncio.gather(
                 *(self.client.dele(number) for number in chunk), return_exceptions=True
             )
+            accepted: list[str] = []
             for number, reply in zip(chunk, replies, strict=True):
                 if isinstance(reply, ResponseError):
                     self.refuse(number, reply)
@@ -480,6 +538,11 @@ class _Run:
                     raise reply
                 else:
                     self.result.marked.append(number)
+                    if number in self.uids:
+                        accepted.append(self.uids[number])
+            # Before QUIT: were the deletion rolled back, the next run must know that
+            # a unique-id listed again may be this message (see _reused).
+            await self.state.mark(self.account, accepted)
 
     def refuse(self, number: int, error: ResponseError) -> None:
         self.result.refused.append(Refusal(number, self.uids.get(number), error))
@@ -544,7 +607,13 @@ class _Run:
         # its renames and the sync of new/ have all succeeded. If any of them fails,
         # they stay pending, whatever the error, and the next run finishes the job.
         self.published = []
-        await self.box.publish(names)
+        try:
+            await self.box.publish(names)
+        except BaseException:
+            # A file no row names (a server without UIDL) would never be finished:
+            # removed from tmp/ (if it is still there), it is fetched again next time.
+            self.box.discard(n for s, n in zip(batch, names, strict=True) if s.uid is None)
+            raise
         self.published = [name for _, name, _ in saved]
         self.result.delivered.extend(
             Delivery(s.number, s.uid, name, s.size) for s, name in zip(batch, names, strict=True)

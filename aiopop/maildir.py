@@ -238,6 +238,18 @@ class Maildir:
                         found.append(entry.name)
         return sorted(found)
 
+    def locate(self, name: str) -> Path | None:
+        """The path of the delivered file ``name``: in ``new/``, or in ``cur/`` with the flags
+        a reader added (``<name>:2,S``); None when it is in neither."""
+        path = self.new / name
+        if path.exists():
+            return path
+        with os.scandir(self.cur) as entries:
+            for entry in entries:
+                if entry.name.split(":", 1)[0].split("!", 1)[0] == name:
+                    return Path(entry.path)
+        return None
+
     def find(self, names: Iterable[str]) -> dict[str, str]:
         """Where each of ``names`` is: ``"tmp"``, ``"new"`` or ``"cur"``; absent names are left out.
 

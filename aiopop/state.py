@@ -36,6 +36,7 @@ once: the second waits a little, then fails with :class:`StateLockedError`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import re
@@ -76,6 +77,7 @@ CREATE TABLE messages (
     name TEXT UNIQUE,
     delivered INTEGER NOT NULL DEFAULT 0,
     first_delivered REAL NOT NULL,
+    marked REAL,
     PRIMARY KEY (mailbox, uid)
 );
 CREATE INDEX pending ON messages (mailbox) WHERE delivered = 0;
@@ -112,6 +114,10 @@ class Record:
     """False while the file may still be in ``tmp/`` (see :meth:`DeliveryState.pending`)."""
     first_delivered: float
     """When it was first recorded, in seconds since the epoch."""
+    marked: float | None = None
+    """When a DELE for it was last accepted (None: never). Its unique-id listed again
+    after that is either this message (the session ended before QUIT committed the
+    deletion) or another that reuses the unique-id."""
 
     def matches(self, size: int | None) -> bool:
         """Whether a message of ``size`` octets (by LIST) can be this one.
@@ -170,6 +176,8 @@ class DeliveryState:
             running = asyncio.ensure_future(asyncio.to_thread(work, self._db))
             try:
                 return await asyncio.shield(running)
+            except sqlite3.OperationalError as exc:
+                raise _translated(exc, self.path) from exc
             except asyncio.CancelledError:
                 # A thread cannot be stopped: let it finish before anything else
                 # uses the connection, then give in to the cancellation.
@@ -183,13 +191,13 @@ class DeliveryState:
 
         def query(db: sqlite3.Connection) -> dict[str, Record]:
             rows = db.execute(
-                "SELECT uid, size, name, delivered, first_delivered FROM messages"
+                "SELECT uid, size, name, delivered, first_delivered, marked FROM messages"
                 " WHERE mailbox = ?",
                 (mailbox,),
             )
             return {
-                uid: Record(uid, size, name, bool(delivered), first)
-                for uid, size, name, delivered, first in rows
+                uid: Record(uid, size, name, bool(delivered), first, marked)
+                for uid, size, name, delivered, first, marked in rows
             }
 
         return await self._run(query)
@@ -248,13 +256,25 @@ class DeliveryState:
                     " first_delivered = CASE WHEN size IS excluded.size"
                     " THEN first_delivered ELSE excluded.first_delivered END,"
                     " size = excluded.size, name = excluded.name,"
-                    " delivered = excluded.delivered",
+                    " delivered = excluded.delivered, marked = NULL",
                     rows,
                 )
                 db.executemany("UPDATE messages SET delivered = 1 WHERE name = ?", done)
                 db.executemany("DELETE FROM messages WHERE name = ?", gone)
 
         if rows or done or gone:
+            await self._run(update)
+
+    async def mark(self, mailbox: str, uids: Iterable[str]) -> None:
+        """Record that the server accepted a DELE for each of ``uids`` of ``mailbox``."""
+        now = time.time()
+        rows = [(now, mailbox, uid) for uid in uids]
+
+        def update(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("UPDATE messages SET marked = ? WHERE mailbox = ? AND uid = ?", rows)
+
+        if rows:
             await self._run(update)
 
     async def forget_missing(self, mailbox: str, current: Collection[str]) -> None:
@@ -338,6 +358,29 @@ class DeliveryState:
         return await self._run(update)
 
 
+_DISK_ERRORS = (
+    ("disk is full", errno.ENOSPC),
+    ("disk I/O error", errno.EIO),
+    ("readonly database", errno.EROFS),
+)
+
+
+def _translated(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    """SQLite's words for a disk that fails, as the OSError they stand for.
+
+    So that a full disk under the state file is reported like a full disk
+    under the Maildir, and never as a network failure. A busy file (another
+    process's write outlasting the wait) stays as it is.
+    """
+    text = str(exc)
+    for words, number in _DISK_ERRORS:
+        if words in text:
+            return OSError(number, f"{os.strerror(number)} ({text})", str(path))
+    if "locked" in text or "busy" in text:
+        return exc
+    return StateError(f"{path}: {text}")
+
+
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite would use 0644
     db = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
@@ -348,8 +391,12 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
             _migrate(db, path)
     except sqlite3.DatabaseError as exc:
         db.close()
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            raise
+        if isinstance(exc, sqlite3.OperationalError):
+            translated = _translated(exc, path)
+            if translated is exc:
+                raise
+            if isinstance(translated, OSError):
+                raise translated from exc
         raise StateError(f"{path}: not an aiopop state file ({exc})") from exc
     except BaseException:
         db.close()

@@ -286,7 +286,8 @@ class Watcher:
                     try:
                         await client.connect()
                         await self._login(client)
-                        uids, sizes, shared = await self._new_messages(client)
+                        poll = await self._new_messages(client)
+                        uids, sizes, shared = poll.new, poll.sizes, poll.shared
                         fetch = client.retr_many(uids, window=self.prefetch)
                         async with contextlib.aclosing(fetch) as fetched:
                             async for number, data in fetched:
@@ -299,9 +300,14 @@ class Watcher:
                                     await self.store.add(self.key, message.uid, size)
                                 if self.delete:
                                     await client.dele(number)
+                                    poll.remaining.discard(message.uid)
                                 if finishing:
                                     break
                         await client.quit()  # raises unless +OK: deletions not committed
+                        if self.delete:
+                            # Deleted now: a unique-id of theirs listed later (reused by
+                            # the server, even at the same size) is another message.
+                            await self.store.forget_missing(self.key, poll.remaining)
                     finally:
                         await client.close()
             except Exception as exc:
@@ -345,16 +351,16 @@ class Watcher:
         delay = (await client.capabilities()).login_delay
         self.login_delay = float(delay.seconds) if delay is not None else 0.0
 
-    async def _new_messages(self, client: POP3) -> tuple[dict[int, str], dict[int, int], set[str]]:
-        """The messages to yield (``{number: uid}`` in mailbox order), the LIST sizes, and
-        the unique-ids that name more than one message.
+    async def _new_messages(self, client: POP3) -> _Poll:
+        """Which messages to yield, from UIDL and LIST.
 
         With ``delete``, the messages an earlier poll recorded but could not
         delete are deleted first.
         """
         uidl, listing = await asyncio.gather(client.uidl(), client.list())
         sizes = {entry.number: entry.size for entry in listing}
-        counts = collections.Counter(entry.uid for entry in uidl)
+        listed = {entry.number: entry.uid for entry in uidl}
+        counts = collections.Counter(listed.values())
         await self.store.forget_missing(self.key, list(counts))
         known = await self.store.known(self.key, list(counts))
         old: list[int] = []
@@ -373,11 +379,24 @@ class Watcher:
                 old.append(number)  # delivered before (with delete: not yet deleted)
             else:
                 new[number] = uid  # never seen, or a reused unique-id of another size
+        remaining = set(counts)
         if self.delete and old:
             async with contextlib.aclosing(client.dele_many(old)) as deleted:
-                async for _ in deleted:
-                    pass
-        return new, sizes, shared
+                async for number in deleted:
+                    remaining.discard(listed[number])
+        return _Poll(new, sizes, shared, remaining)
+
+
+@dataclass
+class _Poll:
+    new: dict[int, str]
+    """The messages to yield, ``{number: uid}``, in mailbox order."""
+    sizes: dict[int, int]
+    """LIST sizes by number."""
+    shared: set[str]
+    """Unique-ids that name more than one message of the listing."""
+    remaining: set[str]
+    """The unique-ids listed and not deleted in this session (so far)."""
 
 
 def _describe(exc: BaseException) -> str:

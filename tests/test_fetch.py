@@ -896,3 +896,44 @@ async def test_two_fetches_of_one_mailbox_into_one_maildir_never_overlap(tmp_pat
     assert len(first.delivered) == 2
     assert sorted(len(run.delivered) for run in runs) == [0, 2]
     assert len(saved(tmp_path / "two")) == 2
+
+
+async def test_a_deletion_rolled_back_is_told_from_a_unique_id_reused_at_the_same_size(
+    tmp_path: Path,
+) -> None:
+    """A unique-id marked deleted comes back with its size: the bytes decide."""
+    first, same_size = b"Subject: a\r\n\r\nfirst\r\n", b"Subject: b\r\n\r\nother\r\n"
+    mailbox = Mailbox(PASSWORD, [first], uids=["u"])
+    async with POP3TestServer({USER: mailbox}) as server:
+        # The connection ends before QUIT: the server rolls the deletion back.
+        async with aiopop.POP3("127.0.0.1", server.port, timeout=5) as client:
+            await client.login(USER, PASSWORD)
+            marked = await fetch_to_maildir(
+                client, tmp_path, account=ACCOUNT, delete=True, new_only=True
+            )
+            await client.close()
+        assert (marked.marked, mailbox.messages) == ([1], [first])
+        # The same message: not fetched again, deleted now.
+        again = await fetch(server.port, tmp_path, delete=True, new_only=True)
+        assert (again.delivered, again.skipped, again.marked) == ([], 1, [1])
+        assert mailbox.messages == []
+        # Another message under the same unique-id, of the same size: fetched.
+        mailbox.add(same_size, uid="u")
+        third = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert [d.number for d in third.delivered] == [1]
+    assert mailbox.messages == []
+    assert saved(tmp_path) == [unix(first), unix(same_size)]
+
+
+async def test_a_unique_id_gone_from_the_listing_is_forgotten(tmp_path: Path) -> None:
+    """Deleted by another client, then reused at the same size: a new message."""
+    mailbox = Mailbox(PASSWORD, [b"Subject: a\r\n\r\nfirst\r\n"], uids=["u"])
+    async with POP3TestServer({USER: mailbox}) as server:
+        await fetch(server.port, tmp_path, new_only=True)
+        mailbox.messages.clear()
+        mailbox.uids = []
+        await fetch(server.port, tmp_path, new_only=True)  # sees it gone
+        mailbox.add(b"Subject: b\r\n\r\nother\r\n", uid="u")
+        later = await fetch(server.port, tmp_path, delete=True, new_only=True)
+    assert [d.number for d in later.delivered] == [1]
+    assert len(saved(tmp_path)) == 2

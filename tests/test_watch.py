@@ -275,8 +275,9 @@ async def test_finish_acknowledges_the_message_in_hand_and_quits() -> None:
                 handled = new
                 await messages.finish()
         assert [await anext(messages, None)] == [None]  # the iteration is over
-        assert store.uids(mailbox_key(account)) == {uids[0]}
-        assert len(mailbox.messages) == 2
+        # Recorded, deleted, and QUIT answered: gone, so forgotten again.
+        assert store.uids(mailbox_key(account)) == set()
+        assert mailbox.uids == uids[1:]
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert handled.uid == uids[0]
     assert [m.uid for m in later] == uids[1:]
@@ -780,7 +781,7 @@ async def test_a_unique_id_reused_for_another_message_is_a_new_message() -> None
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert [m.data for m in later] == [MESSAGES[1]]
     assert mailbox.messages == []
-    assert await store.known(mailbox_key(account), ["reused"]) == {"reused": len(MESSAGES[1])}
+    assert await store.known(mailbox_key(account), ["reused"]) == {}  # deleted: forgotten
 
 
 async def test_a_poll_counts_as_completed_only_when_quit_was_answered() -> None:
@@ -827,3 +828,18 @@ async def test_a_poll_waits_for_a_fetch_holding_the_mailbox(tmp_path: Path) -> N
     assert [m.data for m in got] == MESSAGES[:1]
     assert len(time.sleeps) == 1
     assert len(server.sessions) == 1  # nothing was sent while the lock was held
+
+
+async def test_a_unique_id_deleted_then_reused_at_the_same_size_is_a_new_message() -> None:
+    """After a QUIT that committed a deletion, the unique-id names nothing: forgotten."""
+    first, same_size = b"Subject: a\r\n\r\nfirst\r\n", b"Subject: b\r\n\r\nother\r\n"
+    mailbox = Mailbox(PASSWORD, [first], uids=["u"])
+    store = MemoryStore()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        await collect(watch(account, store=store, delete=True, polls=1))
+        assert store.uids(mailbox_key(account)) == set()
+        mailbox.add(same_size, uid="u")
+        later = await collect(watch(account, store=store, delete=True, polls=1))
+    assert [m.data for m in later] == [same_size]
+    assert mailbox.messages == []
