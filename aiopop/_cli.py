@@ -306,6 +306,14 @@ def explain(exc: BaseException) -> tuple[int, str, str | None]:
         return EXIT_FAILED, f"the server broke the protocol: {exc}", None
     if isinstance(exc, ssl.SSLError):
         return EXIT_TLS, f"TLS failed: {exc}", "is this a POP3S port? try --tls starttls"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A local file (the Maildir, its state): not the network's fault.
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        return (
+            EXIT_FAILED,
+            f"{where}: {exc.strerror or exc}",
+            "a local file: check the free space, the file system and the permissions",
+        )
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc)
         return EXIT_NETWORK, f"cannot reach the server: {reason}", "check the host and port"

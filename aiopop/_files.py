@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import aiofiles
@@ -78,25 +78,51 @@ async def write_new(
         write_back = fsync
     size = 0
     try:
-        async with aiofiles.open(path, "xb", opener=_opener(mode)) as file:
-            written_back = 0
-            async for chunks in batches:
-                await file.writelines(chunks)  # one thread hop for the whole batch
-                size += sum(map(len, chunks))
-                if write_back and size - written_back >= WRITEBACK_EVERY:
-                    # POSIX_FADV_DONTNEED makes Linux start writing the range back
-                    # without waiting, and drop it from the page cache once clean:
-                    # the disk works while the rest arrives.
-                    await file.flush()
-                    await _advise(file.fileno(), written_back, size - written_back, _DONTNEED)
-                    written_back = size
-            await file.flush()
-            if fsync:
-                await _fsync(file.fileno())
+        with _naming(path):
+            size = await _write_chunks(path, batches, fsync, mode, write_back)
     except BaseException:
         remove_if_present(path)
         raise
     return size
+
+
+async def _write_chunks(
+    path: str | os.PathLike[str],
+    batches: AsyncIterable[list[bytes]],
+    fsync: bool,
+    mode: int,
+    write_back: bool,
+) -> int:
+    size = 0
+    async with aiofiles.open(path, "xb", opener=_opener(mode)) as file:
+        written_back = 0
+        async for chunks in batches:
+            await file.writelines(chunks)  # one thread hop for the whole batch
+            size += sum(map(len, chunks))
+            if write_back and size - written_back >= WRITEBACK_EVERY:
+                # POSIX_FADV_DONTNEED makes Linux start writing the range back
+                # without waiting, and drop it from the page cache once clean:
+                # the disk works while the rest arrives.
+                await file.flush()
+                await _advise(file.fileno(), written_back, size - written_back, _DONTNEED)
+                written_back = size
+        await file.flush()
+        if fsync:
+            await _fsync(file.fileno())
+    return size
+
+
+@contextlib.contextmanager
+def _naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Give an OSError raised for ``path`` its name (``write`` and ``fsync`` give none),
+    so that it reads as the local failure it is."""
+    try:
+        yield
+    except OSError as exc:
+        # A connection lost or timed out while the chunks arrive is the network's.
+        if exc.filename is None and not isinstance(exc, ConnectionError | TimeoutError):
+            exc.filename = os.fspath(path)
+        raise
 
 
 def _opener(mode: int) -> Callable[[str, int], int]:
@@ -150,16 +176,17 @@ def _write_all(
     created: list[str | os.PathLike[str]] = []
     try:
         for path, data in files:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, mode)
-            created.append(path)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(descriptor, view) :]
-                if fsync:
-                    os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            with _naming(path):
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, mode)
+                created.append(path)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(descriptor, view) :]
+                    if fsync:
+                        os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
     except BaseException:
         for path in created:
             remove_if_present(path)
@@ -190,11 +217,12 @@ async def sync_files(paths: Sequence[str | os.PathLike[str]]) -> None:
 @aiofiles.os.wrap
 def _sync_all(paths: Sequence[str | os.PathLike[str]]) -> None:
     for path in paths:
-        descriptor = os.open(path, os.O_RDONLY | _CLOEXEC)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        with _naming(path):
+            descriptor = os.open(path, os.O_RDONLY | _CLOEXEC)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
 
 @aiofiles.os.wrap
@@ -204,7 +232,7 @@ def rename_all(pairs: Sequence[tuple[str, str]]) -> None:
     Stops at the first error, which propagates; the renames before it stay done.
     """
     for source, target in pairs:
-        os.rename(source, target)
+        os.rename(source, target)  # its errors name both files
 
 
 def remove_if_present(path: str | os.PathLike[str]) -> None:
@@ -218,8 +246,9 @@ async def sync_directory(directory: str | os.PathLike[str]) -> None:
     """Make a rename in ``directory`` durable (POSIX: fsync the directory itself)."""
     if os.name != "posix":
         return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        await _fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    with _naming(directory):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            await _fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -364,3 +364,28 @@ def test_the_terminal_table_and_progress_bar() -> None:
     assert "4551" in text
     assert "credentials: login refused: PASS: -ERR" in text
     assert "[AUTH] no" in text  # server text is never read as rich markup
+
+
+async def test_fetch_into_an_unwritable_maildir_is_a_local_error(
+    server: POP3TestServer, cafile: Path, tmp_path: Path
+) -> None:
+    """Not 'cannot reach the server': the file is named, and nothing left the server."""
+    blocker = tmp_path / "Mail"
+    blocker.write_text("a file where the Maildir should be")
+    run = await aiopop_command(
+        "fetch",
+        *mailbox_args(server, cafile, "--maildir", str(blocker / "inbox"), "--delete"),
+        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
+    )
+    assert run.status == _cli.EXIT_FAILED, run.err
+    assert "cannot reach the server" not in run.err
+    assert str(blocker) in run.err
+    assert "hint: a local file" in run.err
+    assert len(server.mailboxes["u"].messages) == 2
+
+
+def test_a_disk_error_without_a_name_from_the_state_or_a_write_is_local() -> None:
+    status, message, hint = _cli.explain(OSError(28, "No space left on device", "/m/x"))
+    assert (status, message) == (_cli.EXIT_FAILED, "/m/x: No space left on device")
+    assert hint is not None
+    assert _cli.explain(ConnectionRefusedError(111, "Connection refused"))[0] == (_cli.EXIT_NETWORK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import stat
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from aiopop import _files
+from aiopop.errors import ConnectionLostError
 
 
 def names(directory: Path) -> list[str]:
@@ -189,3 +191,27 @@ async def test_write_atomically_creates_files_as_open_would(tmp_path: Path) -> N
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "a.eml").stat().st_mode) == 0o644  # 0o666 less the umask
+
+
+async def test_a_disk_error_names_its_file_a_lost_connection_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write(2) and fsync(2) errors carry no file name: the writers add it."""
+
+    def full(descriptor: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", full)
+        with pytest.raises(OSError, match="No space") as caught:
+            await _files.write_new_bytes(tmp_path / "a", b"data", fsync=True)
+    assert caught.value.filename == str(tmp_path / "a")
+
+    async def cut() -> AsyncIterator[list[bytes]]:
+        yield [b"part"]
+        raise ConnectionLostError("the server closed the connection")
+
+    with pytest.raises(ConnectionLostError) as lost:
+        await _files.write_new(tmp_path / "b", cut(), fsync=True)
+    assert lost.value.filename is None
+    assert not (tmp_path / "b").exists()

@@ -4,10 +4,12 @@ migrations from earlier formats, the lock."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 import stat
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -284,3 +286,36 @@ async def test_a_lock_held_by_another_process_is_waited_for(tmp_path: Path) -> N
     finally:
         process.kill()
         await process.wait()
+
+
+@pytest.mark.parametrize(
+    ("message", "number"),
+    [
+        ("database or disk is full", errno.ENOSPC),
+        ("disk I/O error", errno.EIO),
+        ("attempt to write a readonly database", errno.EROFS),
+    ],
+)
+async def test_a_failing_disk_under_the_state_is_an_oserror_naming_the_file(
+    tmp_path: Path, message: str, number: int
+) -> None:
+    state = await DeliveryState.open(tmp_path / "s")
+
+    def raising(error: Exception) -> Callable[[sqlite3.Connection], None]:
+        def run(db: sqlite3.Connection) -> None:
+            raise error
+
+        return run
+
+    try:
+        with pytest.raises(OSError, match=message) as caught:
+            await state._run(raising(sqlite3.OperationalError(message)))
+        with pytest.raises(StateError, match="no such table"):
+            await state._run(raising(sqlite3.OperationalError("no such table: x")))
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await state._run(raising(sqlite3.OperationalError("database is locked")))
+    finally:
+        await state.close()
+    assert caught.value.errno == number
+    assert caught.value.filename == str(tmp_path / "s")
+    assert message in str(caught.value)
