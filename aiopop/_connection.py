@@ -289,6 +289,37 @@ class _CapaProbe(_Call):
             self.future.set_result(False)
 
 
+class Budget:
+    """Octets of message data received and not yet taken by their consumer.
+
+    Past ``high`` the connection stops reading from the socket, and it reads
+    again once consumers took it down to ``low``: what arrives is held to
+    the bound, whatever sizes the server announced. One budget may serve
+    several pipelined streams (:meth:`Connection.stream`): data arrives in
+    order, so while a consumer waits on the oldest message everything held
+    is that message's, and a consumer that streams a message past its own
+    threshold (at most ``high``) never waits on a paused socket.
+    """
+
+    __slots__ = ("connection", "held", "high", "low")
+
+    def __init__(self, connection: Connection, high: int, low: int) -> None:
+        self.connection = connection
+        self.high = high
+        self.low = low
+        self.held = 0
+
+    def hold(self, octets: int) -> None:
+        self.held += octets
+        if self.held > self.high:
+            self.connection.pause_reading()
+
+    def release(self, octets: int) -> None:
+        self.held -= octets
+        if self.held <= self.low:
+            self.connection.resume_reading()
+
+
 class MessageStream:
     """The octets of one message as they arrive: ``async for chunk in stream``.
 
@@ -330,12 +361,36 @@ class MessageStream:
         while chunks := await self._call.next_chunks(None):
             yield chunks
 
+    async def collect(self, most: int) -> bytes | None:
+        """The whole message, if it ends within ``most`` octets; else None.
+
+        Waits until the message is complete, or until more than ``most``
+        octets have arrived: then it returns None and takes nothing, and the
+        message is read with :meth:`batches` or ``async for`` as usual. For
+        a consumer that keeps small messages in memory and writes big ones
+        as they arrive, whatever size the server announced. Reading goes on
+        while it waits, so up to ``most`` octets are held even where a
+        smaller budget (see :meth:`aiopop.POP3.retr_each`) applies.
+        """
+        call = self._call
+        while not call.ended and call.received <= most and call.error is None:
+            # Read on, even past the budget: this message is the oldest still coming
+            # (every octet held is its own), and at most ``most`` of it is kept.
+            call.connection.resume_reading()
+            await call.wait()
+        if call.error is not None:
+            raise call.error
+        if call.received > most:
+            return None
+        return b"".join(await call.next_chunks(None))
+
 
 class _StreamCall(_Call):
     """A RETR handed to its consumer chunk by chunk, with backpressure."""
 
     __slots__ = (
         "abandon_requested",
+        "budget",
         "chunks",
         "connection",
         "ended",
@@ -346,9 +401,12 @@ class _StreamCall(_Call):
         "waiter",
     )
 
-    def __init__(self, command: Command, connection: Connection) -> None:
+    def __init__(
+        self, command: Command, connection: Connection, budget: Budget | None = None
+    ) -> None:
         super().__init__(command)
         self.connection = connection
+        self.budget = budget or Budget(connection, STREAM_HIGH_WATER, STREAM_LOW_WATER)
         self.status_future: asyncio.Future[StatusLine] = connection.loop.create_future()
         self.chunks: collections.deque[bytes] = collections.deque()
         self.queued = 0
@@ -373,8 +431,7 @@ class _StreamCall(_Call):
             return
         self.chunks.append(data)
         self.queued += len(data)
-        if self.queued > STREAM_HIGH_WATER:
-            self.connection.pause_reading()
+        self.budget.hold(len(data))
         self._wake()
 
     def on_end(self) -> None:
@@ -386,16 +443,19 @@ class _StreamCall(_Call):
             self.status_future.set_exception(exc)
         elif self.error is None:
             self.error = exc
-        self.chunks.clear()
-        self.queued = 0
+        self._drop()
         self._wake()
 
     def abandon(self) -> None:
         """The consumer left early: drop what is queued and the rest as it arrives."""
         self.abandon_requested = True
-        self.chunks.clear()
-        self.queued = 0
+        self._drop()
         self.connection.resume_reading()
+
+    def _drop(self) -> None:
+        self.chunks.clear()
+        self.budget.release(self.queued)
+        self.queued = 0
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -412,20 +472,24 @@ class _StreamCall(_Call):
                     queue.clear()
                 else:
                     taken = [queue.popleft() for _ in range(most)]
-                self.queued -= sum(map(len, taken))
-                if self.queued <= STREAM_LOW_WATER:
-                    self.connection.resume_reading()
+                octets = sum(map(len, taken))
+                self.queued -= octets
+                self.budget.release(octets)
                 return taken
             if self.error is not None:
                 # Raised again on every later step: the stream never becomes complete.
                 raise self.error
             if self.ended:
                 return []
-            self.waiter = self.connection.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Until something happens: data, the end, or a failure."""
+        self.waiter = self.connection.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
 
 class Connection(asyncio.Protocol):
@@ -576,9 +640,19 @@ class Connection(asyncio.Protocol):
         self._submit(_MessageCall(command, future))
         return future
 
-    def stream(self, command: Command) -> tuple[asyncio.Future[StatusLine], _StreamCall]:
-        """Queue a RETR whose message is handed out in chunks."""
-        call = _StreamCall(command, self)
+    def budget(self, high: int) -> Budget:
+        """A :class:`Budget` of ``high`` octets (reading resumes at half of it)."""
+        return Budget(self, high, high // 2)
+
+    def stream(
+        self, command: Command, budget: Budget | None = None
+    ) -> tuple[asyncio.Future[StatusLine], _StreamCall]:
+        """Queue a RETR whose message is handed out in chunks.
+
+        Its queued data counts against ``budget`` (by default one of its own,
+        of :data:`STREAM_HIGH_WATER` octets).
+        """
+        call = _StreamCall(command, self, budget)
         self._submit(call)
         return call.status_future, call
 

@@ -22,7 +22,7 @@ from typing import Self, TypeVar, overload
 
 from . import _files, _login, _parse
 from ._apop import apop_digest
-from ._connection import Connection, LineSink, MessageStream
+from ._connection import Connection, LineSink, MessageStream, _StreamCall
 from ._login import TLS_POLICIES, OAuth2Token, TLSPolicy
 from ._parse import StatusLine
 from ._protocol import DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LENGTH, Command, ReplyShape
@@ -50,6 +50,8 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 100
+DEFAULT_STREAM_MEMORY = 32 * 1024 * 1024
+"""Octets :meth:`POP3.retr_each` holds received and not yet read, by default."""
 _AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
 MAX_SASL_CHALLENGES = 16
 """A SASL exchange with more challenges than this is cancelled (no mechanism needs more)."""
@@ -707,6 +709,52 @@ class POP3:
         finally:
             _cancel_all(queue)
 
+    async def retr_each(
+        self,
+        numbers: Iterable[int],
+        *,
+        window: int | None = None,
+        memory: int = DEFAULT_STREAM_MEMORY,
+    ) -> AsyncGenerator[tuple[int, MessageStream], None]:
+        """Retrieve several messages, pipelined like :meth:`retr_many`, each as a stream.
+
+        Yields ``(number, stream)`` in the order given. Each
+        :class:`~aiopop.MessageStream` is read before the next is asked for:
+        :meth:`MessageStream.collect` for the whole message when it is small
+        enough, else its chunks; whatever is left unread of it is dropped
+        when the loop moves on. The data received and not yet read is held
+        to ``memory`` octets whatever the sizes LIST announced: past that
+        the connection stops reading until the consumer catches up. Pass a
+        threshold of at most ``memory`` to :meth:`~MessageStream.collect`.
+        A ``-ERR`` raises :class:`~aiopop.ResponseError` when its turn comes;
+        leaving the loop early drops the rest.
+        """
+        if memory < 1:
+            raise ValueError("memory must be at least 1")
+        connection = self._require()
+        await connection.learn_pipelining()
+        budget = connection.budget(memory)
+        queue: collections.deque[_QueuedStream] = collections.deque()
+        limit = window or 2 * self.max_in_flight
+        current: _StreamCall | None = None
+        try:
+            for which in numbers:
+                command = Command("RETR", (_number(which),), ReplyShape.DATA)
+                queue.append((which, command, *connection.stream(command, budget)))
+                while len(queue) >= limit:
+                    which, current = await _next_stream(queue, current)
+                    yield which, MessageStream(current)
+            while queue:
+                which, current = await _next_stream(queue, current)
+                yield which, MessageStream(current)
+        finally:
+            for call in [current] if current is not None else []:
+                if not call.ended:
+                    call.abandon()
+            for _, _, status, call in queue:
+                status.cancel()
+                call.abandon()
+
     # -- messages of any size -----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -830,6 +878,23 @@ async def _confirmed(queue: collections.deque[_Queued[StatusLine]]) -> int:
     if not status.ok:
         raise _refusal(command, status)
     return which
+
+
+_QueuedStream = tuple[int, Command, "asyncio.Future[StatusLine]", _StreamCall]
+
+
+async def _next_stream(
+    queue: collections.deque[_QueuedStream], current: _StreamCall | None
+) -> tuple[int, _StreamCall]:
+    """Drop what is left of ``current``; wait for the oldest queued RETR's status line."""
+    if current is not None and not current.ended:
+        current.abandon()
+    which, command, status, call = queue[0]
+    line = await status
+    queue.popleft()
+    if not line.ok:
+        raise _refusal(command, line)
+    return which, call
 
 
 def _cancel_all(queue: collections.deque[_Queued[T]]) -> None:

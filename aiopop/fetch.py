@@ -62,6 +62,7 @@ from .maildir import Maildir, to_unix_line_ends
 from .state import LOCK_WAIT, STATE_FILE, DeliveryState, Record, StateLock
 
 if TYPE_CHECKING:
+    from ._connection import MessageStream
     from .client import POP3
 
 __all__ = [
@@ -207,9 +208,12 @@ async def fetch_to_maildir(
     :data:`MAX_WRITES` writes at once, so that the fsyncs overlap); then
     batches of ``batch_messages`` messages or ``batch_octets`` octets get one
     state transaction and one fsync of ``new/`` each. Messages up to
-    ``stream_threshold`` octets (by LIST) are retrieved with pipelined RETRs,
-    queued only as deep as ``memory`` divided by the largest of them allows;
-    bigger ones are streamed to disk one by one, in bounded memory.
+    ``stream_threshold`` octets (by LIST) are retrieved with pipelined RETRs
+    (:meth:`~aiopop.POP3.retr_each`), queued as deep as ``memory`` divided
+    by the largest of them allows; what arrives of them is held to
+    ``memory`` octets whatever LIST said, and one that passes
+    ``stream_threshold`` octets as it arrives is streamed to disk. Bigger
+    ones are streamed to disk one by one, in bounded memory.
 
     A ``-ERR`` to a RETR or DELE is noted in :attr:`FetchResult.refused`
     and the others go on. Any other error (the connection lost, the disk
@@ -272,7 +276,8 @@ async def _fetch(
         threshold = min(threshold, client.max_message_size)
     small = [number for number in wanted if sizes.get(number, threshold + 1) <= threshold]
     big = sorted(set(wanted).difference(small))
-    await run.retrieve(small, big, _window(client, [sizes[n] for n in small], memory))
+    window = _window(client, [sizes[n] for n in small], memory)
+    await run.retrieve(small, big, window, memory, min(threshold, memory))
     if delete:
         await run.delete(_deletable(uids, sizes, known, run.result))
     return run.result
@@ -479,36 +484,39 @@ class _Run:
         self.result.oversized.append(Oversized(number, self.uids.get(number), size))
         return True
 
-    async def retrieve(self, small: list[int], big: list[int], window: int) -> None:
-        """Save the messages ``small`` (pipelined, in memory) and ``big`` (streamed)."""
+    async def retrieve(
+        self, small: list[int], big: list[int], window: int, memory: int, threshold: int
+    ) -> None:
+        """Save the messages ``small`` (pipelined, in memory) and ``big`` (streamed).
+
+        The pipelined messages are held to ``memory`` octets as they arrive,
+        whatever LIST said: one that passes ``threshold`` octets (a server
+        that lied about its size) is streamed to disk like a big one.
+        """
         try:
-            items = _each(small, lambda rest: self.client.retr_many(rest, window=window), self)
+
+            def pipelined(rest: list[int]) -> AsyncGenerator[tuple[int, MessageStream], None]:
+                return self.client.retr_each(rest, window=window, memory=memory)
+
+            items = _each(small, pipelined, self)
             async with contextlib.aclosing(items):
-                async for number, message in items:
-                    if self.too_big(number, len(message)):
+                async for number, stream in items:
+                    message = await stream.collect(threshold)
+                    if message is None:
+                        self._write_received()
+                        await self._save_stream(number, stream)
+                    elif self.too_big(number, len(message)):
                         continue
-                    if self._receive(number, message):
+                    elif self._receive(number, message):
                         self._write_received()
                         await self._pace()
             self._write_received()
             for number in big:
                 try:
                     async with self.client.retr_stream(number) as stream:
-                        batches = _limited(stream.batches(), self.max_size)
-                        name, size = await self.box.write(batches, sync=False)
+                        await self._save_stream(number, stream)
                 except ResponseError as exc:
                     self.refuse(number, exc)
-                    continue
-                except _TooBig as exc:
-                    # The file was removed; leaving the block read the rest and dropped it.
-                    self.too_big(number, exc.size)
-                    continue
-                # Its fsync runs while the next message streams in.
-                job = asyncio.ensure_future(self.box.sync([name]))
-                self.writing.add(job)
-                self.batch.append(_Saving(number, self.uids.get(number), size, job))
-                self.octets += size
-                await self._pace()
             await self._commit(final=True)
         except Exception:
             # What arrived complete is made durable and recorded: a rerun skips it.
@@ -517,6 +525,20 @@ class _Run:
         except BaseException:
             self._abandon()
             raise
+
+    async def _save_stream(self, number: int, stream: MessageStream) -> None:
+        """Write a message into ``tmp/`` as it arrives; its fsync runs while the next arrives."""
+        try:
+            name, size = await self.box.write(_limited(stream.batches(), self.max_size), sync=False)
+        except _TooBig as exc:
+            # The file was removed; the rest of the message is read and dropped.
+            self.too_big(number, exc.size)
+            return
+        job = asyncio.ensure_future(self.box.sync([name]))
+        self.writing.add(job)
+        self.batch.append(_Saving(number, self.uids.get(number), size, job))
+        self.octets += size
+        await self._pace()
 
     async def delete(self, numbers: list[int]) -> None:
         """DELE ``numbers``, each durably in the Maildir; pipelined, each with its own reply.

@@ -6,7 +6,9 @@ import asyncio
 import collections
 import contextlib
 import errno
+import hashlib
 import os
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,16 @@ from aiopop.fetch import (
 )
 from aiopop.maildir import Maildir
 from aiopop.state import STATE_FILE, DeliveryState, StateLock, StateLockedError
-from aiopop.testing import Expect, Mailbox, POP3TestServer, ScriptedServer, Send, Step
+from aiopop.testing import (
+    Expect,
+    Faults,
+    GeneratedMessage,
+    Mailbox,
+    POP3TestServer,
+    ScriptedServer,
+    Send,
+    Step,
+)
 from tests.cutting import HOW, Cut, CuttingProxy
 from tests.scripted import LOGIN
 
@@ -937,3 +948,32 @@ async def test_a_unique_id_gone_from_the_listing_is_forgotten(tmp_path: Path) ->
         later = await fetch(server.port, tmp_path, delete=True, new_only=True)
     assert [d.number for d in later.delivered] == [1]
     assert len(saved(tmp_path)) == 2
+
+
+async def test_memory_is_held_to_the_budget_whatever_list_says(tmp_path: Path) -> None:
+    """12 messages of 4 MiB that LIST calls 100 octets: the pipelined path holds what
+    arrives to ``memory``; each message passing the threshold goes to disk as a stream."""
+    size, memory = 4 * 1024 * 1024, 8 * 1024 * 1024
+    messages = [GeneratedMessage(size, seed=i) for i in range(12)]
+    mailbox = Mailbox(PASSWORD, list(messages))
+    lie = Faults(size_error=100 - size)
+    async with POP3TestServer({USER: mailbox}, faults=lie) as server:
+        tracemalloc.start()
+        try:
+            result = await fetch(server.port, tmp_path, memory=memory, stream_threshold=1024 * 1024)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(result.delivered) == 12
+    assert [d.size for d in result.delivered] == [size] * 12
+    # The budget, plus a batch being written (joined, then its line ends converted: two
+    # copies of at most the budget). Without the budget every RETR was queued (LIST
+    # promised 1,200 octets in all) and the messages piled up: 80 MiB here.
+    assert peak < 3 * memory, peak
+    digests = sorted(
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "new").iterdir()
+    )
+    expected = sorted(
+        hashlib.sha256(b"".join(m.chunks()).replace(b"\r\n", b"\n")).hexdigest() for m in messages
+    )
+    assert digests == expected

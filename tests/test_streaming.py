@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -399,3 +400,86 @@ async def test_a_stream_stalled_after_a_pause_still_times_out() -> None:
                     await _drain(stream)
                 assert stream.received == len(content)
         assert str(info.value) == f"RETR: no data from {server.host}:{server.port} for 0.3 s"
+
+
+# -- retr_each: pipelined streams under one memory budget ------------------------------------
+
+
+async def test_retr_each_collects_small_messages_and_streams_the_rest() -> None:
+    big = GeneratedMessage(300_000, seed=3)
+    mailbox = Mailbox(PASSWORD, [SMALL, big, SMALL])
+    async with POP3TestServer({"u": mailbox}, pipelining=True) as server:
+        client = await logged_in_client(server)
+        got: list[tuple[int, bytes | None, bytes]] = []
+        async with contextlib.aclosing(client.retr_each([1, 2, 3], memory=100_000)) as items:
+            async for number, stream in items:
+                whole = await stream.collect(10_000)
+                rest = b"" if whole is not None else b"".join([c async for c in stream])
+                got.append((number, whole, rest))
+        await client.quit()
+    assert got[0] == (1, SMALL, b"")
+    assert (got[1][0], got[1][1]) == (2, None)
+    assert hashlib.sha256(got[1][2]).hexdigest() == big.sha256()
+    assert got[2] == (3, SMALL, b"")
+    assert len(server.sessions[0].pipelined) >= 2  # the RETRs went out together
+
+
+async def test_retr_each_drops_what_is_left_unread_and_stays_in_step() -> None:
+    big = GeneratedMessage(200_000, seed=4)
+    mailbox = Mailbox(PASSWORD, [big, SMALL])
+    async with POP3TestServer({"u": mailbox}, pipelining=True) as server:
+        client = await logged_in_client(server)
+        seen = []
+        async for number, stream in client.retr_each([1, 2], memory=50_000):
+            seen.append((number, await stream.collect(1_000)))  # the big one: left unread
+        assert seen == [(1, None), (2, SMALL)]
+        assert await client.noop()  # the session is in step
+        await client.quit()
+
+
+async def test_retr_each_pauses_reading_past_its_budget() -> None:
+    """Held octets stay near the budget while the consumer does not read."""
+    messages = [GeneratedMessage(100_000, seed=i) for i in range(8)]
+    async with POP3TestServer({"u": Mailbox(PASSWORD, list(messages))}) as server:
+        client = await logged_in_client(server, pipelining=True)
+        items = client.retr_each(range(1, 9), memory=150_000)
+        _, stream = await anext(items)
+        await asyncio.sleep(0.2)  # the consumer is busy; the server could send it all
+        budget = stream._call.budget
+        held = budget.held
+        assert held <= budget.high + 300_000  # a socket read or two past the bound
+        assert held < 800_000
+        data = await stream.collect(200_000)
+        assert data is not None
+        assert hashlib.sha256(data).hexdigest() == messages[0].sha256()
+        async with asyncio.timeout(10):  # a deadlock fails here, rather than hangs
+            rest = [m async for m in _collected(items)]
+        await client.quit()
+    assert [hashlib.sha256(d).hexdigest() for d in rest] == [m.sha256() for m in messages[1:]]
+
+
+async def _collected(
+    items: AsyncIterator[tuple[int, aiopop.MessageStream]],
+) -> AsyncIterator[bytes]:
+    async for _, stream in items:
+        data = await stream.collect(120_000)  # at most the budget: never a pause to wait on
+        assert data is not None
+        yield data
+
+
+async def test_retr_each_raises_a_refusal_in_its_turn() -> None:
+    steps: list[Step] = [
+        Expect(b"RETR 1"),
+        Send(b"+OK\r\n" + stuffed(SMALL)),
+        Expect(b"RETR 2"),
+        Send(b"-ERR no such message\r\n"),
+    ]
+    async with logged_in(steps, pipelining=False) as (server, client):
+        items = client.retr_each([1, 2])
+        number, stream = await anext(items)
+        assert (number, await stream.collect(100)) == (1, SMALL)
+        with pytest.raises(aiopop.ResponseError, match="no such message"):
+            await anext(items)
+    assert server.mismatches == []
+    with pytest.raises(ValueError, match="memory"):
+        await anext(client.retr_each([1], memory=0))
