@@ -35,10 +35,21 @@ from .errors import (
     TLSRequiredError,
     error_proto,
 )
-from .fetch import FetchResult, UIDLUnavailableError, fetch_to_maildir
+from .fetch import FetchResult, Oversized, UIDLUnavailableError, fetch_to_maildir
 from .many import CheckResult, check_many
+from .state import StateError, StateLockedError
 from .stores import MemoryStore, SeenStore, SQLiteStore
-from .types import AuthMethod, Capabilities, Expire, ListEntry, LoginDelay, Stat, UidEntry
+from .types import (
+    AuthMethod,
+    Capabilities,
+    Expire,
+    ListEntry,
+    LoginDelay,
+    SizeListing,
+    Stat,
+    UidEntry,
+    UidListing,
+)
 from .watch import NewMessage, Watcher, watch
 
 __version__ = "0.1.0"
@@ -71,6 +82,7 @@ __all__ = [
     "MessageStream",
     "MethodNotOfferedError",
     "NewMessage",
+    "Oversized",
     "POP3Error",
     "POP3TimeoutError",
     "PermanentFailureError",
@@ -79,12 +91,16 @@ __all__ = [
     "SASLError",
     "SQLiteStore",
     "SeenStore",
+    "SizeListing",
     "Stat",
     "State",
+    "StateError",
+    "StateLockedError",
     "TLSRequiredError",
     "TemporaryFailureError",
     "UIDLUnavailableError",
     "UidEntry",
+    "UidListing",
     "Watcher",
     "check_many",
     "error_proto",
