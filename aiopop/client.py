@@ -150,6 +150,9 @@ class POP3:
         self._connection: Connection | None = None
         self._connecting = False
         self._caps: tuple[Connection, State, bool, Capabilities] | None = None
+        self.marked = 0
+        """Messages whose DELE the server accepted in this session, since the last RSET:
+        deleted only when the server answers QUIT ``+OK`` (then 0 again)."""
 
     def __repr__(self) -> str:
         state = self.state.value if self._connection else "not connected"
@@ -201,6 +204,7 @@ class POP3:
             max_in_flight=self.max_in_flight,
         )
         self._connection = connection  # from here on close() reaches it
+        self.marked = 0
         try:
             greeting = await connection.open(
                 self.host,
@@ -252,8 +256,16 @@ class POP3:
             # Before login QUIT is a courtesy: the server may have hung up already.
             with contextlib.suppress(ConnectionLostError):
                 await self.quit()
-        else:
-            await self.close()
+            return
+        await self.close()
+        if exc_type is None and self.marked:
+            # No QUIT could be sent: the server rolled the deletions back. Saying
+            # nothing would let the caller believe they were done.
+            marked, self.marked = self.marked, 0
+            raise ConnectionLostError(
+                f"the connection to {self.host}:{self.port} ended before QUIT: the server"
+                f" rolled back the {marked} deletions of this session (RFC 1939 section 6)"
+            )
 
     def getwelcome(self) -> bytes:
         """The greeting line as received, like :meth:`poplib.POP3.getwelcome`."""
@@ -619,11 +631,15 @@ class POP3:
 
     async def dele(self, which: int) -> bytes:
         """Mark message ``which`` deleted; the server removes it only after QUIT."""
-        return await self._simple("DELE", _number(which))
+        reply = await self._simple("DELE", _number(which))
+        self.marked += 1
+        return reply
 
     async def rset(self) -> bytes:
         """Unmark every message marked deleted in this session."""
-        return await self._simple("RSET")
+        reply = await self._simple("RSET")
+        self.marked = 0
+        return reply
 
     async def noop(self) -> bytes:
         """Do nothing; keeps the session alive."""
@@ -636,7 +652,9 @@ class POP3:
         remove every marked message; the connection is closed either way.
         """
         try:
-            return await self._simple("QUIT")
+            reply = await self._simple("QUIT")
+            self.marked = 0  # deleted now
+            return reply
         finally:
             await self.close()
 
@@ -682,11 +700,16 @@ class POP3:
                 command = Command("DELE", (_number(which),))
                 queue.append((which, command, connection.command(command)))
                 while len(queue) >= limit:
-                    yield await _confirmed(queue)
+                    yield await self._confirmed(queue)
             while queue:
-                yield await _confirmed(queue)
+                yield await self._confirmed(queue)
         finally:
             _cancel_all(queue)
+
+    async def _confirmed(self, queue: collections.deque[_Queued[StatusLine]]) -> int:
+        which = await _confirmed(queue)
+        self.marked += 1
+        return which
 
     async def _many(
         self,

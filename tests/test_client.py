@@ -31,7 +31,7 @@ from aiopop.testing import (
     WaitForClose,
 )
 from tests.ports import free_port
-from tests.scripted import client_for, logged_in
+from tests.scripted import LOGIN, client_for, logged_in
 
 PASSWORD = "tanstaaf"
 MESSAGES = [
@@ -818,3 +818,60 @@ async def test_a_name_queued_behind_utf8_is_still_checked_as_ascii(mailbox: Mail
         assert "call utf8() first" in str(refused)
         assert (await client.user("j\u00fcrgen")).startswith(b"+OK")
     assert server.sessions[0].lines == [b"UTF8", "USER j\u00fcrgen".encode(), b"QUIT"]
+
+
+# -- deletions that QUIT never committed ------------------------------------------------------
+
+
+async def gone(client: aiopop.POP3) -> None:
+    """Until the client has seen the server close the connection."""
+    async with asyncio.timeout(5):
+        while client.is_connected:  # noqa: ASYNC110 (the close arrives by itself)
+            await asyncio.sleep(0.005)
+
+
+async def test_leaving_async_with_after_a_lost_connection_reports_rolled_back_deletions() -> None:
+    """The DELEs were accepted, then the server vanished: nothing was deleted, and it says so."""
+    steps: list[Step] = [
+        Expect(b"DELE 1"),
+        Send(b"+OK\r\n"),
+        Expect(b"DELE 2"),
+        Send(b"+OK\r\n"),
+        Close(),
+    ]
+    async with ScriptedServer([*LOGIN, *steps]) as server:
+        client = client_for(server, pipelining=False)
+
+        async def delete_two() -> None:
+            async with client:
+                await client.user("u")
+                await client.pass_("p")
+                await client.dele(1)
+                async for _ in client.dele_many([2]):
+                    pass
+                assert client.marked == 2
+                await gone(client)
+
+        with pytest.raises(aiopop.ConnectionLostError, match="rolled back the 2 deletions"):
+            await delete_two()
+    assert client.marked == 0
+
+
+async def test_rset_and_quit_clear_what_is_marked() -> None:
+    steps: list[Step] = [
+        Expect(b"DELE 1"),
+        Send(b"+OK\r\n"),
+        Expect(b"RSET"),
+        Send(b"+OK\r\n"),
+        Close(),
+    ]
+    async with ScriptedServer([*LOGIN, *steps]) as server:
+        client = client_for(server, pipelining=False)
+        async with client:  # nothing marked when the server vanished: a quiet close
+            await client.user("u")
+            await client.pass_("p")
+            await client.dele(1)
+            await client.rset()
+            assert client.marked == 0
+            await gone(client)
+    assert server.mismatches == []

@@ -917,12 +917,13 @@ async def test_a_deletion_rolled_back_is_told_from_a_unique_id_reused_at_the_sam
     mailbox = Mailbox(PASSWORD, [first], uids=["u"])
     async with POP3TestServer({USER: mailbox}) as server:
         # The connection ends before QUIT: the server rolls the deletion back.
-        async with aiopop.POP3("127.0.0.1", server.port, timeout=5) as client:
-            await client.login(USER, PASSWORD)
-            marked = await fetch_to_maildir(
-                client, tmp_path, account=ACCOUNT, delete=True, new_only=True
-            )
-            await client.close()
+        client = aiopop.POP3("127.0.0.1", server.port, timeout=5)
+        await client.connect()
+        await client.login(USER, PASSWORD)
+        marked = await fetch_to_maildir(
+            client, tmp_path, account=ACCOUNT, delete=True, new_only=True
+        )
+        await client.close()
         assert (marked.marked, mailbox.messages) == ([1], [first])
         # The same message: not fetched again, deleted now.
         again = await fetch(server.port, tmp_path, delete=True, new_only=True)
