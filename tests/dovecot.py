@@ -317,8 +317,13 @@ class DovecotServer:
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
         keep: bool | None = None,
+        auth_penalty: bool = False,
     ) -> None:
         self._cert_names = tuple(cert_names)
+        self.auth_penalty = auth_penalty
+        """Dovecot's own delays after a failed login (``auth_failure_delay`` and the
+        per-address penalty), as a production server has them; off by default so
+        that tests do not wait for them (benchmarks/login.py turns them on)."""
         if not mechanisms or not all(re.fullmatch(r"[a-z0-9-]+", m) for m in mechanisms):
             raise ValueError(f"unusable auth_mechanisms: {mechanisms!r}")
         self.mechanisms = tuple(mechanisms)
@@ -573,7 +578,7 @@ class DovecotServer:
             # mechanisms are offered in CAPA, in the clear too (see below).
             f"auth_mechanisms = {' '.join(self.mechanisms)}",
             "disable_plaintext_auth = no",
-            "auth_failure_delay = 0",
+            *([] if self.auth_penalty else ["auth_failure_delay = 0"]),
             "ssl = yes",
             f"ssl_cert = <{root}/tls/server-chain.pem",
             f"ssl_key = <{root}/tls/server-key.pem",
@@ -618,7 +623,9 @@ class DovecotServer:
         # Without this, anvil's auth penalty would slow each login from
         # 127.0.0.1 by up to 15 s after a few failed ones. Mode 0: auth cannot
         # connect to the socket, which disables the penalty.
-        lines += ["service anvil {", "  unix_listener anvil-auth-penalty {", "    mode = 0", "  }"]
+        lines += ["service anvil {"]
+        if not self.auth_penalty:
+            lines += ["  unix_listener anvil-auth-penalty {", "    mode = 0", "  }"]
         if identity.privileged:
             lines.append("}")
         else:

@@ -25,8 +25,8 @@ import pytest
 
 import aiopop
 from aiopop.fetch import fetch_to_maildir
-from aiopop.testing import Mailbox, POP3TestServer
 from aiopop.state import STATE_FILE
+from aiopop.testing import Mailbox, POP3TestServer
 
 pytestmark = pytest.mark.slow
 

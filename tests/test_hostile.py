@@ -1529,9 +1529,12 @@ def test_anything_during_auth_is_parsed_or_a_protocol_error(pieces: list[bytes])
 
 
 _FIND = settings(
-    derandomize=True, database=None, max_examples=2000, phases=[Phase.generate], deadline=None
+    derandomize=True, database=None, max_examples=10_000, phases=[Phase.generate], deadline=None
 )
-"""Deterministic, and stops at the first example found (no shrinking)."""
+"""Deterministic, and stops at the first example found (no shrinking). Unloaded, each
+claim is found within about 450 examples; under heavy load (mutation runs beside the
+suite) one was once not found within 2,000, hence the headroom. Only a run that finds
+nothing pays for it."""
 
 
 @pytest.mark.parametrize(
