@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import random
+import re
 import sqlite3
 import ssl
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import trustme
 
 from aiopop.accounts import Account
 from aiopop.errors import CredentialsError, ResponseError
+from aiopop.state import StateLockedError
 from aiopop.stores import MemoryStore, SeenStore, SQLiteStore
 from aiopop.testing import (
     Close,
@@ -843,3 +845,264 @@ async def test_a_unique_id_deleted_then_reused_at_the_same_size_is_a_new_message
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert [m.data for m in later] == [same_size]
     assert mailbox.messages == []
+
+
+# -- pinned by mutation testing: what the watcher sends, records and logs ---------------------
+
+
+def session_script(uidl: bytes, listing: bytes, *rest: Step, capa: bytes = b"") -> list[Step]:
+    """A logged-in session (``capa`` in CAPA after login) answering UIDL and LIST with
+    these listings, then ``rest``."""
+    return [
+        GREETING,
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nUSER\r\n.\r\n"),
+        Expect(b"USER alice"),
+        Send(b"+OK\r\n"),
+        Expect(b"PASS " + PASSWORD.encode()),
+        Send(b"+OK\r\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\n" + capa + b".\r\n"),
+        Expect(b"UIDL"),
+        Send(b"+OK\r\n" + uidl + b".\r\n"),
+        Expect(b"LIST"),
+        Send(b"+OK\r\n" + listing + b".\r\n"),
+        *rest,
+    ]
+
+
+async def test_the_store_records_the_size_list_gave_not_the_octets_received() -> None:
+    """The next poll compares LIST with LIST: a server whose LIST counts otherwise
+    (or lies) must not get its messages delivered again. A message LIST leaves out
+    is recorded with the octets received."""
+    first, second = b"Subject: a\r\n\r\nfirst\r\n", b"Subject: b\r\n\r\nsecond\r\n"
+    script = session_script(
+        b"1 u1\r\n2 u2\r\n",
+        b"1 999\r\n",  # says nothing of message 2
+        Expect(b"RETR 1"),
+        Send(b"+OK\r\n" + first + b".\r\n"),
+        Expect(b"RETR 2"),
+        Send(b"+OK\r\n" + second + b".\r\n"),
+        Expect(b"QUIT"),
+        Send(b"+OK\r\n"),
+    )
+    store = MemoryStore()
+    async with ScriptedServer(script) as server:
+        account = account_for(server)
+        got = await collect(watch(account, store=store, polls=1))
+    assert server.mismatches == []
+    assert [m.data for m in got] == [first, second]
+    assert await store.known(mailbox_key(account), ["u1", "u2"]) == {"u1": 999, "u2": len(second)}
+
+
+async def test_two_messages_sharing_a_unique_id_are_both_yielded_and_deleted() -> None:
+    """Exactly two (the smallest sharing): each is yielded under its unique-id, in the same
+    poll as the messages listed after them, and deleted; none is recorded."""
+    shared_a, shared_b, other = MESSAGES
+    mailbox = Mailbox(PASSWORD, [shared_a, shared_b, other], uids=["same", "same", "other"])
+    store = MemoryStore()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        got = await collect(watch(account, store=store, delete=True, polls=1))
+    assert [(m.uid, m.data) for m in got] == [
+        ("same", shared_a),
+        ("same", shared_b),
+        ("other", other),
+    ]
+    assert sent(server, "DELE") == [[b"DELE 1", b"DELE 2", b"DELE 3"]]
+    assert mailbox.messages == []
+    assert store.uids(mailbox_key(account)) == set()
+
+
+async def test_without_delete_a_shared_unique_id_does_not_hide_the_messages_after_it() -> None:
+    shared_a, shared_b, other = MESSAGES
+    mailbox = Mailbox(PASSWORD, [shared_a, shared_b, other], uids=["same", "same", "other"])
+    async with POP3TestServer({"alice": mailbox}) as server:
+        got = await collect(watch(account_for(server), polls=1))
+    assert [(m.uid, m.data) for m in got] == [("same", shared_a), ("other", other)]
+    assert sent(server, "RETR") == [[b"RETR 1", b"RETR 3"]]
+
+
+async def test_a_recorded_message_deleted_at_the_next_poll_is_forgotten_after_quit() -> None:
+    """Else a unique-id reused later at the same size would be deleted unseen."""
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:2]))
+    uids = uids_of(mailbox)
+    store = MemoryStore()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        await store.add(mailbox_key(account), uids[0], len(MESSAGES[0]))
+        got = await collect(watch(account, store=store, delete=True, polls=1))
+        assert [m.uid for m in got] == [uids[1]]
+        assert sent(server, "DELE") == [[b"DELE 1", b"DELE 2"]]
+        assert store.uids(mailbox_key(account)) == set()
+        mailbox.add(MESSAGES[0], uid=uids[0])  # the same unique-id and size, another message
+        later = await collect(watch(account, store=store, delete=True, polls=1))
+    assert [m.data for m in later] == [MESSAGES[0]]
+
+
+async def test_a_remembered_login_method_of_a_newer_aiopop_is_ignored(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "seen.db")
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        await store.remember_login(mailbox_key(account), "SOME-FUTURE-METHOD")
+        watcher = watch(account, store=store, polls=1)
+        got = await collect(watcher)
+    assert [m.data for m in got] == MESSAGES[:1]
+    assert watcher.login_method is not None
+    assert await store.login_method(mailbox_key(account)) == watcher.login_method.value
+
+
+async def test_a_login_delay_refusal_before_any_login_waits_only_the_backoff() -> None:
+    """No LOGIN-DELAY known yet (none announced, none in the refusal): the backoff alone."""
+    time = FakeTime(stop_after=3)
+    async with ScriptedServer(login_refused(b"-ERR [LOGIN-DELAY] too soon\r\n")) as server:
+        watcher = time.watch(account_for(server), backoff=(0.25, 600), jitter=exact)
+        with pytest.raises(Stop):
+            await collect(watcher)
+    assert time.sleeps == [0.25, 0.5, 1.0]
+    assert watcher.login_delay == 0
+
+
+async def test_a_login_delay_refusal_waits_the_delay_announced_at_the_last_login() -> None:
+    """Announced after the first login (900 s); the second login is refused with
+    [LOGIN-DELAY] and no delay of its own: the retry still waits 900 s, not the backoff."""
+    empty = session_script(b"", b"", Expect(b"QUIT"), Send(b"+OK\r\n"), capa=b"LOGIN-DELAY 900\r\n")
+    time = FakeTime(stop_after=2)
+    refused = login_refused(b"-ERR [LOGIN-DELAY] too soon\r\n")
+    async with ScriptedServer(empty, then=[refused]) as server:
+        watcher = time.watch(account_for(server), interval=0, backoff=(0.5, 600), jitter=exact)
+        with pytest.raises(Stop):
+            await collect(watcher)
+    assert server.mismatches == []
+    assert watcher.completed_polls == 1
+    assert time.sleeps == [900, 900]
+
+
+async def test_polls_with_no_interval_follow_each_other_without_a_wait() -> None:
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
+    time = FakeTime()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        watcher = time.watch(account_for(server), interval=0, polls=3)
+        await collect(watcher)
+    assert watcher.completed_polls == 3
+    assert time.sleeps == []  # not even a wait of 0 s
+
+
+async def test_by_default_polls_are_a_minute_apart_with_eight_messages_fetched_ahead() -> None:
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
+    time = FakeTime()
+    async with POP3TestServer({"alice": mailbox}) as server:
+        watcher = time.watch(account_for(server), polls=2)
+        await collect(watcher)
+    assert time.sleeps == [60.0]
+    assert watcher.prefetch == 8
+
+
+def test_full_jitter_spreads_over_the_whole_range_from_zero() -> None:
+    state = random.getstate()
+    try:
+        random.seed(1939)
+        draws = [full_jitter(0.5) for _ in range(200)]
+    finally:
+        random.setstate(state)
+    assert all(0.0 <= d <= 0.5 for d in draws)
+    assert min(draws) < 0.05
+
+
+async def test_a_retry_is_logged_with_the_account_the_error_and_the_wait(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    time = FakeTime(stop_after=1)
+    async with ScriptedServer(login_refused(b"-ERR [SYS/TEMP] try later\r\n")) as server:
+        account = account_for(server)
+        with caplog.at_level("WARNING", logger="aiopop.watch"), pytest.raises(Stop):
+            await collect(time.watch(account, backoff=(2.5, 10), jitter=exact))
+    messages = [r.getMessage() for r in caplog.records if r.name == "aiopop.watch"]
+    assert len(messages) == 1
+    error = r"\w+: PASS: -ERR \[SYS/TEMP\] try later"
+    expected = rf"{re.escape(account.name)}: {error}; trying again in 2\.5 s"
+    assert re.fullmatch(expected, messages[0])
+
+
+async def test_an_error_while_finishing_is_logged_with_the_account_and_the_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = b"Subject: hi\r\n\r\nhello\r\n"
+    script = session_script(
+        b"1 uid-1\r\n",
+        b"1 %d\r\n" % len(message),
+        Expect(b"RETR 1"),
+        Send(b"+OK\r\n" + message + b".\r\n"),
+        Expect(b"DELE 1"),
+        Close(),
+    )
+    async with ScriptedServer(script) as server:
+        account = account_for(server)
+        messages = FakeTime(stop_after=1).watch(account, delete=True)
+        with caplog.at_level("WARNING", logger="aiopop.watch"):
+            async with messages:
+                async for _ in messages:
+                    await messages.finish()
+    logged = [r.getMessage() for r in caplog.records if r.name == "aiopop.watch"]
+    assert len(logged) == 1
+    assert logged[0].startswith(f"{account.name}: ConnectionLostError: ")
+    assert logged[0].endswith(" while finishing; stopping all the same")
+
+
+def test_an_error_is_described_by_its_type_and_its_text() -> None:
+    from aiopop.watch import _describe
+
+    assert _describe(ConnectionResetError("reset by peer")) == "ConnectionResetError: reset by peer"
+    assert _describe(TimeoutError()) == "TimeoutError"
+
+
+async def test_a_poll_waits_lock_wait_seconds_for_a_fetch_not_the_locks_default(
+    tmp_path: Path,
+) -> None:
+    """The watcher's own LOCK_WAIT applies (here shortened), not StateLock's default."""
+    store = SQLiteStore(tmp_path / "seen.db")
+    mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        holder = store.lock(mailbox_key(account))
+        await holder.acquire()
+        time = FakeTime(stop_after=1)
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(importlib.import_module("aiopop.watch"), "LOCK_WAIT", 0.05)
+                async with asyncio.timeout(3):  # StateLock's default would wait 5 s
+                    with pytest.raises(Stop):
+                        await collect(time.watch(account, store=store))
+        finally:
+            holder.release()
+    assert len(time.sleeps) == 1
+    assert server.sessions == []
+
+
+async def test_sqlite_store_waits_its_timeout_for_a_busy_file(tmp_path: Path) -> None:
+    """``timeout`` reaches SQLite: a write held by another connection fails the add
+    after that long, not after the 30 s default."""
+    path = tmp_path / "seen.db"
+    await SQLiteStore(path).add("k", "u0", 1)
+    assert SQLiteStore(path).timeout == 30.0
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        async with asyncio.timeout(10):
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await SQLiteStore(path, timeout=0.1).add("k", "u1", 1)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await SQLiteStore(path).known("k", ["u0", "u1"]) == {"u0": 1}
+
+
+async def test_sqlite_store_lock_waits_as_long_as_asked(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "seen.db")
+    async with store.lock("k", wait=0.05):
+        second = store.lock("k", wait=0.1)
+        assert second.wait == 0.1
+        async with asyncio.timeout(3):  # the default would wait 5 s
+            with pytest.raises(StateLockedError):
+                await second.acquire()
