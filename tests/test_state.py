@@ -319,3 +319,55 @@ async def test_a_failing_disk_under_the_state_is_an_oserror_naming_the_file(
     assert caught.value.errno == number
     assert caught.value.filename == str(tmp_path / "s")
     assert message in str(caught.value)
+
+
+# -- pinned by mutation testing ---------------------------------------------------------------
+
+
+async def test_remembering_the_same_login_method_again_writes_nothing(tmp_path: Path) -> None:
+    """No transaction (and no fsync) at each poll when the method did not change."""
+    path = tmp_path / "s"
+
+    def updated() -> list[tuple[str, str, float]]:
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT mailbox, login_method, updated FROM mailboxes").fetchall()
+        db.close()
+        return rows
+
+    async with await DeliveryState.open(path) as state:
+        await state.remember_login("a", "APOP")
+        before = updated()
+        await asyncio.sleep(0.01)
+        await state.remember_login("a", "APOP")
+        assert updated() == before
+        await state.remember_login("a", "USER")
+    [(mailbox, method, when)] = updated()
+    assert (mailbox, method) == ("a", "USER")
+    assert when > before[0][2]
+
+
+async def test_a_busy_file_is_reported_as_sqlites_own_error(tmp_path: Path) -> None:
+    """ "busy", like "locked", is another process's write outlasting the wait: not a
+    broken state file, so it stays an OperationalError that the caller may retry."""
+    state = await DeliveryState.open(tmp_path / "s")
+
+    def busy(db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database is busy")
+
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="busy") as caught:
+            await state._run(busy)
+    finally:
+        await state.close()
+    assert not isinstance(caught.value, StateError)
+
+
+async def test_a_locks_repr_names_its_mailbox_its_file_and_whether_it_is_held(
+    tmp_path: Path,
+) -> None:
+    lock = StateLock(tmp_path / "s", "alice@x", wait=0.1)
+    free = f"<StateLock 'alice@x' {str(lock.path)!r} free>"
+    assert repr(lock) == free
+    async with lock:
+        assert repr(lock) == f"<StateLock 'alice@x' {str(lock.path)!r} held>"
+    assert repr(lock) == free
