@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import ssl
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -580,3 +582,181 @@ async def test_login_and_session_pass_prefer_through() -> None:
         ["CAPA", "APOP"],
     ]
     assert server.sessions[2].keywords[0] == "APOP"
+
+
+# -- pinned by mutation testing ---------------------------------------------------------------
+
+
+def test_from_url_names_the_problem_and_the_url() -> None:
+    with pytest.raises(AccountError) as info:
+        Account.from_url("pop://user:hunter2@x.test")
+    assert str(info.value) == "a POP URL must not carry a password; give it separately"
+    for url, message in [
+        ("pop://u@x.test/INBOX", "unexpected path or query in POP URL: pop://u@x.test/INBOX"),
+        ("pop://@x.test", "no user in POP URL: pop://@x.test"),
+        ("pop://u@:110", "no host in POP URL: pop://u@:110"),
+    ]:
+        with pytest.raises(AccountError) as info:
+            Account.from_url(url)
+        assert str(info.value) == message
+
+
+def test_from_url_takes_a_lone_slash_as_no_path() -> None:
+    account = Account.from_url("pops://u@x.test/")
+    assert (account.host, account.user, account.tls) == ("x.test", "u", "implicit")
+
+
+async def test_a_password_command_reads_nothing_of_ours_and_shows_nothing_of_its_own(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Its stdin is /dev/null (never the caller's terminal or pipe), its stderr is
+    discarded (a failing tool may print what it holds), and only line one is the secret."""
+    script = (
+        "import sys; data = sys.stdin.read(); "
+        "print('stray diagnostic', file=sys.stderr); "
+        "print('pw' if data == '' else 'read: ' + data)"
+    )
+    read_end, write_end = os.pipe()
+    saved_stdin = os.dup(0)
+    try:
+        os.write(write_end, b"the caller's own input")
+        os.close(write_end)
+        os.dup2(read_end, 0)
+        secret = await secret_from_command([sys.executable, "-c", script])()
+    finally:
+        os.dup2(saved_stdin, 0)
+        os.close(saved_stdin)
+        os.close(read_end)
+    assert secret == "pw"
+    assert "stray diagnostic" not in capfd.readouterr().err
+
+
+async def test_a_password_command_printing_bytes_that_are_not_utf8_still_gives_its_line() -> None:
+    script = "import sys; sys.stdout.buffer.write(b'caf\\xe9-pw\\n')"
+    assert await secret_from_command([sys.executable, "-c", script])() == "caf\ufffd-pw"
+
+
+async def test_a_password_command_printing_nothing_is_named() -> None:
+    with pytest.raises(AccountError) as info:
+        await secret_from_command([sys.executable, "-c", "pass"])()
+    assert str(info.value) == f"password command {sys.executable!r} printed nothing"
+
+
+async def test_keyring_missing_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "keyring", None)
+    with pytest.raises(AccountError) as info:
+        await secret_from_keyring("aiopop", "u@x.test")()
+    assert str(info.value) == "the keyring package is not installed (pip install keyring)"
+
+
+def test_an_accounts_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    path = write_accounts(
+        tmp_path, '[[account]]\nname = "café"\nhost = "x"\nuser = "u"\npassword_env = "P"\n'
+    )
+    script = (
+        "import sys; from aiopop.accounts import load_accounts; "
+        "sys.stdout.buffer.write(load_accounts(sys.argv[1])[0].name.encode('utf-8'))"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], env=env, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
+    assert done.stdout.decode("utf-8") == "café"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("account = [1, 2]\n", "account 1: not a table"),
+        (
+            '[[account]]\nurl = "pop://u@x.test"\nport = 1100\npassword_env = "P"\n',
+            "account 1: give url or port, not both",
+        ),
+        (
+            '[[account]]\nurl = "pop://u@x.test"\nuser = "v"\npassword_env = "P"\n',
+            "account 1: give url or user, not both",
+        ),
+        (
+            '[[account]]\nhost = "x"\nuser = "u"\n',
+            "account 1: exactly one secret source is needed (password_env, password_command, "
+            "keyring, oauth2_token_env or oauth2_token_command)",
+        ),
+    ],
+)
+def test_a_bad_entry_is_refused_naming_the_file_and_the_account(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = write_accounts(tmp_path, body)
+    with pytest.raises(AccountError) as info:
+        load_accounts(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_an_error_raised_inside_names_the_file_and_the_account_once(tmp_path: Path) -> None:
+    path = write_accounts(
+        tmp_path, '[[account]]\nurl = "pop://u@x.test"\nhost = "y"\npassword_env = "P"\n'
+    )
+    with pytest.raises(AccountError) as info:
+        load_accounts(path)
+    assert str(info.value) == f"{path}: account 1: give url or host, not both"
+
+
+async def test_the_secret_variables_named_in_the_file_are_the_ones_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIOPOP_TEST_PASSWORD", "from-the-password-variable")
+    monkeypatch.setenv("AIOPOP_TEST_TOKEN", "from-the-token-variable")
+    path = write_accounts(
+        tmp_path,
+        '[[account]]\nhost = "x"\nuser = "u"\npassword_env = "AIOPOP_TEST_PASSWORD"\n'
+        '[[account]]\nhost = "y"\nuser = "u"\noauth2_token_env = "AIOPOP_TEST_TOKEN"\n',
+    )
+    first, second = load_accounts(path)
+    assert callable(first.password)
+    assert callable(second.oauth2_token)
+    assert await first.password() == "from-the-password-variable"
+    assert await second.oauth2_token() == "from-the-token-variable"
+
+
+async def test_keyring_true_asks_for_service_aiopop_and_user_at_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def get_password(service: str, username: str) -> str:
+        asked.append((service, username))
+        return PASSWORD
+
+    monkeypatch.setitem(sys.modules, "keyring", types.SimpleNamespace(get_password=get_password))
+    path = write_accounts(tmp_path, '[[account]]\nhost = "x.test"\nuser = "u"\nkeyring = true\n')
+    (account,) = load_accounts(path)
+    assert callable(account.password)
+    assert await account.password() == PASSWORD
+    assert asked == [("aiopop", "u@x.test")]
+
+
+def test_a_timeout_under_a_second_loads(tmp_path: Path) -> None:
+    path = write_accounts(
+        tmp_path, '[[account]]\nhost = "x"\nuser = "u"\ntimeout = 0.5\npassword_env = "P"\n'
+    )
+    (account,) = load_accounts(path)
+    assert account.timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('""', "a command line (split as a shell would split it), not an empty or unclosed one"),
+        ("[]", "a command line or a non-empty array of strings"),
+    ],
+)
+def test_an_unusable_command_is_refused_in_these_words(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    path = write_accounts(
+        tmp_path, f'[[account]]\nhost = "x"\nuser = "u"\npassword_command = {value}\n'
+    )
+    with pytest.raises(AccountError) as info:
+        load_accounts(path)
+    assert str(info.value) == f"{path}: account 1: password_command must be {problem}"
