@@ -1015,3 +1015,101 @@ async def test_oauthbearer_names_the_host_and_port(ca: trustme.CA, mailbox: Mail
         f"host={server.host}".encode(),
         f"port={server.port}".encode(),
     ]
+
+
+# -- pinned by mutation testing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offered", "apop", "held_back", "auth"),
+    [
+        (["SCRAM-SHA-256"], True, "APOP", "+APOP"),
+        (["SCRAM-SHA-256", "PLAIN"], False, "USER", "+USER"),
+    ],
+)
+async def test_the_pin_hint_names_apop_and_user_as_an_account_spells_them(
+    mailbox: Mailbox, offered: list[str], apop: bool, held_back: str, auth: str
+) -> None:
+    server = POP3TestServer({"mrose": mailbox}, sasl=offered, apop=apop)
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.CredentialsError) as info:
+            await client.login("mrose", WRONG, allow_cleartext=True)
+    assert held_back not in attempts(server)
+    assert info.value.__notes__[-1] == (
+        f"to try another method, pin it: login(..., methods=[{held_back!r}]) "
+        f"or Account(auth={auth!r})"
+    )
+
+
+async def test_oauth2_refusals_say_what_is_missing_in_these_words(mailbox: Mailbox) -> None:
+    server = POP3TestServer({"mrose": mailbox}, sasl=["PLAIN", "XOAUTH2"])
+    async with server, client_for(server) as client:
+        with pytest.raises(ValueError, match="take a password") as wrong_methods:
+            await client.login("mrose", oauth2_token=TOKEN, methods=["USER", "plain"])
+        with pytest.raises(aiopop.InsecureLoginError) as cleartext:
+            await client.login("mrose", oauth2_token=TOKEN)
+        with pytest.raises(aiopop.MethodNotOfferedError) as not_asked:
+            await client.login(
+                "mrose", oauth2_token=TOKEN, methods=["OAUTHBEARER"], allow_cleartext=True
+            )
+    assert str(wrong_methods.value) == (
+        "PLAIN, USER take a password, not an OAuth 2.0 token; nothing was sent"
+    )
+    assert str(cleartext.value) == (
+        "an OAuth 2.0 token would be sent in cleartext; no token was sent. Use POP3_SSL "
+        "or a server that offers STLS, or pass allow_cleartext=True"
+    )
+    assert str(not_asked.value) == (
+        "the server offers no OAuth 2.0 mechanism of those asked for (SASL: PLAIN XOAUTH2);"
+        " no token was sent"
+    )
+    server = POP3TestServer({"mrose": mailbox}, sasl=[])
+    async with server, client_for(server) as client:
+        with pytest.raises(aiopop.MethodNotOfferedError) as none_offered:
+            await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
+    assert str(none_offered.value) == (
+        "the server offers no OAuth 2.0 mechanism (SASL: none); no token was sent"
+    )
+    assert verbs(server) == [b"CAPA", b"QUIT"]
+
+
+async def test_oauth2_against_a_server_without_capa_tries_xoauth2_only() -> None:
+    """No CAPA: nothing is known of SASL, and XOAUTH2 is the one providers ran before
+    RFC 7628; OAUTHBEARER is tried only when announced."""
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"CAPA"),
+        Send(b"-ERR unknown command\r\n"),
+        Expect(None),
+        Send(b"+OK logged in\r\n"),
+        Expect(b"QUIT"),
+        Send(b"+OK\r\n"),
+    ]
+    async with ScriptedServer(script) as server, client_for(server, timeout=5) as client:
+        method = await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
+    assert method is AuthMethod.XOAUTH2
+    assert server.received[1].startswith(b"AUTH XOAUTH2 ")
+    assert server.mismatches == []
+
+
+async def test_a_refused_tokens_error_is_noted_decoded_leniently_and_cut_at_500() -> None:
+    """The provider's error: bytes that are not UTF-8 are replaced, and at most 500
+    characters of it reach the note."""
+    error = b'{"status":"invalid_token","detail":"caf\xe9 ' + b"x" * 600 + b'"}'
+    script: list[Step] = [
+        Send(b"+OK ready\r\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nSASL XOAUTH2\r\n.\r\n"),
+        Expect(None),
+        Send(b"+ " + base64.b64encode(error) + b"\r\n"),
+        Expect(None),
+        Send(b"-ERR [AUTH] invalid credentials\r\n"),
+        Expect(b"QUIT"),
+        Send(b"+OK\r\n"),
+    ]
+    async with ScriptedServer(script) as server, client_for(server, timeout=5) as client:
+        with pytest.raises(aiopop.AuthenticationError) as info:
+            await client.login("mrose", oauth2_token=TOKEN, allow_cleartext=True)
+    expected = error.decode("utf-8", "replace")[:500]
+    assert "\ufffd" in expected
+    assert info.value.__notes__ == [f"XOAUTH2 error from the server: {expected}"]
