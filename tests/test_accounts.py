@@ -760,3 +760,57 @@ def test_an_unusable_command_is_refused_in_these_words(
     with pytest.raises(AccountError) as info:
         load_accounts(path)
     assert str(info.value) == f"{path}: account 1: password_command must be {problem}"
+
+
+def test_mailbox_key_takes_port_1_and_a_host_already_in_brackets() -> None:
+    assert mailbox_key("u", "x.test", 1) == "u@x.test:1"
+    assert mailbox_key("u", "[::1]", 1100) == "u@[::1]:1100"
+    assert mailbox_key("u", "::1", 1100) == "u@[::1]:1100"
+
+
+def test_account_refuses_an_empty_host_and_says_what_is_wrong_with_a_field() -> None:
+    with pytest.raises(AccountError, match="invalid host ''"):
+        Account("", "u")
+    with pytest.raises(AccountError) as cleartext:
+        Account("x.test", "u", allow_cleartext="yes")  # type: ignore[arg-type]
+    assert str(cleartext.value) == "allow_cleartext must be true or false"
+    with pytest.raises(AccountError) as label:
+        Account("x.test", "u", label=7)  # type: ignore[arg-type]
+    assert str(label.value) == "the label must be a string, not 7"
+
+
+async def test_an_empty_secret_is_refused_in_these_words() -> None:
+    async with POP3TestServer({"u": Mailbox(PASSWORD, [])}) as server:
+        account = Account(server.host, "u", port=server.port, tls="none", password="")
+        async with account.client() as client:
+            with pytest.raises(AccountError) as info:
+                await account.login(client)
+    assert str(info.value) == "the secret is empty or not a string"
+
+
+@pytest.mark.parametrize(
+    ("auth", "prefer", "expected"),
+    [
+        ("*", None, AuthMethod.OAUTHBEARER),  # login() chooses
+        ("*", AuthMethod.XOAUTH2, AuthMethod.XOAUTH2),  # the method that worked before
+        ("OAUTHBEARER", AuthMethod.XOAUTH2, AuthMethod.OAUTHBEARER),  # pinned: prefer ignored
+    ],
+)
+async def test_an_oauth2_account_in_cleartext_with_consent_uses_its_auth_and_prefer(
+    auth: str, prefer: AuthMethod | None, expected: AuthMethod
+) -> None:
+    box = Mailbox(PASSWORD, [], tokens=("tok-123",))
+    offered = ["XOAUTH2", "OAUTHBEARER"]
+    async with POP3TestServer({"u": box}, sasl=offered) as server:
+        account = Account(
+            server.host,
+            "u",
+            port=server.port,
+            tls="none",
+            auth=auth,
+            oauth2_token="tok-123",
+            allow_cleartext=True,
+        )
+        async with account.client() as client:
+            assert await account.login(client, prefer=prefer) is expected
+    assert server.sessions[0].mechanism == expected.value
