@@ -25,6 +25,7 @@ from aiopop.fetch import (
 from aiopop.maildir import Maildir
 from aiopop.state import STATE_FILE, DeliveryState, StateLock, StateLockedError
 from aiopop.testing import (
+    Close,
     Expect,
     Faults,
     GeneratedMessage,
@@ -1174,3 +1175,141 @@ async def test_a_failed_write_does_not_turn_a_cancellation_into_its_error(
         await client.close()
     assert os.listdir(tmp_path / "tmp") == []
     assert os.listdir(tmp_path / "new") == []
+
+
+async def test_max_size_may_be_none_or_zero_but_not_negative(tmp_path: Path) -> None:
+    client = aiopop.POP3("127.0.0.1", 1)
+    with pytest.raises(ValueError, match=r"^max_size "):
+        await fetch_to_maildir(client, tmp_path / "refused", account=ACCOUNT, max_size=-1)
+    assert not (tmp_path / "refused").exists()
+    _, server = serve(*MESSAGES[:2])
+    async with server:
+        unlimited = await fetch(server.port, tmp_path / "none", max_size=None)
+        nothing = await fetch(server.port, tmp_path / "zero", max_size=0)
+    assert [d.number for d in unlimited.delivered] == [1, 2]
+    assert unlimited.oversized == []
+    assert saved(tmp_path / "none") == sorted(map(unix, MESSAGES[:2]))
+    sizes = [(1, len(MESSAGES[0])), (2, len(MESSAGES[1]))]
+    assert [(o.number, o.size) for o in nothing.oversized] == sizes
+    assert saved(tmp_path / "zero") == []
+
+
+async def test_a_message_list_leaves_out_is_streamed_to_disk(tmp_path: Path) -> None:
+    """UIDL names it, LIST does not: its size is unknown, so it is streamed (bounded by
+    max_size as it arrives), never queued in memory on a guess."""
+    dialogue = [
+        (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n.\r\n"),
+        (b"LIST", b"+OK\r\n1 7\r\n.\r\n"),
+        (b"RETR 1", b"+OK\r\nsmall\r\n.\r\n"),
+        (b"RETR 2", b"+OK\r\nunlisted\r\n.\r\n"),
+        (b"QUIT", b"+OK\r\n"),
+    ]
+    async with ScriptedServer(script(*dialogue)) as server:
+        client = await scripted_client(server)
+        result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
+        await client.quit()
+    assert server.mismatches == []
+    assert [(d.number, d.uid, d.size) for d in result.delivered] == [(1, "a", 7), (2, "b", 10)]
+    assert saved(tmp_path) == [b"small\n", b"unlisted\n"]
+
+
+async def test_a_message_over_max_size_in_memory_is_reported_and_the_rest_saved(
+    tmp_path: Path,
+) -> None:
+    """LIST says 10; 200 octets come, under the stream threshold but over max_size."""
+    big = b"b" * 198 + b"\r\n"
+    dialogue = [
+        (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n3 c\r\n.\r\n"),
+        (b"LIST", b"+OK\r\n1 10\r\n2 10\r\n3 5\r\n.\r\n"),
+        (b"RETR 1", b"+OK\r\none\r\n.\r\n"),
+        (b"RETR 2", b"+OK\r\n" + big + b".\r\n"),
+        (b"RETR 3", b"+OK\r\nthree\r\n.\r\n"),
+        (b"QUIT", b"+OK\r\n"),
+    ]
+    async with ScriptedServer(script(*dialogue)) as server:
+        client = await scripted_client(server)
+        result = await fetch_to_maildir(client, tmp_path, account=ACCOUNT, max_size=50)
+        await client.quit()
+    assert server.mismatches == []
+    assert [(o.number, o.uid, o.size) for o in result.oversized] == [(2, "b", 200)]
+    assert [d.number for d in result.delivered] == [1, 3]
+    assert saved(tmp_path) == [b"one\n", b"three\n"]
+
+
+async def test_what_arrived_before_a_lost_connection_is_recorded_delivered(
+    tmp_path: Path,
+) -> None:
+    """The fetch fails, but the message received whole is in new/ and its row is
+    delivered, not pending: nothing is left for the next run to finish."""
+    dialogue = [
+        (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n.\r\n"),
+        (b"LIST", b"+OK\r\n1 5\r\n2 5\r\n.\r\n"),
+        (b"RETR 1", b"+OK\r\none\r\n.\r\n"),
+    ]
+    steps = [*script(*dialogue), Expect(b"RETR 2"), Close()]
+    async with ScriptedServer(steps) as server:
+        client = await scripted_client(server)
+        with pytest.raises(aiopop.ConnectionLostError):
+            await fetch_to_maildir(client, tmp_path, account=ACCOUNT)
+        await client.close()
+    assert saved(tmp_path) == [b"one\n"]
+    async with await DeliveryState.open(tmp_path / STATE_FILE) as state:
+        assert await state.pending(ACCOUNT) == []
+        assert await state.known(ACCOUNT) == {"a": 5}
+
+
+async def test_a_marked_message_known_without_a_file_is_fetched_again(tmp_path: Path) -> None:
+    """A watch sharing the state file recorded it (no file); a fetch deleted it but the
+    session ended before QUIT. Listed again, there is no file to compare with: it is
+    taken for new and fetched (a duplicate is possible, a loss is not)."""
+    message = b"Subject: a\r\n\r\nfirst\r\n"
+    mailbox = Mailbox(PASSWORD, [message], uids=["u"])
+    async with await DeliveryState.open(tmp_path / STATE_FILE) as state:
+        await state.commit(ACCOUNT, handed=[("u", len(message))])
+    async with POP3TestServer({USER: mailbox}) as server:
+        marked = await mark_without_quit(server.port, tmp_path)
+        assert (marked.delivered, marked.marked) == ([], [1])
+        result = await fetch(server.port, tmp_path, new_only=True)
+    assert [(d.number, d.uid) for d in result.delivered] == [(1, "u")]
+    assert saved(tmp_path) == [unix(message)]
+
+
+async def test_the_octets_of_a_batch_count_from_zero_in_every_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_sizes: list[int]
+) -> None:
+    """Six messages of 10 octets, batch_octets=21: each batch and each write takes three."""
+    real = Maildir.write_all_bytes
+    groups: list[int] = []
+
+    async def write_all_bytes(self: Maildir, messages: Sequence[bytes]) -> list[str]:
+        groups.append(len(messages))
+        return await real(self, messages)
+
+    monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
+    messages = [b"%d" % i + b"x" * 7 + b"\r\n" for i in range(6)]
+    _, server = serve(*messages)
+    async with server:
+        await fetch(server.port, tmp_path, batch_octets=21)
+    assert batch_sizes == [3, 3, 0]
+    assert groups == [3, 3]
+    assert saved(tmp_path) == sorted(map(unix, messages))
+
+
+async def test_the_pipeline_is_only_as_deep_as_memory_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five messages of 1,002 octets and 2,500 octets of memory: two RETRs queued at most."""
+    real = aiopop.POP3.retr_each
+    windows: list[int | None] = []
+
+    def retr_each(self: aiopop.POP3, numbers: Any, **options: Any) -> Any:
+        windows.append(options.get("window"))
+        return real(self, numbers, **options)
+
+    monkeypatch.setattr(aiopop.POP3, "retr_each", retr_each)
+    messages = [b"%d" % i + b"x" * 999 + b"\r\n" for i in range(5)]
+    _, server = serve(*messages)
+    async with server:
+        await fetch(server.port, tmp_path, memory=2500)
+    assert windows == [2]
+    assert saved(tmp_path) == sorted(map(unix, messages))
