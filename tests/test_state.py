@@ -371,3 +371,21 @@ async def test_a_locks_repr_names_its_mailbox_its_file_and_whether_it_is_held(
     async with lock:
         assert repr(lock) == f"<StateLock 'alice@x' {str(lock.path)!r} held>"
     assert repr(lock) == free
+
+
+def test_a_record_matches_a_size_unless_both_are_known_and_differ() -> None:
+    def record(size: int | None) -> Record:
+        return Record("u", size, "n", True, 0.0)
+
+    assert record(10).matches(10)
+    assert not record(10).matches(11)
+    assert not record(11).matches(10)
+    assert record(None).matches(5)  # unknown sizes (an older file) match anything
+    assert record(10).matches(None)
+    assert record(None).matches(None)
+
+
+async def test_a_commit_without_a_mailbox_records_under_the_empty_name(tmp_path: Path) -> None:
+    async with await DeliveryState.open(tmp_path / "s") as state:
+        await state.commit(handed=[("u", 1)])
+        assert await state.known("") == {"u": 1}
