@@ -389,3 +389,54 @@ async def test_a_commit_without_a_mailbox_records_under_the_empty_name(tmp_path:
     async with await DeliveryState.open(tmp_path / "s") as state:
         await state.commit(handed=[("u", 1)])
         assert await state.known("") == {"u": 1}
+
+
+async def test_the_error_of_a_call_cancelled_midway_is_retrieved_not_reported_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller gave up, the thread's work failed after that: the failure is read, so
+    asyncio never logs "exception was never retrieved" about it."""
+    import gc
+    import threading
+
+    state = await DeliveryState.open(tmp_path / "s")
+    release = threading.Event()
+
+    def failing(db: sqlite3.Connection) -> None:
+        release.wait(5)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    try:
+        task = asyncio.ensure_future(state._run(failing))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await state.close()
+    del task
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
+
+
+async def test_a_newer_format_says_to_upgrade_aiopop(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    make(path, "PRAGMA user_version = 3;")
+    with pytest.raises(StateError) as caught:
+        await DeliveryState.open(path)
+    assert str(caught.value) == (
+        f"{path}: state format 3 is newer than this aiopop's ({SCHEMA_VERSION}); upgrade aiopop"
+    )
+
+
+@pytest.mark.parametrize("version", [1, -1])
+async def test_an_unknown_older_format_is_refused_naming_it(tmp_path: Path, version: int) -> None:
+    """Version 1 without its messages table, or a version no aiopop wrote."""
+    path = tmp_path / "s"
+    make(path, f"CREATE TABLE other (x); PRAGMA user_version = {version};")
+    with pytest.raises(StateError) as caught:
+        await DeliveryState.open(path)
+    assert str(caught.value) == f"{path}: unknown state format {version}"
