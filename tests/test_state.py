@@ -440,3 +440,16 @@ async def test_an_unknown_older_format_is_refused_naming_it(tmp_path: Path, vers
     with pytest.raises(StateError) as caught:
         await DeliveryState.open(path)
     assert str(caught.value) == f"{path}: unknown state format {version}"
+
+
+async def test_a_lock_held_elsewhere_names_the_mailbox_the_state_and_the_lock_file(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "s"
+    async with StateLock(state, "alice@x", wait=0.05) as held:
+        with pytest.raises(StateLockedError) as caught:
+            await StateLock(state, "alice@x", wait=0.05).acquire()
+    assert str(caught.value) == (
+        f"another aiopop process is working on alice@x with the state {state} (it holds"
+        f" {held.path}); nothing was done: try again when it is finished"
+    )
