@@ -191,11 +191,13 @@ class Account:
                 raise AccountError(
                     f"{self.name}: an OAuth 2.0 token cannot be used with {self.auth}"
                 )
+            pinned = self.auth != "*"
             return await client.login(
                 self.user,
                 oauth2_token=self.oauth2_token,
                 allow_cleartext=self.allow_cleartext,
-                prefer=prefer if self.auth == "*" else None,
+                methods=[self.auth] if pinned else None,
+                prefer=None if pinned else prefer,
             )
         if self.password is None:
             raise AccountError(f"{self.name}: no password or OAuth 2.0 token")
@@ -282,6 +284,13 @@ class Account:
         if not host:
             raise AccountError(f"no host in POP URL: {_shown_url(url)}")
         options.setdefault("tls", "implicit" if scheme == "pops" else "starttls")
+        if "auth" in options:
+            if auth_part:
+                raise AccountError(
+                    "the login method is given twice: in the POP URL (;AUTH=) and as auth;"
+                    " keep one"
+                )
+            auth = options.pop("auth")
         return cls(
             host=host,
             user=urllib.parse.unquote(user),

@@ -814,3 +814,40 @@ async def test_an_oauth2_account_in_cleartext_with_consent_uses_its_auth_and_pre
         async with account.client() as client:
             assert await account.login(client, prefer=prefer) is expected
     assert server.sessions[0].mechanism == expected.value
+
+
+async def test_a_token_accounts_auth_pins_its_mechanism() -> None:
+    """auth="XOAUTH2" with a token: XOAUTH2, though the server offers OAUTHBEARER too."""
+    box = Mailbox("pw", [], tokens=("tok-123",))
+    async with POP3TestServer({"u": box}, sasl=["XOAUTH2", "OAUTHBEARER"]) as server:
+        account = Account(
+            server.host,
+            "u",
+            port=server.port,
+            tls="none",
+            auth="XOAUTH2",
+            oauth2_token="tok-123",
+            allow_cleartext=True,
+        )
+        async with account.client() as client:
+            method = await account.login(client)
+    assert server.sessions[0].mechanism == "XOAUTH2"
+    assert method is AuthMethod.XOAUTH2
+
+
+def test_a_url_and_auth_in_a_file_say_plainly_which_wins(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[[account]]\nurl = "pops://a@h.example"\nauth = "+APOP"\npassword_env = "P"\n\n'
+        '[[account]]\nurl = "pops://b;AUTH=+USER@h.example"\nauth = "+APOP"\n'
+        'password_env = "P"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(AccountError, match=r"login method is given twice") as caught:
+        load_accounts(path)
+    assert "got multiple values" not in str(caught.value)
+    path.write_text(
+        '[[account]]\nurl = "pops://a@h.example"\nauth = "+APOP"\npassword_env = "P"\n',
+        encoding="utf-8",
+    )
+    assert load_accounts(path)[0].auth == "+APOP"
