@@ -224,10 +224,11 @@ async def fetch_to_maildir(
         ("batch_messages", batch_messages),
         ("batch_octets", batch_octets),
         ("memory", memory),
-        ("max_size", 1 if max_size is None else max_size + 1),
     ):
         if value < 1:
             raise ValueError(f"{name} must be at least 1")
+    if max_size is not None and max_size < 0:
+        raise ValueError("max_size must be at least 0, or None for no limit")
     box = maildir if isinstance(maildir, Maildir) else Maildir(maildir)
     await box.create()
     async with StateLock(box.path / STATE_FILE, account, wait=lock_wait):
@@ -270,7 +271,7 @@ async def _fetch(
     wanted = _choose(uids, sizes, known, new_only, run.result)
     run.uids, run.sizes = uids or {}, sizes
     if max_size is not None:
-        wanted = [n for n in wanted if not run.too_big(n, sizes.get(n, 0), listed=True)]
+        wanted = [n for n in wanted if not run.too_big(n, sizes.get(n, 0))]
     threshold = stream_threshold
     if client.max_message_size is not None:
         threshold = min(threshold, client.max_message_size)
@@ -477,7 +478,7 @@ class _Run:
         """Files renamed into ``new/`` (and ``new/`` synced) whose rows the next transaction
         marks delivered."""
 
-    def too_big(self, number: int, size: int, *, listed: bool = False) -> bool:
+    def too_big(self, number: int, size: int) -> bool:
         """Whether message ``number`` of ``size`` octets is over ``max_size``; if so, note it."""
         if self.max_size is None or size <= self.max_size:
             return False
