@@ -1077,6 +1077,15 @@ async def test_a_message_saved_at_an_unknown_size_is_not_deleted_when_list_omits
     assert (result.skipped, result.marked, result.delivered) == (1, [], [])
 
 
+TWO_OF_THREE = [
+    (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n3 c\r\n.\r\n"),
+    (b"LIST", b"+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n"),
+    (b"RETR 1", b"+OK\r\none\r\n.\r\n"),
+    (b"RETR 2", b"+OK\r\ntwo\r\n.\r\n"),
+]
+"""Three messages listed, the first two sent: the third RETR gets no reply."""
+
+
 async def test_the_size_limit_counts_every_octet_of_a_streamed_message(tmp_path: Path) -> None:
     """Arriving in pieces each under ``max_size``, the whole is over it: dropped. A message
     of exactly ``max_size`` octets is written."""
@@ -1119,13 +1128,7 @@ async def test_cancelling_while_waiting_for_the_server_removes_the_files_written
         return names
 
     monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
-    dialogue = [
-        (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n3 c\r\n.\r\n"),
-        (b"LIST", b"+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n"),
-        (b"RETR 1", b"+OK\r\none\r\n.\r\n"),
-        (b"RETR 2", b"+OK\r\ntwo\r\n.\r\n"),
-    ]
-    steps = [*script(*dialogue), Expect(b"RETR 3")]  # and no reply
+    steps = [*script(*TWO_OF_THREE), Expect(b"RETR 3")]  # and no reply
     async with ScriptedServer(steps) as server:
         client = await scripted_client(server)
         task = asyncio.ensure_future(fetch_to_maildir(client, tmp_path, account=ACCOUNT))
@@ -1156,13 +1159,7 @@ async def test_a_failed_write_does_not_turn_a_cancellation_into_its_error(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
-    dialogue = [
-        (b"UIDL", b"+OK\r\n1 a\r\n2 b\r\n3 c\r\n.\r\n"),
-        (b"LIST", b"+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n"),
-        (b"RETR 1", b"+OK\r\none\r\n.\r\n"),
-        (b"RETR 2", b"+OK\r\ntwo\r\n.\r\n"),
-    ]
-    steps = [*script(*dialogue), Expect(b"RETR 3")]  # and no reply
+    steps = [*script(*TWO_OF_THREE), Expect(b"RETR 3")]  # and no reply
     async with ScriptedServer(steps) as server:
         client = await scripted_client(server)
         task = asyncio.ensure_future(fetch_to_maildir(client, tmp_path, account=ACCOUNT))

@@ -667,21 +667,25 @@ def test_watch_refuses_bad_options(options: dict[str, object]) -> None:
 EMPTY_LIST: list[Step] = [Send(b"+OK\r\n.\r\n"), Expect(b"LIST"), Send(b"+OK\r\n.\r\n")]
 
 
+def until_uidl(capa: bytes = b"") -> list[Step]:
+    """A session up to its UIDL: USER and PASS accepted, ``capa`` in CAPA after login."""
+    return [
+        GREETING,
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nUSER\r\n.\r\n"),
+        Expect(b"USER alice"),
+        Send(b"+OK\r\n"),
+        Expect(b"PASS " + PASSWORD.encode()),
+        Send(b"+OK\r\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\n" + capa + b".\r\n"),
+        Expect(b"UIDL"),
+    ]
+
+
 async def test_a_refused_quit_is_retried_and_a_refused_uidl_is_raised() -> None:
     def session(after_uidl: list[Step]) -> list[Step]:
-        return [
-            GREETING,
-            Expect(b"CAPA"),
-            Send(b"+OK\r\nUSER\r\n.\r\n"),
-            Expect(b"USER alice"),
-            Send(b"+OK\r\n"),
-            Expect(b"PASS " + PASSWORD.encode()),
-            Send(b"+OK\r\n"),
-            Expect(b"CAPA"),
-            Send(b"+OK\r\n.\r\n"),
-            Expect(b"UIDL"),
-            *after_uidl,
-        ]
+        return [*until_uidl(), *after_uidl]
 
     # -ERR to QUIT: the deletions did not commit; the next poll tries again.
     quit_refused = session(
@@ -854,16 +858,7 @@ def session_script(uidl: bytes, listing: bytes, *rest: Step, capa: bytes = b"") 
     """A logged-in session (``capa`` in CAPA after login) answering UIDL and LIST with
     these listings, then ``rest``."""
     return [
-        GREETING,
-        Expect(b"CAPA"),
-        Send(b"+OK\r\nUSER\r\n.\r\n"),
-        Expect(b"USER alice"),
-        Send(b"+OK\r\n"),
-        Expect(b"PASS " + PASSWORD.encode()),
-        Send(b"+OK\r\n"),
-        Expect(b"CAPA"),
-        Send(b"+OK\r\n" + capa + b".\r\n"),
-        Expect(b"UIDL"),
+        *until_uidl(capa),
         Send(b"+OK\r\n" + uidl + b".\r\n"),
         Expect(b"LIST"),
         Send(b"+OK\r\n" + listing + b".\r\n"),
