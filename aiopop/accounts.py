@@ -287,8 +287,7 @@ class Account:
         if "auth" in options:
             if auth_part:
                 raise AccountError(
-                    "the login method is given twice: in the POP URL (;AUTH=) and as auth;"
-                    " keep one"
+                    "the login method is given twice: in the POP URL (;AUTH=) and as auth; keep one"
                 )
             auth = options.pop("auth")
         return cls(
