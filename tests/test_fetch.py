@@ -9,7 +9,7 @@ import errno
 import hashlib
 import os
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1086,6 +1086,26 @@ TWO_OF_THREE = [
 """Three messages listed, the first two sent: the third RETR gets no reply."""
 
 
+@contextlib.asynccontextmanager
+async def stalled_at_the_third(path: Path, ready: asyncio.Event) -> AsyncIterator[None]:
+    """A fetch of :data:`TWO_OF_THREE` into ``path``, entered once ``ready`` is set and the
+    third RETR has gone out; leaving cancels it, and the cancellation is its outcome."""
+    steps = [*script(*TWO_OF_THREE), Expect(b"RETR 3")]  # and no reply
+    async with ScriptedServer(steps) as server:
+        client = await scripted_client(server)
+        task = asyncio.ensure_future(fetch_to_maildir(client, path, account=ACCOUNT))
+        try:
+            async with asyncio.timeout(5):
+                await ready.wait()
+            await wait_until(lambda: server.received[-1:] == [b"RETR 3"])
+            yield
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.close()
+
+
 async def test_the_size_limit_counts_every_octet_of_a_streamed_message(tmp_path: Path) -> None:
     """Arriving in pieces each under ``max_size``, the whole is over it: dropped. A message
     of exactly ``max_size`` octets is written."""
@@ -1128,18 +1148,8 @@ async def test_cancelling_while_waiting_for_the_server_removes_the_files_written
         return names
 
     monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
-    steps = [*script(*TWO_OF_THREE), Expect(b"RETR 3")]  # and no reply
-    async with ScriptedServer(steps) as server:
-        client = await scripted_client(server)
-        task = asyncio.ensure_future(fetch_to_maildir(client, tmp_path, account=ACCOUNT))
-        async with asyncio.timeout(5):
-            await written.wait()
-        await wait_until(lambda: server.received[-1:] == [b"RETR 3"])
+    async with stalled_at_the_third(tmp_path, written):
         assert len(os.listdir(tmp_path / "tmp")) == 2
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await client.close()
     assert os.listdir(tmp_path / "tmp") == []
     assert os.listdir(tmp_path / "new") == []
     async with await DeliveryState.open(tmp_path / STATE_FILE) as state:
@@ -1159,17 +1169,8 @@ async def test_a_failed_write_does_not_turn_a_cancellation_into_its_error(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
-    steps = [*script(*TWO_OF_THREE), Expect(b"RETR 3")]  # and no reply
-    async with ScriptedServer(steps) as server:
-        client = await scripted_client(server)
-        task = asyncio.ensure_future(fetch_to_maildir(client, tmp_path, account=ACCOUNT))
-        async with asyncio.timeout(5):
-            await failed.wait()
-        await wait_until(lambda: server.received[-1:] == [b"RETR 3"])
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await client.close()
+    async with stalled_at_the_third(tmp_path, failed):
+        pass
     assert os.listdir(tmp_path / "tmp") == []
     assert os.listdir(tmp_path / "new") == []
 

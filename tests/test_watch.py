@@ -456,19 +456,7 @@ async def test_polls_are_never_closer_than_the_login_delay(
 async def test_a_retry_after_login_waits_for_the_login_delay() -> None:
     # Logged in, LOGIN-DELAY 900 announced, then the connection is lost:
     # the backoff says 0.5 s, the server says not before 900 s.
-    script: list[Step] = [
-        GREETING,
-        Expect(b"CAPA"),
-        Send(b"+OK\r\nUSER\r\n.\r\n"),
-        Expect(b"USER alice"),
-        Send(b"+OK\r\n"),
-        Expect(b"PASS " + PASSWORD.encode()),
-        Send(b"+OK logged in\r\n"),
-        Expect(b"CAPA"),
-        Send(b"+OK\r\nLOGIN-DELAY 900\r\n.\r\n"),
-        Expect(b"UIDL"),
-        Close(),
-    ]
+    script: list[Step] = [*until_uidl(b"LOGIN-DELAY 900\r\n"), Close()]
     time = FakeTime(stop_after=3)
     async with ScriptedServer(script) as server:
         watcher = time.watch(account_for(server), backoff=(0.5, 10))
@@ -711,16 +699,7 @@ async def test_finish_stops_even_when_the_connection_drops_at_its_dele(
 ) -> None:
     message = b"Subject: hi\r\n\r\nhello\r\n"
     script: list[Step] = [
-        GREETING,
-        Expect(b"CAPA"),
-        Send(b"+OK\r\nUSER\r\n.\r\n"),
-        Expect(b"USER alice"),
-        Send(b"+OK\r\n"),
-        Expect(b"PASS " + PASSWORD.encode()),
-        Send(b"+OK\r\n"),
-        Expect(b"CAPA"),
-        Send(b"+OK\r\n.\r\n"),
-        Expect(b"UIDL"),
+        *until_uidl(),
         Send(b"+OK\r\n1 uid-1\r\n.\r\n"),
         Expect(b"LIST"),
         Send(b"+OK\r\n1 %d\r\n.\r\n" % len(message)),
