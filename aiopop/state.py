@@ -386,9 +386,13 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
     try:
         db.execute("PRAGMA synchronous = FULL")  # every commit reaches the disk
-        with db:
-            db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait
-            _migrate(db, path)
+        # A file already in this format needs no write lock: SQLiteStore opens it for
+        # every operation. Otherwise one process migrates while the others wait, and
+        # _migrate reads the version again under the lock.
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                _migrate(db, path)
     except sqlite3.DatabaseError as exc:
         db.close()
         if isinstance(exc, sqlite3.OperationalError):
