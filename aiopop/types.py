@@ -8,9 +8,10 @@ import operator
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, Self, SupportsIndex, TypeVar, overload
+from typing import Any, Generic, Literal, NamedTuple, Self, SupportsIndex, TypeVar, overload
 
 __all__ = [
+    "TLS_POLICIES",
     "AuthMethod",
     "Capabilities",
     "Expire",
@@ -18,9 +19,23 @@ __all__ = [
     "LoginDelay",
     "SizeListing",
     "Stat",
+    "TLSPolicy",
     "UidEntry",
     "UidListing",
 ]
+
+TLSPolicy = Literal["implicit", "starttls", "if-offered", "none"]
+"""How a connection gets TLS; one meaning wherever the words appear (the client,
+:class:`~aiopop.Account`, ``aiopop --tls`` and :mod:`aiopop.testing`):
+
+* ``"implicit"``: TLS from the first octet (POP3S, port 995, RFC 8314);
+* ``"starttls"``: TLS by STLS (RFC 2595), required: without it the
+  connection fails before any credential is sent;
+* ``"if-offered"``: STLS when the server offers it, else cleartext;
+* ``"none"``: never TLS.
+"""
+TLS_POLICIES: frozenset[str] = frozenset({"implicit", "starttls", "if-offered", "none"})
+"""The words of :data:`TLSPolicy`."""
 
 
 class Stat(NamedTuple):

@@ -178,6 +178,43 @@ async def test_pipelining_on_or_off(pop3_server: POP3ServerFixture, pipelining: 
     assert bool(server.sessions[0].pipelined) is pipelining
 
 
+async def test_tls_starttls_means_required_on_the_server_too(
+    pop3_server: POP3ServerFixture,
+) -> None:
+    # One word, one meaning: "starttls" is TLS by STLS, required, for the
+    # server as for the client. A login before STLS is refused, as Dovecot does.
+    server = await pop3_server.start(tls="starttls")
+    async with server.client() as client:
+        with pytest.raises(aiopop.AuthenticationError, match="Plaintext authentication"):
+            await client.user(server.user)
+        await client.stls()
+        await client.user(server.user)
+        await client.pass_(server.password)
+    # The client asks CAPA again after STLS (RFC 2595 section 4); the rest is ours.
+    sent = [keyword for keyword in server.sessions[0].keywords if keyword != "CAPA"]
+    assert sent[:4] == ["USER", "STLS", "USER", "PASS"]
+    assert server.sessions[0].user == server.user
+
+
+async def test_tls_if_offered_allows_a_cleartext_login(pop3_server: POP3ServerFixture) -> None:
+    server = await pop3_server.start(tls="if-offered")
+    async with server.client() as client:
+        assert "STLS" in await client.capa()
+        await client.user(server.user)
+        await client.pass_(server.password)
+        assert not client.is_tls
+    assert server.sessions[0].user == server.user
+    assert not server.sessions[0].tls
+
+
+@pytest.mark.parametrize("word", ["none", None])
+async def test_tls_none_offers_no_stls(pop3_server: POP3ServerFixture, word: str | None) -> None:
+    server = await pop3_server.start(tls=word)  # type: ignore[arg-type]
+    assert server.tls is None
+    async with server.client() as client:
+        assert "STLS" not in await client.capa()
+
+
 async def test_other_server_options_pass_through(pop3_server: POP3ServerFixture) -> None:
     server = await pop3_server.start(greeting=b"Hello from the test", extra_capabilities=["X-ONE"])
     async with server.client() as client:
@@ -194,6 +231,7 @@ async def test_other_server_options_pass_through(pop3_server: POP3ServerFixture)
         ({"host": "localhost"}, ValueError, "loopback"),
         ({"ssl_context": None}, TypeError, "tls='implicit'"),
         ({"starttls_context": None}, TypeError, "tls='implicit'"),
+        ({"require_tls": True}, TypeError, "tls='implicit'"),
     ],
 )
 async def test_start_checks_its_options(

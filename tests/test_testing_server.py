@@ -28,7 +28,6 @@ import pytest
 import trustme
 
 from aiopop import sasl
-from aiopop._apop import apop_digest
 from aiopop.testing import (
     MAX_LINE,
     Close,
@@ -60,6 +59,11 @@ SECOND = b"Subject: two\r\n\r\nbody\r\n"
 THIRD = b"Subject: three\r\n\r\n" + b"x\r\n" * 5
 FIRST_CRLF = FIRST.replace(b"\n", b"\r\n")
 FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
+
+
+def md5_hex(data: bytes) -> bytes:
+    """The APOP digest computed here, independently of the client's code."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest().encode()
 
 
 def mailboxes() -> dict[str, Mailbox]:
@@ -980,7 +984,7 @@ async def test_correct_logins_are_not_delayed_or_closed() -> None:
         wire = await Wire.pop(srv)
         stamp = re.search(rb"<[^>]*>", wire.greeting)
         assert stamp
-        digest = apop_digest(stamp[0], b"hunter2").encode()
+        digest = md5_hex(stamp[0] + b"hunter2")
         assert (await wire.cmd(b"APOP bob " + digest)).startswith(b"+OK Mailbox locked")
         await wire.close()
 
@@ -1011,7 +1015,7 @@ async def test_apop_on_the_wire(server: POP3TestServer) -> None:
     wire = await Wire.pop(server)
     stamp = re.search(rb"<[^>]*>", wire.greeting)
     assert stamp
-    digest = apop_digest(stamp[0], b"secret").encode()
+    digest = md5_hex(stamp[0] + b"secret")
     assert await wire.cmd(b"APOP alice " + digest.upper()) == (
         b"-ERR [AUTH] Authentication failed.\r\n"
     )
@@ -1024,12 +1028,26 @@ async def test_apop_on_the_wire(server: POP3TestServer) -> None:
     assert b"secret" not in b"".join(server.sessions[0].lines)
 
 
+async def test_apop_digest_is_checked_independently_of_the_client(
+    server: POP3TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client whose digest is wrong must fail here: the server does not reuse it.
+    import aiopop._apop
+
+    monkeypatch.setattr(aiopop._apop, "_selected", lambda data: "0" * 32)
+    client = aiopop.POP3(server.host, server.port)
+    async with client:
+        with pytest.raises(aiopop.AuthenticationError):
+            await client.apop("alice", "secret")
+    assert b"APOP alice " + b"0" * 32 in server.sessions[0].lines
+
+
 async def test_apop_not_accepted_keeps_the_timestamp() -> None:
     async with POP3TestServer(mailboxes(), apop_accepted=False) as srv:
         wire = await Wire.pop(srv)
         stamp = re.search(rb"<[^>]*>", wire.greeting)
         assert stamp
-        digest = apop_digest(stamp[0], b"secret").encode()
+        digest = md5_hex(stamp[0] + b"secret")
         assert await wire.cmd(b"APOP alice " + digest) == b"-ERR Unknown command\r\n"
         assert (await wire.login()).startswith(b"+OK")
         await wire.close()
@@ -1991,7 +2009,7 @@ async def test_faults_error_at_login_refuses_every_login_method() -> None:
         assert await wire.cmd(b"PASS secret") == down
         timestamp = srv.sessions[0].apop_timestamp
         assert timestamp is not None
-        assert await wire.cmd(b"APOP alice " + apop_digest(timestamp, b"secret").encode()) == down
+        assert await wire.cmd(b"APOP alice " + md5_hex(timestamp + b"secret")) == down
         _, listed = await wire.multi(b"AUTH")  # only lists the mechanisms
         assert listed == b"PLAIN\r\n"
         assert await sasl_exchange(wire, sasl.Plain("alice", "secret")) == down

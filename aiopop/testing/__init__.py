@@ -32,6 +32,9 @@ docs/testing.md): a :class:`POP3ServerFixture`, the handle of a running
 server whose ``start()`` starts more, with TLS from a :class:`LocalCA`.
 """
 
+import warnings
+from typing import Any
+
 from ._faults import LOGIN, Faults, Selector
 from ._fixture import (
     DEFAULT_MESSAGES,
@@ -40,7 +43,6 @@ from ._fixture import (
     LocalCA,
     POP3ServerFixture,
     ServerHandle,
-    TLSMode,
 )
 from ._generated import GeneratedMessage
 from ._mailbox import Mailbox
@@ -84,7 +86,21 @@ __all__ = [
     "Sleep",
     "StartTLS",
     "Step",
-    "TLSMode",
     "Trickle",
     "WaitForClose",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Deprecated names, kept for one minor version.
+    if name == "TLSMode":
+        warnings.warn(
+            "aiopop.testing.TLSMode is deprecated: use aiopop.TLSPolicy, whose words "
+            "the pop3_server fixture now takes",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from aiopop.types import TLSPolicy
+
+        return TLSPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

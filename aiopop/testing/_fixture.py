@@ -17,9 +17,10 @@ import dataclasses
 import ipaddress
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from aiopop.client import POP3, POP3_SSL
+from aiopop.types import TLS_POLICIES, TLSPolicy
 
 from ._faults import Faults
 from ._mailbox import Mailbox, Message
@@ -36,11 +37,8 @@ __all__ = [
     "LocalCA",
     "POP3ServerFixture",
     "ServerHandle",
-    "TLSMode",
 ]
 
-TLSMode = Literal["implicit", "starttls"]
-"""``"implicit"``: POP3S, TLS from the first octet; ``"starttls"``: plain TCP offering STLS."""
 
 DEFAULT_USER = "user"
 """The user name of the mailbox a server gets when no ``mailboxes`` are given."""
@@ -68,7 +66,6 @@ DEFAULT_MESSAGES: tuple[bytes, ...] = tuple(
 """The three messages of that mailbox (CRLF line ends; the second has a lone ``.`` line)."""
 
 _CERT_NAMES = ("127.0.0.1", "::1", "localhost")
-_TLS_MODES: frozenset[str] = frozenset({"implicit", "starttls"})
 _TRUSTME_MISSING = (
     "pop3_server's TLS modes need the trustme package to make certificates: pip install trustme"
 )
@@ -119,11 +116,11 @@ class ServerHandle:
     :meth:`client` makes an unconnected client that trusts the server.
     """
 
-    def __init__(self, server: POP3TestServer, tls: TLSMode | None, ca: LocalCA) -> None:
+    def __init__(self, server: POP3TestServer, tls: TLSPolicy | None, ca: LocalCA) -> None:
         self.server = server
         """The :class:`POP3TestServer` itself."""
-        self.tls: TLSMode | None = tls
-        """``"implicit"``, ``"starttls"`` or None (plain TCP, no STLS)."""
+        self.tls: TLSPolicy | None = tls
+        """``"implicit"``, ``"starttls"``, ``"if-offered"`` or None (plain TCP, no STLS)."""
         self._ca = ca
 
     @property
@@ -211,7 +208,7 @@ class POP3ServerFixture(ServerHandle):
     with options. Every server is closed when the test ends.
     """
 
-    def __init__(self, server: POP3TestServer, tls: TLSMode | None, ca: LocalCA) -> None:
+    def __init__(self, server: POP3TestServer, tls: TLSPolicy | None, ca: LocalCA) -> None:
         super().__init__(server, tls, ca)
         self._started: list[ServerHandle] = []
 
@@ -227,7 +224,7 @@ class POP3ServerFixture(ServerHandle):
         *,
         mailboxes: Mapping[str, Mailbox] | None = None,
         messages: Sequence[Message] | None = None,
-        tls: TLSMode | None = None,
+        tls: TLSPolicy | None = None,
         sasl: Sequence[str] = (),
         pipelining: bool = True,
         apop: bool = True,
@@ -244,9 +241,12 @@ class POP3ServerFixture(ServerHandle):
         * ``mailboxes``: user names and their :class:`Mailbox`; by default one
           mailbox ``"user"``/``"password"`` with ``messages`` (by default
           :data:`DEFAULT_MESSAGES`). Give one or the other, not both.
-        * ``tls``: ``"implicit"`` (POP3S) or ``"starttls"`` (STLS offered), with
-          a certificate from the session's :class:`LocalCA` (needs trustme);
-          None for plain TCP.
+        * ``tls``: the words of :data:`aiopop.TLSPolicy`, with one meaning on
+          both sides of the connection: ``"implicit"`` (POP3S, TLS from the
+          first octet); ``"starttls"`` (STLS offered, and required: a login
+          before it is refused); ``"if-offered"`` (STLS offered, cleartext
+          logins allowed too); ``"none"`` or None (plain TCP, no STLS). The
+          certificate comes from the session's :class:`LocalCA` (needs trustme).
         * ``sasl``: SASL mechanisms to offer (``["SCRAM-SHA-256", "PLAIN"]``).
         * ``pipelining``, ``apop``, ``user_pass``, ``close_after_failed_login``,
           ``failed_login_delay``: as :class:`POP3TestServer` has them.
@@ -262,11 +262,15 @@ class POP3ServerFixture(ServerHandle):
             )
         if mailboxes is not None and messages is not None:
             raise ValueError("give mailboxes or messages, not both")
-        if tls is not None and tls not in _TLS_MODES:
-            raise ValueError(f"tls must be 'implicit', 'starttls' or None, not {tls!r}")
-        for name in ("ssl_context", "starttls_context"):
+        if tls is not None and tls not in TLS_POLICIES:
+            raise ValueError(f"tls must be one of {sorted(TLS_POLICIES)} or None, not {tls!r}")
+        if tls == "none":
+            tls = None
+        for name in ("ssl_context", "starttls_context", "require_tls"):
             if name in options:
-                raise TypeError(f"pass tls='implicit' or tls='starttls' rather than {name}")
+                raise TypeError(
+                    f"pass tls='implicit', 'starttls' or 'if-offered' rather than {name}"
+                )
         if mailboxes is None:
             content = DEFAULT_MESSAGES if messages is None else messages
             mailboxes = {DEFAULT_USER: Mailbox(DEFAULT_PASSWORD, list(content))}
@@ -274,8 +278,9 @@ class POP3ServerFixture(ServerHandle):
             faults = dataclasses.replace(faults or Faults(), latency=latency)
         if tls == "implicit":
             options["ssl_context"] = self._ca.server_context()
-        elif tls == "starttls":
+        elif tls is not None:
             options["starttls_context"] = self._ca.server_context()
+            options["require_tls"] = tls == "starttls"
         server = POP3TestServer(
             mailboxes,
             host=host,

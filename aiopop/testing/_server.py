@@ -37,6 +37,9 @@ class POP3TestServer(LoopbackServer):
 
     * ``ssl_context``: serve implicit TLS (POP3S) with this server context.
     * ``starttls_context``: offer STLS (RFC 2595) and upgrade with this context.
+    * ``require_tls``: with ``starttls_context``, refuse USER, APOP and AUTH
+      until STLS succeeded, with Dovecot's ``-ERR [AUTH] Plaintext
+      authentication disallowed on non-secure (SSL/TLS) connections.``
     * ``apop``: put an APOP timestamp ``<pid.counter.clock@hostname>`` in the
       greeting. ``apop_accepted=False`` keeps the timestamp but answers APOP
       with ``-ERR Unknown command``, as some servers do.
@@ -96,6 +99,7 @@ class POP3TestServer(LoopbackServer):
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         starttls_context: ssl.SSLContext | None = None,
+        require_tls: bool = False,
         apop: bool = True,
         apop_accepted: bool = True,
         user_pass: bool = True,
@@ -117,6 +121,8 @@ class POP3TestServer(LoopbackServer):
             raise ValueError("greeting must not contain CR, LF or NUL")
         if ssl_context is not None and starttls_context is not None:
             raise ValueError("STLS makes no sense on an implicit TLS port")
+        if require_tls and starttls_context is None:
+            raise ValueError("require_tls needs a starttls_context to offer STLS with")
         if any(re.search(r"[\x00-\x1f\x7f]", line) or not line for line in extra_capabilities):
             raise ValueError("each extra capability must be a non-empty line without controls")
         unknown = [name for name in sasl if name.upper() not in MECHANISMS]
@@ -146,6 +152,7 @@ class POP3TestServer(LoopbackServer):
             pipelining=pipelining,
             require_utf8_mode=require_utf8_mode,
             starttls_context=starttls_context,
+            require_tls=require_tls,
             close_after_failed_login=close_after_failed_login,
             failed_login_delay=failed_login_delay,
             extra_capabilities=tuple(extra_capabilities),

@@ -6,13 +6,12 @@ import asyncio
 import base64
 import binascii
 import enum
+import hashlib
 import hmac
 import re
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-
-from aiopop._apop import apop_digest
 
 from ._faults import Faults, matches
 from ._generated import GeneratedMessage
@@ -112,6 +111,7 @@ class Options:
     pipelining: bool
     require_utf8_mode: bool
     starttls_context: ssl.SSLContext | None
+    require_tls: bool = False
     close_after_failed_login: bool = False
     failed_login_delay: float = 0.0
     extra_capabilities: tuple[str, ...] = ()
@@ -175,8 +175,23 @@ def _listing(first: str, lines: list[str]) -> bytes:
 
 
 _AUTH_FAILED = _err("[AUTH] Authentication failed.")
+# Dovecot's words when a login comes before TLS and plaintext logins are disabled.
+_TLS_FIRST = _err("[AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
 _IN_USE = _err("[IN-USE] Mailbox is locked by another session.")
 _UNKNOWN = _err("Unknown command")
+
+
+def _apop_digest(data: bytes) -> bytes:
+    """MD5 of ``timestamp + secret`` in lower-case hex (RFC 1939 section 7).
+
+    Computed here with :mod:`hashlib`, not with the client's code, so that a
+    bug in the client's digest cannot pass against this server. On a build
+    whose hashlib refuses MD5 (FIPS), APOP logins are refused.
+    """
+    try:
+        return hashlib.md5(data, usedforsecurity=False).hexdigest().encode()
+    except ValueError:  # pragma: no cover - FIPS builds only
+        return b""
 
 
 class _Dropped(Exception):
@@ -434,6 +449,8 @@ class _Session:
         return None
 
     def cmd_user(self, arg: bytes | None) -> bytes:
+        if self.needs_tls:
+            return _TLS_FIRST
         if not self.options.user_pass:
             return _err("USER/PASS is not available on this server, use APOP")
         if self.after_user is not None:
@@ -460,6 +477,11 @@ class _Session:
             self.record.mechanism = "USER"
         return reply
 
+    @property
+    def needs_tls(self) -> bool:
+        """True while a login must wait for STLS (the server's ``require_tls``)."""
+        return self.options.require_tls and not self.record.tls
+
     def refuse_login(self) -> bytes:
         """Refuse wrong credentials: after the delay, and maybe closing (RFC 1939 section 4)."""
         self.login_failed = True
@@ -471,6 +493,8 @@ class _Session:
         timestamp = self.record.apop_timestamp
         if timestamp is None or not self.options.apop_accepted:
             return _UNKNOWN
+        if self.needs_tls:
+            return _TLS_FIRST
         if self.after_user is not None:
             return _err("Send PASS or QUIT after a successful USER")
         args = _split(arg)
@@ -483,7 +507,7 @@ class _Session:
         if found is None:
             return self.refuse_login()
         secret = saslprep(found[1].password).encode()
-        if not hmac.compare_digest(args[1], apop_digest(timestamp, secret).encode()):
+        if not hmac.compare_digest(args[1], _apop_digest(timestamp + secret)):
             return self.refuse_login()
         reply = self.login(*found)
         if self.state is State.TRANSACTION:
@@ -494,6 +518,8 @@ class _Session:
         if arg is None:
             # RFC 5034 leaves AUTH without arguments open; list the mechanisms.
             return _listing("Mechanisms follow", list(self.options.sasl))
+        if self.needs_tls:
+            return _TLS_FIRST
         if self.after_user is not None:
             return _err("Send PASS or QUIT after a successful USER")
         name, _, initial = arg.partition(b" ")
