@@ -19,7 +19,6 @@ __all__ = [
     "sync_files",
     "write_atomically",
     "write_new",
-    "write_new_bytes",
     "write_new_files",
 ]
 
@@ -132,23 +131,14 @@ def _opener(mode: int) -> Callable[[str, int], int]:
     return opener
 
 
-async def write_new_bytes(
-    path: str | os.PathLike[str], data: bytes, *, fsync: bool, mode: int = 0o666
-) -> None:
-    """Create ``path`` (which must not exist) holding ``data``, in one trip to a worker thread.
-
-    For small files, where each of :func:`write_new`'s steps (open, write,
-    flush, sync, close) would cost a thread hop of its own. With ``fsync``
-    the data is synced before the file is closed. On any error the file is
-    removed and the error propagates.
-    """
-    await write_new_files([(path, data)], fsync=fsync, mode=mode)
-
-
 async def write_new_files(
     files: Sequence[tuple[str | os.PathLike[str], bytes]], *, fsync: bool, mode: int
 ) -> None:
-    """:func:`write_new_bytes` for several files, one after the other in one worker thread.
+    """Create each path of ``files`` (none may exist) holding its data, in one worker thread.
+
+    One trip to the thread for all of them, where each step of
+    :func:`write_new` (open, write, flush, sync, close) would cost a hop of
+    its own; with ``fsync`` each file is synced before it is closed.
 
     All or none: on an error or a cancellation every file of ``files`` that
     was created is removed (after a cancellation, once the thread is done,

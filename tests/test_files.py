@@ -204,7 +204,7 @@ async def test_a_disk_error_names_its_file_a_lost_connection_does_not(
     with monkeypatch.context() as patch:
         patch.setattr(os, "write", full)
         with pytest.raises(OSError, match="No space") as caught:
-            await _files.write_new_bytes(tmp_path / "a", b"data", fsync=True)
+            await _files.write_new_files([(tmp_path / "a", b"data")], fsync=True, mode=0o666)
     assert caught.value.filename == str(tmp_path / "a")
 
     async def cut() -> AsyncIterator[list[bytes]]:
