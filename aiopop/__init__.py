@@ -6,59 +6,115 @@ so that poplib programs port line by line::
     async with aiopop.POP3_SSL("pop.example.com") as client:
         await client.login("user", "password")
         print("You have %d messages totaling %d bytes" % await client.stat())
+
+The public API is what this module's ``__all__`` lists, plus two
+namespaces: :mod:`aiopop.sasl` (the SASL mechanisms) and
+:mod:`aiopop.testing` (a POP3 server and a pytest fixture for tests). Every
+other module is private and may change without notice; each public name
+says ``aiopop`` in its ``__module__``, so reprs, tracebacks and the
+documentation show the name to import. The features load on first use:
+``import aiopop`` costs neither :mod:`ssl` nor :mod:`sqlite3`.
 """
 
-from . import sasl
-from ._connection import MessageStream
-from ._state import State
-from .accounts import Account, AccountError, load_accounts
-from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
-from .errors import (
-    APOPNotOfferedError,
-    AuthenticationError,
-    CommandStateError,
-    ConnectionClosedError,
-    ConnectionLostError,
-    CredentialsError,
-    InsecureLoginError,
-    LoginDelayError,
-    MailboxInUseError,
-    MalformedReplyError,
-    MethodNotOfferedError,
-    PermanentFailureError,
-    POP3Error,
-    POP3TimeoutError,
-    ProtocolError,
-    ResponseError,
-    SASLError,
-    TemporaryFailureError,
-    TLSRequiredError,
-    error_proto,
-)
-from .fetch import FetchResult, Oversized, UIDLUnavailableError, fetch_to_maildir
-from .many import CheckResult, check_many
-from .state import StateError, StateLockedError
-from .stores import MemoryStore, SeenStore, SQLiteStore
-from .types import (
-    AuthMethod,
-    Capabilities,
-    Expire,
-    ListEntry,
-    LoginDelay,
-    SizeListing,
-    Stat,
-    UidEntry,
-    UidListing,
-)
-from .watch import NewMessage, Watcher, watch
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Each public name and the private module that defines it.
+_SOURCES: dict[str, str] = {
+    # the client
+    "POP3": "_client",
+    "POP3_SSL": "_client",
+    "POP3_PORT": "_client",
+    "POP3_SSL_PORT": "_client",
+    "DEFAULT_TIMEOUT": "_client",
+    "MessageStream": "_connection",
+    "State": "_state",
+    "OAuth2Token": "_login",
+    # what the client returns
+    "AuthMethod": "_types",
+    "Capabilities": "_types",
+    "Expire": "_types",
+    "ListEntry": "_types",
+    "LoginDelay": "_types",
+    "SizeListing": "_types",
+    "Stat": "_types",
+    "TLSPolicy": "_types",
+    "TLS_POLICIES": "_types",
+    "UidEntry": "_types",
+    "UidListing": "_types",
+    # errors
+    "APOPNotOfferedError": "_errors",
+    "AccountError": "_accounts",
+    "AuthenticationError": "_errors",
+    "CommandStateError": "_errors",
+    "ConnectionClosedError": "_errors",
+    "ConnectionLostError": "_errors",
+    "CredentialsError": "_errors",
+    "InsecureLoginError": "_errors",
+    "LoginDelayError": "_errors",
+    "MailboxInUseError": "_errors",
+    "MalformedReplyError": "_errors",
+    "MethodNotOfferedError": "_errors",
+    "POP3Error": "_errors",
+    "POP3TimeoutError": "_errors",
+    "PermanentFailureError": "_errors",
+    "ProtocolError": "_errors",
+    "ResponseError": "_errors",
+    "SASLError": "_errors",
+    "TLSRequiredError": "_errors",
+    "TemporaryFailureError": "_errors",
+    "UIDLUnavailableError": "_fetch",
+    "error_proto": "_errors",
+    # accounts
+    "Account": "_accounts",
+    "Secret": "_accounts",
+    "load_accounts": "_accounts",
+    "mailbox_key": "_accounts",
+    "secret_from_command": "_accounts",
+    "secret_from_env": "_accounts",
+    "secret_from_keyring": "_accounts",
+    # many mailboxes at once
+    "CheckResult": "_many",
+    "check_many": "_many",
+    # fetching into a Maildir
+    "Delivery": "_fetch",
+    "FetchResult": "_fetch",
+    "Oversized": "_fetch",
+    "Refusal": "_fetch",
+    "fetch_to_maildir": "_fetch",
+    "recover": "_fetch",
+    "Maildir": "_maildir",
+    # what was delivered: the state file
+    "DeliveryState": "_delivery_state",
+    "STATE_FILE": "_delivery_state",
+    "StateError": "_delivery_state",
+    "StateLock": "_delivery_state",
+    "StateLockedError": "_delivery_state",
+    # watching for new mail
+    "MemoryStore": "_stores",
+    "SQLiteStore": "_stores",
+    "SeenStore": "_stores",
+    "NewMessage": "_watch",
+    "Watcher": "_watch",
+    "watch": "_watch",
+    # a namespace of its own
+    "sasl": "sasl",
+}
+
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "POP3",
     "POP3_PORT",
     "POP3_SSL",
     "POP3_SSL_PORT",
+    "STATE_FILE",
+    "TLS_POLICIES",
     "APOPNotOfferedError",
     "Account",
     "AccountError",
@@ -70,6 +126,8 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionLostError",
     "CredentialsError",
+    "Delivery",
+    "DeliveryState",
     "Expire",
     "FetchResult",
     "InsecureLoginError",
@@ -77,25 +135,31 @@ __all__ = [
     "LoginDelay",
     "LoginDelayError",
     "MailboxInUseError",
+    "Maildir",
     "MalformedReplyError",
     "MemoryStore",
     "MessageStream",
     "MethodNotOfferedError",
     "NewMessage",
+    "OAuth2Token",
     "Oversized",
     "POP3Error",
     "POP3TimeoutError",
     "PermanentFailureError",
     "ProtocolError",
+    "Refusal",
     "ResponseError",
     "SASLError",
     "SQLiteStore",
+    "Secret",
     "SeenStore",
     "SizeListing",
     "Stat",
     "State",
     "StateError",
+    "StateLock",
     "StateLockedError",
+    "TLSPolicy",
     "TLSRequiredError",
     "TemporaryFailureError",
     "UIDLUnavailableError",
@@ -106,6 +170,103 @@ __all__ = [
     "error_proto",
     "fetch_to_maildir",
     "load_accounts",
+    "mailbox_key",
+    "recover",
     "sasl",
+    "secret_from_command",
+    "secret_from_env",
+    "secret_from_keyring",
     "watch",
 ]
+
+if TYPE_CHECKING:
+    from . import sasl
+    from ._accounts import (
+        Account,
+        AccountError,
+        Secret,
+        load_accounts,
+        mailbox_key,
+        secret_from_command,
+        secret_from_env,
+        secret_from_keyring,
+    )
+    from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
+    from ._connection import MessageStream
+    from ._delivery_state import STATE_FILE, DeliveryState, StateError, StateLock, StateLockedError
+    from ._errors import (
+        APOPNotOfferedError,
+        AuthenticationError,
+        CommandStateError,
+        ConnectionClosedError,
+        ConnectionLostError,
+        CredentialsError,
+        InsecureLoginError,
+        LoginDelayError,
+        MailboxInUseError,
+        MalformedReplyError,
+        MethodNotOfferedError,
+        PermanentFailureError,
+        POP3Error,
+        POP3TimeoutError,
+        ProtocolError,
+        ResponseError,
+        SASLError,
+        TemporaryFailureError,
+        TLSRequiredError,
+        error_proto,
+    )
+    from ._fetch import (
+        Delivery,
+        FetchResult,
+        Oversized,
+        Refusal,
+        UIDLUnavailableError,
+        fetch_to_maildir,
+        recover,
+    )
+    from ._login import OAuth2Token
+    from ._maildir import Maildir
+    from ._many import CheckResult, check_many
+    from ._state import State
+    from ._stores import MemoryStore, SeenStore, SQLiteStore
+    from ._types import (
+        TLS_POLICIES,
+        AuthMethod,
+        Capabilities,
+        Expire,
+        ListEntry,
+        LoginDelay,
+        SizeListing,
+        Stat,
+        TLSPolicy,
+        UidEntry,
+        UidListing,
+    )
+    from ._watch import NewMessage, Watcher, watch
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name's module on first use (PEP 562)."""
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{source}")
+    value = module if source == name else getattr(module, name)
+    globals()[name] = value
+    _publish()
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def _publish() -> None:
+    """Say ``aiopop`` in the ``__module__`` of each public class and function loaded so far."""
+    for name, source in _SOURCES.items():
+        module = sys.modules.get(f"{__name__}.{source}")
+        value = getattr(module, name, None) if module is not None else None
+        public = isinstance(value, type | types.FunctionType)
+        if public and value.__module__.startswith(f"{__name__}._"):
+            value.__module__ = __name__

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
-from .accounts import (
+from ._accounts import (
     TLS_MODES,
     Account,
     AccountError,
@@ -44,7 +44,8 @@ from .accounts import (
     secret_from_command,
     secret_from_env,
 )
-from .errors import (
+from ._delivery_state import STATE_FILE, DeliveryState, StateError, StateLockedError
+from ._errors import (
     AuthenticationError,
     ConnectionLostError,
     InsecureLoginError,
@@ -59,11 +60,10 @@ from .errors import (
     TemporaryFailureError,
     TLSRequiredError,
 )
-from .fetch import DEFAULT_MAX_SIZE, UIDLUnavailableError, fetch_to_maildir
-from .maildir import Maildir
-from .many import CheckResult, check_many
-from .state import STATE_FILE, DeliveryState, StateError, StateLockedError
-from .types import AuthMethod
+from ._fetch import DEFAULT_MAX_SIZE, UIDLUnavailableError, fetch_to_maildir
+from ._maildir import Maildir
+from ._many import CheckResult, check_many
+from ._types import AuthMethod
 
 __all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_NETWORK", "EXIT_TLS", "EXIT_USAGE", "main"]
 

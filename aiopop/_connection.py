@@ -33,6 +33,15 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, Protocol, TypeVar, cast
 
+from ._errors import (
+    CommandStateError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    MalformedReplyError,
+    POP3Error,
+    POP3TimeoutError,
+    ProtocolError,
+)
 from ._parse import StatusLine, escape, parse_capa_line
 from ._protocol import (
     Challenge,
@@ -47,15 +56,6 @@ from ._protocol import (
 )
 from ._state import SESSION_CHANGING, State
 from ._tls import TLSSession
-from .errors import (
-    CommandStateError,
-    ConnectionClosedError,
-    ConnectionLostError,
-    MalformedReplyError,
-    POP3Error,
-    POP3TimeoutError,
-    ProtocolError,
-)
 
 __all__ = ["Connection", "LineSink", "Lines", "MessageStream"]
 

@@ -80,7 +80,7 @@ async def command_tour(server: POP3TestServer) -> None:
     """The ``aiopop`` commands against the same server, each shown as it would be typed."""
     # Imported here: the command line is the demo's second half, not a dependency of it.
     from . import _cli
-    from .accounts import Account
+    from ._accounts import Account
 
     os.environ.setdefault(PASSWORD_VARIABLE, DEMO_PASSWORD)
     # No TLS on the embedded server: "if-offered" logs in with APOP, which

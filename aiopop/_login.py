@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from . import sasl
-from .errors import (
+from ._errors import (
     AuthenticationError,
     ConnectionLostError,
     InsecureLoginError,
@@ -47,10 +47,10 @@ from .errors import (
     ResponseError,
     TLSRequiredError,
 )
-from .types import AuthMethod, Capabilities
+from ._types import AuthMethod, Capabilities
 
 if TYPE_CHECKING:
-    from .client import POP3
+    from ._client import POP3
 
 __all__ = [
     "MAX_ATTEMPTS",

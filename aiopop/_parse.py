@@ -15,8 +15,8 @@ import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import MalformedReplyError, ProtocolError
-from .types import ListEntry, SizeListing, Stat, UidEntry, UidListing
+from ._errors import MalformedReplyError, ProtocolError
+from ._types import ListEntry, SizeListing, Stat, UidEntry, UidListing
 
 __all__ = [
     "SizeListingParser",

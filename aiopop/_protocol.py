@@ -21,6 +21,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from ._errors import CommandStateError, ConnectionLostError, ProtocolError
 from ._parse import (
     StatusLine,
     escape,
@@ -30,7 +31,6 @@ from ._parse import (
     parse_status_line,
 )
 from ._state import SESSION_CHANGING, State, allowed_states
-from .errors import CommandStateError, ConnectionLostError, ProtocolError
 
 __all__ = [
     "Command",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .errors import SASLError
+from ._errors import SASLError
 
 __all__ = [
     "CramMD5",

@@ -11,7 +11,7 @@ on the server, with no UID state from an earlier run:
   --maildir DIR`` (process start-up included), from a venv of its own
   where this checkout is installed with ``pip install .``;
 * ``aiopop in-process``: the same download in a Python process that times
-  its parts (imports, login, :func:`aiopop.fetch.fetch_to_maildir`, QUIT),
+  its parts (imports, login, :func:`aiopop.fetch_to_maildir`, QUIT),
   so that the command's start-up cost is visible; its *seconds* are the
   ``fetch_to_maildir`` call alone;
 * ``mpop`` (C, pipelining), ``fetchmail`` (with a small MDA that writes into
@@ -80,13 +80,13 @@ TARGETS = (
 
 
 if TYPE_CHECKING:
-    import aiopop.accounts
+    import aiopop._accounts
 
 
-def _benchmark_account(request: dict[str, Any]) -> aiopop.accounts.Account:
+def _benchmark_account(request: dict[str, Any]) -> aiopop.Account:
     """The Dovecot account every client uses: USER/PASS in the clear, on loopback."""
     # Imported here: the workers time aiopop's imports themselves.
-    from aiopop.accounts import Account
+    from aiopop._accounts import Account
 
     return Account(
         request["host"],
@@ -200,7 +200,7 @@ def run_inproc(request: dict[str, Any]) -> None:
     import asyncio
 
     import aiopop._cli  # noqa: F401  # what the `aiopop` command imports
-    from aiopop.fetch import fetch_to_maildir
+    from aiopop._fetch import fetch_to_maildir
 
     from .measure import Span
 
@@ -254,9 +254,9 @@ def run_profile(request: dict[str, Any]) -> None:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     import aiopop._cli
-    import aiopop.fetch
-    import aiopop.maildir
-    import aiopop.state
+    import aiopop._delivery_state
+    import aiopop._fetch
+    import aiopop._maildir
 
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
     calls: collections.Counter[str] = collections.Counter()
@@ -292,14 +292,14 @@ def run_profile(request: dict[str, Any]) -> None:
         return wrapper
 
     probes = [
-        (aiopop.fetch, "_each", "RETR: waiting for the next pipelined message", True),
-        (aiopop.fetch, "_listings", "start: UIDL and LIST", False),
-        (aiopop.fetch, "recover", "start: recovery check", False),
-        (aiopop.state.DeliveryState, "open", "start: opening the state database", False),
-        (aiopop.maildir.Maildir, "write", "big messages: RETR streamed to tmp/, fsync", False),
-        (aiopop.fetch._Run, "_commit", "batch commits, all of it", False),
-        (aiopop.state.DeliveryState, "commit", "  of which SQLite transactions", False),
-        (aiopop.maildir.Maildir, "publish", "  of which renames into new/ + fsync new/", False),
+        (aiopop._fetch, "_each", "RETR: waiting for the next pipelined message", True),
+        (aiopop._fetch, "_listings", "start: UIDL and LIST", False),
+        (aiopop._fetch, "recover", "start: recovery check", False),
+        (aiopop.DeliveryState, "open", "start: opening the state database", False),
+        (aiopop.Maildir, "write", "big messages: RETR streamed to tmp/, fsync", False),
+        (aiopop._fetch._Run, "_commit", "batch commits, all of it", False),
+        (aiopop.DeliveryState, "commit", "  of which SQLite transactions", False),
+        (aiopop.Maildir, "publish", "  of which renames into new/ + fsync new/", False),
     ]
     for owner, name, label, generator in probes:
         original = getattr(owner, name, None)
@@ -307,7 +307,7 @@ def run_profile(request: dict[str, Any]) -> None:
             wrapped = (timed_generator if generator else timed)(label, original)
             # A classmethod comes out bound: put it back as a static method.
             setattr(owner, name, staticmethod(wrapped) if inspect.ismethod(original) else wrapped)
-    fetch_asyncio = getattr(aiopop.fetch, "asyncio", None)
+    fetch_asyncio = getattr(aiopop._fetch, "asyncio", None)
     if fetch_asyncio is asyncio:
         # fetch.py waits with asyncio.wait only for a free write slot.
         class _Asyncio:
@@ -318,13 +318,13 @@ def run_profile(request: dict[str, Any]) -> None:
                 timed("small messages: waiting for a free write slot", asyncio.wait)
             )
 
-        setattr(aiopop.fetch, "asyncio", _Asyncio())  # noqa: B010
+        setattr(aiopop._fetch, "asyncio", _Asyncio())  # noqa: B010
 
     async def download() -> float:
         account = _benchmark_account(request)
         async with account.session() as client:
             began = time.perf_counter()
-            await aiopop.fetch.fetch_to_maildir(
+            await aiopop.fetch_to_maildir(
                 client,
                 request["maildir"],
                 account=account.mailbox_key,
@@ -401,8 +401,8 @@ STARTUP_MODULES = (
     "asyncio",
     "ssl",
     "aiopop._cli",
-    "aiopop.fetch",
-    "aiopop.maildir",
+    "aiopop._fetch",
+    "aiopop._maildir",
     "aiofiles",
     "sqlite3",
     "aiopop._demo",

@@ -349,8 +349,8 @@ class _Clock:
 
 
 async def _run_check_many(spec: dict[str, Any]) -> dict[str, Any]:
-    from aiopop.accounts import Account
-    from aiopop.many import check_many
+    from aiopop._accounts import Account
+    from aiopop._many import check_many
 
     mailboxes = _mailboxes(spec)
     accounts = [
@@ -462,8 +462,8 @@ async def _open_idle(
     those two moments, and how many sessions were open and logged in at the
     second. Every session ends with QUIT afterwards.
     """
-    from aiopop.accounts import Account
-    from aiopop.client import POP3
+    from aiopop._accounts import Account
+    from aiopop._client import POP3
 
     mailboxes = _mailboxes(spec)
     cafile = spec.get("cafile")

@@ -19,10 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aiopop.accounts import Account
-from aiopop.stores import SQLiteStore
+from aiopop import Account, SQLiteStore, watch
 from aiopop.testing import Mailbox, POP3TestServer
-from aiopop.watch import watch
 
 INBOX = [
     b"From: alice@example.org\r\nSubject: Lunch on Friday?\r\n\r\nNoon, usual place.\r\n",

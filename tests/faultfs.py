@@ -78,9 +78,9 @@ class Fault:
 
 def state_class() -> type[Any]:
     """The state database's class: the one with the async ``commit`` that fetch uses."""
-    fetch = importlib.import_module("aiopop.fetch")
+    fetch = importlib.import_module("aiopop._fetch")
     candidates = [value for value in vars(fetch).values() if inspect.isclass(value)]
-    for module_name in ("aiopop.state", "aiopop.uidstate"):
+    for module_name in ("aiopop._delivery_state", "aiopop.uidstate"):
         with contextlib.suppress(ImportError):
             candidates += [
                 value

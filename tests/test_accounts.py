@@ -16,7 +16,7 @@ import trustme
 
 import aiopop
 from aiopop import AuthMethod
-from aiopop.accounts import (
+from aiopop._accounts import (
     Account,
     AccountError,
     load_accounts,
@@ -555,7 +555,7 @@ def test_the_accounts_mailbox_key() -> None:
     assert Account("x.test", "u", state_key="mine").mailbox_key == "mine"
     url = Account.from_url("pops://u@x.test", state_key="from-url")
     assert url.mailbox_key == "from-url"
-    assert "mailbox_key" in aiopop.accounts.__all__
+    assert "mailbox_key" in aiopop._accounts.__all__
 
 
 # -- prefer ----------------------------------------------------------------------------------
@@ -654,7 +654,7 @@ def test_an_accounts_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) ->
         tmp_path, '[[account]]\nname = "café"\nhost = "x"\nuser = "u"\npassword_env = "P"\n'
     )
     script = (
-        "import sys; from aiopop.accounts import load_accounts; "
+        "import sys; from aiopop._accounts import load_accounts; "
         "sys.stdout.buffer.write(load_accounts(sys.argv[1])[0].name.encode('utf-8'))"
     )
     env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiopop.types import Capabilities, Expire, LoginDelay
+from aiopop._types import Capabilities, Expire, LoginDelay
 
 DOVECOT = {
     "CAPA": [],

@@ -345,9 +345,9 @@ def test_the_terminal_table_and_progress_bar() -> None:
     import io
 
     from aiopop import Stat
-    from aiopop.accounts import Account
-    from aiopop.errors import CredentialsError
-    from aiopop.many import CheckResult
+    from aiopop._accounts import Account
+    from aiopop._errors import CredentialsError
+    from aiopop._many import CheckResult
 
     good = CheckResult(Account("a.test", "alice"), stat=Stat(3, 4551))
     bad = CheckResult(

@@ -52,8 +52,8 @@ from hypothesis.stateful import (
 )
 
 import aiopop
-from aiopop.fetch import FetchResult, fetch_to_maildir
-from aiopop.maildir import Maildir
+from aiopop._fetch import FetchResult, fetch_to_maildir
+from aiopop._maildir import Maildir
 from aiopop.testing import Faults, Mailbox, POP3TestServer, SessionRecord
 from tests.cutting import HOW, Cut, CuttingProxy
 from tests.faultfs import ERRNOS, OPERATIONS, Fault, FaultFS, points
@@ -492,7 +492,7 @@ async def test_a_server_without_uidl_loses_nothing(
         harness = Harness(tmp_path, mailbox, server, delete=delete, new_only=new_only)
         run = await harness.run(label="no UIDL")
         if new_only:
-            assert isinstance(run.error, aiopop.fetch.UIDLUnavailableError)
+            assert isinstance(run.error, aiopop.UIDLUnavailableError)
             assert not harness.in_maildir()
         await harness.clean_reruns()
     if not new_only:

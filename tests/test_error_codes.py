@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from aiopop import errors
-from aiopop.errors import (
+from aiopop import _errors as errors
+from aiopop._errors import (
     AuthenticationError,
     CredentialsError,
     LoginDelayError,

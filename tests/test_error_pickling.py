@@ -12,8 +12,8 @@ import pickle
 
 import pytest
 
-from aiopop import errors
-from aiopop.errors import (
+from aiopop import _errors as errors
+from aiopop._errors import (
     AuthenticationError,
     LoginDelayError,
     POP3Error,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiopop.errors import AuthenticationError, ResponseError
+from aiopop._errors import AuthenticationError, ResponseError
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 import aiopop
-from aiopop import fetch as fetch_module
-from aiopop.fetch import (
+from aiopop import _fetch as fetch_module
+from aiopop._delivery_state import STATE_FILE, DeliveryState, StateLock, StateLockedError
+from aiopop._fetch import (
     FetchResult,
     UIDLUnavailableError,
     fetch_to_maildir,
 )
-from aiopop.maildir import Maildir
-from aiopop.state import STATE_FILE, DeliveryState, StateLock, StateLockedError
+from aiopop._maildir import Maildir
 from aiopop.testing import (
     Close,
     Expect,

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 import aiopop
-from aiopop.fetch import fetch_to_maildir
-from aiopop.state import STATE_FILE
+from aiopop._delivery_state import STATE_FILE
+from aiopop._fetch import fetch_to_maildir
 from aiopop.testing import Mailbox, POP3TestServer
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ OPTIONS = {"delete": True, "new_only": True, "batch_messages": 5, "stream_thresh
 CHILD = f"""
 import asyncio, sys
 import aiopop
-from aiopop.fetch import fetch_to_maildir
+from aiopop._fetch import fetch_to_maildir
 
 async def main() -> None:
     port, path = int(sys.argv[1]), sys.argv[2]

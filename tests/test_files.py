@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aiopop import _files
-from aiopop.errors import ConnectionLostError
+from aiopop._errors import ConnectionLostError
 
 
 def names(directory: Path) -> list[str]:

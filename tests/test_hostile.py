@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 import aiopop
 from aiopop import sasl
 from aiopop._apop import apop_digest
+from aiopop._client import MAX_SASL_CHALLENGES
+from aiopop._errors import ProtocolError
 from aiopop._protocol import Challenge, Command, Event, POP3Protocol, Reply, ReplyShape
-from aiopop.client import MAX_SASL_CHALLENGES
-from aiopop.errors import ProtocolError
 from aiopop.testing import (
     Close,
     Expect,

@@ -24,8 +24,8 @@ from aiopop._parse import (
     parse_uid_listing,
 )
 from aiopop._protocol import Command, End, Line, POP3Protocol, Reply, ReplyShape
+from aiopop._types import SizeListing, UidListing
 from aiopop.testing import Expect, Send, Step
-from aiopop.types import SizeListing, UidListing
 from tests.feeding import run_all_ways
 from tests.scripted import logged_in
 

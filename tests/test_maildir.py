@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from aiopop import _files, maildir
-from aiopop.maildir import Maildir, to_unix_line_ends, unique_name
+from aiopop import _files
+from aiopop import _maildir as maildir
+from aiopop._maildir import Maildir, to_unix_line_ends, unique_name
 
 
 async def batches(*items: list[bytes]) -> AsyncIterator[list[bytes]]:

@@ -12,8 +12,8 @@ import pytest
 import trustme
 
 import aiopop
-from aiopop.accounts import Account, AccountError
-from aiopop.many import TASK_NAME_PREFIX, CheckResult, check_many, failure_reason
+from aiopop._accounts import Account, AccountError
+from aiopop._many import TASK_NAME_PREFIX, CheckResult, check_many, failure_reason
 from aiopop.testing import (
     Close,
     Expect,
@@ -291,14 +291,14 @@ async def test_reasons_for_tls_connection_and_protocol_failures(ca: trustme.CA) 
     ("error", "reason"),
     [
         (aiopop.CredentialsError("no", "AUTH"), "credentials"),
-        (aiopop.errors.response_error("x", "IN-USE", command="PASS", login=True), "in use"),
+        (aiopop._errors.response_error("x", "IN-USE", command="PASS", login=True), "in use"),
         (
-            aiopop.errors.response_error("x", "LOGIN-DELAY", command="PASS", login=True),
+            aiopop._errors.response_error("x", "LOGIN-DELAY", command="PASS", login=True),
             "login delay",
         ),
-        (aiopop.errors.response_error("x", "SYS/TEMP", command="PASS", login=True), "temporary"),
-        (aiopop.errors.response_error("x", "SYS/PERM", command="STAT"), "permanent"),
-        (aiopop.errors.response_error("x", None, command="PASS", login=True), "authentication"),
+        (aiopop._errors.response_error("x", "SYS/TEMP", command="PASS", login=True), "temporary"),
+        (aiopop._errors.response_error("x", "SYS/PERM", command="STAT"), "permanent"),
+        (aiopop._errors.response_error("x", None, command="PASS", login=True), "authentication"),
         (aiopop.ResponseError("no such thing", command="STAT"), "refused"),
         (aiopop.POP3TimeoutError("slow"), "timeout"),
         (TimeoutError(), "timeout"),

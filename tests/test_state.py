@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aiopop.state import (
+from aiopop._delivery_state import (
     SCHEMA_VERSION,
     DeliveryState,
     Record,

@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 import trustme
 
-from aiopop.accounts import Account
-from aiopop.errors import CredentialsError, ResponseError
-from aiopop.state import StateLockedError
-from aiopop.stores import MemoryStore, SeenStore, SQLiteStore
+from aiopop._accounts import Account
+from aiopop._delivery_state import StateLockedError
+from aiopop._errors import CredentialsError, ResponseError
+from aiopop._stores import MemoryStore, SeenStore, SQLiteStore
+from aiopop._types import AuthMethod
+from aiopop._watch import NewMessage, Watcher, full_jitter, mailbox_key, watch
 from aiopop.testing import (
     Close,
     Expect,
@@ -38,8 +40,6 @@ from aiopop.testing import (
     Step,
     WaitForClose,
 )
-from aiopop.types import AuthMethod
-from aiopop.watch import NewMessage, Watcher, full_jitter, mailbox_key, watch
 from tests.ports import free_port
 
 PASSWORD = "s3cret"
@@ -808,7 +808,7 @@ async def test_a_poll_waits_for_a_fetch_holding_the_mailbox(tmp_path: Path) -> N
         await holder.acquire()
         time = FakeTime(on_sleep=lambda _: holder.release())
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(importlib.import_module("aiopop.watch"), "LOCK_WAIT", 0.05)
+            patch.setattr(importlib.import_module("aiopop._watch"), "LOCK_WAIT", 0.05)
             got = await collect(time.watch(account, store=store, polls=1))
     assert [m.data for m in got] == MESSAGES[:1]
     assert len(time.sleeps) == 1
@@ -990,9 +990,9 @@ async def test_a_retry_is_logged_with_the_account_the_error_and_the_wait(
     time = FakeTime(stop_after=1)
     async with ScriptedServer(login_refused(b"-ERR [SYS/TEMP] try later\r\n")) as server:
         account = account_for(server)
-        with caplog.at_level("WARNING", logger="aiopop.watch"), pytest.raises(Stop):
+        with caplog.at_level("WARNING", logger="aiopop._watch"), pytest.raises(Stop):
             await collect(time.watch(account, backoff=(2.5, 10), jitter=exact))
-    messages = [r.getMessage() for r in caplog.records if r.name == "aiopop.watch"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "aiopop._watch"]
     assert len(messages) == 1
     error = r"\w+: PASS: -ERR \[SYS/TEMP\] try later"
     expected = rf"{re.escape(account.name)}: {error}; trying again in 2\.5 s"
@@ -1014,18 +1014,18 @@ async def test_an_error_while_finishing_is_logged_with_the_account_and_the_error
     async with ScriptedServer(script) as server:
         account = account_for(server)
         messages = FakeTime(stop_after=1).watch(account, delete=True)
-        with caplog.at_level("WARNING", logger="aiopop.watch"):
+        with caplog.at_level("WARNING", logger="aiopop._watch"):
             async with messages:
                 async for _ in messages:
                     await messages.finish()
-    logged = [r.getMessage() for r in caplog.records if r.name == "aiopop.watch"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "aiopop._watch"]
     assert len(logged) == 1
     assert logged[0].startswith(f"{account.name}: ConnectionLostError: ")
     assert logged[0].endswith(" while finishing; stopping all the same")
 
 
 def test_an_error_is_described_by_its_type_and_its_text() -> None:
-    from aiopop.watch import _describe
+    from aiopop._watch import _describe
 
     assert _describe(ConnectionResetError("reset by peer")) == "ConnectionResetError: reset by peer"
     assert _describe(TimeoutError()) == "TimeoutError"
@@ -1044,7 +1044,7 @@ async def test_a_poll_waits_lock_wait_seconds_for_a_fetch_not_the_locks_default(
         time = FakeTime(stop_after=1)
         try:
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(importlib.import_module("aiopop.watch"), "LOCK_WAIT", 0.05)
+                patch.setattr(importlib.import_module("aiopop._watch"), "LOCK_WAIT", 0.05)
                 async with asyncio.timeout(3):  # StateLock's default would wait 5 s
                     with pytest.raises(Stop):
                         await collect(time.watch(account, store=store))

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import pytest
 
-from aiopop.errors import POP3Error
+from aiopop._errors import POP3Error
+from aiopop._watch import Watcher
 from aiopop.testing import Faults, Mailbox, POP3TestServer
-from aiopop.watch import Watcher
 from tests.test_watch import PASSWORD, FakeTime, account_for, exact
 
 POLLS = 3

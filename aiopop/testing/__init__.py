@@ -100,7 +100,7 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        from aiopop.types import TLSPolicy
+        from aiopop._types import TLSPolicy
 
         return TLSPolicy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

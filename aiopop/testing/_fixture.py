@@ -19,8 +19,8 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiopop.client import POP3, POP3_SSL
-from aiopop.types import TLS_POLICIES, TLSPolicy
+from aiopop._client import POP3, POP3_SSL
+from aiopop._types import TLS_POLICIES, TLSPolicy
 
 from ._faults import Faults
 from ._mailbox import Mailbox, Message

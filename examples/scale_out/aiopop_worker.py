@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from arq.connections import RedisSettings
 
 import aiopop
-from aiopop.accounts import Account, AccountError, TLSMode, secret_from_env
+from aiopop import Account, AccountError, TLSPolicy, secret_from_env
 
 QUEUE = "aiopop:checks"
 """The arq queue (a Redis sorted set) the jobs wait in."""
@@ -56,7 +56,7 @@ async def check_account(
     url: str,
     *,
     secret_env: str,
-    tls: TLSMode | None = None,
+    tls: TLSPolicy | None = None,
     allow_cleartext: bool = False,
     reply_timeout: float = 30.0,
 ) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job, ResultNotFound
 from redis.exceptions import RedisError
 
-from aiopop.accounts import Account, AccountError, TLSMode
+from aiopop import Account, AccountError, TLSPolicy
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ async def main(argv: list[str] | None = None) -> int:
         default="POP3_PASSWORD",
         help="the password variable for lines that name none (default: POP3_PASSWORD)",
     )
-    parser.add_argument("--tls", choices=get_args(TLSMode), help="override each URL's TLS mode")
+    parser.add_argument("--tls", choices=get_args(TLSPolicy), help="override each URL's TLS mode")
     parser.add_argument(
         "--allow-cleartext", action="store_true", help="allow a password in the clear"
     )

@@ -51,22 +51,22 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from .accounts import Account
-from .errors import (
+from ._accounts import Account
+from ._delivery_state import StateLockedError
+from ._errors import (
     ConnectionLostError,
     CredentialsError,
     LoginDelayError,
     POP3TimeoutError,
     ResponseError,
 )
-from .state import StateLockedError
-from .stores import MemoryStore, SeenStore, SQLiteStore
-from .types import AuthMethod
+from ._stores import MemoryStore, SeenStore, SQLiteStore
+from ._types import AuthMethod
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
-    from .client import POP3
+    from ._client import POP3
 
 __all__ = ["NewMessage", "Watcher", "full_jitter", "mailbox_key", "watch"]
 
@@ -74,7 +74,7 @@ LOCK_WAIT = 30.0
 """Seconds a poll waits for another process working on the same mailbox and store
 (a ``fetch`` from cron, say) before it counts as a failed poll and is retried."""
 
-logger = logging.getLogger("aiopop.watch")
+logger = logging.getLogger("aiopop._watch")
 
 Sleep = Callable[[float], Awaitable[object]]
 """How the watcher waits: :func:`asyncio.sleep`, or a fake one in tests."""
@@ -93,7 +93,7 @@ def full_jitter(ceiling: float) -> float:
 
 def mailbox_key(account: Account) -> str:
     """The store key of an account's mailbox: :attr:`Account.mailbox_key
-    <aiopop.accounts.Account.mailbox_key>`, the one rule ``fetch`` uses too.
+    <aiopop.Account.mailbox_key>`, the one rule ``fetch`` uses too.
 
     It names the mailbox, not the way in: changing the login method or the
     TLS mode of an account does not redeliver its mail.
@@ -423,9 +423,9 @@ def watch(
 
     * ``interval``: seconds from the end of one poll to the start of the
       next; raised to the server's LOGIN-DELAY when it announces one.
-    * ``store``: where delivered uids are kept (a :class:`~aiopop.stores.SeenStore`);
-      a :class:`~aiopop.stores.MemoryStore` by default, which forgets when
-      the process ends. Use :class:`~aiopop.stores.SQLiteStore` to survive
+    * ``store``: where delivered uids are kept (a :class:`~aiopop.SeenStore`);
+      a :class:`~aiopop.MemoryStore` by default, which forgets when
+      the process ends. Use :class:`~aiopop.SQLiteStore` to survive
       restarts.
     * ``delete``: DELE each message after its handling returned and the
       store recorded it; the deletions commit at the QUIT ending the poll.
