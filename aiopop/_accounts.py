@@ -26,18 +26,17 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from ._client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from ._errors import InsecureLoginError
-from ._login import PASSWORD_MECHANISMS, TLSPolicy
-from ._types import AuthMethod
+from ._login import PASSWORD_MECHANISMS
+from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
 __all__ = [
     "Account",
     "AccountError",
     "Secret",
-    "TLSMode",
     "load_accounts",
     "mailbox_key",
     "secret_from_command",
@@ -45,11 +44,6 @@ __all__ = [
     "secret_from_keyring",
 ]
 
-TLSMode = Literal["implicit", "starttls", "if-offered", "none"]
-"""``implicit``: POP3S (port 995, RFC 8314, the default); ``starttls``: STLS
-required, or the connection fails before any credential is sent;
-``if-offered``: STLS when the server offers it; ``none``: cleartext."""
-TLS_MODES: frozenset[str] = frozenset({"implicit", "starttls", "if-offered", "none"})
 
 Secret = str | Callable[[], Awaitable[str]]
 """A password or token, or an async callable that returns a fresh one."""
@@ -102,7 +96,7 @@ class Account:
     host: str
     user: str
     port: int | None = None
-    tls: TLSMode = "implicit"
+    tls: TLSPolicy = "implicit"
     auth: str = "*"
     password: Secret | None = field(default=None, repr=False, compare=False)
     oauth2_token: Secret | None = field(default=None, repr=False, compare=False)
@@ -120,8 +114,8 @@ class Account:
             raise AccountError(f"the user name must be a string, not {self.user!r}")
         if not self.user:
             raise AccountError("the user name is empty")
-        if self.tls not in TLS_MODES:
-            raise AccountError(f"tls must be one of {sorted(TLS_MODES)}, not {self.tls!r}")
+        if self.tls not in TLS_POLICIES:
+            raise AccountError(f"tls must be one of {sorted(TLS_POLICIES)}, not {self.tls!r}")
         port = self.port
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
@@ -548,9 +542,9 @@ def _true(value: object) -> str:
 
 
 def _tls(value: object) -> str:
-    if isinstance(value, str) and value in TLS_MODES:
+    if isinstance(value, str) and value in TLS_POLICIES:
         return ""
-    return f"one of {', '.join(sorted(TLS_MODES))}, not {value!r}"
+    return f"one of {', '.join(sorted(TLS_POLICIES))}, not {value!r}"
 
 
 def _command(value: object) -> str:

@@ -36,7 +36,6 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from ._accounts import (
-    TLS_MODES,
     Account,
     AccountError,
     Secret,
@@ -63,7 +62,7 @@ from ._errors import (
 from ._fetch import DEFAULT_MAX_SIZE, UIDLUnavailableError, fetch_to_maildir
 from ._maildir import Maildir
 from ._many import CheckResult, check_many
-from ._types import AuthMethod
+from ._types import TLS_POLICIES, AuthMethod
 
 __all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_NETWORK", "EXIT_TLS", "EXIT_USAGE", "main"]
 
@@ -102,7 +101,7 @@ def _mailbox_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="the port (default 995, or 110 without TLS)")
     parser.add_argument(
         "--tls",
-        choices=sorted(TLS_MODES),
+        choices=sorted(TLS_POLICIES),
         help="implicit: POP3S (default); starttls: STLS required; "
         "if-offered: STLS when offered; none: cleartext",
     )

@@ -8,6 +8,9 @@ from typing import Any
 
 __all__ = ["moved"]
 
+_RENAMED = {"TLSMode": "TLSPolicy"}
+"""Names that changed as well as moved."""
+
 
 def moved(old: str, new: str, name: str) -> Any:
     """Return ``name`` from module ``new`` for the deprecated module ``old``, warning.
@@ -18,6 +21,7 @@ def moved(old: str, new: str, name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(f"module {old!r} has no attribute {name!r}")
     root = importlib.import_module("aiopop")
+    name = _RENAMED.get(name, name)
     public = name in root.__all__
     try:
         value = getattr(root if public else importlib.import_module(new), name)
