@@ -74,7 +74,7 @@ LOCK_WAIT = 30.0
 """Seconds a poll waits for another process working on the same mailbox and store
 (a ``fetch`` from cron, say) before it counts as a failed poll and is retried."""
 
-logger = logging.getLogger("aiopop._watch")
+logger = logging.getLogger("aiopop.watch")
 
 Sleep = Callable[[float], Awaitable[object]]
 """How the watcher waits: :func:`asyncio.sleep`, or a fake one in tests."""
