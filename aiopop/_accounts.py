@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from ._client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
+from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from ._errors import InsecureLoginError
 from ._login import PASSWORD_MECHANISMS
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
@@ -101,7 +101,7 @@ class Account:
     password: Secret | None = field(default=None, repr=False, compare=False)
     oauth2_token: Secret | None = field(default=None, repr=False, compare=False)
     allow_cleartext: bool = False
-    timeout: float | None = 60.0
+    timeout: float | None = DEFAULT_TIMEOUT
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     label: str | None = None
     state_key: str | None = None
