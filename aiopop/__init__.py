@@ -9,7 +9,6 @@ so that poplib programs port line by line::
 """
 
 from . import sasl
-from ._connection import MessageStream
 from ._state import State
 from .accounts import Account, AccountError, load_accounts
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
@@ -39,6 +38,7 @@ from .fetch import FetchResult, Oversized, UIDLUnavailableError, fetch_to_maildi
 from .many import CheckResult, check_many
 from .state import StateError, StateLockedError
 from .stores import MemoryStore, SeenStore, SQLiteStore
+from .stream import MessageStream
 from .types import (
     AuthMethod,
     Capabilities,

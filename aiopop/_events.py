@@ -25,6 +25,7 @@ __all__ = [
     "ReplyShape",
 ]
 
+
 class ReplyShape(enum.Enum):
     """What follows a command's ``+OK``."""
 

@@ -75,7 +75,7 @@ TRANSITIONS: dict[tuple[State, str, bool], State] = {
     (State.AUTHORIZATION, "QUIT", True): State.CLOSED,
     (State.TRANSACTION, "QUIT", True): State.UPDATE,
 }
-"""(state, verb, reply was ``+OK``) -> the next state; every other reply leaves the state as it is."""
+"""(state, verb, reply was ``+OK``) -> the next state; any other reply leaves the state."""
 
 SESSION_CHANGING = frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "UTF8", "QUIT"})
 """Commands whose reply changes what may be sent next: never queued behind or before others."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from ._login import PASSWORD_MECHANISMS, TLSPolicy
+from ._login import PASSWORD_MECHANISMS
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from .errors import InsecureLoginError
 from .types import AuthMethod
@@ -53,12 +53,6 @@ TLS_MODES: frozenset[str] = frozenset({"implicit", "starttls", "if-offered", "no
 
 Secret = str | Callable[[], Awaitable[str]]
 """A password or token, or an async callable that returns a fresh one."""
-
-_STARTTLS_POLICY: dict[str, TLSPolicy] = {
-    "starttls": "required",
-    "if-offered": "if-offered",
-    "none": "never",
-}
 
 
 class AccountError(ValueError):
@@ -176,8 +170,7 @@ class Account:
         options.setdefault("timeout", self.timeout)
         if self.tls == "implicit":
             return POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
-        policy = _STARTTLS_POLICY[self.tls]
-        return POP3(self.host, self.port, starttls=policy, ssl_context=self.ssl_context, **options)
+        return POP3(self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options)
 
     async def login(self, client: POP3, *, prefer: AuthMethod | None = None) -> AuthMethod:
         """Log ``client`` (connected) in as this account says; returns the method used.

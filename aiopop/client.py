@@ -9,24 +9,27 @@ reads the values.
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
 import collections
 import contextlib
 import logging
 import os
 import ssl
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, TypeVar, overload
+from typing import Literal, Self, TypedDict, TypeVar, Unpack, overload
 
 from . import _files, _login, _parse
 from ._apop import apop_digest
-from ._connection import Connection, LineSink, MessageStream, _StreamCall
-from ._login import TLS_POLICIES, OAuth2Token, TLSPolicy
+from ._connection import Connection
+from ._events import Command, ReplyShape
+from ._login import OAuth2Token
 from ._parse import StatusLine
-from ._protocol import DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LENGTH, Command, ReplyShape
-from ._state import State
+from ._protocol import DEFAULT_MAX_LINE_LENGTH
+from ._replies import LineSink
+from ._state import LIVE_STATES, State
 from .errors import (
     APOPNotOfferedError,
     CommandStateError,
@@ -38,24 +41,70 @@ from .errors import (
     response_error,
 )
 from .sasl import Mechanism
-from .types import AuthMethod, Capabilities, ListEntry, SizeListing, Stat, UidEntry, UidListing
+from .stream import MessageStream
+from .types import (
+    TLS_POLICIES,
+    AuthMethod,
+    Capabilities,
+    ListEntry,
+    SizeListing,
+    Stat,
+    TLSPolicy,
+    UidEntry,
+    UidListing,
+)
 
-__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT"]
+__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "ClientOptions"]
 
 logger = logging.getLogger("aiopop")
 
 POP3_PORT = 110
 POP3_SSL_PORT = 995
 DEFAULT_TIMEOUT = 60.0
+"""Seconds one step may take (connecting, a reply, a pause inside a message), by default."""
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 100
 DEFAULT_STREAM_MEMORY = 32 * 1024 * 1024
 """Octets :meth:`POP3.retr_each` holds received and not yet read, by default."""
 _AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
-MAX_SASL_CHALLENGES = 16
-"""A SASL exchange with more challenges than this is cancelled (no mechanism needs more)."""
+_OldPolicy = Literal["required", "if-offered", "never"]
+_FROM_OLD_POLICY: dict[str, TLSPolicy] = {
+    "required": "starttls",
+    "if-offered": "if-offered",
+    "never": "none",
+}
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ClientOptions(TypedDict, total=False):
+    """The options :class:`POP3` and :class:`POP3_SSL` share (see :class:`POP3`)."""
+
+    timeout: float | None
+    max_line_length: int
+    max_message_size: int | None
+    max_listing_size: int | None
+    pipelining: bool | None
+    max_in_flight: int
+    local_addr: tuple[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownCapabilities:
+    """What CAPA said, and where: valid only on that connection, in that state, over that TLS."""
+
+    connection: Connection
+    state: State
+    tls: bool
+    capabilities: Capabilities
+
+    def still_valid(self, connection: Connection) -> bool:
+        return (
+            self.connection is connection
+            and self.state is connection.state
+            and self.tls == connection.is_tls
+        )
 
 
 class POP3:
@@ -89,13 +138,16 @@ class POP3:
     ``False`` never does. ``max_in_flight`` bounds the commands sent and not
     yet answered.
 
-    ``starttls`` (plain TCP only) says when to upgrade with STLS (RFC 2595):
-    ``"if-offered"`` (the default) in :meth:`login`, whenever CAPA offers
-    it; ``"required"`` in :meth:`connect`, which raises
+    ``tls`` (a :data:`~aiopop.types.TLSPolicy`) says when to upgrade with
+    STLS (RFC 2595): ``"if-offered"`` (the default) in :meth:`login`,
+    whenever CAPA offers it; ``"starttls"`` in :meth:`connect`, which raises
     :class:`~aiopop.TLSRequiredError` (having sent only CAPA and STLS) when
-    the server cannot; ``"never"``. :class:`POP3_SSL` (RFC 8314) is better
-    still: there is no cleartext phase to attack. ``ssl_context`` and
-    ``server_hostname`` are used for STLS as :class:`POP3_SSL` uses them.
+    the server cannot; ``"none"``: never. ``"implicit"`` is
+    :class:`POP3_SSL`'s (RFC 8314), which is better still: there is no
+    cleartext phase to attack. ``ssl_context`` and ``server_hostname`` are
+    used for STLS as :class:`POP3_SSL` uses them. The old keyword
+    ``starttls`` (``"required"``, ``"if-offered"``, ``"never"``) still
+    works for one minor version, with a DeprecationWarning.
 
     Leaving ``async with`` normally sends QUIT, which commits deletions.
     Leaving it by an exception closes the connection *without* QUIT, so the
@@ -117,12 +169,12 @@ class POP3:
         pipelining: bool | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         local_addr: tuple[str, int] | None = None,
-        starttls: TLSPolicy = "if-offered",
+        tls: TLSPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        starttls: _OldPolicy | None = None,
     ) -> None:
-        if starttls not in TLS_POLICIES:
-            raise ValueError(f"starttls must be one of {sorted(TLS_POLICIES)}, not {starttls!r}")
+        policy = _tls_policy(tls, starttls)
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
         if max_line_length < 512:
@@ -144,12 +196,13 @@ class POP3:
         self.pipelining = pipelining
         self.max_in_flight = max_in_flight
         self.local_addr = local_addr
-        self.starttls: TLSPolicy = starttls
+        self.tls: TLSPolicy = policy
+        """When this client upgrades with STLS (``"implicit"`` on :class:`POP3_SSL`)."""
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
         self._connection: Connection | None = None
         self._connecting = False
-        self._caps: tuple[Connection, State, bool, Capabilities] | None = None
+        self._caps: _KnownCapabilities | None = None
         self.marked = 0
         """Messages whose DELE the server accepted in this session, since the last RSET:
         deleted only when the server answers QUIT ``+OK`` (then 0 again)."""
@@ -169,16 +222,12 @@ class POP3:
     def is_connected(self) -> bool:
         """True while the connection is open and the session usable."""
         connection = self._connection
-        return (
-            connection is not None
-            and connection.is_open
-            and connection.protocol.state in (State.AUTHORIZATION, State.TRANSACTION)
-        )
+        return connection is not None and connection.is_open and connection.state in LIVE_STATES
 
     @property
     def state(self) -> State:
         """The session state: ``AUTHORIZATION``, ``TRANSACTION``, ``CLOSED`` ..."""
-        return self._connection.protocol.state if self._connection else State.CLOSED
+        return self._connection.state if self._connection else State.CLOSED
 
     def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
         return None, None
@@ -220,9 +269,9 @@ class POP3:
         if not status.ok:
             await connection.close()
             raise response_error(_parse.escape(status.text), status.code, command="greeting")
-        if self.starttls == "required" and not self.is_tls:
+        if self.tls == "starttls" and not self.is_tls:
             try:
-                await _login.ensure_tls(self, "required")
+                await _login.ensure_tls(self, "starttls")
             except BaseException:
                 await connection.close()
                 raise
@@ -269,7 +318,7 @@ class POP3:
 
     def getwelcome(self) -> bytes:
         """The greeting line as received, like :meth:`poplib.POP3.getwelcome`."""
-        greeting = self._connection.protocol.greeting if self._connection else None
+        greeting = self._connection.greeting if self._connection else None
         if greeting is None:
             raise CommandStateError("not connected")
         return greeting.status.raw
@@ -277,7 +326,7 @@ class POP3:
     @property
     def apop_timestamp(self) -> bytes | None:
         """The APOP challenge from the greeting, or None when the server offers no APOP."""
-        greeting = self._connection.protocol.greeting if self._connection else None
+        greeting = self._connection.greeting if self._connection else None
         return greeting.timestamp if greeting is not None else None
 
     # -- sending ---------------------------------------------------------------------
@@ -297,7 +346,7 @@ class POP3:
     def _refusal(self, command: Command, status: StatusLine) -> ResponseError:
         error = _refusal(command, status)
         if isinstance(error, LoginDelayError) and self._caps is not None:
-            delay = self._caps[3].login_delay
+            delay = self._caps.capabilities.login_delay
             error.delay = delay.seconds if delay is not None else None
         return error
 
@@ -372,7 +421,7 @@ class POP3:
     ) -> AuthMethod:
         """Log in, making at most two attempts, and say which method was used.
 
-        With a password: STLS first when CAPA offers it (see ``starttls``);
+        With a password: STLS first when CAPA offers it (see ``tls``);
         then, over TLS (or with ``allow_cleartext``), the strongest
         challenge-response method offered (SCRAM-SHA-256, SCRAM-SHA-1,
         CRAM-MD5, APOP: the password stays off the wire) and, if it is
@@ -410,7 +459,7 @@ class POP3:
                 user,
                 password,
                 allow_cleartext=allow_cleartext,
-                policy=self.starttls,
+                policy=self.tls,
                 methods=methods,
                 prefer=prefer,
             )
@@ -420,7 +469,7 @@ class POP3:
                 user,
                 oauth2_token,
                 allow_cleartext=allow_cleartext,
-                policy=self.starttls,
+                policy=self.tls,
                 methods=methods,
                 prefer=prefer,
             )
@@ -433,51 +482,17 @@ class POP3:
         password)``, ``XOAuth2(user, token)``...) or your own subclass of
         :class:`aiopop.sasl.Mechanism`. The initial response goes on the AUTH
         line when the line stays within 255 octets, else after the server's
-        empty challenge. A challenge that is not base64, longer than the
+        empty challenge. A challenge that cannot be decoded, longer than the
         mechanism's ``max_challenge``, or one too many is answered ``*``
         (cancel) and raises :class:`~aiopop.SASLError`; so does a server that
         says ``+OK`` without proving itself where the mechanism requires it
         (SCRAM), after which the connection is closed. ``-ERR`` raises
         :class:`~aiopop.AuthenticationError` (or a subclass, by its code).
         """
-        name = mechanism.name
-        if not name or not name.isascii() or " " in name:
-            raise ValueError(f"invalid SASL mechanism name {name!r}")
-        initial = mechanism.initial_response()
-        args = [name]
-        deferred: bytes | None = None
-        if initial is not None:
-            encoded = base64.b64encode(initial).decode("ascii") or "="
-            if len(f"AUTH {name} {encoded}\r\n") <= MAX_COMMAND_LENGTH:
-                args.append(encoded)
-            else:
-                deferred = initial
-        challenges = 0
-
-        def answer(challenge: bytes | None) -> bytes:
-            nonlocal challenges, deferred
-            challenges += 1
-            if challenges > MAX_SASL_CHALLENGES:
-                raise SASLError(f"{name}: more than {MAX_SASL_CHALLENGES} challenges")
-            if challenge is None:
-                raise SASLError(f"{name}: the server's challenge is not valid base64")
-            if len(challenge) > mechanism.max_challenge:
-                raise SASLError(
-                    f"{name}: a challenge of {len(challenge)} octets "
-                    f"(at most {mechanism.max_challenge} accepted)"
-                )
-            if deferred is not None:
-                if challenge:
-                    raise SASLError(f"{name}: expected an empty challenge first")
-                response, deferred = deferred, None
-                return response
-            return mechanism.respond(challenge)
-
-        command = Command("AUTH", tuple(args), ReplyShape.SASL, secret=len(args) > 1)
         connection = self._require()
-        status = await connection.authenticate(command, answer)
+        status = await connection.authenticate(mechanism)
         if not status.ok:
-            raise self._refusal(command, status)
+            raise self._refusal(Command("AUTH"), status)
         try:
             mechanism.verify()
         except SASLError:
@@ -544,8 +559,8 @@ class POP3:
             caps = Capabilities(_parse.parse_capabilities(lines))
         else:
             caps = Capabilities(announced=False)
-        connection.note_pipelining(caps.pipelining)
-        self._caps = (connection, connection.protocol.state, connection.is_tls, caps)
+        # Whether to pipeline is the connection's to decide: it read this reply too.
+        self._caps = _KnownCapabilities(connection, connection.state, connection.is_tls, caps)
         return caps
 
     async def capabilities(self) -> Capabilities:
@@ -554,15 +569,9 @@ class POP3:
         What CAPA said is dropped after STLS and after login, as RFC 2449
         and RFC 2595 require; then the server is asked again.
         """
-        cached = self._caps
-        connection = self._require()
-        if (
-            cached is not None
-            and cached[0] is connection
-            and cached[1] is connection.protocol.state
-            and cached[2] == connection.is_tls
-        ):
-            return cached[3]
+        known = self._caps
+        if known is not None and known.still_valid(self._require()):
+            return known.capabilities
         return await self.capa()
 
     # -- transaction -------------------------------------------------------------------
@@ -674,13 +683,27 @@ class POP3:
         Wrap the iterator in :func:`contextlib.aclosing` to have that happen
         at once rather than when the iterator is garbage collected.
         """
-        return self._many(numbers, self._retr_command, window)
+        return self._pipelined(
+            numbers,
+            self._retr_command,
+            Connection.message,
+            window,
+            status_of=_status,
+            value_of=_body,
+        )
 
     def top_many(
         self, numbers: Iterable[int], lines: int, *, window: int | None = None
     ) -> AsyncGenerator[tuple[int, bytes], None]:
         """Like :meth:`retr_many` with TOP: the headers and first ``lines`` body lines of each."""
-        return self._many(numbers, lambda which: self._top_command(which, lines), window)
+        return self._pipelined(
+            numbers,
+            lambda which: self._top_command(which, lines),
+            Connection.message,
+            window,
+            status_of=_status,
+            value_of=_body,
+        )
 
     async def dele_many(
         self, numbers: Iterable[int], *, window: int | None = None
@@ -691,48 +714,59 @@ class POP3:
         successful QUIT. A ``-ERR`` raises :class:`~aiopop.ResponseError`
         when its turn comes; numbers yielded before it were marked.
         """
-        connection = self._require()
-        await connection.learn_pipelining()
-        queue: collections.deque[_Queued[StatusLine]] = collections.deque()
-        limit = window or 2 * self.max_in_flight
-        try:
-            for which in numbers:
-                command = Command("DELE", (_number(which),))
-                queue.append((which, command, connection.command(command)))
-                while len(queue) >= limit:
-                    yield await self._confirmed(queue)
-            while queue:
-                yield await self._confirmed(queue)
-        finally:
-            _cancel_all(queue)
+        sent = self._pipelined(
+            numbers,
+            lambda which: Command("DELE", (_number(which),)),
+            Connection.command,
+            window,
+            status_of=_itself,
+            value_of=_itself,
+        )
+        async with contextlib.aclosing(sent):
+            async for which, _ in sent:
+                self.marked += 1
+                yield which
 
-    async def _confirmed(self, queue: collections.deque[_Queued[StatusLine]]) -> int:
-        which = await _confirmed(queue)
-        self.marked += 1
-        return which
-
-    async def _many(
+    async def _pipelined(
         self,
         numbers: Iterable[int],
-        make: _CommandMaker,
+        make: Callable[[int], Command],
+        submit: Callable[[Connection, Command], asyncio.Future[R]],
         window: int | None,
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
+        *,
+        status_of: Callable[[R], StatusLine],
+        value_of: Callable[[R], T],
+        moved_on: Callable[[T], None] | None = None,
+        unread: Callable[[T], None] | None = None,
+    ) -> AsyncGenerator[tuple[int, T], None]:
+        """Queue ``make(number)`` for each number, up to ``window`` ahead; yield in order.
+
+        Yields ``(number, value_of(result))``. Whether the commands go out
+        pipelined is the connection's decision. Each reply's status
+        (``status_of``) is checked when its turn comes: ``-ERR`` raises its
+        :class:`~aiopop.ResponseError`. ``moved_on`` is applied to the value
+        last yielded when the loop moves on or ends; ``unread`` to the values
+        that arrived and were never yielded; the rest are cancelled.
+        """
         connection = self._require()
         await connection.learn_pipelining()
-        queue: collections.deque[_Queued[tuple[StatusLine, bytes]]] = collections.deque()
+        queue: collections.deque[_Sent[R]] = collections.deque()
         limit = window or 2 * self.max_in_flight
+        last: list[T] = []
         try:
             for which in numbers:
                 command = make(which)
-                queue.append((which, command, connection.message(command)))
+                queue.append((which, command, submit(connection, command)))
                 while len(queue) >= limit:
-                    yield await _received(queue)
+                    yield await _oldest(queue, status_of, value_of, last, moved_on)
             while queue:
-                yield await _received(queue)
+                yield await _oldest(queue, status_of, value_of, last, moved_on)
         finally:
-            _cancel_all(queue)
+            if last and moved_on is not None:
+                moved_on(last[0])
+            _cancel_all(queue, value_of, unread)
 
-    async def retr_each(
+    def retr_each(
         self,
         numbers: Iterable[int],
         *,
@@ -754,29 +788,17 @@ class POP3:
         """
         if memory < 1:
             raise ValueError("memory must be at least 1")
-        connection = self._require()
-        await connection.learn_pipelining()
-        budget = connection.budget(memory)
-        queue: collections.deque[_QueuedStream] = collections.deque()
-        limit = window or 2 * self.max_in_flight
-        current: _StreamCall | None = None
-        try:
-            for which in numbers:
-                command = Command("RETR", (_number(which),), ReplyShape.DATA)
-                queue.append((which, command, *connection.stream(command, budget)))
-                while len(queue) >= limit:
-                    which, current = await _next_stream(queue, current)
-                    yield which, MessageStream(current)
-            while queue:
-                which, current = await _next_stream(queue, current)
-                yield which, MessageStream(current)
-        finally:
-            for call in [current] if current is not None else []:
-                if not call.ended:
-                    call.abandon()
-            for _, _, status, call in queue:
-                status.cancel()
-                call.abandon()
+        budget = self._require().budget(memory)
+        return self._pipelined(
+            numbers,
+            lambda which: Command("RETR", (_number(which),), ReplyShape.DATA),
+            lambda connection, command: connection.stream(command, budget),
+            window,
+            status_of=_status,
+            value_of=_stream,
+            moved_on=_drop_rest,
+            unread=MessageStream.discard,
+        )
 
     # -- messages of any size -----------------------------------------------------------------
 
@@ -796,15 +818,13 @@ class POP3:
         :meth:`close` instead to abandon a huge message at once).
         """
         command = Command("RETR", (_number(which),), ReplyShape.DATA)
-        status_future, call = self._require().stream(command)
-        status = await status_future
+        status, stream = await self._require().stream(command)
         if not status.ok:
             raise self._refusal(command, status)
         try:
-            yield MessageStream(call)
+            yield stream
         finally:
-            if not call.ended:
-                call.abandon()
+            _drop_rest(stream)
 
     async def retr_to_file(
         self, which: int, path: str | os.PathLike[str], *, fsync: bool = True
@@ -843,27 +863,19 @@ class POP3_SSL(POP3):
         *,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_listing_size: int | None = DEFAULT_MAX_LISTING_SIZE,
-        pipelining: bool | None = None,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        local_addr: tuple[str, int] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        for name in ("tls", "starttls"):
+            if name in options:
+                raise TypeError(f"POP3_SSL takes no {name!r}: its TLS is implicit (use POP3)")
         super().__init__(
             host,
             port,
-            timeout=timeout,
-            max_line_length=max_line_length,
-            max_message_size=max_message_size,
-            max_listing_size=max_listing_size,
-            pipelining=pipelining,
-            max_in_flight=max_in_flight,
-            local_addr=local_addr,
             ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
             server_hostname=server_hostname,
+            **options,
         )
+        self.tls = "implicit"
 
     @property
     def is_tls(self) -> bool:
@@ -876,59 +888,96 @@ class POP3_SSL(POP3):
         return context, self.server_hostname or self.host
 
 
-_CommandMaker = Callable[[int], Command]
 _Sink = TypeVar("_Sink", bound=LineSink)
-_Queued = tuple[int, Command, "asyncio.Future[T]"]
+_Sent = tuple[int, Command, "asyncio.Future[R]"]
 
 
-async def _received(
-    queue: collections.deque[_Queued[tuple[StatusLine, bytes]]],
-) -> tuple[int, bytes]:
-    """Wait for the oldest queued RETR or TOP and return its number and message."""
+async def _oldest(
+    queue: collections.deque[_Sent[R]],
+    status_of: Callable[[R], StatusLine],
+    value_of: Callable[[R], T],
+    last: list[T],
+    moved_on: Callable[[T], None] | None,
+) -> tuple[int, T]:
+    """Wait for the oldest queued command: its number and value, or its ``-ERR`` raised.
+
+    ``last`` holds the value yielded before, handed to ``moved_on`` first.
+    """
+    if last:
+        previous = last.pop()
+        if moved_on is not None:
+            moved_on(previous)
     which, command, future = queue[0]
-    status, body = await future
+    result = await future
     queue.popleft()
+    status = status_of(result)
     if not status.ok:
         raise _refusal(command, status)
-    return which, body
+    value = value_of(result)
+    if moved_on is not None:
+        last.append(value)
+    return which, value
 
 
-async def _confirmed(queue: collections.deque[_Queued[StatusLine]]) -> int:
-    """Wait for the oldest queued DELE and return its number."""
-    which, command, future = queue[0]
-    status = await future
-    queue.popleft()
-    if not status.ok:
-        raise _refusal(command, status)
-    return which
-
-
-_QueuedStream = tuple[int, Command, "asyncio.Future[StatusLine]", _StreamCall]
-
-
-async def _next_stream(
-    queue: collections.deque[_QueuedStream], current: _StreamCall | None
-) -> tuple[int, _StreamCall]:
-    """Drop what is left of ``current``; wait for the oldest queued RETR's status line."""
-    if current is not None and not current.ended:
-        current.abandon()
-    which, command, status, call = queue[0]
-    line = await status
-    queue.popleft()
-    if not line.ok:
-        raise _refusal(command, line)
-    return which, call
-
-
-def _cancel_all(queue: collections.deque[_Queued[T]]) -> None:
+def _cancel_all(
+    queue: collections.deque[_Sent[R]],
+    value_of: Callable[[R], T],
+    unread: Callable[[T], None] | None,
+) -> None:
     """Cancel what is still queued; read the errors of what failed, so none goes unnoticed."""
     for _, _, future in queue:
-        if future.done():
-            if not future.cancelled():
-                future.exception()
-        else:
+        if not future.done():
             future.cancel()
+        elif not future.cancelled() and future.exception() is None and unread is not None:
+            unread(value_of(future.result()))
     queue.clear()
+
+
+def _tls_policy(tls: TLSPolicy | None, starttls: _OldPolicy | None) -> TLSPolicy:
+    """``tls``, or the deprecated ``starttls`` in the new words; "if-offered" by default."""
+    if starttls is not None:
+        if tls is not None:
+            raise TypeError("pass tls= or the deprecated starttls=, not both")
+        if starttls not in _FROM_OLD_POLICY:
+            raise ValueError(
+                f"starttls must be one of {sorted(_FROM_OLD_POLICY)}, not {starttls!r}"
+            )
+        policy = _FROM_OLD_POLICY[starttls]
+        warnings.warn(
+            f"POP3(starttls={starttls!r}) is deprecated: use tls={policy!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return policy
+    if tls is None:
+        return "if-offered"
+    if tls == "implicit":
+        raise ValueError('tls="implicit" is POP3S: use POP3_SSL (POP3 upgrades with STLS)')
+    if tls not in TLS_POLICIES:
+        raise ValueError(f"tls must be one of {sorted(TLS_POLICIES - {'implicit'})}, not {tls!r}")
+    return tls
+
+
+def _status(reply: tuple[StatusLine, T]) -> StatusLine:
+    return reply[0]
+
+
+def _stream(reply: tuple[StatusLine, MessageStream]) -> MessageStream:
+    return reply[1]
+
+
+def _body(reply: tuple[StatusLine, bytes]) -> bytes:
+    return reply[1]
+
+
+def _itself(status: StatusLine) -> StatusLine:
+    return status
+
+
+def _drop_rest(stream: MessageStream) -> None:
+    """Drop what is left of a stream the caller has done with."""
+    if not stream.complete:
+        stream.discard()
 
 
 def _number(which: int) -> str:

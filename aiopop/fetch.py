@@ -62,8 +62,8 @@ from .maildir import Maildir, to_unix_line_ends
 from .state import LOCK_WAIT, STATE_FILE, DeliveryState, Record, StateLock
 
 if TYPE_CHECKING:
-    from ._connection import MessageStream
     from .client import POP3
+    from .stream import MessageStream
 
 __all__ = [
     "Delivery",

@@ -8,9 +8,10 @@ import operator
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, Self, SupportsIndex, TypeVar, overload
+from typing import Any, Generic, Literal, NamedTuple, Self, SupportsIndex, TypeVar, overload
 
 __all__ = [
+    "TLS_POLICIES",
     "AuthMethod",
     "Capabilities",
     "Expire",
@@ -18,9 +19,22 @@ __all__ = [
     "LoginDelay",
     "SizeListing",
     "Stat",
+    "TLSPolicy",
     "UidEntry",
     "UidListing",
 ]
+
+TLSPolicy = Literal["implicit", "starttls", "if-offered", "none"]
+"""How a connection gets TLS; one set of words for the client, accounts and the CLI:
+
+* ``"implicit"``: TLS from the first octet (POP3S, RFC 8314): :class:`aiopop.POP3_SSL`;
+* ``"starttls"``: TLS by STLS, required: the connection fails before any
+  credential is sent if it cannot be had (:class:`~aiopop.TLSRequiredError`);
+* ``"if-offered"``: STLS when the server offers it, else cleartext;
+* ``"none"``: never TLS.
+"""
+TLS_POLICIES: frozenset[str] = frozenset({"implicit", "starttls", "if-offered", "none"})
+"""Every :data:`TLSPolicy`."""
 
 
 class Stat(NamedTuple):

@@ -13,7 +13,7 @@ import pytest
 
 import aiopop
 from aiopop import _files
-from aiopop._connection import STREAM_HIGH_WATER
+from aiopop._replies import STREAM_HIGH_WATER, StreamCall
 from aiopop.testing import (
     Close,
     Expect,
@@ -445,7 +445,9 @@ async def test_retr_each_pauses_reading_past_its_budget() -> None:
         items = client.retr_each(range(1, 9), memory=150_000)
         _, stream = await anext(items)
         await asyncio.sleep(0.2)  # the consumer is busy; the server could send it all
-        budget = stream._call.budget
+        source = stream._source
+        assert isinstance(source, StreamCall)
+        budget = source.budget
         held = budget.held
         assert held <= budget.high + 300_000  # a socket read or two past the bound
         assert held < 800_000
