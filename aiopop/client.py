@@ -8,24 +8,23 @@ reads the values.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import collections
 import contextlib
 import logging
-import os
 import ssl
-import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self, TypedDict, TypeVar, Unpack, overload
+from typing import Self, TypeVar, Unpack, overload
 
-from . import _files, _login, _parse
+from . import _login, _parse
 from ._apop import apop_digest
+from ._bulk import ManyMessages
+from ._commands import check_number, number, refusal
 from ._connection import Connection
 from ._events import Command, ReplyShape
 from ._login import OAuth2Token
+from ._options import ClientOptions, OldTLSPolicy, check_options, tls_policy
 from ._parse import StatusLine
 from ._protocol import DEFAULT_MAX_LINE_LENGTH
 from ._replies import LineSink
@@ -35,15 +34,12 @@ from .errors import (
     CommandStateError,
     ConnectionLostError,
     LoginDelayError,
-    MalformedReplyError,
     ResponseError,
     SASLError,
     response_error,
 )
 from .sasl import Mechanism
-from .stream import MessageStream
 from .types import (
-    TLS_POLICIES,
     AuthMethod,
     Capabilities,
     ListEntry,
@@ -54,7 +50,7 @@ from .types import (
     UidListing,
 )
 
-__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "ClientOptions"]
+__all__ = ["DEFAULT_TIMEOUT", "POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "ClientOptions"]
 
 logger = logging.getLogger("aiopop")
 
@@ -65,29 +61,6 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 100
-DEFAULT_STREAM_MEMORY = 32 * 1024 * 1024
-"""Octets :meth:`POP3.retr_each` holds received and not yet read, by default."""
-_AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
-_OldPolicy = Literal["required", "if-offered", "never"]
-_FROM_OLD_POLICY: dict[str, TLSPolicy] = {
-    "required": "starttls",
-    "if-offered": "if-offered",
-    "never": "none",
-}
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class ClientOptions(TypedDict, total=False):
-    """The options :class:`POP3` and :class:`POP3_SSL` share (see :class:`POP3`)."""
-
-    timeout: float | None
-    max_line_length: int
-    max_message_size: int | None
-    max_listing_size: int | None
-    pipelining: bool | None
-    max_in_flight: int
-    local_addr: tuple[str, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +80,7 @@ class _KnownCapabilities:
         )
 
 
-class POP3:
+class POP3(ManyMessages):
     """An asyncio POP3 client over plain TCP (RFC 1939), named after :class:`poplib.POP3`.
 
     The constructor does no I/O: ``await connect()``, or use ``async with``,
@@ -172,21 +145,16 @@ class POP3:
         tls: TLSPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-        starttls: _OldPolicy | None = None,
+        starttls: OldTLSPolicy | None = None,
     ) -> None:
-        policy = _tls_policy(tls, starttls)
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive or None")
-        if max_line_length < 512:
-            raise ValueError("max_line_length must be at least 512 (RFC 2449 section 4)")
-        for name, value in (
-            ("max_message_size", max_message_size),
-            ("max_listing_size", max_listing_size),
-        ):
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be non-negative or None")
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        policy = tls_policy(tls, starttls)
+        check_options(
+            timeout=timeout,
+            max_line_length=max_line_length,
+            max_message_size=max_message_size,
+            max_listing_size=max_listing_size,
+            max_in_flight=max_in_flight,
+        )
         self.host = host
         self.port = self.default_port if port is None else port
         self.timeout = timeout
@@ -344,7 +312,7 @@ class POP3:
         return status
 
     def _refusal(self, command: Command, status: StatusLine) -> ResponseError:
-        error = _refusal(command, status)
+        error = refusal(command, status)
         if isinstance(error, LoginDelayError) and self._caps is not None:
             delay = self._caps.capabilities.login_delay
             error.delay = delay.seconds if delay is not None else None
@@ -368,15 +336,6 @@ class POP3:
         if not status.ok:
             raise self._refusal(command, status)
         return parsed
-
-    def _retr_command(self, which: int) -> Command:
-        return Command("RETR", (_number(which),), ReplyShape.DATA, limit=self.max_message_size)
-
-    def _top_command(self, which: int, howmax: int) -> Command:
-        if isinstance(howmax, bool) or not isinstance(howmax, int) or howmax < 0:
-            raise ValueError(f"line count must be a non-negative int, not {howmax!r}")
-        args = (_number(which), str(howmax))
-        return Command("TOP", args, ReplyShape.DATA, limit=self.max_message_size)
 
     async def _message(self, command: Command) -> bytes:
         status, body = await self._require().message(command)
@@ -597,9 +556,9 @@ class POP3:
         if which is None:
             parser = await self._parsed_listing("LIST", _parse.SizeListingParser())
             return parser.listing
-        status = await self._ok(Command("LIST", (_number(which),)))
+        status = await self._ok(Command("LIST", (number(which),)))
         entry = _parse.parse_list_entry(status.text)
-        _check_number("LIST", which, entry.number)
+        check_number("LIST", which, entry.number)
         return entry
 
     @overload
@@ -620,9 +579,9 @@ class POP3:
         if which is None:
             parser = await self._parsed_listing("UIDL", _parse.UidListingParser())
             return parser.listing
-        status = await self._ok(Command("UIDL", (_number(which),)))
+        status = await self._ok(Command("UIDL", (number(which),)))
         entry = _parse.parse_uid_entry(status.text)
-        _check_number("UIDL", which, entry.number)
+        check_number("UIDL", which, entry.number)
         return entry
 
     async def retr(self, which: int) -> bytes:
@@ -640,7 +599,7 @@ class POP3:
 
     async def dele(self, which: int) -> bytes:
         """Mark message ``which`` deleted; the server removes it only after QUIT."""
-        reply = await self._simple("DELE", _number(which))
+        reply = await self._simple("DELE", number(which))
         self.marked += 1
         return reply
 
@@ -666,183 +625,6 @@ class POP3:
             return reply
         finally:
             await self.close()
-
-    # -- many messages -------------------------------------------------------------------
-
-    def retr_many(
-        self, numbers: Iterable[int], *, window: int | None = None
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
-        """Retrieve several messages, yielding ``(number, message)`` in the order given.
-
-        Up to ``window`` RETRs (default: twice ``max_in_flight``) are queued
-        ahead of the one being yielded, so with PIPELINING the server never
-        waits for a round trip; without it they go one at a time, with the
-        same results. Memory holds at most ``window`` messages. A ``-ERR``
-        raises :class:`~aiopop.ResponseError` when its turn comes; leaving
-        the loop early cancels the rest (their replies are read and dropped).
-        Wrap the iterator in :func:`contextlib.aclosing` to have that happen
-        at once rather than when the iterator is garbage collected.
-        """
-        return self._pipelined(
-            numbers,
-            self._retr_command,
-            Connection.message,
-            window,
-            status_of=_status,
-            value_of=_body,
-        )
-
-    def top_many(
-        self, numbers: Iterable[int], lines: int, *, window: int | None = None
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
-        """Like :meth:`retr_many` with TOP: the headers and first ``lines`` body lines of each."""
-        return self._pipelined(
-            numbers,
-            lambda which: self._top_command(which, lines),
-            Connection.message,
-            window,
-            status_of=_status,
-            value_of=_body,
-        )
-
-    async def dele_many(
-        self, numbers: Iterable[int], *, window: int | None = None
-    ) -> AsyncGenerator[int, None]:
-        """Mark several messages deleted, yielding each number once the server confirmed it.
-
-        Pipelined like :meth:`retr_many`. Deletions take effect only at a
-        successful QUIT. A ``-ERR`` raises :class:`~aiopop.ResponseError`
-        when its turn comes; numbers yielded before it were marked.
-        """
-        sent = self._pipelined(
-            numbers,
-            lambda which: Command("DELE", (_number(which),)),
-            Connection.command,
-            window,
-            status_of=_itself,
-            value_of=_itself,
-        )
-        async with contextlib.aclosing(sent):
-            async for which, _ in sent:
-                self.marked += 1
-                yield which
-
-    async def _pipelined(
-        self,
-        numbers: Iterable[int],
-        make: Callable[[int], Command],
-        submit: Callable[[Connection, Command], asyncio.Future[R]],
-        window: int | None,
-        *,
-        status_of: Callable[[R], StatusLine],
-        value_of: Callable[[R], T],
-        moved_on: Callable[[T], None] | None = None,
-        unread: Callable[[T], None] | None = None,
-    ) -> AsyncGenerator[tuple[int, T], None]:
-        """Queue ``make(number)`` for each number, up to ``window`` ahead; yield in order.
-
-        Yields ``(number, value_of(result))``. Whether the commands go out
-        pipelined is the connection's decision. Each reply's status
-        (``status_of``) is checked when its turn comes: ``-ERR`` raises its
-        :class:`~aiopop.ResponseError`. ``moved_on`` is applied to the value
-        last yielded when the loop moves on or ends; ``unread`` to the values
-        that arrived and were never yielded; the rest are cancelled.
-        """
-        connection = self._require()
-        await connection.learn_pipelining()
-        queue: collections.deque[_Sent[R]] = collections.deque()
-        limit = window or 2 * self.max_in_flight
-        last: list[T] = []
-        try:
-            for which in numbers:
-                command = make(which)
-                queue.append((which, command, submit(connection, command)))
-                while len(queue) >= limit:
-                    yield await _oldest(queue, status_of, value_of, last, moved_on)
-            while queue:
-                yield await _oldest(queue, status_of, value_of, last, moved_on)
-        finally:
-            if last and moved_on is not None:
-                moved_on(last[0])
-            _cancel_all(queue, value_of, unread)
-
-    def retr_each(
-        self,
-        numbers: Iterable[int],
-        *,
-        window: int | None = None,
-        memory: int = DEFAULT_STREAM_MEMORY,
-    ) -> AsyncGenerator[tuple[int, MessageStream], None]:
-        """Retrieve several messages, pipelined like :meth:`retr_many`, each as a stream.
-
-        Yields ``(number, stream)`` in the order given. Each
-        :class:`~aiopop.MessageStream` is read before the next is asked for:
-        :meth:`MessageStream.collect` for the whole message when it is small
-        enough, else its chunks; whatever is left unread of it is dropped
-        when the loop moves on. The data received and not yet read is held
-        to ``memory`` octets whatever the sizes LIST announced: past that
-        the connection stops reading until the consumer catches up. Pass a
-        threshold of at most ``memory`` to :meth:`~MessageStream.collect`.
-        A ``-ERR`` raises :class:`~aiopop.ResponseError` when its turn comes;
-        leaving the loop early drops the rest.
-        """
-        if memory < 1:
-            raise ValueError("memory must be at least 1")
-        budget = self._require().budget(memory)
-        return self._pipelined(
-            numbers,
-            lambda which: Command("RETR", (_number(which),), ReplyShape.DATA),
-            lambda connection, command: connection.stream(command, budget),
-            window,
-            status_of=_status,
-            value_of=_stream,
-            moved_on=_drop_rest,
-            unread=MessageStream.discard,
-        )
-
-    # -- messages of any size -----------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def retr_stream(self, which: int) -> AsyncIterator[MessageStream]:
-        """Message ``which`` as an async iterator of chunks, with memory bounded::
-
-            async with client.retr_stream(1) as stream:
-                async for chunk in stream:
-                    ...
-
-        The chunks are dot-unstuffed content; joined, they equal what
-        :meth:`retr` returns, with no size limit. A ``-ERR`` raises
-        :class:`~aiopop.ResponseError` on entry. Leaving the block before
-        the end keeps the session in step: the rest of the message is read
-        and dropped as it arrives, and the next command waits for that (call
-        :meth:`close` instead to abandon a huge message at once).
-        """
-        command = Command("RETR", (_number(which),), ReplyShape.DATA)
-        status, stream = await self._require().stream(command)
-        if not status.ok:
-            raise self._refusal(command, status)
-        try:
-            yield stream
-        finally:
-            _drop_rest(stream)
-
-    async def retr_to_file(
-        self, which: int, path: str | os.PathLike[str], *, fsync: bool = True
-    ) -> int:
-        """Write message ``which`` to ``path`` and return its size in octets.
-
-        The message goes to a temporary file in the same directory (named
-        ``.<name>.<random>.part``) with :mod:`aiofiles`, is flushed and, with
-        ``fsync``, synced to disk, and only then renamed to ``path``
-        (replacing a file there), after which the directory is synced too.
-        With ``fsync``, the kernel is also asked to start writing back every
-        8 MiB as the message arrives, so the final sync is short.
-        If anything fails (the connection drops, the disk fills, the task is
-        cancelled) the temporary file is removed and ``path`` is untouched:
-        a partial message never appears under the final name.
-        """
-        async with self.retr_stream(which) as stream:
-            return await _files.write_atomically(path, stream.batches(), fsync=fsync)
 
 
 class POP3_SSL(POP3):
@@ -889,115 +671,3 @@ class POP3_SSL(POP3):
 
 
 _Sink = TypeVar("_Sink", bound=LineSink)
-_Sent = tuple[int, Command, "asyncio.Future[R]"]
-
-
-async def _oldest(
-    queue: collections.deque[_Sent[R]],
-    status_of: Callable[[R], StatusLine],
-    value_of: Callable[[R], T],
-    last: list[T],
-    moved_on: Callable[[T], None] | None,
-) -> tuple[int, T]:
-    """Wait for the oldest queued command: its number and value, or its ``-ERR`` raised.
-
-    ``last`` holds the value yielded before, handed to ``moved_on`` first.
-    """
-    if last:
-        previous = last.pop()
-        if moved_on is not None:
-            moved_on(previous)
-    which, command, future = queue[0]
-    result = await future
-    queue.popleft()
-    status = status_of(result)
-    if not status.ok:
-        raise _refusal(command, status)
-    value = value_of(result)
-    if moved_on is not None:
-        last.append(value)
-    return which, value
-
-
-def _cancel_all(
-    queue: collections.deque[_Sent[R]],
-    value_of: Callable[[R], T],
-    unread: Callable[[T], None] | None,
-) -> None:
-    """Cancel what is still queued; read the errors of what failed, so none goes unnoticed."""
-    for _, _, future in queue:
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled() and future.exception() is None and unread is not None:
-            unread(value_of(future.result()))
-    queue.clear()
-
-
-def _tls_policy(tls: TLSPolicy | None, starttls: _OldPolicy | None) -> TLSPolicy:
-    """``tls``, or the deprecated ``starttls`` in the new words; "if-offered" by default."""
-    if starttls is not None:
-        if tls is not None:
-            raise TypeError("pass tls= or the deprecated starttls=, not both")
-        if starttls not in _FROM_OLD_POLICY:
-            raise ValueError(
-                f"starttls must be one of {sorted(_FROM_OLD_POLICY)}, not {starttls!r}"
-            )
-        policy = _FROM_OLD_POLICY[starttls]
-        warnings.warn(
-            f"POP3(starttls={starttls!r}) is deprecated: use tls={policy!r}",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return policy
-    if tls is None:
-        return "if-offered"
-    if tls == "implicit":
-        raise ValueError('tls="implicit" is POP3S: use POP3_SSL (POP3 upgrades with STLS)')
-    if tls not in TLS_POLICIES:
-        raise ValueError(f"tls must be one of {sorted(TLS_POLICIES - {'implicit'})}, not {tls!r}")
-    return tls
-
-
-def _status(reply: tuple[StatusLine, T]) -> StatusLine:
-    return reply[0]
-
-
-def _stream(reply: tuple[StatusLine, MessageStream]) -> MessageStream:
-    return reply[1]
-
-
-def _body(reply: tuple[StatusLine, bytes]) -> bytes:
-    return reply[1]
-
-
-def _itself(status: StatusLine) -> StatusLine:
-    return status
-
-
-def _drop_rest(stream: MessageStream) -> None:
-    """Drop what is left of a stream the caller has done with."""
-    if not stream.complete:
-        stream.discard()
-
-
-def _number(which: int) -> str:
-    """A message number as an argument; numbers start at 1 (RFC 1939 section 5)."""
-    if isinstance(which, bool) or not isinstance(which, int) or which < 1:
-        raise ValueError(f"message number must be a positive int, not {which!r}")
-    return str(which)
-
-
-def _check_number(verb: str, asked: int, answered: int) -> None:
-    if answered != asked:
-        raise MalformedReplyError(f"{verb} {asked} was answered about message {answered}")
-
-
-def _refusal(command: Command, status: StatusLine) -> ResponseError:
-    """The error for a ``-ERR``: typed by its response code; a refused login is always
-    an :class:`~aiopop.AuthenticationError`."""
-    return response_error(
-        _parse.escape(status.text),
-        status.code,
-        command=command.verb,
-        login=command.verb in _AUTH_VERBS,
-    )
