@@ -16,6 +16,7 @@ __all__ = [
     "LIVE_STATES",
     "SESSION_CHANGING",
     "TRANSITIONS",
+    "Pipelining",
     "Session",
     "State",
     "allowed_states",
@@ -153,3 +154,52 @@ class Session:
     def closed(self) -> None:
         """The connection ended, or the session failed."""
         self.state = State.CLOSED
+
+
+class Pipelining:
+    """When commands may go out without waiting for replies (PIPELINING, RFC 2449 section 6.6).
+
+    ``option`` is the client's ``pipelining``: True or False decides; None
+    follows what CAPA said in the current session state, which the
+    connection asks (a probe) only when several commands wait at once.
+    What CAPA said is forgotten after STLS (RFC 2595 section 4) and does
+    not carry over to another state (RFC 2449 section 6).
+    """
+
+    __slots__ = ("learned_in", "max_in_flight", "offered", "option")
+
+    def __init__(self, option: bool | None, max_in_flight: int) -> None:
+        self.option = option
+        self.max_in_flight = max_in_flight
+        self.learned_in: State | None = None
+        self.offered = False
+
+    def known(self, state: State) -> bool | None:
+        """Whether to pipeline in ``state``; None while CAPA has not said."""
+        if self.option is not None:
+            return self.option
+        return self.offered if self.learned_in is state else None
+
+    def learned(self, state: State, offered: bool) -> None:
+        """A CAPA reply in ``state`` did (or did not) announce PIPELINING."""
+        self.learned_in = state
+        self.offered = offered
+
+    def forget(self) -> None:
+        """TLS began: what CAPA said in the clear proves nothing."""
+        self.learned_in = None
+        self.offered = False
+
+    def may_send(self, state: State, in_flight: int, last: str, verb: str) -> bool:
+        """Whether ``verb`` may go out now: ``in_flight`` unanswered, the newest ``last``."""
+        return in_flight < self.max_in_flight and may_follow(last, verb) and bool(self.known(state))
+
+    def should_probe(self, state: State, waiting: int, verb: str) -> bool:
+        """Whether to ask CAPA before sending ``verb``, ``waiting`` commands being queued."""
+        return (
+            self.option is None
+            and waiting > 1
+            and self.learned_in is not state
+            and state in LIVE_STATES
+            and may_follow("CAPA", verb)
+        )
