@@ -485,3 +485,50 @@ async def test_retr_each_raises_a_refusal_in_its_turn() -> None:
     assert server.mismatches == []
     with pytest.raises(ValueError, match="memory"):
         await anext(client.retr_each([1], memory=0))
+
+
+class _ListSource:
+    """A MessageSource over a list of chunks: what a stream needs, and nothing of a connection."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.received = sum(map(len, chunks))
+        self.ended = True
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+    async def next_chunks(self, most: int | None) -> list[bytes]:
+        count = len(self.chunks) if most is None else most
+        taken, self.chunks = self.chunks[:count], self.chunks[count:]
+        return taken
+
+    async def wait(self) -> None:
+        await asyncio.sleep(0)
+
+    def read_on(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.chunks.clear()
+
+
+def test_message_stream_lives_in_a_public_module() -> None:
+    from aiopop import stream
+
+    assert aiopop.MessageStream is stream.MessageStream
+    assert aiopop.MessageStream.__module__ == "aiopop.stream"
+
+
+async def test_a_message_stream_reads_any_message_source() -> None:
+    chunks = [b"Subject: x\r\n", b"\r\n", b"body\r\n"]
+    assert [c async for c in aiopop.MessageStream(_ListSource(chunks))] == chunks
+    assert [b async for b in aiopop.MessageStream(_ListSource(chunks)).batches()] == [chunks]
+    stream = aiopop.MessageStream(_ListSource(chunks))
+    assert stream.complete
+    assert stream.received == 20
+    assert await stream.collect(19) is None
+    assert await stream.collect(20) == b"".join(chunks)
+    source = _ListSource(chunks)
+    aiopop.MessageStream(source).discard()
+    assert source.abandoned
