@@ -527,6 +527,7 @@ async def test_a_message_stream_reads_any_message_source() -> None:
     stream = aiopop.MessageStream(_ListSource(chunks))
     assert stream.complete
     assert stream.received == 20
+    assert repr(stream) == "<MessageStream complete, 20 octets received>"
     assert await stream.collect(19) is None
     assert await stream.collect(20) == b"".join(chunks)
     source = _ListSource(chunks)
