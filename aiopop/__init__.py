@@ -33,7 +33,8 @@ _SOURCES: dict[str, str] = {
     "POP3_PORT": "_client",
     "POP3_SSL_PORT": "_client",
     "DEFAULT_TIMEOUT": "_client",
-    "MessageStream": "_connection",
+    "MessageSource": "_stream",
+    "MessageStream": "_stream",
     "State": "_state",
     "OAuth2Token": "_login",
     # what the client returns
@@ -138,6 +139,7 @@ __all__ = [
     "Maildir",
     "MalformedReplyError",
     "MemoryStore",
+    "MessageSource",
     "MessageStream",
     "MethodNotOfferedError",
     "NewMessage",
@@ -192,7 +194,6 @@ if TYPE_CHECKING:
         secret_from_keyring,
     )
     from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
-    from ._connection import MessageStream
     from ._delivery_state import STATE_FILE, DeliveryState, StateError, StateLock, StateLockedError
     from ._errors import (
         APOPNotOfferedError,
@@ -230,6 +231,7 @@ if TYPE_CHECKING:
     from ._many import CheckResult, check_many
     from ._state import State
     from ._stores import MemoryStore, SeenStore, SQLiteStore
+    from ._stream import MessageSource, MessageStream
     from ._types import (
         TLS_POLICIES,
         AuthMethod,

@@ -48,12 +48,6 @@ __all__ = [
 Secret = str | Callable[[], Awaitable[str]]
 """A password or token, or an async callable that returns a fresh one."""
 
-_STARTTLS_POLICY: dict[str, TLSPolicy] = {
-    "starttls": "required",
-    "if-offered": "if-offered",
-    "none": "never",
-}
-
 
 class AccountError(ValueError):
     """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
@@ -170,8 +164,7 @@ class Account:
         options.setdefault("timeout", self.timeout)
         if self.tls == "implicit":
             return POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
-        policy = _STARTTLS_POLICY[self.tls]
-        return POP3(self.host, self.port, starttls=policy, ssl_context=self.ssl_context, **options)
+        return POP3(self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options)
 
     async def login(self, client: POP3, *, prefer: AuthMethod | None = None) -> AuthMethod:
         """Log ``client`` (connected) in as this account says; returns the method used.

@@ -8,57 +8,54 @@ reads the values.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import builtins
-import collections
 import contextlib
 import logging
-import os
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Self, TypeVar, overload
+from typing import Self, TypeVar, Unpack, overload
 
-from . import _files, _login, _parse
-from ._apop import apop_digest
-from ._connection import Connection, LineSink, MessageStream, _StreamCall
+from . import _login, _parse
+from ._authorization import Authorization, KnownCapabilities
+from ._bulk import ManyMessages
+from ._commands import check_number, number, refusal
+from ._connection import Connection
 from ._errors import (
-    APOPNotOfferedError,
     CommandStateError,
     ConnectionLostError,
     LoginDelayError,
-    MalformedReplyError,
     ResponseError,
-    SASLError,
     response_error,
 )
-from ._login import TLS_POLICIES, OAuth2Token, TLSPolicy
+from ._events import Command, ReplyShape
+from ._options import ClientOptions, OldTLSPolicy, check_options, tls_policy
 from ._parse import StatusLine
-from ._protocol import DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LENGTH, Command, ReplyShape
-from ._state import State
-from ._types import AuthMethod, Capabilities, ListEntry, SizeListing, Stat, UidEntry, UidListing
-from .sasl import Mechanism
+from ._protocol import DEFAULT_MAX_LINE_LENGTH
+from ._replies import LineSink
+from ._state import LIVE_STATES, State
+from ._types import (
+    ListEntry,
+    SizeListing,
+    Stat,
+    TLSPolicy,
+    UidEntry,
+    UidListing,
+)
 
-__all__ = ["POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT"]
+__all__ = ["DEFAULT_TIMEOUT", "POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "ClientOptions"]
 
 logger = logging.getLogger("aiopop")
 
 POP3_PORT = 110
 POP3_SSL_PORT = 995
 DEFAULT_TIMEOUT = 60.0
+"""Seconds one step may take (connecting, a reply, a pause inside a message), by default."""
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 100
-DEFAULT_STREAM_MEMORY = 32 * 1024 * 1024
-"""Octets :meth:`POP3.retr_each` holds received and not yet read, by default."""
-_AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
-MAX_SASL_CHALLENGES = 16
-"""A SASL exchange with more challenges than this is cancelled (no mechanism needs more)."""
-T = TypeVar("T")
 
 
-class POP3:
+class POP3(Authorization, ManyMessages):
     """An asyncio POP3 client over plain TCP (RFC 1939), named after :class:`poplib.POP3`.
 
     The constructor does no I/O: ``await connect()``, or use ``async with``,
@@ -89,13 +86,16 @@ class POP3:
     ``False`` never does. ``max_in_flight`` bounds the commands sent and not
     yet answered.
 
-    ``starttls`` (plain TCP only) says when to upgrade with STLS (RFC 2595):
-    ``"if-offered"`` (the default) in :meth:`login`, whenever CAPA offers
-    it; ``"required"`` in :meth:`connect`, which raises
+    ``tls`` (a :data:`~aiopop.TLSPolicy`) says when to upgrade with
+    STLS (RFC 2595): ``"if-offered"`` (the default) in :meth:`login`,
+    whenever CAPA offers it; ``"starttls"`` in :meth:`connect`, which raises
     :class:`~aiopop.TLSRequiredError` (having sent only CAPA and STLS) when
-    the server cannot; ``"never"``. :class:`POP3_SSL` (RFC 8314) is better
-    still: there is no cleartext phase to attack. ``ssl_context`` and
-    ``server_hostname`` are used for STLS as :class:`POP3_SSL` uses them.
+    the server cannot; ``"none"``: never. ``"implicit"`` is
+    :class:`POP3_SSL`'s (RFC 8314), which is better still: there is no
+    cleartext phase to attack. ``ssl_context`` and ``server_hostname`` are
+    used for STLS as :class:`POP3_SSL` uses them. The old keyword
+    ``starttls`` (``"required"``, ``"if-offered"``, ``"never"``) still
+    works for one minor version, with a DeprecationWarning.
 
     Leaving ``async with`` normally sends QUIT, which commits deletions.
     Leaving it by an exception closes the connection *without* QUIT, so the
@@ -117,24 +117,19 @@ class POP3:
         pipelining: bool | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         local_addr: tuple[str, int] | None = None,
-        starttls: TLSPolicy = "if-offered",
+        tls: TLSPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        starttls: OldTLSPolicy | None = None,
     ) -> None:
-        if starttls not in TLS_POLICIES:
-            raise ValueError(f"starttls must be one of {sorted(TLS_POLICIES)}, not {starttls!r}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive or None")
-        if max_line_length < 512:
-            raise ValueError("max_line_length must be at least 512 (RFC 2449 section 4)")
-        for name, value in (
-            ("max_message_size", max_message_size),
-            ("max_listing_size", max_listing_size),
-        ):
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be non-negative or None")
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        policy = tls_policy(tls, starttls)
+        check_options(
+            timeout=timeout,
+            max_line_length=max_line_length,
+            max_message_size=max_message_size,
+            max_listing_size=max_listing_size,
+            max_in_flight=max_in_flight,
+        )
         self.host = host
         self.port = self.default_port if port is None else port
         self.timeout = timeout
@@ -144,12 +139,13 @@ class POP3:
         self.pipelining = pipelining
         self.max_in_flight = max_in_flight
         self.local_addr = local_addr
-        self.starttls: TLSPolicy = starttls
+        self.tls: TLSPolicy = policy
+        """When this client upgrades with STLS (``"implicit"`` on :class:`POP3_SSL`)."""
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
         self._connection: Connection | None = None
         self._connecting = False
-        self._caps: tuple[Connection, State, bool, Capabilities] | None = None
+        self._caps: KnownCapabilities | None = None
         self.marked = 0
         """Messages whose DELE the server accepted in this session, since the last RSET:
         deleted only when the server answers QUIT ``+OK`` (then 0 again)."""
@@ -169,16 +165,12 @@ class POP3:
     def is_connected(self) -> bool:
         """True while the connection is open and the session usable."""
         connection = self._connection
-        return (
-            connection is not None
-            and connection.is_open
-            and connection.protocol.state in (State.AUTHORIZATION, State.TRANSACTION)
-        )
+        return connection is not None and connection.is_open and connection.state in LIVE_STATES
 
     @property
     def state(self) -> State:
         """The session state: ``AUTHORIZATION``, ``TRANSACTION``, ``CLOSED`` ..."""
-        return self._connection.protocol.state if self._connection else State.CLOSED
+        return self._connection.state if self._connection else State.CLOSED
 
     def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
         return None, None
@@ -220,9 +212,9 @@ class POP3:
         if not status.ok:
             await connection.close()
             raise response_error(_parse.escape(status.text), status.code, command="greeting")
-        if self.starttls == "required" and not self.is_tls:
+        if self.tls == "starttls" and not self.is_tls:
             try:
-                await _login.ensure_tls(self, "required")
+                await _login.ensure_tls(self, "starttls")
             except BaseException:
                 await connection.close()
                 raise
@@ -269,7 +261,7 @@ class POP3:
 
     def getwelcome(self) -> bytes:
         """The greeting line as received, like :meth:`poplib.POP3.getwelcome`."""
-        greeting = self._connection.protocol.greeting if self._connection else None
+        greeting = self._connection.greeting if self._connection else None
         if greeting is None:
             raise CommandStateError("not connected")
         return greeting.status.raw
@@ -277,7 +269,7 @@ class POP3:
     @property
     def apop_timestamp(self) -> bytes | None:
         """The APOP challenge from the greeting, or None when the server offers no APOP."""
-        greeting = self._connection.protocol.greeting if self._connection else None
+        greeting = self._connection.greeting if self._connection else None
         return greeting.timestamp if greeting is not None else None
 
     # -- sending ---------------------------------------------------------------------
@@ -295,9 +287,9 @@ class POP3:
         return status
 
     def _refusal(self, command: Command, status: StatusLine) -> ResponseError:
-        error = _refusal(command, status)
+        error = refusal(command, status)
         if isinstance(error, LoginDelayError) and self._caps is not None:
-            delay = self._caps[3].login_delay
+            delay = self._caps.capabilities.login_delay
             error.delay = delay.seconds if delay is not None else None
         return error
 
@@ -320,250 +312,11 @@ class POP3:
             raise self._refusal(command, status)
         return parsed
 
-    def _retr_command(self, which: int) -> Command:
-        return Command("RETR", (_number(which),), ReplyShape.DATA, limit=self.max_message_size)
-
-    def _top_command(self, which: int, howmax: int) -> Command:
-        if isinstance(howmax, bool) or not isinstance(howmax, int) or howmax < 0:
-            raise ValueError(f"line count must be a non-negative int, not {howmax!r}")
-        args = (_number(which), str(howmax))
-        return Command("TOP", args, ReplyShape.DATA, limit=self.max_message_size)
-
     async def _message(self, command: Command) -> bytes:
         status, body = await self._require().message(command)
         if not status.ok:
             raise self._refusal(command, status)
         return body
-
-    # -- authorization ---------------------------------------------------------------
-
-    async def user(self, user: str) -> bytes:
-        """Send USER; returns the ``+OK`` line. Raises AuthenticationError on ``-ERR``."""
-        return await self._simple("USER", user)
-
-    async def pass_(self, pswd: str) -> bytes:
-        """Send PASS (after a successful :meth:`user`); the password is never logged."""
-        return await self._simple("PASS", pswd, secret=True)
-
-    async def apop(self, user: str, password: str) -> bytes:
-        """Authenticate with APOP: only ``md5(timestamp + password)`` is sent.
-
-        Raises :class:`~aiopop.APOPNotOfferedError`, sending nothing, when the
-        greeting had no valid timestamp. APOP resists only a passive
-        eavesdropper (MD5, RFC 1939 section 7); prefer TLS.
-        """
-        timestamp = self.apop_timestamp
-        if timestamp is None:
-            raise APOPNotOfferedError("the server's greeting offers no APOP timestamp")
-        if " " in user:
-            raise ValueError("APOP: the user name cannot contain a space")
-        digest = apop_digest(timestamp, password.encode("utf-8"))
-        return await self._simple("APOP", user, digest, secret=True)
-
-    async def login(
-        self,
-        user: str,
-        password: str | None = None,
-        *,
-        oauth2_token: OAuth2Token | None = None,
-        allow_cleartext: bool = False,
-        methods: Sequence[AuthMethod | str] | None = None,
-        prefer: AuthMethod | None = None,
-    ) -> AuthMethod:
-        """Log in, making at most two attempts, and say which method was used.
-
-        With a password: STLS first when CAPA offers it (see ``starttls``);
-        then, over TLS (or with ``allow_cleartext``), the strongest
-        challenge-response method offered (SCRAM-SHA-256, SCRAM-SHA-1,
-        CRAM-MD5, APOP: the password stays off the wire) and, if it is
-        refused, ONE method that sends the password (PLAIN, else LOGIN, else
-        USER/PASS), which the server can check against any stored hash; in
-        cleartext, the two strongest challenge-response methods. Every
-        refused attempt counts against the account on the server, so the
-        other methods are held back. ``[IN-USE]``, ``[LOGIN-DELAY]``,
-        ``[SYS/TEMP]`` and ``[SYS/PERM]`` are raised at once; when every
-        attempt was refused, the last refusal is raised (an
-        :class:`~aiopop.AuthenticationError` with the server's text; its
-        notes say what was tried, what was held back, and how to pin a
-        method). When the server closes the connection after a refusal (RFC
-        1939 section 4), the next attempt is made on a new connection.
-
-        ``methods`` (names or :class:`~aiopop.AuthMethod` values) limits the
-        choice to those methods, still strongest first and at most two; an
-        unknown name raises ValueError, and none of them offered
-        :class:`~aiopop.MethodNotOfferedError`, before any credential is sent.
-        ``prefer`` is a method that worked before (the value this method
-        returned, remembered by the caller): when offered and allowed it is
-        tried first, so a steady login makes no failed attempt; a refusal of
-        it counts as one of the two.
-
-        With ``oauth2_token`` (a string, or an async callable that returns a
-        fresh token; called once per login): OAUTHBEARER, else XOAUTH2, and
-        never a password. Gmail and Microsoft 365 want this.
-
-        :class:`~aiopop.InsecureLoginError` means nothing secret was sent:
-        the only methods left would have sent it in cleartext.
-        """
-        if password is not None and oauth2_token is None:
-            return await _login.password_login(
-                self,
-                user,
-                password,
-                allow_cleartext=allow_cleartext,
-                policy=self.starttls,
-                methods=methods,
-                prefer=prefer,
-            )
-        if oauth2_token is not None and password is None:
-            return await _login.oauth2_login(
-                self,
-                user,
-                oauth2_token,
-                allow_cleartext=allow_cleartext,
-                policy=self.starttls,
-                methods=methods,
-                prefer=prefer,
-            )
-        raise ValueError("login() takes a password or an oauth2_token (one of them)")
-
-    async def auth(self, mechanism: Mechanism) -> bytes:
-        """Authenticate with SASL AUTH (RFC 5034); returns the ``+OK`` line.
-
-        ``mechanism`` is one of :mod:`aiopop.sasl`'s (``ScramSHA256(user,
-        password)``, ``XOAuth2(user, token)``...) or your own subclass of
-        :class:`aiopop.sasl.Mechanism`. The initial response goes on the AUTH
-        line when the line stays within 255 octets, else after the server's
-        empty challenge. A challenge that is not base64, longer than the
-        mechanism's ``max_challenge``, or one too many is answered ``*``
-        (cancel) and raises :class:`~aiopop.SASLError`; so does a server that
-        says ``+OK`` without proving itself where the mechanism requires it
-        (SCRAM), after which the connection is closed. ``-ERR`` raises
-        :class:`~aiopop.AuthenticationError` (or a subclass, by its code).
-        """
-        name = mechanism.name
-        if not name or not name.isascii() or " " in name:
-            raise ValueError(f"invalid SASL mechanism name {name!r}")
-        initial = mechanism.initial_response()
-        args = [name]
-        deferred: bytes | None = None
-        if initial is not None:
-            encoded = base64.b64encode(initial).decode("ascii") or "="
-            if len(f"AUTH {name} {encoded}\r\n") <= MAX_COMMAND_LENGTH:
-                args.append(encoded)
-            else:
-                deferred = initial
-        challenges = 0
-
-        def answer(challenge: bytes | None) -> bytes:
-            nonlocal challenges, deferred
-            challenges += 1
-            if challenges > MAX_SASL_CHALLENGES:
-                raise SASLError(f"{name}: more than {MAX_SASL_CHALLENGES} challenges")
-            if challenge is None:
-                raise SASLError(f"{name}: the server's challenge is not valid base64")
-            if len(challenge) > mechanism.max_challenge:
-                raise SASLError(
-                    f"{name}: a challenge of {len(challenge)} octets "
-                    f"(at most {mechanism.max_challenge} accepted)"
-                )
-            if deferred is not None:
-                if challenge:
-                    raise SASLError(f"{name}: expected an empty challenge first")
-                response, deferred = deferred, None
-                return response
-            return mechanism.respond(challenge)
-
-        command = Command("AUTH", tuple(args), ReplyShape.SASL, secret=len(args) > 1)
-        connection = self._require()
-        status = await connection.authenticate(command, answer)
-        if not status.ok:
-            raise self._refusal(command, status)
-        try:
-            mechanism.verify()
-        except SASLError:
-            await connection.close()  # logged in to a server that did not prove itself
-            raise
-        return status.raw
-
-    async def stls(
-        self, ssl_context: ssl.SSLContext | None = None, *, server_hostname: str | None = None
-    ) -> bytes:
-        """Upgrade this connection to TLS with STLS (RFC 2595); returns the ``+OK`` line.
-
-        The certificate and the host name (``server_hostname``, default
-        the client's, else ``host``) are verified by
-        :func:`ssl.create_default_context` unless ``ssl_context`` (default the
-        client's) says otherwise. Octets received after ``+OK`` and
-        before the handshake are an injection: :class:`~aiopop.ProtocolError`,
-        connection closed. A failed handshake raises its ``ssl.SSLError``
-        (an ``OSError``, as in poplib) and closes the connection. A second
-        STLS is refused before anything is sent. The capabilities are asked
-        again afterwards, as what the server said in the clear proves nothing.
-        """
-        if self.is_tls:
-            raise CommandStateError("the connection is already encrypted: STLS again is refused")
-        connection = self._require()
-        context = ssl_context or self.ssl_context or ssl.create_default_context()
-        hostname = server_hostname or self.server_hostname or self.host
-        status = await connection.starttls(context, hostname)
-        if not status.ok:
-            raise self._refusal(Command("STLS"), status)
-        self._caps = None
-        await self.capabilities()
-        return status.raw
-
-    async def utf8(self) -> bytes:
-        """Send UTF8 (RFC 6856): afterwards user names and passwords may be non-ASCII."""
-        return await self._simple("UTF8")
-
-    @overload
-    async def lang(self) -> builtins.list[tuple[str, str]]: ...
-    @overload
-    async def lang(self, language: str) -> bytes: ...
-
-    async def lang(self, language: str | None = None) -> builtins.list[tuple[str, str]] | bytes:
-        """LANG (RFC 6856): the languages on offer as ``(tag, description)``, or choose one.
-
-        ``lang("de")`` asks for German replies and returns the ``+OK`` line;
-        ``lang("*")`` the server's default.
-        """
-        if language is None:
-            return [_parse.parse_lang_line(line) for line in await self._listing("LANG")]
-        return await self._simple("LANG", language)
-
-    async def capa(self) -> Capabilities:
-        """The server's capabilities (RFC 2449), asked now.
-
-        A server that refuses CAPA (an RFC 1939 server) gives
-        ``Capabilities(announced=False)``, not an error.
-        """
-        command = Command("CAPA", shape=ReplyShape.LINES, limit=self.max_listing_size)
-        connection = self._require()
-        status, lines = await connection.listing(command)
-        if status.ok:
-            caps = Capabilities(_parse.parse_capabilities(lines))
-        else:
-            caps = Capabilities(announced=False)
-        connection.note_pipelining(caps.pipelining)
-        self._caps = (connection, connection.protocol.state, connection.is_tls, caps)
-        return caps
-
-    async def capabilities(self) -> Capabilities:
-        """The capabilities, asked once per connection and session state, then remembered.
-
-        What CAPA said is dropped after STLS and after login, as RFC 2449
-        and RFC 2595 require; then the server is asked again.
-        """
-        cached = self._caps
-        connection = self._require()
-        if (
-            cached is not None
-            and cached[0] is connection
-            and cached[1] is connection.protocol.state
-            and cached[2] == connection.is_tls
-        ):
-            return cached[3]
-        return await self.capa()
 
     # -- transaction -------------------------------------------------------------------
 
@@ -588,9 +341,9 @@ class POP3:
         if which is None:
             parser = await self._parsed_listing("LIST", _parse.SizeListingParser())
             return parser.listing
-        status = await self._ok(Command("LIST", (_number(which),)))
+        status = await self._ok(Command("LIST", (number(which),)))
         entry = _parse.parse_list_entry(status.text)
-        _check_number("LIST", which, entry.number)
+        check_number("LIST", which, entry.number)
         return entry
 
     @overload
@@ -611,9 +364,9 @@ class POP3:
         if which is None:
             parser = await self._parsed_listing("UIDL", _parse.UidListingParser())
             return parser.listing
-        status = await self._ok(Command("UIDL", (_number(which),)))
+        status = await self._ok(Command("UIDL", (number(which),)))
         entry = _parse.parse_uid_entry(status.text)
-        _check_number("UIDL", which, entry.number)
+        check_number("UIDL", which, entry.number)
         return entry
 
     async def retr(self, which: int) -> bytes:
@@ -631,7 +384,7 @@ class POP3:
 
     async def dele(self, which: int) -> bytes:
         """Mark message ``which`` deleted; the server removes it only after QUIT."""
-        reply = await self._simple("DELE", _number(which))
+        reply = await self._simple("DELE", number(which))
         self.marked += 1
         return reply
 
@@ -658,172 +411,6 @@ class POP3:
         finally:
             await self.close()
 
-    # -- many messages -------------------------------------------------------------------
-
-    def retr_many(
-        self, numbers: Iterable[int], *, window: int | None = None
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
-        """Retrieve several messages, yielding ``(number, message)`` in the order given.
-
-        Up to ``window`` RETRs (default: twice ``max_in_flight``) are queued
-        ahead of the one being yielded, so with PIPELINING the server never
-        waits for a round trip; without it they go one at a time, with the
-        same results. Memory holds at most ``window`` messages. A ``-ERR``
-        raises :class:`~aiopop.ResponseError` when its turn comes; leaving
-        the loop early cancels the rest (their replies are read and dropped).
-        Wrap the iterator in :func:`contextlib.aclosing` to have that happen
-        at once rather than when the iterator is garbage collected.
-        """
-        return self._many(numbers, self._retr_command, window)
-
-    def top_many(
-        self, numbers: Iterable[int], lines: int, *, window: int | None = None
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
-        """Like :meth:`retr_many` with TOP: the headers and first ``lines`` body lines of each."""
-        return self._many(numbers, lambda which: self._top_command(which, lines), window)
-
-    async def dele_many(
-        self, numbers: Iterable[int], *, window: int | None = None
-    ) -> AsyncGenerator[int, None]:
-        """Mark several messages deleted, yielding each number once the server confirmed it.
-
-        Pipelined like :meth:`retr_many`. Deletions take effect only at a
-        successful QUIT. A ``-ERR`` raises :class:`~aiopop.ResponseError`
-        when its turn comes; numbers yielded before it were marked.
-        """
-        connection = self._require()
-        await connection.learn_pipelining()
-        queue: collections.deque[_Queued[StatusLine]] = collections.deque()
-        limit = window or 2 * self.max_in_flight
-        try:
-            for which in numbers:
-                command = Command("DELE", (_number(which),))
-                queue.append((which, command, connection.command(command)))
-                while len(queue) >= limit:
-                    yield await self._confirmed(queue)
-            while queue:
-                yield await self._confirmed(queue)
-        finally:
-            _cancel_all(queue)
-
-    async def _confirmed(self, queue: collections.deque[_Queued[StatusLine]]) -> int:
-        which = await _confirmed(queue)
-        self.marked += 1
-        return which
-
-    async def _many(
-        self,
-        numbers: Iterable[int],
-        make: _CommandMaker,
-        window: int | None,
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
-        connection = self._require()
-        await connection.learn_pipelining()
-        queue: collections.deque[_Queued[tuple[StatusLine, bytes]]] = collections.deque()
-        limit = window or 2 * self.max_in_flight
-        try:
-            for which in numbers:
-                command = make(which)
-                queue.append((which, command, connection.message(command)))
-                while len(queue) >= limit:
-                    yield await _received(queue)
-            while queue:
-                yield await _received(queue)
-        finally:
-            _cancel_all(queue)
-
-    async def retr_each(
-        self,
-        numbers: Iterable[int],
-        *,
-        window: int | None = None,
-        memory: int = DEFAULT_STREAM_MEMORY,
-    ) -> AsyncGenerator[tuple[int, MessageStream], None]:
-        """Retrieve several messages, pipelined like :meth:`retr_many`, each as a stream.
-
-        Yields ``(number, stream)`` in the order given. Each
-        :class:`~aiopop.MessageStream` is read before the next is asked for:
-        :meth:`MessageStream.collect` for the whole message when it is small
-        enough, else its chunks; whatever is left unread of it is dropped
-        when the loop moves on. The data received and not yet read is held
-        to ``memory`` octets whatever the sizes LIST announced: past that
-        the connection stops reading until the consumer catches up. Pass a
-        threshold of at most ``memory`` to :meth:`~MessageStream.collect`.
-        A ``-ERR`` raises :class:`~aiopop.ResponseError` when its turn comes;
-        leaving the loop early drops the rest.
-        """
-        if memory < 1:
-            raise ValueError("memory must be at least 1")
-        connection = self._require()
-        await connection.learn_pipelining()
-        budget = connection.budget(memory)
-        queue: collections.deque[_QueuedStream] = collections.deque()
-        limit = window or 2 * self.max_in_flight
-        current: _StreamCall | None = None
-        try:
-            for which in numbers:
-                command = Command("RETR", (_number(which),), ReplyShape.DATA)
-                queue.append((which, command, *connection.stream(command, budget)))
-                while len(queue) >= limit:
-                    which, current = await _next_stream(queue, current)
-                    yield which, MessageStream(current)
-            while queue:
-                which, current = await _next_stream(queue, current)
-                yield which, MessageStream(current)
-        finally:
-            for call in [current] if current is not None else []:
-                if not call.ended:
-                    call.abandon()
-            for _, _, status, call in queue:
-                status.cancel()
-                call.abandon()
-
-    # -- messages of any size -----------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def retr_stream(self, which: int) -> AsyncIterator[MessageStream]:
-        """Message ``which`` as an async iterator of chunks, with memory bounded::
-
-            async with client.retr_stream(1) as stream:
-                async for chunk in stream:
-                    ...
-
-        The chunks are dot-unstuffed content; joined, they equal what
-        :meth:`retr` returns, with no size limit. A ``-ERR`` raises
-        :class:`~aiopop.ResponseError` on entry. Leaving the block before
-        the end keeps the session in step: the rest of the message is read
-        and dropped as it arrives, and the next command waits for that (call
-        :meth:`close` instead to abandon a huge message at once).
-        """
-        command = Command("RETR", (_number(which),), ReplyShape.DATA)
-        status_future, call = self._require().stream(command)
-        status = await status_future
-        if not status.ok:
-            raise self._refusal(command, status)
-        try:
-            yield MessageStream(call)
-        finally:
-            if not call.ended:
-                call.abandon()
-
-    async def retr_to_file(
-        self, which: int, path: str | os.PathLike[str], *, fsync: bool = True
-    ) -> int:
-        """Write message ``which`` to ``path`` and return its size in octets.
-
-        The message goes to a temporary file in the same directory (named
-        ``.<name>.<random>.part``) with :mod:`aiofiles`, is flushed and, with
-        ``fsync``, synced to disk, and only then renamed to ``path``
-        (replacing a file there), after which the directory is synced too.
-        With ``fsync``, the kernel is also asked to start writing back every
-        8 MiB as the message arrives, so the final sync is short.
-        If anything fails (the connection drops, the disk fills, the task is
-        cancelled) the temporary file is removed and ``path`` is untouched:
-        a partial message never appears under the final name.
-        """
-        async with self.retr_stream(which) as stream:
-            return await _files.write_atomically(path, stream.batches(), fsync=fsync)
-
 
 class POP3_SSL(POP3):
     """POP3 over implicit TLS (POP3S, port 995; RFC 8314 prefers it to STLS).
@@ -843,27 +430,19 @@ class POP3_SSL(POP3):
         *,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_listing_size: int | None = DEFAULT_MAX_LISTING_SIZE,
-        pipelining: bool | None = None,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        local_addr: tuple[str, int] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        for name in ("tls", "starttls"):
+            if name in options:
+                raise TypeError(f"POP3_SSL takes no {name!r}: its TLS is implicit (use POP3)")
         super().__init__(
             host,
             port,
-            timeout=timeout,
-            max_line_length=max_line_length,
-            max_message_size=max_message_size,
-            max_listing_size=max_listing_size,
-            pipelining=pipelining,
-            max_in_flight=max_in_flight,
-            local_addr=local_addr,
             ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
             server_hostname=server_hostname,
+            **options,
         )
+        self.tls = "implicit"
 
     @property
     def is_tls(self) -> bool:
@@ -876,79 +455,4 @@ class POP3_SSL(POP3):
         return context, self.server_hostname or self.host
 
 
-_CommandMaker = Callable[[int], Command]
 _Sink = TypeVar("_Sink", bound=LineSink)
-_Queued = tuple[int, Command, "asyncio.Future[T]"]
-
-
-async def _received(
-    queue: collections.deque[_Queued[tuple[StatusLine, bytes]]],
-) -> tuple[int, bytes]:
-    """Wait for the oldest queued RETR or TOP and return its number and message."""
-    which, command, future = queue[0]
-    status, body = await future
-    queue.popleft()
-    if not status.ok:
-        raise _refusal(command, status)
-    return which, body
-
-
-async def _confirmed(queue: collections.deque[_Queued[StatusLine]]) -> int:
-    """Wait for the oldest queued DELE and return its number."""
-    which, command, future = queue[0]
-    status = await future
-    queue.popleft()
-    if not status.ok:
-        raise _refusal(command, status)
-    return which
-
-
-_QueuedStream = tuple[int, Command, "asyncio.Future[StatusLine]", _StreamCall]
-
-
-async def _next_stream(
-    queue: collections.deque[_QueuedStream], current: _StreamCall | None
-) -> tuple[int, _StreamCall]:
-    """Drop what is left of ``current``; wait for the oldest queued RETR's status line."""
-    if current is not None and not current.ended:
-        current.abandon()
-    which, command, status, call = queue[0]
-    line = await status
-    queue.popleft()
-    if not line.ok:
-        raise _refusal(command, line)
-    return which, call
-
-
-def _cancel_all(queue: collections.deque[_Queued[T]]) -> None:
-    """Cancel what is still queued; read the errors of what failed, so none goes unnoticed."""
-    for _, _, future in queue:
-        if future.done():
-            if not future.cancelled():
-                future.exception()
-        else:
-            future.cancel()
-    queue.clear()
-
-
-def _number(which: int) -> str:
-    """A message number as an argument; numbers start at 1 (RFC 1939 section 5)."""
-    if isinstance(which, bool) or not isinstance(which, int) or which < 1:
-        raise ValueError(f"message number must be a positive int, not {which!r}")
-    return str(which)
-
-
-def _check_number(verb: str, asked: int, answered: int) -> None:
-    if answered != asked:
-        raise MalformedReplyError(f"{verb} {asked} was answered about message {answered}")
-
-
-def _refusal(command: Command, status: StatusLine) -> ResponseError:
-    """The error for a ``-ERR``: typed by its response code; a refused login is always
-    an :class:`~aiopop.AuthenticationError`."""
-    return response_error(
-        _parse.escape(status.text),
-        status.code,
-        command=command.verb,
-        login=command.verb in _AUTH_VERBS,
-    )

@@ -1,19 +1,12 @@
-"""One live POP3 connection: transport, sans-I/O core, commands in flight, timeouts, close.
+"""One live POP3 connection: the transport, TLS, opening and closing.
 
 :class:`Connection` is the asyncio protocol of a plain TCP transport; over
 TLS (implicit, or after STLS) a :class:`~aiopop._tls.TLSSession` turns what
 arrives into plaintext and what goes out into records. Whatever arrives is
-fed to :class:`~aiopop._protocol.POP3Protocol` at once and every
-event is handed to the command it belongs to, inside ``data_received``: no
-reader task, no per-command wake-ups except the one that completes a
-command. Commands wait in a queue and go out, coalesced into one write, as
-soon as the session allows: one at a time, or several in flight when the
-server offers PIPELINING (RFC 2449 section 6.6).
-
-Timeouts run on one lazily re-armed timer. A status line or a listing must
-arrive whole within ``timeout`` of its command reaching the head of the
-queue; a message may take as long as it likes while octets keep coming,
-and fails after ``timeout`` seconds without any.
+fed to :class:`~aiopop._protocol.POP3Protocol` at once, and the
+:class:`~aiopop._engine.Engine` it extends hands every event to the command
+it belongs to, inside ``data_received``: no reader task, no per-command
+wake-ups except the one that completes a command.
 
 Everything that can end the connection (``close()``, a timeout, a protocol
 error, the server closing or resetting) goes through :meth:`Connection._fail`
@@ -24,475 +17,34 @@ an error that says what happened.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import io
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
-from typing import Generic, Protocol, TypeVar, cast
+from typing import cast
 
+from ._engine import ConnectionFailure, Engine
 from ._errors import (
-    CommandStateError,
     ConnectionClosedError,
     ConnectionLostError,
-    MalformedReplyError,
-    POP3Error,
     POP3TimeoutError,
     ProtocolError,
 )
-from ._parse import StatusLine, escape, parse_capa_line
-from ._protocol import (
-    Challenge,
-    Command,
-    Data,
-    End,
-    Greeting,
-    Line,
-    POP3Protocol,
-    Reply,
-    ReplyShape,
-)
-from ._state import SESSION_CHANGING, State
+from ._events import Command, Greeting
+from ._parse import StatusLine
+from ._state import State
 from ._tls import TLSSession
 
-__all__ = ["Connection", "LineSink", "Lines", "MessageStream"]
+__all__ = ["CLOSE_TIMEOUT", "Connection"]
 
 logger = logging.getLogger("aiopop")
 
 CLOSE_TIMEOUT = 2.0
 """Seconds ``close()`` waits for what is buffered (TLS close_notify too) to go out."""
-STREAM_HIGH_WATER = 4 * 1024 * 1024
-"""A stream pauses reading from the socket when this much is waiting for its consumer..."""
-STREAM_LOW_WATER = 1024 * 1024
-"""...and resumes when the consumer has taken it below this."""
 _QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
 
-ConnectionFailure = ProtocolError | ConnectionLostError | POP3TimeoutError | ConnectionClosedError
 
-
-class _Call:
-    """One command from the queue to the last octet of its reply."""
-
-    __slots__ = ("command", "encoded", "in_body")
-
-    def __init__(self, command: Command) -> None:
-        self.command = command
-        self.encoded: bytes | None = None
-        self.in_body = False
-
-    @property
-    def abandoned(self) -> bool:
-        """True when nobody waits for the result any more (the caller was cancelled)."""
-        raise NotImplementedError
-
-    def on_status(self, status: StatusLine, complete: bool) -> None:
-        raise NotImplementedError
-
-    def on_line(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def on_data(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def on_end(self) -> None:
-        raise NotImplementedError
-
-    def fail(self, exc: BaseException) -> None:
-        raise NotImplementedError
-
-
-class _SingleCall(_Call):
-    """A command whose reply is its status line."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, command: Command, future: asyncio.Future[StatusLine]) -> None:
-        super().__init__(command)
-        self.future = future
-
-    @property
-    def abandoned(self) -> bool:
-        return self.future.done()
-
-    def on_status(self, status: StatusLine, complete: bool) -> None:
-        if not self.future.done():
-            self.future.set_result(status)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-SASLAnswer = Callable[[bytes | None], bytes | None]
-"""Answers one SASL challenge (None: it was not valid base64) with a response (None: cancel)."""
-
-
-class _SaslCall(_SingleCall):
-    """AUTH: each challenge is answered at once, inside ``data_received``, by ``answer``."""
-
-    __slots__ = ("answer",)
-
-    def __init__(
-        self, command: Command, future: asyncio.Future[StatusLine], answer: SASLAnswer
-    ) -> None:
-        super().__init__(command, future)
-        self.answer = answer
-
-    def on_challenge(self, challenge: bytes | None) -> bytes | None:
-        if self.future.done():
-            return None  # the caller went away, or the mechanism failed: cancel the exchange
-        return self.answer(challenge)
-
-
-class LineSink(Protocol):
-    """Where the lines of a listing go as they arrive: a list, or a parser."""
-
-    def add(self, line: bytes, /) -> None:
-        """Take one line; MalformedReplyError rejects the reply (the rest is read and dropped)."""
-
-
-class Lines(list[bytes]):
-    """The lines of a listing, kept as they came."""
-
-    add = list.append
-
-
-Sink = TypeVar("Sink", bound=LineSink)
-
-
-class _ListingCall(_Call, Generic[Sink]):
-    """A LIST, UIDL or CAPA: the status line, and every line of the listing into ``sink``.
-
-    A line the sink rejects fails the command once the whole reply is in:
-    the stream stays in step and the connection open.
-    """
-
-    __slots__ = ("error", "future", "sink", "status")
-
-    def __init__(
-        self, command: Command, future: asyncio.Future[tuple[StatusLine, Sink]], sink: Sink
-    ) -> None:
-        super().__init__(command)
-        self.future = future
-        self.sink: Sink | None = sink
-        self.status: StatusLine | None = None
-        self.error: MalformedReplyError | None = None
-
-    @property
-    def abandoned(self) -> bool:
-        return self.future.done()
-
-    def on_status(self, status: StatusLine, complete: bool) -> None:
-        self.status = status
-        if complete:
-            self.on_end()
-
-    def on_line(self, data: bytes) -> None:
-        sink = self.sink
-        if sink is not None and not self.future.done():
-            try:
-                sink.add(data)
-            except MalformedReplyError as exc:
-                self.error = exc
-                self.sink = None  # drop what was parsed: nothing of a bad reply is returned
-
-    def on_end(self) -> None:
-        sink, self.sink = self.sink, None
-        if self.future.done() or self.status is None:
-            return
-        if self.error is not None:
-            self.future.set_exception(self.error)
-        elif sink is not None:
-            self.future.set_result((self.status, sink))
-
-    def fail(self, exc: BaseException) -> None:
-        self.sink = None
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-class _MessageCall(_Call):
-    """A RETR or TOP read into memory: one growing buffer, handed out without a copy."""
-
-    __slots__ = ("body", "future", "status")
-
-    def __init__(self, command: Command, future: asyncio.Future[tuple[StatusLine, bytes]]) -> None:
-        super().__init__(command)
-        self.future = future
-        self.body: io.BytesIO | None = None
-        self.status: StatusLine | None = None
-
-    @property
-    def abandoned(self) -> bool:
-        return self.future.done()
-
-    def on_status(self, status: StatusLine, complete: bool) -> None:
-        self.status = status
-        if complete:
-            self.on_end()
-        else:
-            self.body = io.BytesIO()
-
-    def on_data(self, data: bytes) -> None:
-        if self.body is not None:
-            if self.future.done():
-                self.body = None  # the caller is gone: drop the rest
-            else:
-                self.body.write(data)
-
-    def on_end(self) -> None:
-        body, self.body = self.body, None
-        if not self.future.done() and self.status is not None:
-            # getvalue() hands over BytesIO's own buffer: no second copy of the message.
-            self.future.set_result((self.status, b"" if body is None else body.getvalue()))
-
-    def fail(self, exc: BaseException) -> None:
-        self.body = None
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-class _CapaProbe(_Call):
-    """The CAPA the connection sends itself to learn whether it may pipeline."""
-
-    __slots__ = ("connection", "future", "tags")
-
-    def __init__(self, command: Command, connection: Connection) -> None:
-        super().__init__(command)
-        self.connection = connection
-        self.future: asyncio.Future[bool] = connection.loop.create_future()
-        self.tags: set[str] = set()
-
-    @property
-    def abandoned(self) -> bool:
-        return False
-
-    def on_status(self, status: StatusLine, complete: bool) -> None:
-        if complete:  # -ERR (an RFC 1939 server without CAPA): no tags, no PIPELINING
-            self.on_end()
-
-    def on_line(self, data: bytes) -> None:
-        # A blank CAPA line says nothing about PIPELINING.
-        with contextlib.suppress(ProtocolError):
-            self.tags.add(parse_capa_line(data)[0])
-
-    def on_end(self) -> None:
-        can = "PIPELINING" in self.tags
-        self.connection.note_pipelining(can)
-        if not self.future.done():
-            self.future.set_result(can)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_result(False)
-
-
-class Budget:
-    """Octets of message data received and not yet taken by their consumer.
-
-    Past ``high`` the connection stops reading from the socket, and it reads
-    again once consumers took it down to ``low``: what arrives is held to
-    the bound, whatever sizes the server announced. One budget may serve
-    several pipelined streams (:meth:`Connection.stream`): data arrives in
-    order, so while a consumer waits on the oldest message everything held
-    is that message's, and a consumer that streams a message past its own
-    threshold (at most ``high``) never waits on a paused socket.
-    """
-
-    __slots__ = ("connection", "held", "high", "low")
-
-    def __init__(self, connection: Connection, high: int, low: int) -> None:
-        self.connection = connection
-        self.high = high
-        self.low = low
-        self.held = 0
-
-    def hold(self, octets: int) -> None:
-        self.held += octets
-        if self.held > self.high:
-            self.connection.pause_reading()
-
-    def release(self, octets: int) -> None:
-        self.held -= octets
-        if self.held <= self.low:
-            self.connection.resume_reading()
-
-
-class MessageStream:
-    """The octets of one message as they arrive: ``async for chunk in stream``.
-
-    Chunks are dot-unstuffed message content with CRLF line ends, in order;
-    together they are exactly what :meth:`aiopop.POP3.retr` returns. Memory
-    stays bounded whatever the size: when about 4 MiB is waiting for the
-    consumer, the connection stops reading from the socket until the
-    consumer catches up (and the inactivity timeout is suspended meanwhile).
-    """
-
-    def __init__(self, call: _StreamCall) -> None:
-        self._call = call
-
-    @property
-    def received(self) -> int:
-        """Octets of message content received so far."""
-        return self._call.received
-
-    @property
-    def complete(self) -> bool:
-        """True once the whole message has arrived (and was handed out or is queued)."""
-        return self._call.ended
-
-    def __aiter__(self) -> MessageStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunks = await self._call.next_chunks(1)
-        if not chunks:
-            raise StopAsyncIteration
-        return chunks[0]
-
-    async def batches(self) -> AsyncIterator[list[bytes]]:
-        """The same content as lists of every chunk that arrived since the last step.
-
-        For consumers that write in bulk (one system call for many chunks):
-        fewer wake-ups, the same octets in the same order.
-        """
-        while chunks := await self._call.next_chunks(None):
-            yield chunks
-
-    async def collect(self, most: int) -> bytes | None:
-        """The whole message, if it ends within ``most`` octets; else None.
-
-        Waits until the message is complete, or until more than ``most``
-        octets have arrived: then it returns None and takes nothing, and the
-        message is read with :meth:`batches` or ``async for`` as usual. For
-        a consumer that keeps small messages in memory and writes big ones
-        as they arrive, whatever size the server announced. Reading goes on
-        while it waits, so up to ``most`` octets are held even where a
-        smaller budget (see :meth:`aiopop.POP3.retr_each`) applies.
-        """
-        call = self._call
-        while not call.ended and call.received <= most and call.error is None:
-            # Read on, even past the budget: this message is the oldest still coming
-            # (every octet held is its own), and at most ``most`` of it is kept.
-            call.connection.resume_reading()
-            await call.wait()
-        if call.error is not None:
-            raise call.error
-        if call.received > most:
-            return None
-        return b"".join(await call.next_chunks(None))
-
-
-class _StreamCall(_Call):
-    """A RETR handed to its consumer chunk by chunk, with backpressure."""
-
-    __slots__ = (
-        "abandon_requested",
-        "budget",
-        "chunks",
-        "connection",
-        "ended",
-        "error",
-        "queued",
-        "received",
-        "status_future",
-        "waiter",
-    )
-
-    def __init__(
-        self, command: Command, connection: Connection, budget: Budget | None = None
-    ) -> None:
-        super().__init__(command)
-        self.connection = connection
-        self.budget = budget or Budget(connection, STREAM_HIGH_WATER, STREAM_LOW_WATER)
-        self.status_future: asyncio.Future[StatusLine] = connection.loop.create_future()
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.queued = 0
-        self.received = 0
-        self.ended = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.abandon_requested = False
-
-    @property
-    def abandoned(self) -> bool:
-        return self.abandon_requested or self.status_future.cancelled()
-
-    def on_status(self, status: StatusLine, complete: bool) -> None:
-        self.ended = complete
-        if not self.status_future.done():
-            self.status_future.set_result(status)
-
-    def on_data(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.abandoned:
-            return
-        self.chunks.append(data)
-        self.queued += len(data)
-        self.budget.hold(len(data))
-        self._wake()
-
-    def on_end(self) -> None:
-        self.ended = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.status_future.done():
-            self.status_future.set_exception(exc)
-        elif self.error is None:
-            self.error = exc
-        self._drop()
-        self._wake()
-
-    def abandon(self) -> None:
-        """The consumer left early: drop what is queued and the rest as it arrives."""
-        self.abandon_requested = True
-        self._drop()
-        self.connection.resume_reading()
-
-    def _drop(self) -> None:
-        self.chunks.clear()
-        self.budget.release(self.queued)
-        self.queued = 0
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next_chunks(self, most: int | None) -> list[bytes]:
-        """Up to ``most`` queued chunks (all with None), waiting for one; [] at the end."""
-        while True:
-            if self.chunks:
-                queue = self.chunks
-                if most is None or most >= len(queue):
-                    taken = list(queue)
-                    queue.clear()
-                else:
-                    taken = [queue.popleft() for _ in range(most)]
-                octets = sum(map(len, taken))
-                self.queued -= octets
-                self.budget.release(octets)
-                return taken
-            if self.error is not None:
-                # Raised again on every later step: the stream never becomes complete.
-                raise self.error
-            if self.ended:
-                return []
-            await self.wait()
-
-    async def wait(self) -> None:
-        """Until something happens: data, the end, or a failure."""
-        self.waiter = self.connection.loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-
-
-class Connection(asyncio.Protocol):
+class Connection(Engine, asyncio.Protocol):
     """One connection to a POP3 server, from TCP connect to close.
 
     The client creates it, awaits :meth:`open`, then talks to it through
@@ -509,33 +61,17 @@ class Connection(asyncio.Protocol):
         pipelining: bool | None,
         max_in_flight: int,
     ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.peer = peer
-        self.protocol = POP3Protocol(max_line_length=max_line_length)
-        self._timeout = timeout
-        self._pipelining = pipelining
-        self._max_in_flight = max_in_flight
-        self._transport: asyncio.Transport | None = None
+        super().__init__(
+            peer=peer,
+            timeout=timeout,
+            max_line_length=max_line_length,
+            pipelining=pipelining,
+            max_in_flight=max_in_flight,
+        )
         self._quickack_socket: socket.socket | None = None
-        self._greeting: asyncio.Future[Greeting] = self.loop.create_future()
-        self._lost: asyncio.Future[None] = self.loop.create_future()
-        self._in_flight: collections.deque[_Call] = collections.deque()
-        self._unsent: collections.deque[_Call] = collections.deque()
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._error: ConnectionFailure | None = None
-        self._closing = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._head_since = 0.0
-        self._last_activity = 0.0
-        self._paused = False
-        self._pipelining_state: State | None = None
-        self._can_pipeline = False
-        self._probe: _CapaProbe | None = None
         self._connect_task: asyncio.Task[tuple[asyncio.Transport, Connection]] | None = None
         self._tls: TLSSession | None = None
         self._handshake: asyncio.Future[None] | None = None
-        self._upgrading = False
         self._tls_ended = False
 
     # -- opening ---------------------------------------------------------------
@@ -588,17 +124,22 @@ class Connection(asyncio.Protocol):
     # -- what the client may ask ---------------------------------------------------
 
     @property
-    def is_open(self) -> bool:
-        """True until the connection is closed or has failed."""
-        return self._error is None and not self._closing and not self._lost.done()
-
-    @property
     def is_tls(self) -> bool:
         """True once the connection is encrypted (implicit TLS, or after STLS).
 
         False during the STLS handshake, and for good if it failed.
         """
-        return self.protocol.tls and not self._upgrading
+        return self._protocol.tls and not self._upgrading
+
+    @property
+    def state(self) -> State:
+        """The session state as of the replies read so far (CLOSED once the session ended)."""
+        return self._protocol.state
+
+    @property
+    def greeting(self) -> Greeting | None:
+        """The server's greeting, once it arrived."""
+        return self._protocol.greeting
 
     @property
     def in_flight(self) -> int:
@@ -609,63 +150,6 @@ class Connection(asyncio.Protocol):
     def queued(self) -> int:
         """Commands waiting to be sent."""
         return len(self._unsent)
-
-    # -- commands ------------------------------------------------------------------
-
-    def command(self, command: Command) -> asyncio.Future[StatusLine]:
-        """Queue a single-line command; the future gets its status line (``+OK`` or ``-ERR``)."""
-        future: asyncio.Future[StatusLine] = self.loop.create_future()
-        self._submit(_SingleCall(command, future))
-        return future
-
-    def listing(self, command: Command) -> asyncio.Future[tuple[StatusLine, Lines]]:
-        """Queue a listing command; the future gets its status line and its lines."""
-        return self.parsed_listing(command, Lines())
-
-    def parsed_listing(
-        self, command: Command, sink: Sink
-    ) -> asyncio.Future[tuple[StatusLine, Sink]]:
-        """Queue a listing command whose lines go to ``sink`` as they arrive.
-
-        The future gets the status line and ``sink``; or the
-        MalformedReplyError the sink raised, once the whole reply has been read.
-        """
-        future: asyncio.Future[tuple[StatusLine, Sink]] = self.loop.create_future()
-        self._submit(_ListingCall(command, future, sink))
-        return future
-
-    def message(self, command: Command) -> asyncio.Future[tuple[StatusLine, bytes]]:
-        """Queue a RETR or TOP; the future gets its status line and the whole message."""
-        future: asyncio.Future[tuple[StatusLine, bytes]] = self.loop.create_future()
-        self._submit(_MessageCall(command, future))
-        return future
-
-    def budget(self, high: int) -> Budget:
-        """A :class:`Budget` of ``high`` octets (reading resumes at half of it)."""
-        return Budget(self, high, high // 2)
-
-    def stream(
-        self, command: Command, budget: Budget | None = None
-    ) -> tuple[asyncio.Future[StatusLine], _StreamCall]:
-        """Queue a RETR whose message is handed out in chunks.
-
-        Its queued data counts against ``budget`` (by default one of its own,
-        of :data:`STREAM_HIGH_WATER` octets).
-        """
-        call = _StreamCall(command, self, budget)
-        self._submit(call)
-        return call.status_future, call
-
-    def authenticate(self, command: Command, answer: SASLAnswer) -> asyncio.Future[StatusLine]:
-        """Queue an AUTH; ``answer`` is called for each challenge, the future gets the outcome.
-
-        ``answer`` runs synchronously as each challenge arrives; returning
-        None cancels the exchange (``*``), after which the server says -ERR.
-        An exception raised by ``answer`` cancels the exchange too.
-        """
-        future: asyncio.Future[StatusLine] = self.loop.create_future()
-        self._submit(_SaslCall(command, future, answer))
-        return future
 
     async def starttls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None
@@ -689,7 +173,7 @@ class Connection(asyncio.Protocol):
         if not status.ok:
             return status
         try:
-            self.protocol.tls_started()  # raises if anything came after +OK
+            self._protocol.tls_started()  # raises if anything came after +OK
             transport = self._transport
             if transport is None or self._closing or self._error is not None:
                 raise self._unusable()
@@ -743,8 +227,7 @@ class Connection(asyncio.Protocol):
         if tls.established and handshake is not None and not handshake.done():
             self._upgrading = False
             # What CAPA said in the clear says nothing now (RFC 2595 section 4).
-            self._pipelining_state = None
-            self._can_pipeline = False
+            self._pipelining.forget()
             self._probe = None
             handshake.set_result(None)
             if self._unsent or self._out:
@@ -763,126 +246,6 @@ class Connection(asyncio.Protocol):
                 return
         transport.write(data)
 
-    async def learn_pipelining(self) -> bool:
-        """Whether commands may be pipelined now, asking CAPA first if that is not known yet."""
-        if self._pipelining is not None:
-            return self._pipelining
-        state = self.protocol.state
-        if self._pipelining_state is state:
-            return self._can_pipeline
-        if state not in (State.AUTHORIZATION, State.TRANSACTION) or not self.is_open:
-            return False
-        probe = self._probe
-        if probe is None:
-            probe = self._new_probe()
-            self._submit(probe)
-        return await asyncio.shield(probe.future)
-
-    def note_pipelining(self, can: bool) -> None:
-        """Record what CAPA said about PIPELINING, for the current session state."""
-        self._pipelining_state = self.protocol.state
-        self._can_pipeline = can
-        self._probe = None
-
-    def _new_probe(self) -> _CapaProbe:
-        probe = _CapaProbe(Command("CAPA", shape=ReplyShape.LINES, limit=1024 * 1024), self)
-        self._probe = probe
-        return probe
-
-    def _submit(self, call: _Call) -> None:
-        if not self.is_open:
-            raise self._unusable()
-        if not self._in_flight and not self._unsent:
-            # The common case of one command at a time: checked and sent at once,
-            # so a command the session does not allow raises here.
-            data = self.protocol.send(call.command)
-            self._start(call, data)
-            self._schedule_flush()
-            return
-        # A bad argument is the caller's bug: refuse it now, before anything is sent.
-        call.encoded = self.protocol.encode(call.command)
-        self._unsent.append(call)
-        self._schedule_flush()
-
-    def _unusable(self) -> POP3Error:
-        error = self._error
-        if error is not None and not isinstance(error, ConnectionClosedError):
-            return type(error)(f"the connection is closed: {error}")
-        if self._closing or error is not None:
-            return CommandStateError("not connected")
-        return ConnectionLostError(f"{self.peer} closed the connection")
-
-    def _start(self, call: _Call, data: bytes) -> None:
-        if not self._in_flight:
-            self._head_since = self.loop.time()
-        self._in_flight.append(call)
-        self._out.append(data)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("C: %s", call.command.loggable())
-        if self._timeout is not None and self._timer is None:
-            self._timer = self.loop.call_at(self._head_since + self._timeout, self._on_timer)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Send what the session allows now, in one write."""
-        self._flush_scheduled = False
-        if self._error is not None or self._closing or self._transport is None or self._upgrading:
-            return
-        unsent, in_flight = self._unsent, self._in_flight
-        protocol = self.protocol
-        # Pipelined commands go out in bursts: once the window is more than half
-        # full, wait for it to drain to half. One write of fifty RETRs rather than
-        # fifty writes of one; the server still has half a window of work queued.
-        refill = len(in_flight) <= self._max_in_flight // 2
-        while unsent and refill:
-            call = unsent[0]
-            if call.abandoned and not isinstance(call, _CapaProbe):
-                unsent.popleft()
-                continue
-            if in_flight:
-                if not self._may_pipeline(call):
-                    break
-            elif self._should_probe(call):
-                probe = self._new_probe()
-                self._start(probe, protocol.send(probe.command))
-                break
-            unsent.popleft()
-            try:
-                data = protocol.send(call.command, encoded=call.encoded)
-            except (ValueError, CommandStateError) as exc:
-                call.fail(exc)
-                continue
-            self._start(call, data)
-        out = self._out
-        if out:
-            self._out = []
-            self._write(out[0] if len(out) == 1 else b"".join(out))
-
-    def _may_pipeline(self, call: _Call) -> bool:
-        in_flight = self._in_flight
-        if len(in_flight) >= self._max_in_flight:
-            return False
-        if call.command.verb in SESSION_CHANGING or in_flight[-1].command.verb in SESSION_CHANGING:
-            return False
-        if self._pipelining is not None:
-            return self._pipelining
-        return self._pipelining_state is self.protocol.state and self._can_pipeline
-
-    def _should_probe(self, call: _Call) -> bool:
-        """Whether to ask CAPA before sending ``call``: only when several commands wait."""
-        return (
-            self._pipelining is None
-            and self._probe is None
-            and len(self._unsent) > 1
-            and self._pipelining_state is not self.protocol.state
-            and self.protocol.state in (State.AUTHORIZATION, State.TRANSACTION)
-            and call.command.verb not in SESSION_CHANGING
-        )
-
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -891,7 +254,7 @@ class Connection(asyncio.Protocol):
             stream.abort()  # close() or a timeout came first
             return
         if self._tls is not None:
-            self.protocol.tls_started()  # implicit TLS: nothing has been read yet
+            self._protocol.tls_started()  # implicit TLS: nothing has been read yet
             stream.write(self._tls.start())
         sock = stream.get_extra_info("socket")
         if _QUICKACK and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -908,7 +271,7 @@ class Connection(asyncio.Protocol):
                 return
             if not data:
                 return
-        self.protocol.receive_data(data)
+        self._protocol.receive_data(data)
         self._process()
         if self._in_flight and self._quickack_socket is not None:
             # Acknowledge at once: a server that does not cork its replies holds
@@ -929,8 +292,8 @@ class Connection(asyncio.Protocol):
             return
         self._tls_ended = True
         if data:
-            self.protocol.receive_data(data)
-        self.protocol.receive_eof()
+            self._protocol.receive_data(data)
+        self._protocol.receive_eof()
         self._process()
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -945,7 +308,7 @@ class Connection(asyncio.Protocol):
                 ConnectionLostError(f"{self.peer} closed the connection in the TLS handshake")
             )
             return False
-        self.protocol.receive_eof()
+        self._protocol.receive_eof()
         self._process()
         return False
 
@@ -953,7 +316,7 @@ class Connection(asyncio.Protocol):
         if not self._lost.done():
             self._lost.set_result(None)
         self._cancel_timer()
-        self.protocol.connection_closed()
+        self._protocol.connection_closed()
         if self._in_flight or self._unsent or not self._greeting.done():
             reason = f": {exc}" if exc is not None else ""
             self._fail(ConnectionLostError(f"connection to {self.peer} lost{reason}"))
@@ -972,98 +335,6 @@ class Connection(asyncio.Protocol):
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
 
-    # -- events ------------------------------------------------------------------------
-
-    def _process(self) -> None:
-        protocol = self.protocol
-        in_flight = self._in_flight
-        try:
-            while (event := protocol.next_event()) is not None:
-                if isinstance(event, Data):
-                    in_flight[0].on_data(event.data)
-                elif isinstance(event, Reply):
-                    self._on_reply(event)
-                elif isinstance(event, End):
-                    in_flight.popleft().on_end()
-                    self._head_since = self.loop.time()
-                elif isinstance(event, Line):
-                    in_flight[0].on_line(event.data)
-                elif isinstance(event, Challenge):
-                    self._on_challenge(event)
-                elif not self._greeting.done():
-                    self._greeting.set_result(event)
-        except (ProtocolError, ConnectionLostError) as exc:
-            self._fail(exc)
-            return
-        if self._unsent:
-            self._flush()
-
-    def _on_reply(self, reply: Reply) -> None:
-        status = reply.status
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("S: %s", escape(status.raw))
-        call = self._in_flight[0]
-        shape = call.command.shape
-        if status.ok and shape in (ReplyShape.LINES, ReplyShape.DATA):
-            # A message is bounded by inactivity from here on; a listing stays
-            # bounded as a whole reply.
-            call.in_body = shape is ReplyShape.DATA
-            call.on_status(status, False)
-        else:
-            self._in_flight.popleft()
-            self._head_since = self.loop.time()
-            if status.ok and call.command.verb == "STLS" and self._transport is not None:
-                # Not one more octet in the clear: whatever follows is TLS, or an attack.
-                self._upgrading = True
-                self._transport.pause_reading()
-            call.on_status(status, True)
-
-    def _on_challenge(self, event: Challenge) -> None:
-        call = self._in_flight[0]
-        response: bytes | None
-        try:
-            response = call.on_challenge(event.data) if isinstance(call, _SaslCall) else None
-        except Exception as exc:  # a mechanism's error cancels the exchange; the call sees it
-            if isinstance(call, _SaslCall):
-                call.fail(exc)
-            response = None
-        data = self.protocol.send_response(response)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("C: %s", "*" if response is None else "<SASL response>")
-        self._head_since = self.loop.time()  # the server waited for us
-        self._write(data)
-
-    # -- timeouts ----------------------------------------------------------------------
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        timeout = self._timeout
-        # Nothing in flight: the replies came in time (a failure empties the queue too).
-        if not self._in_flight or timeout is None:
-            return
-        now = self.loop.time()
-        head = self._in_flight[0]
-        if self._paused:
-            deadline = now + timeout  # the consumer, not the server, is slow
-        elif head.in_body:
-            deadline = self._last_activity + timeout
-        else:
-            deadline = self._head_since + timeout
-        if now < deadline:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-            return
-        verb = head.command.verb
-        if head.in_body:
-            what = f"{verb}: no data from {self.peer} for {timeout:g} s"
-        else:
-            what = f"{verb}: no complete reply from {self.peer} within {timeout:g} s"
-        self._fail(POP3TimeoutError(what))
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     # -- the end -----------------------------------------------------------------------
 
     def _fail(self, error: ConnectionFailure) -> None:
@@ -1076,22 +347,9 @@ class Connection(asyncio.Protocol):
             if future is not None and not future.done():
                 future.set_exception(error)
                 future.exception()  # connect() may be gone already: do not warn
-        self.protocol.connection_closed()
+        self._protocol.connection_closed()
         if self._transport is not None:
             self._transport.abort()
-
-    def _fail_calls(self, error: ConnectionFailure) -> None:
-        calls = [*self._in_flight, *self._unsent]
-        self._in_flight.clear()
-        self._unsent.clear()
-        for index, call in enumerate(calls):
-            if index == 0:
-                call.fail(error)
-            else:
-                # Each waiting task gets an exception of its own, naming its command.
-                other = type(error)(f"{call.command.verb} not completed: {error}")
-                other.__cause__ = error
-                call.fail(other)
 
     async def close(self) -> None:
         """Close without QUIT; commands still queued or running fail with ConnectionClosedError.
@@ -1111,7 +369,7 @@ class Connection(asyncio.Protocol):
                         ConnectionClosedError("close() was called while connecting")
                     )
                     future.exception()
-            self.protocol.connection_closed()
+            self._protocol.connection_closed()
             if transport is not None:
                 if self._tls is not None and self._error is None and not transport.is_closing():
                     with contextlib.suppress(ssl.SSLError):

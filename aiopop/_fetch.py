@@ -63,7 +63,7 @@ from ._maildir import Maildir, to_unix_line_ends
 
 if TYPE_CHECKING:
     from ._client import POP3
-    from ._connection import MessageStream
+    from ._stream import MessageStream
 
 __all__ = [
     "Delivery",

@@ -1,7 +1,7 @@
 """How :meth:`aiopop.POP3.login` chooses: TLS first, then at most two methods.
 
 The order, strongest first (RFC 5034, RFC 2595, RFC 8314):
-STLS when offered (unless the client's ``starttls`` says "never"), then
+STLS when offered (unless the client's ``tls`` says "none"), then
 SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5 and APOP, none of which sends the
 password (the challenge-response methods); PLAIN, LOGIN and USER/PASS do,
 so they are used only over TLS or with ``allow_cleartext=True``.
@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Protocol
 
 from . import sasl
 from ._errors import (
@@ -47,17 +47,14 @@ from ._errors import (
     ResponseError,
     TLSRequiredError,
 )
-from ._types import AuthMethod, Capabilities
-
-if TYPE_CHECKING:
-    from ._client import POP3
+from ._types import AuthMethod, Capabilities, TLSPolicy
 
 __all__ = [
     "MAX_ATTEMPTS",
     "OAUTH2_METHODS",
     "PASSWORD_MECHANISMS",
+    "LoginClient",
     "OAuth2Token",
-    "TLSPolicy",
     "ensure_tls",
     "oauth2_login",
     "parse_methods",
@@ -66,36 +63,49 @@ __all__ = [
 
 logger = logging.getLogger("aiopop")
 
-TLSPolicy = Literal["if-offered", "required", "never"]
-"""When a plain-TCP client upgrades with STLS (RFC 2595):
-
-* ``"if-offered"``: :meth:`~aiopop.POP3.login` upgrades when CAPA offers STLS;
-* ``"required"``: :meth:`~aiopop.POP3.connect` upgrades or fails with
-  :class:`~aiopop.TLSRequiredError`, before any credential is sent;
-* ``"never"``: stay in the clear.
-"""
-TLS_POLICIES: frozenset[str] = frozenset({"if-offered", "required", "never"})
-
 OAuth2Token = str | Callable[[], Awaitable[str]]
 """An OAuth 2.0 access token, or an async callable returning a fresh one."""
+
+
+class LoginClient(Protocol):
+    """What a login needs from a client: :class:`aiopop.POP3` is one."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def is_tls(self) -> bool: ...
+    @property
+    def is_connected(self) -> bool: ...
+    @property
+    def apop_timestamp(self) -> bytes | None: ...
+    async def capabilities(self) -> Capabilities: ...
+    async def stls(self) -> bytes: ...
+    async def auth(self, mechanism: sasl.Mechanism) -> bytes: ...
+    async def apop(self, user: str, password: str) -> bytes: ...
+    async def user(self, user: str) -> bytes: ...
+    async def pass_(self, pswd: str) -> bytes: ...
+    async def connect(self) -> bytes: ...
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Method:
     method: AuthMethod
     sends_password: bool
-    run: Callable[[POP3, str, str], Awaitable[object]]
+    run: Callable[[LoginClient, str, str], Awaitable[object]]
 
 
-async def _sasl(client: POP3, mechanism: sasl.Mechanism) -> None:
+async def _sasl(client: LoginClient, mechanism: sasl.Mechanism) -> None:
     await client.auth(mechanism)
 
 
-async def _apop(client: POP3, user: str, password: str) -> None:
+async def _apop(client: LoginClient, user: str, password: str) -> None:
     await client.apop(user, password)
 
 
-async def _user_pass(client: POP3, user: str, password: str) -> None:
+async def _user_pass(client: LoginClient, user: str, password: str) -> None:
     await client.user(user)
     await client.pass_(password)
 
@@ -113,7 +123,7 @@ PASSWORD_MECHANISMS: dict[AuthMethod, PasswordMechanism] = {
 
 
 def _sasl_method(method: AuthMethod, mechanism: PasswordMechanism) -> _Method:
-    async def run(client: POP3, user: str, password: str) -> None:
+    async def run(client: LoginClient, user: str, password: str) -> None:
         await _sasl(client, mechanism(user, password))
 
     return _Method(method, mechanism.sends_secret_in_clear, run)
@@ -163,7 +173,7 @@ def _preferred(prefer: AuthMethod | None) -> AuthMethod | None:
         raise ValueError(f"prefer must be an AuthMethod, not {prefer!r}") from None
 
 
-def _offered(client: POP3, caps: Capabilities) -> list[_Method]:
+def _offered(client: LoginClient, caps: Capabilities) -> list[_Method]:
     """Every password method the server offers, strongest first."""
     offered = caps.sasl
     usable = [(m, f) for m, f in PASSWORD_MECHANISMS.items() if m.value in offered]
@@ -210,28 +220,28 @@ def _pin_hint(method: str) -> str:
     )
 
 
-async def ensure_tls(client: POP3, policy: TLSPolicy) -> None:
-    """Upgrade with STLS as ``policy`` says; for "required", raise unless TLS is on."""
-    if client.is_tls or policy == "never":
+async def ensure_tls(client: LoginClient, policy: TLSPolicy) -> None:
+    """Upgrade with STLS as ``policy`` says; for "starttls", raise unless TLS is on."""
+    if client.is_tls or policy == "none":
         return
     caps = await client.capabilities()
     if caps.stls:
         try:
             await client.stls()
         except ResponseError as exc:
-            if policy == "required":
+            if policy == "starttls":
                 raise TLSRequiredError(
                     f"TLS is required, but the server refused STLS: {exc.response}"
                 ) from exc
             logger.debug("STLS refused (%s); staying in the clear", exc)
         return
-    if policy == "required":
+    if policy == "starttls":
         why = "refused CAPA" if not caps.announced else "does not offer STLS"
         raise TLSRequiredError(f"TLS is required, but the server {why}")
 
 
 async def password_login(
-    client: POP3,
+    client: LoginClient,
     user: str,
     password: str,
     *,
@@ -311,7 +321,13 @@ def _check_credentials(**values: str) -> None:
 
 
 async def _attempt(
-    client: POP3, step: _Method, user: str, password: str, policy: TLSPolicy, *, reconnect: bool
+    client: LoginClient,
+    step: _Method,
+    user: str,
+    password: str,
+    policy: TLSPolicy,
+    *,
+    reconnect: bool,
 ) -> None:
     """Run one method; reconnect once if the server closed after the previous refusal."""
     if reconnect and not client.is_connected:
@@ -329,14 +345,14 @@ async def _attempt(
         await step.run(client, user, password)
 
 
-async def _reconnect(client: POP3, policy: TLSPolicy) -> None:
+async def _reconnect(client: LoginClient, policy: TLSPolicy) -> None:
     await client.close()
     await client.connect()
     await ensure_tls(client, policy)
 
 
 async def oauth2_login(
-    client: POP3,
+    client: LoginClient,
     user: str,
     token: OAuth2Token,
     *,

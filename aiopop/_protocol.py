@@ -19,9 +19,20 @@ import base64
 import collections
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ._errors import CommandStateError, ConnectionLostError, ProtocolError
+from ._events import (
+    Challenge,
+    Command,
+    Data,
+    End,
+    Event,
+    Greeting,
+    Line,
+    Reply,
+    ReplyShape,
+)
 from ._parse import (
     StatusLine,
     escape,
@@ -30,9 +41,10 @@ from ._parse import (
     parse_challenge,
     parse_status_line,
 )
-from ._state import SESSION_CHANGING, State, allowed_states
+from ._state import Session, State
 
 __all__ = [
+    "Challenge",
     "Command",
     "Data",
     "End",
@@ -50,101 +62,6 @@ MAX_COMMAND_LENGTH = 255  # octets including CRLF, RFC 2449 section 4
 _CR, _LF, _DOT = 0x0D, 0x0A, 0x2E
 # C0 controls, DEL and C1 controls: never in an argument (command injection).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-class ReplyShape(enum.Enum):
-    """What follows a command's ``+OK``."""
-
-    SINGLE = "single"
-    """Nothing: the status line is the whole reply."""
-    LINES = "lines"
-    """A multi-line listing (LIST, UIDL, CAPA): bounded lines, one :class:`Line` each."""
-    DATA = "data"
-    """A multi-line message (RETR, TOP): :class:`Data` chunks, no per-line bound."""
-    SASL = "sasl"
-    """AUTH (RFC 5034): :class:`Challenge` lines until ``+OK`` or ``-ERR``.
-
-    Each challenge is answered with :meth:`POP3Protocol.send_response`."""
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class Command:
-    """One command to send.
-
-    ``secret`` marks its last argument as one never to be logged. ``limit``
-    bounds the reply's content: the octets of a message (``DATA``) or of all
-    lines of a listing (``LINES``); ``None`` means no bound.
-    """
-
-    verb: str
-    args: tuple[str, ...] = ()
-    shape: ReplyShape = ReplyShape.SINGLE
-    secret: bool = False
-    limit: int | None = None
-
-    def __repr__(self) -> str:
-        return f"Command({self.loggable()!r})"
-
-    def loggable(self) -> str:
-        """The command line as it may appear in a log: secret arguments redacted."""
-        if self.secret and self.args:
-            return " ".join((self.verb, *self.args[:-1], "<redacted>"))
-        return " ".join((self.verb, *self.args))
-
-
-@dataclass(frozen=True, slots=True)
-class Greeting:
-    """The server's greeting. ``timestamp`` is the APOP challenge, when it offers one."""
-
-    status: StatusLine
-    timestamp: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The status line answering ``command``; for a multi-line ``+OK`` the body follows."""
-
-    command: Command
-    status: StatusLine
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One line of a listing, dot-unstuffed, without its CRLF."""
-
-    command: Command
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Data:
-    """A piece of a multi-line message: dot-unstuffed, CRLF line ends kept."""
-
-    command: Command
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class End:
-    """The terminating ``.`` of a multi-line reply: ``command`` is complete."""
-
-    command: Command
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """A SASL challenge during AUTH: the ``+ base64`` line, decoded.
-
-    ``data`` is None when the line is not valid base64 (RFC 5034 section 4):
-    the client must then cancel with :meth:`POP3Protocol.send_response`
-    (None). Nothing more may come from the server until the client answers.
-    """
-
-    command: Command
-    data: bytes | None
-
-
-Event = Greeting | Reply | Line | Data | End | Challenge
 
 
 class _Phase(enum.Enum):
@@ -175,7 +92,6 @@ _BULK_HITS = 16
 _BULK_GAP = 256
 
 
-@dataclass
 class POP3Protocol:
     """State machine of one POP3 client session.
 
@@ -183,48 +99,47 @@ class POP3Protocol:
     (not message lines); a command's :attr:`Command.limit` bounds its reply.
     Exceeding either is a :class:`ProtocolError`, with memory bounded.
     After any remote error the protocol is dead and re-raises that error.
+    Which command may be sent when, and what a reply changes, is
+    :mod:`aiopop._state`'s to say.
 
     Lines may end with CRLF or, from lax servers, a bare LF: status and
     listing lines either way; a message's lines as its status line did (a
     bare LF inside a CRLF message is content).
     """
 
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH
-    # Received bytes: _buf[_pos:] not yet parsed, then _incoming, joined lazily
-    # so that a chunk that arrives on its own is parsed without being copied.
-    _buf: bytes = field(default=b"", repr=False)
-    _pos: int = field(default=0, repr=False)
-    _incoming: list[bytes] = field(default_factory=list, repr=False)
-    _pending: collections.deque[Command] = field(default_factory=collections.deque, repr=False)
-    _phase: _Phase = _Phase.GREETING
-    _state: State = State.GREETING
-    _eof: bool = False
-    _error: ProtocolError | ConnectionLostError | None = None
-    _user_accepted: bool = False
-    _utf8: bool = False
-    _tls: bool = False
-    _line_bare_lf: bool = False
-    _sasl_cancelled: bool = False
-    """The client answered the current AUTH's challenge with ``*``: only -ERR may follow."""
-    _scan: _BodyScan = field(default_factory=_BodyScan, repr=False)
-    greeting: Greeting | None = None
+    def __init__(self, max_line_length: int = DEFAULT_MAX_LINE_LENGTH) -> None:
+        self.max_line_length = max_line_length
+        self.greeting: Greeting | None = None
+        """The server's greeting, once it arrived."""
+        # Received bytes: _buf[_pos:] not yet parsed, then _incoming, joined lazily
+        # so that a chunk that arrives on its own is parsed without being copied.
+        self._buf = b""
+        self._pos = 0
+        self._incoming: list[bytes] = []
+        self._pending: collections.deque[Command] = collections.deque()
+        self._phase = _Phase.GREETING
+        self._session = Session()
+        self._eof = False
+        self._error: ProtocolError | ConnectionLostError | None = None
+        self._line_bare_lf = False
+        self._sasl_cancelled = False
+        """The client answered the current AUTH's challenge with ``*``: only -ERR may follow."""
+        self._scan = _BodyScan()
+
+    def __repr__(self) -> str:
+        return f"<POP3Protocol {self._session.state.value} pending={len(self._pending)}>"
 
     # -- what the caller may ask -------------------------------------------------
 
     @property
     def state(self) -> State:
         """The session state as of the replies processed so far."""
-        return self._state
+        return self._session.state
 
     @property
     def pending(self) -> int:
         """How many sent commands still await (part of) their reply."""
         return len(self._pending)
-
-    @property
-    def pending_commands(self) -> tuple[Command, ...]:
-        """The sent commands still awaiting (part of) their reply, oldest first."""
-        return tuple(self._pending)
 
     @property
     def buffered(self) -> int:
@@ -234,12 +149,12 @@ class POP3Protocol:
     @property
     def utf8(self) -> bool:
         """True once the server accepted UTF8 (RFC 6856): arguments may be UTF-8."""
-        return self._utf8
+        return self._session.utf8
 
     @property
     def tls(self) -> bool:
         """True once the connection runs over TLS (:meth:`tls_started` was called)."""
-        return self._tls
+        return self._session.tls
 
     def tls_started(self) -> None:
         """Note that the connection now runs over TLS (implicit, or after STLS).
@@ -254,7 +169,7 @@ class POP3Protocol:
             error = ProtocolError("the server sent data after STLS's +OK, before TLS began")
             self._fail(error)
             raise error
-        self._tls = True
+        self._session.tls = True
 
     def send_response(self, response: bytes | None) -> bytes:
         """The line answering the current SASL challenge: base64, or ``*`` to cancel (None).
@@ -288,7 +203,7 @@ class POP3Protocol:
 
     def connection_closed(self) -> None:
         """Note that the connection was closed locally: the session is over."""
-        self._state = State.CLOSED
+        self._session.closed()
         self._clear()
 
     def next_event(self) -> Event | None:
@@ -360,7 +275,7 @@ class POP3Protocol:
 
     def _at_eof(self) -> None:
         if self._phase is _Phase.IDLE and self._pos >= len(self._buf):
-            self._state = State.CLOSED
+            self._session.closed()
             return
         # Outside the greeting a command is always pending (only IDLE has none).
         what = f"the reply to {self._pending[0].verb}" if self._pending else "the greeting"
@@ -370,7 +285,7 @@ class POP3Protocol:
 
     def _fail(self, exc: ProtocolError | ConnectionLostError) -> None:
         self._error = exc
-        self._state = State.CLOSED
+        self._session.closed()
         self._clear()
 
     # -- lines -------------------------------------------------------------------
@@ -398,12 +313,12 @@ class POP3Protocol:
         timestamp = find_apop_timestamp(status.text) if status.ok else None
         self.greeting = Greeting(status, timestamp)
         self._phase = _Phase.IDLE
-        self._state = State.AUTHORIZATION if status.ok else State.CLOSED
+        self._session.greeted(status.ok)
         return self.greeting
 
     def _on_status(self, status: StatusLine) -> Reply:
         command = self._pending[0]
-        self._apply(command, status)
+        self._session.replied(command.verb, status.ok)
         if status.ok and command.shape in (ReplyShape.LINES, ReplyShape.DATA):
             self._phase = _Phase.LINES if command.shape is ReplyShape.LINES else _Phase.DATA
             self._scan = _BodyScan(bare_lf=self._line_bare_lf)
@@ -416,19 +331,6 @@ class POP3Protocol:
         self._sasl_cancelled = False
         self._phase = _Phase.STATUS if self._pending else _Phase.IDLE
         return command
-
-    def _apply(self, command: Command, status: StatusLine) -> None:
-        """The state transition a reply causes (RFC 1939 sections 4-6)."""
-        verb = command.verb
-        # PASS must come right after a USER the server accepted (RFC 1939 section 7).
-        self._user_accepted = verb == "USER" and status.ok
-        if verb in ("PASS", "APOP", "AUTH"):
-            if status.ok:
-                self._state = State.TRANSACTION
-        elif verb == "UTF8" and status.ok:
-            self._utf8 = True
-        elif verb == "QUIT" and status.ok:
-            self._state = State.UPDATE if self._state is State.TRANSACTION else State.CLOSED
 
     def _next_listing_line(self) -> Event | None:
         line = self._take_line()
@@ -615,31 +517,16 @@ class POP3Protocol:
         return self._encode(command)
 
     def _check_state(self, command: Command) -> None:
-        state = self._state
-        if state is State.GREETING:
-            raise CommandStateError("the greeting has not been read yet")
-        if state in (State.CLOSED, State.UPDATE) or self._eof:
-            raise CommandStateError("the session is closed")
-        verb = command.verb
-        # A session-changing command is never queued with another, so if one is
-        # pending it is the only one.
-        if self._pending and (
-            verb in SESSION_CHANGING or self._pending[0].verb in SESSION_CHANGING
-        ):
-            raise CommandStateError(f"{verb} cannot be queued behind another command")
-        if state not in allowed_states(verb):
-            where = "before logging in" if state is State.AUTHORIZATION else "after logging in"
-            raise CommandStateError(f"{verb} is not allowed {where}")
-        if verb == "PASS" and not self._user_accepted:
-            raise CommandStateError("PASS must follow a USER the server accepted")
-        if verb == "STLS" and self._tls:
-            raise CommandStateError("the connection is already encrypted: STLS again is refused")
+        last = self._pending[-1].verb if self._pending else None
+        refusal = self._session.check(command.verb, last, at_eof=self._eof)
+        if refusal is not None:
+            raise CommandStateError(refusal)
 
     def _encode(self, command: Command) -> bytes:
         verb = command.verb
         if not verb.isascii() or not verb.isalnum():
             raise ValueError(f"invalid command verb {verb!r}")
-        encoding = "utf-8" if self._utf8 else "ascii"
+        encoding = "utf-8" if self._session.utf8 else "ascii"
         parts = [verb.encode("ascii")]
         for index, arg in enumerate(command.args):
             if not arg:

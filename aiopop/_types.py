@@ -25,17 +25,16 @@ __all__ = [
 ]
 
 TLSPolicy = Literal["implicit", "starttls", "if-offered", "none"]
-"""How a connection gets TLS; one meaning wherever the words appear (the client,
-:class:`~aiopop.Account`, ``aiopop --tls`` and :mod:`aiopop.testing`):
+"""How a connection gets TLS; one set of words for the client, accounts and the CLI:
 
-* ``"implicit"``: TLS from the first octet (POP3S, port 995, RFC 8314);
-* ``"starttls"``: TLS by STLS (RFC 2595), required: without it the
-  connection fails before any credential is sent;
+* ``"implicit"``: TLS from the first octet (POP3S, RFC 8314): :class:`aiopop.POP3_SSL`;
+* ``"starttls"``: TLS by STLS, required: the connection fails before any
+  credential is sent if it cannot be had (:class:`~aiopop.TLSRequiredError`);
 * ``"if-offered"``: STLS when the server offers it, else cleartext;
 * ``"none"``: never TLS.
 """
 TLS_POLICIES: frozenset[str] = frozenset({"implicit", "starttls", "if-offered", "none"})
-"""The words of :data:`TLSPolicy`."""
+"""Every :data:`TLSPolicy`."""
 
 
 class Stat(NamedTuple):

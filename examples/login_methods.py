@@ -76,7 +76,7 @@ async def main() -> None:
     mailbox = Mailbox(PASSWORD, list(MESSAGES), tokens=(TOKEN,))
     server = POP3TestServer({"alice": mailbox}, starttls_context=server_context, sasl=MECHANISMS)
     async with server:
-        # starttls="if-offered" is the default; ssl_context trusts the test CA.
+        # tls="if-offered" is the default; ssl_context trusts the test CA.
         client = aiopop.POP3(server.host, server.port, ssl_context=client_context, timeout=10)
         async with client:
             method = await client.login("alice", PASSWORD)

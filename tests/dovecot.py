@@ -17,7 +17,7 @@ What it offers (Dovecot 2.3.19, as configured here):
 * ``pop3s_port`` on 127.0.0.1: POP3S (implicit TLS), the same mechanisms.
 * ``pop3_no_stls_port`` on :data:`NO_STLS_HOST` (127.0.0.2): plain POP3 whose
   CAPA offers no STLS (``local 127.0.0.2 { ssl = no }``), for the tests of
-  ``starttls="required"``. Otherwise the same as ``pop3_port``.
+  ``tls="starttls"``. Otherwise the same as ``pop3_port``.
 
 The mechanisms are the constructor's ``mechanisms`` (:data:`MECHANISMS` by
 default; ``apop`` is what makes Dovecot put a timestamp in its greeting).

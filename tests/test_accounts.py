@@ -330,9 +330,9 @@ def test_client_carries_the_accounts_options() -> None:
         7,
         5,
     )
-    assert client.starttls == "required"
+    assert client.tls == "starttls"
     assert client.ssl_context is context
-    assert Account("x.test", "u", tls="none").client().starttls == "never"
+    assert Account("x.test", "u", tls="none").client().tls == "none"
     secure = Account("x.test", "u", port=9950, ssl_context=context).client(max_in_flight=3)
     assert type(secure) is aiopop.POP3_SSL
     assert (secure.port, secure.ssl_context, secure.max_in_flight) == (9950, context, 3)

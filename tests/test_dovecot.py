@@ -233,7 +233,7 @@ async def test_login_prefers_apop(dovecot_classic: DovecotServer, tls: bool) -> 
     # offers, ahead of SASL PLAIN, LOGIN and USER/PASS, in the clear and over
     # TLS. No allow_cleartext needed: APOP does not send the password.
     since = log_size(dovecot_classic)
-    options: dict[str, Any] = {"starttls": "never"}
+    options: dict[str, Any] = {"tls": "none"}
     if tls:
         options = {"ssl_context": dovecot_classic.ssl_context()}
     async with plain_client(dovecot_classic, **options) as client:
@@ -248,7 +248,7 @@ async def test_login_prefers_apop(dovecot_classic: DovecotServer, tls: bool) -> 
 async def test_login_in_the_clear_prefers_scram_to_apop(dovecot: DovecotServer) -> None:
     # Both keep the password off the wire; SCRAM-SHA-256 is the stronger.
     since = log_size(dovecot)
-    async with plain_client(dovecot, starttls="never") as client:
+    async with plain_client(dovecot, tls="none") as client:
         assert await client.login(ALICE.name, ALICE.password) is AuthMethod.SCRAM_SHA_256
         assert not client.is_tls
         assert (await client.stat()).count == len(ALICE.messages)
@@ -271,7 +271,7 @@ async def test_login_falls_back_to_cleartext_when_apop_refused(dovecot: DovecotS
     # (SASL PLAIN, which Dovecot offers ahead of USER/PASS), in the clear,
     # after one refusal: the second of at most two attempts.
     since = log_size(dovecot)
-    async with plain_client(dovecot, starttls="never") as client:
+    async with plain_client(dovecot, tls="none") as client:
         method = await client.login(CAROL.name, CAROL.password, allow_cleartext=True)
         assert method is AuthMethod.PLAIN
         assert not client.is_tls
@@ -298,7 +298,7 @@ async def test_login_falls_back_over_tls_without_opt_in(dovecot: DovecotServer) 
 
 async def test_login_will_not_fall_back_to_cleartext_by_default(dovecot: DovecotServer) -> None:
     since = log_size(dovecot)
-    client = plain_client(dovecot, starttls="never")
+    client = plain_client(dovecot, tls="none")
     await client.connect()
     try:
         with pytest.raises(aiopop.CredentialsError) as refused:
@@ -406,7 +406,7 @@ MECHANISMS: dict[str, Callable[[str, str], sasl.Mechanism]] = {
 @contextlib.asynccontextmanager
 async def session(server: DovecotServer, transport: str) -> AsyncIterator[aiopop.POP3]:
     """A session not logged in yet: in the clear, upgraded with STLS, or over POP3S."""
-    client = tls_client(server) if transport == "pop3s" else stls_client(server, starttls="never")
+    client = tls_client(server) if transport == "pop3s" else stls_client(server, tls="none")
     async with client:
         if transport == "stls":
             await client.stls()
@@ -483,7 +483,7 @@ async def test_stls_forgets_the_cleartext_capabilities(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiopop")
     since = log_size(dovecot)
-    async with stls_client(dovecot, starttls="never") as client:
+    async with stls_client(dovecot, tls="none") as client:
         before = await client.capa()
         assert before.stls
         assert before.sasl == SASL_OFFERED
@@ -519,7 +519,7 @@ async def test_starttls_required_fails_closed_without_stls(
     client = aiopop.POP3(
         NO_STLS_HOST,
         dovecot.pop3_no_stls_port,
-        starttls="required",
+        tls="starttls",
         ssl_context=dovecot.ssl_context(),
         timeout=TIMEOUT,
     )
@@ -535,7 +535,7 @@ async def test_starttls_required_fails_closed_without_stls(
 
 
 async def test_listener_without_stls_works_in_the_clear(dovecot: DovecotServer) -> None:
-    # The listener that fails "required" is a working POP3 server, just without STLS.
+    # The listener that fails "starttls" is a working POP3 server, just without STLS.
     since = log_size(dovecot)
     client = aiopop.POP3(NO_STLS_HOST, dovecot.pop3_no_stls_port, timeout=TIMEOUT)
     async with client:
@@ -552,7 +552,7 @@ async def test_listener_without_stls_works_in_the_clear(dovecot: DovecotServer) 
 
 async def test_starttls_required_upgrades_where_stls_is_offered(dovecot: DovecotServer) -> None:
     since = log_size(dovecot)
-    async with stls_client(dovecot, starttls="required") as client:
+    async with stls_client(dovecot, tls="starttls") as client:
         assert client.is_tls  # on connect, before any login
         assert await client.login(CAROL.name, CAROL.password) is AuthMethod.PLAIN
         assert await client.stat() == aiopop.Stat(1, CAROL.maildrop_size)
@@ -566,7 +566,7 @@ async def test_stls_with_a_context_that_does_not_trust_the_test_ca(
 ) -> None:
     # The default context trusts the system's CAs, not the test CA.
     since = log_size(dovecot)
-    client = plain_client(dovecot, starttls="required" if how == "required" else "if-offered")
+    client = plain_client(dovecot, tls="starttls" if how == "required" else "if-offered")
 
     async def attempt() -> None:
         await client.connect()
@@ -853,7 +853,7 @@ def login_client(server: DovecotServer, transport: str, address: str) -> aiopop.
         return tls_client(server, local_addr=local)
     if transport == "stls":
         return stls_client(server, local_addr=local)
-    return plain_client(server, starttls="never", local_addr=local)
+    return plain_client(server, tls="none", local_addr=local)
 
 
 @pytest.mark.parametrize(

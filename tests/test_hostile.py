@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 import aiopop
 from aiopop import sasl
 from aiopop._apop import apop_digest
-from aiopop._client import MAX_SASL_CHALLENGES
+from aiopop._auth import MAX_SASL_CHALLENGES
 from aiopop._errors import ProtocolError
 from aiopop._protocol import Challenge, Command, Event, POP3Protocol, Reply, ReplyShape
 from aiopop.testing import (
@@ -350,9 +350,9 @@ async def test_ansi_escapes_in_server_text_are_escaped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiopop")
-    policy = "required" if error is aiopop.TLSRequiredError else "if-offered"
+    policy = "starttls" if error is aiopop.TLSRequiredError else "if-offered"
     async with ScriptedServer([*script, WaitForClose()]) as server:
-        client = client_for(server, timeout=3, starttls=policy)
+        client = client_for(server, timeout=3, tls=policy)
         with pytest.raises(error) as info:
             await _act(client, action)
         await client.close()
@@ -420,7 +420,7 @@ async def test_starttls_stripping_fails_closed(
     steps: list[Step], sent: list[bytes], message: str
 ) -> None:
     async with ScriptedServer([Send(GREETING), *steps, WaitForClose()]) as server:
-        client = client_for(server, timeout=3, starttls="required")
+        client = client_for(server, timeout=3, tls="starttls")
         with pytest.raises(aiopop.TLSRequiredError) as info:
             await client.connect()
         assert str(info.value) == message
@@ -479,8 +479,8 @@ async def test_plaintext_injected_after_stls_is_never_read(
         WaitForClose(),
     ]
     async with ScriptedServer(script) as server:
-        policy = "required" if entry == "connect-required" else "if-offered"
-        client = client_for(server, timeout=3, starttls=policy, ssl_context=trusting(ca))
+        policy = "starttls" if entry == "connect-required" else "if-offered"
+        client = client_for(server, timeout=3, tls=policy, ssl_context=trusting(ca))
         with pytest.raises(error, match=message):  # noqa: PT012 - in connect() or login()
             await client.connect()
             await client.login("u", "p", allow_cleartext=True)
@@ -1049,9 +1049,9 @@ async def test_stls_refuses_a_bad_certificate_by_default(
         WaitForClose(),
     ]
     async with ScriptedServer(script) as server:
-        policy = "required" if entry == "connect-required" else "if-offered"
+        policy = "starttls" if entry == "connect-required" else "if-offered"
         client = client_for(
-            server, timeout=3, starttls=policy, ssl_context=client_tls, server_hostname=hostname
+            server, timeout=3, tls=policy, ssl_context=client_tls, server_hostname=hostname
         )
         with pytest.raises(ssl.SSLCertVerificationError) as info:  # noqa: PT012 - the entry
             await client.connect()

@@ -19,6 +19,7 @@ import trustme
 
 import aiopop
 from aiopop import AuthMethod, sasl
+from aiopop._types import TLS_POLICIES
 from aiopop.testing import Expect, Faults, Mailbox, POP3TestServer, ScriptedServer, Send, Step
 from tests.scripted import client_for
 
@@ -122,7 +123,7 @@ async def test_cleartext_methods_need_tls_or_consent(mailbox: Mailbox) -> None:
 async def test_starttls_never_stays_in_the_clear(
     ca: trustme.CA, stls_server: POP3TestServer
 ) -> None:
-    client = client_for(stls_server, starttls="never", ssl_context=client_context(ca))
+    client = client_for(stls_server, tls="none", ssl_context=client_context(ca))
     async with client:
         assert await client.login("mrose", PASSWORD) is AuthMethod.SCRAM_SHA_256
         assert not client.is_tls
@@ -224,7 +225,7 @@ async def test_a_wrong_password_over_tls_costs_two_attempts(
 async def test_a_wrong_password_with_allow_cleartext_costs_two_attempts(
     stls_server: POP3TestServer,
 ) -> None:
-    async with client_for(stls_server, starttls="never") as client:
+    async with client_for(stls_server, tls="none") as client:
         with pytest.raises(aiopop.CredentialsError):
             await client.login("mrose", WRONG, allow_cleartext=True)
     assert attempts(stls_server) == ["SCRAM-SHA-256", "PLAIN"]
@@ -254,7 +255,7 @@ async def test_the_two_attempts_over_tls(
 async def test_a_wrong_password_in_cleartext_tries_two_challenge_methods(
     stls_server: POP3TestServer,
 ) -> None:
-    async with client_for(stls_server, starttls="never") as client:
+    async with client_for(stls_server, tls="none") as client:
         with pytest.raises(aiopop.CredentialsError) as info:
             await client.login("mrose", WRONG)
     assert attempts(stls_server) == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
@@ -271,7 +272,7 @@ async def test_a_wrong_password_in_cleartext_tries_two_challenge_methods(
 async def test_the_checker_itself_sees_a_password_on_the_wire(
     stls_server: POP3TestServer,
 ) -> None:
-    async with client_for(stls_server, starttls="never") as client:
+    async with client_for(stls_server, tls="none") as client:
         with pytest.raises(aiopop.CredentialsError):
             await client.login("mrose", WRONG, allow_cleartext=True)
     assert on_the_wire(stls_server, WRONG)  # AUTH PLAIN carried it, base64-encoded
@@ -328,7 +329,7 @@ async def test_methods_limits_the_choice(
 
 
 async def test_methods_keeps_the_cleartext_rules(stls_server: POP3TestServer) -> None:
-    async with client_for(stls_server, starttls="never") as client:
+    async with client_for(stls_server, tls="none") as client:
         with pytest.raises(aiopop.CredentialsError) as info:
             await client.login("mrose", WRONG, methods=["PLAIN", "CRAM-MD5"])
         assert info.value.__notes__[-1] == (
@@ -411,7 +412,7 @@ async def test_a_refused_prefer_counts_as_one_of_the_two(
 async def test_prefer_follows_the_cleartext_rules_and_methods(
     stls_server: POP3TestServer,
 ) -> None:
-    async with client_for(stls_server, starttls="never") as client:
+    async with client_for(stls_server, tls="none") as client:
         # PLAIN would send the password in cleartext: not tried.
         with pytest.raises(aiopop.CredentialsError):
             await client.login("mrose", WRONG, prefer=AuthMethod.PLAIN)
@@ -759,7 +760,7 @@ async def test_stls_verifies_the_certificate_by_default(stls_server: POP3TestSer
 async def test_starttls_required_upgrades_on_connect(
     ca: trustme.CA, stls_server: POP3TestServer
 ) -> None:
-    client = client_for(stls_server, starttls="required", ssl_context=client_context(ca))
+    client = client_for(stls_server, tls="starttls", ssl_context=client_context(ca))
     async with client:
         assert client.is_tls
         assert await client.login("mrose", PASSWORD) is AuthMethod.SCRAM_SHA_256
@@ -768,7 +769,7 @@ async def test_starttls_required_upgrades_on_connect(
 
 async def test_starttls_required_without_stls_sends_nothing_else(mailbox: Mailbox) -> None:
     async with POP3TestServer({"mrose": mailbox}, sasl=["PLAIN"]) as server:
-        client = client_for(server, starttls="required")
+        client = client_for(server, tls="starttls")
         with pytest.raises(aiopop.TLSRequiredError, match=r"^TLS is required, but the server "):
             await client.connect()
         assert not client.is_connected
@@ -779,6 +780,43 @@ async def test_starttls_required_without_stls_sends_nothing_else(mailbox: Mailbo
 def test_starttls_policy_is_checked() -> None:
     with pytest.raises(ValueError, match="starttls must be one of"):
         aiopop.POP3("127.0.0.1", starttls="sometimes")  # type: ignore[arg-type]
+
+
+def test_tls_policy_is_checked() -> None:
+    with pytest.raises(ValueError, match="tls must be one of"):
+        aiopop.POP3("127.0.0.1", tls="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="use POP3_SSL"):
+        aiopop.POP3("127.0.0.1", tls="implicit")
+
+
+def test_tls_words() -> None:
+    assert aiopop.POP3("127.0.0.1").tls == "if-offered"
+    for word in ("starttls", "if-offered", "none"):
+        assert aiopop.POP3("127.0.0.1", tls=word).tls == word
+    assert aiopop.POP3_SSL("127.0.0.1").tls == "implicit"
+    assert {"implicit", "starttls", "if-offered", "none"} == TLS_POLICIES
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("required", "starttls"), ("if-offered", "if-offered"), ("never", "none")]
+)
+def test_the_deprecated_starttls_keyword_warns_and_maps(old: str, new: str) -> None:
+    with pytest.warns(DeprecationWarning, match=f"use tls={new!r}"):
+        client = aiopop.POP3("127.0.0.1", starttls=old)  # type: ignore[arg-type]
+    assert client.tls == new
+
+
+def test_tls_and_starttls_together_are_refused() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        aiopop.POP3("127.0.0.1", tls="starttls", starttls="required")
+    with pytest.raises(TypeError, match="not both"):
+        aiopop.POP3("127.0.0.1", tls="if-offered", starttls="if-offered")
+
+
+def test_pop3_ssl_takes_no_tls_policy() -> None:
+    for name in ("tls", "starttls"):
+        with pytest.raises(TypeError, match="implicit"):
+            aiopop.POP3_SSL("127.0.0.1", **{name: "none"})  # type: ignore[arg-type]
 
 
 # -- capabilities, LANG -----------------------------------------------------------------
@@ -974,12 +1012,12 @@ async def test_the_reconnect_after_a_refusal_keeps_the_tls_policy(
         {"mrose": mailbox}, starttls_context=server_context(ca), close_after_failed_login=True
     )
     async with server:
-        client = client_for(server, starttls="never", ssl_context=client_context(ca))
+        client = client_for(server, tls="none", ssl_context=client_context(ca))
         async with client:
             with pytest.raises(aiopop.CredentialsError):
                 await client.login("mrose", "wrong", allow_cleartext=True)
     assert len(server.sessions) == 2
-    # "never" holds on the new connection too: no STLS, on either.
+    # "none" holds on the new connection too: no STLS, on either.
     assert b"STLS" not in verbs(server, 0)
     assert verbs(server, 1) == [b"USER", b"PASS"]
 
@@ -991,7 +1029,7 @@ async def test_oauth2_keeps_the_tls_policy_and_checks_the_user(
         {"mrose": mailbox}, starttls_context=server_context(ca), sasl=["XOAUTH2"]
     )
     async with server:
-        client = client_for(server, starttls="never", ssl_context=client_context(ca))
+        client = client_for(server, tls="none", ssl_context=client_context(ca))
         async with client:
             with pytest.raises(aiopop.InsecureLoginError, match="no token was sent"):
                 await client.login("mrose", oauth2_token=TOKEN)

@@ -13,7 +13,7 @@ import pytest
 
 import aiopop
 from aiopop import _files
-from aiopop._connection import STREAM_HIGH_WATER
+from aiopop._replies import STREAM_HIGH_WATER, StreamCall
 from aiopop.testing import (
     Close,
     Expect,
@@ -445,7 +445,9 @@ async def test_retr_each_pauses_reading_past_its_budget() -> None:
         items = client.retr_each(range(1, 9), memory=150_000)
         _, stream = await anext(items)
         await asyncio.sleep(0.2)  # the consumer is busy; the server could send it all
-        budget = stream._call.budget
+        source = stream._source
+        assert isinstance(source, StreamCall)
+        budget = source.budget
         held = budget.held
         assert held <= budget.high + 300_000  # a socket read or two past the bound
         assert held < 800_000
@@ -483,3 +485,52 @@ async def test_retr_each_raises_a_refusal_in_its_turn() -> None:
     assert server.mismatches == []
     with pytest.raises(ValueError, match="memory"):
         await anext(client.retr_each([1], memory=0))
+
+
+class _ListSource:
+    """A MessageSource over a list of chunks: what a stream needs, and nothing of a connection."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.received = sum(map(len, chunks))
+        self.ended = True
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+    async def next_chunks(self, most: int | None) -> list[bytes]:
+        count = len(self.chunks) if most is None else most
+        taken, self.chunks = self.chunks[:count], self.chunks[count:]
+        return taken
+
+    async def wait(self) -> None:
+        await asyncio.sleep(0)
+
+    def read_on(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.chunks.clear()
+
+
+def test_message_stream_is_public_under_the_root() -> None:
+    from aiopop import _stream
+
+    assert aiopop.MessageStream is _stream.MessageStream
+    assert aiopop.MessageSource is _stream.MessageSource
+    assert aiopop.MessageStream.__module__ == "aiopop"
+
+
+async def test_a_message_stream_reads_any_message_source() -> None:
+    chunks = [b"Subject: x\r\n", b"\r\n", b"body\r\n"]
+    assert [c async for c in aiopop.MessageStream(_ListSource(chunks))] == chunks
+    assert [b async for b in aiopop.MessageStream(_ListSource(chunks)).batches()] == [chunks]
+    stream = aiopop.MessageStream(_ListSource(chunks))
+    assert stream.complete
+    assert stream.received == 20
+    assert repr(stream) == "<MessageStream complete, 20 octets received>"
+    assert await stream.collect(19) is None
+    assert await stream.collect(20) == b"".join(chunks)
+    source = _ListSource(chunks)
+    aiopop.MessageStream(source).discard()
+    assert source.abandoned
