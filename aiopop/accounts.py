@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 
 from ._login import PASSWORD_MECHANISMS, TLSPolicy
 from .client import POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
-from .errors import InsecureLoginError
+from .errors import AccountError, InsecureLoginError
 from .types import AuthMethod
 
 __all__ = [
@@ -59,10 +59,6 @@ _STARTTLS_POLICY: dict[str, TLSPolicy] = {
     "if-offered": "if-offered",
     "none": "never",
 }
-
-
-class AccountError(ValueError):
-    """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
 
 
 _DEFAULT_PORTS = frozenset({POP3_PORT, POP3_SSL_PORT})

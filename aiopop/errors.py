@@ -12,14 +12,34 @@ so a hostile server cannot put terminal escapes into a log line.
 
 from __future__ import annotations
 
+import asyncio
+import enum
+import errno
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
 __all__ = [
+    "EXIT_AUTH",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCAL",
+    "EXIT_NETWORK",
+    "EXIT_OK",
+    "EXIT_TLS",
+    "EXIT_USAGE",
+    "FAILURES",
     "APOPNotOfferedError",
+    "AccountError",
     "AuthenticationError",
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
     "CredentialsError",
+    "Failure",
     "InsecureLoginError",
+    "Kind",
     "LoginDelayError",
     "MailboxInUseError",
     "MalformedReplyError",
@@ -32,6 +52,9 @@ __all__ = [
     "SASLError",
     "TLSRequiredError",
     "TemporaryFailureError",
+    "UIDLUnavailableError",
+    "UsageError",
+    "diagnose",
     "error_proto",
     "response_error",
 ]
@@ -279,3 +302,392 @@ class SASLError(POP3Error):
     from :mod:`aiopop.sasl` and by :meth:`aiopop.POP3.auth`; never a reason
     for :meth:`aiopop.POP3.login` to try a weaker method.
     """
+
+
+class UIDLUnavailableError(POP3Error):
+    """``new_only`` was asked of a server that refuses UIDL: nothing was fetched.
+
+    Without unique-ids there is no telling which messages an earlier run
+    saved. ``refusal`` is the server's answer to UIDL.
+    """
+
+    def __init__(self, refusal: ResponseError) -> None:
+        self.refusal = refusal
+        super().__init__(
+            f"the server refuses UIDL ({refusal}), so the messages fetched before"
+            " cannot be told apart: fetch without new_only, or use another server"
+        )
+
+
+class AccountError(ValueError):
+    """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
+
+
+class UsageError(Exception):
+    """The ``aiopop`` command line cannot be run as given."""
+
+
+# -- the one table of failures ------------------------------------------------------------
+
+EXIT_OK = 0
+"""The ``aiopop`` command's exit status when everything went well."""
+EXIT_FAILED = 1
+"""The server refused a command (or, for ``check``, an account failed)."""
+EXIT_USAGE = 2
+"""Bad usage, or a bad account description or file of accounts."""
+EXIT_AUTH = 3
+"""The login was refused: wrong credentials, or no safe method."""
+EXIT_TLS = 4
+"""TLS: a certificate that does not verify, or TLS required and missing."""
+EXIT_NETWORK = 5
+"""The network: a connection refused or lost, or a timeout."""
+EXIT_LOCAL = 6
+"""This machine: the Maildir, its state, the disk (full, read-only, permissions)."""
+EXIT_INTERRUPTED = 130
+"""Interrupted (Ctrl-C)."""
+
+
+class Kind(enum.Enum):
+    """What kind of failure an exception is; see :data:`FAILURES` and :func:`diagnose`."""
+
+    CANCELLED = "cancelled"
+    USAGE = "usage"
+    ACCOUNT = "account"
+    STATE_LOCKED = "state locked"
+    STATE = "state"
+    NO_UIDL = "no uidl"
+    CREDENTIALS = "credentials"
+    IN_USE = "in use"
+    LOGIN_DELAY = "login delay"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+    AUTHENTICATION = "authentication"
+    TIMEOUT = "timeout"
+    TLS_MISSING = "tls missing"
+    CLEARTEXT = "cleartext"
+    CERTIFICATE = "certificate"
+    TLS = "tls"
+    CONNECTION = "connection"
+    LOCAL = "local"
+    SASL = "sasl"
+    PROTOCOL = "protocol"
+    NOT_OFFERED = "not offered"
+    COMMAND_STATE = "command state"
+    QUIT_REFUSED = "quit refused"
+    REFUSED = "refused"
+    OTHER = "other"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What kind of failure an exception is, and what follows from it.
+
+    ``reason`` is the short stable word of :attr:`aiopop.many.CheckResult.reason`;
+    ``retryable`` whether trying the same thing later may help (what
+    :func:`aiopop.watch.watch` retries); ``local`` whether the cause is on
+    this machine (a path, a disk, a file of accounts, the command line)
+    rather than the server's or the network's; ``exit_status`` the
+    ``aiopop`` command's exit status; ``hint`` what to do about it, in the
+    command line's words (None when there is nothing useful to say).
+    """
+
+    kind: Kind
+    reason: str
+    retryable: bool
+    local: bool
+    exit_status: int
+    hint: str | None = None
+
+
+# Errnos that come from files and file systems, never from a socket: an OSError
+# carrying one is this machine's problem even when it names no file (a write to an
+# open file descriptor on a full disk, say).
+LOCAL_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "EIO",
+        "EISDIR",
+        "ENOTDIR",
+        "EFBIG",
+        "ENAMETOOLONG",
+        "EEXIST",
+        "EXDEV",
+        "ELOOP",
+        "EMLINK",
+        "ENOTEMPTY",
+    )
+    if hasattr(errno, name)
+)
+
+
+def _is_local_oserror(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (exc.filename is not None or exc.errno in LOCAL_ERRNOS)
+
+
+def _is_quit_refused(exc: BaseException) -> bool:
+    # -ERR to QUIT: the deletions did not commit; the next poll repeats them.
+    return isinstance(exc, ResponseError) and exc.command.upper().startswith("QUIT")
+
+
+def _state_error(name: str) -> Callable[[BaseException], bool]:
+    """Matches aiopop.state's ``name`` without importing it: if that module was never
+    imported, none of its exceptions can exist."""
+
+    def match(exc: BaseException) -> bool:
+        module = sys.modules.get("aiopop.state")
+        cls = getattr(module, name, None) if module is not None else None
+        return cls is not None and isinstance(exc, cls)
+
+    match.__qualname__ = f"aiopop.state.{name}"
+    return match
+
+
+_Match = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+
+_AGAIN_LATER = "try again later"
+_CHECK_SECRET = "check the user name and the password or token"  # noqa: S105 - a hint
+
+FAILURES: tuple[tuple[_Match, Failure], ...] = (
+    # The most specific first: a login refused with [IN-USE] is also an
+    # AuthenticationError, a POP3TimeoutError a TimeoutError (an OSError), an
+    # SSLError an OSError, a refused login with [SYS/PERM] a PermanentFailureError.
+    (
+        (KeyboardInterrupt, asyncio.CancelledError),
+        Failure(Kind.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED),
+    ),
+    (UsageError, Failure(Kind.USAGE, "usage", False, True, EXIT_USAGE, "see aiopop --help")),
+    (
+        AccountError,
+        Failure(
+            Kind.ACCOUNT,
+            "account",
+            False,
+            True,
+            EXIT_USAGE,
+            "check the account's description: its URL or keys, and its secret",
+        ),
+    ),
+    (
+        _state_error("StateLockedError"),
+        Failure(
+            Kind.STATE_LOCKED,
+            "state",
+            True,
+            True,
+            EXIT_LOCAL,
+            "a fetch or watch of this mailbox is running: wait for it",
+        ),
+    ),
+    (
+        _state_error("StateError"),
+        Failure(
+            Kind.STATE,
+            "state",
+            False,
+            True,
+            EXIT_LOCAL,
+            "the state file next to the Maildir was written by a newer aiopop,"
+            " or is not aiopop's: move it away or upgrade aiopop",
+        ),
+    ),
+    (
+        UIDLUnavailableError,
+        Failure(
+            Kind.NO_UIDL,
+            "unsupported",
+            False,
+            False,
+            EXIT_FAILED,
+            "this server has no UIDL: run without --new-only",
+        ),
+    ),
+    (
+        CredentialsError,
+        Failure(Kind.CREDENTIALS, "credentials", False, False, EXIT_AUTH, _CHECK_SECRET),
+    ),
+    (
+        MailboxInUseError,
+        Failure(
+            Kind.IN_USE,
+            "in use",
+            True,
+            False,
+            EXIT_FAILED,
+            "another session holds the mailbox; " + _AGAIN_LATER,
+        ),
+    ),
+    (
+        LoginDelayError,
+        Failure(Kind.LOGIN_DELAY, "login delay", True, False, EXIT_FAILED, _AGAIN_LATER),
+    ),
+    (
+        TemporaryFailureError,
+        Failure(
+            Kind.TEMPORARY,
+            "temporary",
+            True,
+            False,
+            EXIT_FAILED,
+            "a passing problem on the server; " + _AGAIN_LATER,
+        ),
+    ),
+    (
+        PermanentFailureError,
+        Failure(
+            Kind.PERMANENT,
+            "permanent",
+            False,
+            False,
+            EXIT_FAILED,
+            "a lasting problem on the server ([SYS/PERM]): retrying will not help;"
+            " ask the mail provider",
+        ),
+    ),
+    (
+        AuthenticationError,
+        Failure(Kind.AUTHENTICATION, "authentication", False, False, EXIT_AUTH, _CHECK_SECRET),
+    ),
+    (
+        TimeoutError,
+        Failure(
+            Kind.TIMEOUT,
+            "timeout",
+            True,
+            False,
+            EXIT_NETWORK,
+            "the server is slow or unreachable; try a longer --timeout",
+        ),
+    ),
+    (
+        TLSRequiredError,
+        Failure(
+            Kind.TLS_MISSING,
+            "tls",
+            False,
+            False,
+            EXIT_TLS,
+            "the server cannot do TLS on this port: try --tls implicit (port 995)",
+        ),
+    ),
+    (
+        InsecureLoginError,
+        Failure(
+            Kind.CLEARTEXT,
+            "tls",
+            False,
+            False,
+            EXIT_AUTH,
+            "use --tls implicit, or --allow-cleartext if the network path is trusted",
+        ),
+    ),
+    (
+        ssl.SSLCertVerificationError,
+        Failure(
+            Kind.CERTIFICATE,
+            "tls",
+            False,
+            False,
+            EXIT_TLS,
+            "for a private CA, pass --cafile; check the host name",
+        ),
+    ),
+    (
+        ssl.SSLError,
+        Failure(
+            Kind.TLS,
+            "tls",
+            True,
+            False,
+            EXIT_TLS,
+            "is this a plain POP3 port? try --tls starttls or --tls if-offered",
+        ),
+    ),
+    (
+        (ConnectionLostError, ConnectionClosedError),
+        Failure(Kind.CONNECTION, "connection", True, False, EXIT_NETWORK),
+    ),
+    (
+        _is_local_oserror,
+        Failure(
+            Kind.LOCAL,
+            "local",
+            False,
+            True,
+            EXIT_LOCAL,
+            "a problem on this machine, not the server's: check the path, the free space,"
+            " the file system and the permissions",
+        ),
+    ),
+    (
+        OSError,
+        Failure(
+            Kind.CONNECTION, "connection", True, False, EXIT_NETWORK, "check the host and the port"
+        ),
+    ),
+    (
+        SASLError,
+        Failure(
+            Kind.SASL,
+            "protocol",
+            False,
+            False,
+            EXIT_FAILED,
+            "the server's side of the SASL exchange is broken: try another --auth method",
+        ),
+    ),
+    (ProtocolError, Failure(Kind.PROTOCOL, "protocol", False, False, EXIT_FAILED)),
+    (
+        MethodNotOfferedError,
+        Failure(
+            Kind.NOT_OFFERED,
+            "unsupported",
+            False,
+            False,
+            EXIT_AUTH,
+            "try another --auth method, or leave --auth out to pick the strongest offered",
+        ),
+    ),
+    (CommandStateError, Failure(Kind.COMMAND_STATE, "unsupported", False, True, EXIT_FAILED)),
+    (_is_quit_refused, Failure(Kind.QUIT_REFUSED, "refused", True, False, EXIT_FAILED)),
+    (ResponseError, Failure(Kind.REFUSED, "refused", False, False, EXIT_FAILED)),
+    (POP3Error, Failure(Kind.OTHER, "error", False, False, EXIT_FAILED)),
+    (
+        BaseException,
+        Failure(
+            Kind.ERROR,
+            "error",
+            False,
+            False,
+            EXIT_FAILED,
+            "an unexpected error, perhaps a bug in aiopop: please report it",
+        ),
+    ),
+)
+"""The ordered table: the first row whose match fits an exception says what it is.
+
+A match is an exception class (or a tuple of them), or a predicate. Read it
+through :func:`diagnose`."""
+
+
+def diagnose(exc: BaseException) -> Failure:
+    """What kind of failure ``exc`` is: the first row of :data:`FAILURES` that fits.
+
+    The one classification of errors: the ``aiopop`` command's exit status
+    and hint, :attr:`aiopop.many.CheckResult.reason` and
+    :func:`aiopop.watch.watch`'s decision to retry all come from here. The
+    hint of a :class:`LoginDelayError` names the server's delay when known.
+    """
+    for match, failure in FAILURES:
+        fits = isinstance(exc, match) if isinstance(match, type | tuple) else match(exc)
+        if fits:
+            if failure.kind is Kind.LOGIN_DELAY and getattr(exc, "delay", None):
+                delay = getattr(exc, "delay")  # noqa: B009 (typed as object here)
+                return replace(
+                    failure, hint=f"the server allows one login every {delay} s; {_AGAIN_LATER}"
+                )
+            return failure
+    raise AssertionError("unreachable: the last row matches every exception")  # pragma: no cover
