@@ -468,7 +468,7 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
             False,
             True,
             EXIT_USAGE,
-            "check the account's description: its URL or keys, and its secret",
+            "check the account's description: its URL or keys, and where its password comes from",
         ),
     ),
     (
