@@ -425,6 +425,9 @@ LOCAL_ERRNOS = frozenset(
 
 
 def _is_local_oserror(exc: BaseException) -> bool:
+    # These three never come from a socket, even without an errno or a file name.
+    if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
+        return True
     return isinstance(exc, OSError) and (exc.filename is not None or exc.errno in LOCAL_ERRNOS)
 
 

@@ -94,6 +94,8 @@ BUILTINS: list[tuple[BaseException, errors.Kind]] = [
     (OSError(errno.ENOSPC, "No space left on device"), K.LOCAL),
     (PermissionError(errno.EACCES, "Permission denied", "/m"), K.LOCAL),
     (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/m/f/x"), K.LOCAL),
+    (NotADirectoryError("/m exists and is not a directory"), K.LOCAL),
+    (FileExistsError("/m"), K.LOCAL),
     (OSError(errno.EHOSTUNREACH, "No route to host"), K.CONNECTION),
     (OSError("something"), K.CONNECTION),
     (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), K.CONNECTION),
