@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from aiopop import _cli, _cli_run
-from aiopop.testing import LOGIN, Faults, Mailbox, POP3TestServer
+from aiopop.testing import LOGIN, Faults, GeneratedMessage, Mailbox, POP3TestServer
 from tests.test_cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
 
 ENV = {"AIOPOP_TEST_PASSWORD": PASSWORD}
@@ -313,8 +313,10 @@ async def test_sizes_are_for_people_and_json_keeps_octets(
 
 async def test_an_interrupted_fetch_says_what_was_saved(tmp_path: Path) -> None:
     """Ctrl-C during a fetch: how many messages were saved, and how to finish."""
-    messages = [b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(300)]
-    async with POP3TestServer({"u": Mailbox(PASSWORD, messages)}) as server:
+    messages: list[bytes | GeneratedMessage] = [
+        b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(300)
+    ]
+    async with POP3TestServer({"u": Mailbox(PASSWORD, list(messages))}) as server:
         server.faults = Faults(latency=0.02)
         maildir = tmp_path / "Mail"
         process = await asyncio.create_subprocess_exec(

@@ -254,10 +254,14 @@ def test_secrets_from_commands_and_tokens(
         assert status == _cli.EXIT_AUTH
     monkeypatch.setenv("AIOPOP_TOKEN", "")
     read = _cli_run._from_env("AIOPOP_TOKEN", "oauth2-token")
+
+    async def value() -> str:
+        return await read()
+
     with pytest.raises(errors.UsageError, match=r"--oauth2-token-env AIOPOP_TOKEN: .* is empty"):
-        asyncio.run(read())
+        asyncio.run(value())
     monkeypatch.setenv("AIOPOP_TOKEN", "t0ken")
-    assert asyncio.run(read()) == "t0ken"
+    assert asyncio.run(value()) == "t0ken"
 
 
 def test_usage_errors_in_process(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
