@@ -318,6 +318,18 @@ class UIDLUnavailableError(POP3Error):
             " cannot be told apart: fetch without new_only, or use another server"
         )
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its refusal, not from its message (which quotes the refusal).
+        return (_rebuild_uidl, (type(self), self.refusal, self.__dict__))
+
+
+def _rebuild_uidl(
+    cls: type[UIDLUnavailableError], refusal: ResponseError, state: dict[str, object]
+) -> UIDLUnavailableError:
+    error = cls(refusal)
+    error.__dict__.update(state)
+    return error
+
 
 class AccountError(ValueError):
     """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
