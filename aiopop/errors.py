@@ -463,225 +463,75 @@ def _state_error(name: str) -> Callable[[BaseException], bool]:
 
 _Match = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
-_AGAIN_LATER = "try again later"
-_CHECK_SECRET = "check the user name and the password or token"  # noqa: S105 - a hint
+_AGAIN = "try again later"
+_SECRET = "check the user name and the password or token"  # noqa: S105 - a hint
+_LOCAL = (
+    "a problem on this machine, not the server's: check the path, the free space,"
+    " the file system and the permissions"
+)
+_PERMANENT = (
+    "a lasting problem on the server ([SYS/PERM]): retrying will not help; ask the mail provider"
+)
+_STATE = (
+    "the state file next to the Maildir was written by a newer aiopop, or is not aiopop's:"
+    " move it away or upgrade aiopop"
+)
+_ACCOUNT = "check the account's description: its URL or keys, and where its password comes from"
+_NOT_OFFERED = "try another --auth method, or leave --auth out to pick the strongest offered"
+_SASL = "the server's side of the SASL exchange is broken: try another --auth method"
+_BUG = "an unexpected error, perhaps a bug in aiopop: please report it"
 
+# Columns: kind, reason word, retryable, local (this machine), exit status, hint.
+# fmt: off
 FAILURES: tuple[tuple[_Match, Failure], ...] = (
     # The most specific first: a login refused with [IN-USE] is also an
     # AuthenticationError, a POP3TimeoutError a TimeoutError (an OSError), an
     # SSLError an OSError, a refused login with [SYS/PERM] a PermanentFailureError.
-    (
-        (KeyboardInterrupt, asyncio.CancelledError),
-        Failure(Kind.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED),
-    ),
+    ((KeyboardInterrupt, asyncio.CancelledError),
+        Failure(Kind.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED)),
     (UsageError, Failure(Kind.USAGE, "usage", False, True, EXIT_USAGE, "see aiopop --help")),
-    (
-        AccountError,
-        Failure(
-            Kind.ACCOUNT,
-            "account",
-            False,
-            True,
-            EXIT_USAGE,
-            "check the account's description: its URL or keys, and where its password comes from",
-        ),
-    ),
-    (
-        _state_error("StateLockedError"),
-        Failure(
-            Kind.STATE_LOCKED,
-            "state",
-            True,
-            True,
-            EXIT_LOCAL,
-            "a fetch or watch of this mailbox is running: wait for it",
-        ),
-    ),
-    (
-        _state_error("StateError"),
-        Failure(
-            Kind.STATE,
-            "state",
-            False,
-            True,
-            EXIT_LOCAL,
-            "the state file next to the Maildir was written by a newer aiopop,"
-            " or is not aiopop's: move it away or upgrade aiopop",
-        ),
-    ),
-    (
-        UIDLUnavailableError,
-        Failure(
-            Kind.NO_UIDL,
-            "unsupported",
-            False,
-            False,
-            EXIT_FAILED,
-            "this server has no UIDL: run without --new-only",
-        ),
-    ),
-    (
-        CredentialsError,
-        Failure(Kind.CREDENTIALS, "credentials", False, False, EXIT_AUTH, _CHECK_SECRET),
-    ),
-    (
-        MailboxInUseError,
-        Failure(
-            Kind.IN_USE,
-            "in use",
-            True,
-            False,
-            EXIT_FAILED,
-            "another session holds the mailbox; " + _AGAIN_LATER,
-        ),
-    ),
-    (
-        LoginDelayError,
-        Failure(Kind.LOGIN_DELAY, "login delay", True, False, EXIT_FAILED, _AGAIN_LATER),
-    ),
-    (
-        TemporaryFailureError,
-        Failure(
-            Kind.TEMPORARY,
-            "temporary",
-            True,
-            False,
-            EXIT_FAILED,
-            "a passing problem on the server; " + _AGAIN_LATER,
-        ),
-    ),
-    (
-        PermanentFailureError,
-        Failure(
-            Kind.PERMANENT,
-            "permanent",
-            False,
-            False,
-            EXIT_FAILED,
-            "a lasting problem on the server ([SYS/PERM]): retrying will not help;"
-            " ask the mail provider",
-        ),
-    ),
-    (
-        AuthenticationError,
-        Failure(Kind.AUTHENTICATION, "authentication", False, False, EXIT_AUTH, _CHECK_SECRET),
-    ),
-    (
-        TimeoutError,
-        Failure(
-            Kind.TIMEOUT,
-            "timeout",
-            True,
-            False,
-            EXIT_NETWORK,
-            "the server is slow or unreachable; try a longer --timeout",
-        ),
-    ),
-    (
-        TLSRequiredError,
-        Failure(
-            Kind.TLS_MISSING,
-            "tls",
-            False,
-            False,
-            EXIT_TLS,
-            "the server cannot do TLS on this port: try --tls implicit (port 995)",
-        ),
-    ),
-    (
-        InsecureLoginError,
-        Failure(
-            Kind.CLEARTEXT,
-            "tls",
-            False,
-            False,
-            EXIT_AUTH,
-            "use --tls implicit, or --allow-cleartext if the network path is trusted",
-        ),
-    ),
-    (
-        ssl.SSLCertVerificationError,
-        Failure(
-            Kind.CERTIFICATE,
-            "tls",
-            False,
-            False,
-            EXIT_TLS,
-            "for a private CA, pass --cafile; check the host name",
-        ),
-    ),
-    (
-        ssl.SSLError,
-        Failure(
-            Kind.TLS,
-            "tls",
-            True,
-            False,
-            EXIT_TLS,
-            "is this a plain POP3 port? try --tls starttls or --tls if-offered",
-        ),
-    ),
-    (
-        (ConnectionLostError, ConnectionClosedError),
-        Failure(Kind.CONNECTION, "connection", True, False, EXIT_NETWORK),
-    ),
-    (
-        _is_local_oserror,
-        Failure(
-            Kind.LOCAL,
-            "local",
-            False,
-            True,
-            EXIT_LOCAL,
-            "a problem on this machine, not the server's: check the path, the free space,"
-            " the file system and the permissions",
-        ),
-    ),
-    (
-        OSError,
-        Failure(
-            Kind.CONNECTION, "connection", True, False, EXIT_NETWORK, "check the host and the port"
-        ),
-    ),
-    (
-        SASLError,
-        Failure(
-            Kind.SASL,
-            "protocol",
-            False,
-            False,
-            EXIT_FAILED,
-            "the server's side of the SASL exchange is broken: try another --auth method",
-        ),
-    ),
+    (AccountError, Failure(Kind.ACCOUNT, "account", False, True, EXIT_USAGE, _ACCOUNT)),
+    (_state_error("StateLockedError"), Failure(Kind.STATE_LOCKED, "state", True, True, EXIT_LOCAL,
+        "a fetch or watch of this mailbox is running: wait for it")),
+    (_state_error("StateError"), Failure(Kind.STATE, "state", False, True, EXIT_LOCAL, _STATE)),
+    (UIDLUnavailableError, Failure(Kind.NO_UIDL, "unsupported", False, False, EXIT_FAILED,
+        "this server has no UIDL: run without --new-only")),
+    (CredentialsError, Failure(Kind.CREDENTIALS, "credentials", False, False, EXIT_AUTH, _SECRET)),
+    (MailboxInUseError, Failure(Kind.IN_USE, "in use", True, False, EXIT_FAILED,
+        "another session holds the mailbox; " + _AGAIN)),
+    (LoginDelayError, Failure(Kind.LOGIN_DELAY, "login delay", True, False, EXIT_FAILED, _AGAIN)),
+    (TemporaryFailureError, Failure(Kind.TEMPORARY, "temporary", True, False, EXIT_FAILED,
+        "a passing problem on the server; " + _AGAIN)),
+    (PermanentFailureError,
+        Failure(Kind.PERMANENT, "permanent", False, False, EXIT_FAILED, _PERMANENT)),
+    (AuthenticationError,
+        Failure(Kind.AUTHENTICATION, "authentication", False, False, EXIT_AUTH, _SECRET)),
+    (TimeoutError, Failure(Kind.TIMEOUT, "timeout", True, False, EXIT_NETWORK,
+        "the server is slow or unreachable; try a longer --timeout")),
+    (TLSRequiredError, Failure(Kind.TLS_MISSING, "tls", False, False, EXIT_TLS,
+        "the server cannot do TLS on this port: try --tls implicit (port 995)")),
+    (InsecureLoginError, Failure(Kind.CLEARTEXT, "tls", False, False, EXIT_AUTH,
+        "use --tls implicit, or --allow-cleartext if the network path is trusted")),
+    (ssl.SSLCertVerificationError, Failure(Kind.CERTIFICATE, "tls", False, False, EXIT_TLS,
+        "for a private CA, pass --cafile; check the host name")),
+    (ssl.SSLError, Failure(Kind.TLS, "tls", True, False, EXIT_TLS,
+        "is this a plain POP3 port? try --tls starttls or --tls if-offered")),
+    ((ConnectionLostError, ConnectionClosedError),
+        Failure(Kind.CONNECTION, "connection", True, False, EXIT_NETWORK)),
+    (_is_local_oserror, Failure(Kind.LOCAL, "local", False, True, EXIT_LOCAL, _LOCAL)),
+    (OSError, Failure(Kind.CONNECTION, "connection", True, False, EXIT_NETWORK,
+        "check the host and the port")),
+    (SASLError, Failure(Kind.SASL, "protocol", False, False, EXIT_FAILED, _SASL)),
     (ProtocolError, Failure(Kind.PROTOCOL, "protocol", False, False, EXIT_FAILED)),
-    (
-        MethodNotOfferedError,
-        Failure(
-            Kind.NOT_OFFERED,
-            "unsupported",
-            False,
-            False,
-            EXIT_AUTH,
-            "try another --auth method, or leave --auth out to pick the strongest offered",
-        ),
-    ),
+    (MethodNotOfferedError,
+        Failure(Kind.NOT_OFFERED, "unsupported", False, False, EXIT_AUTH, _NOT_OFFERED)),
     (CommandStateError, Failure(Kind.COMMAND_STATE, "unsupported", False, True, EXIT_FAILED)),
     (_is_quit_refused, Failure(Kind.QUIT_REFUSED, "refused", True, False, EXIT_FAILED)),
     (ResponseError, Failure(Kind.REFUSED, "refused", False, False, EXIT_FAILED)),
     (POP3Error, Failure(Kind.OTHER, "error", False, False, EXIT_FAILED)),
-    (
-        BaseException,
-        Failure(
-            Kind.ERROR,
-            "error",
-            False,
-            False,
-            EXIT_FAILED,
-            "an unexpected error, perhaps a bug in aiopop: please report it",
-        ),
-    ),
+    (BaseException, Failure(Kind.ERROR, "error", False, False, EXIT_FAILED, _BUG)),
 )
+# fmt: on
 """The ordered table: the first row whose match fits an exception says what it is.
 
 A match is an exception class (or a tuple of them), or a predicate. Read it
@@ -702,7 +552,7 @@ def diagnose(exc: BaseException) -> Failure:
             if failure.kind is Kind.LOGIN_DELAY and getattr(exc, "delay", None):
                 delay = getattr(exc, "delay")  # noqa: B009 (typed as object here)
                 return replace(
-                    failure, hint=f"the server allows one login every {delay} s; {_AGAIN_LATER}"
+                    failure, hint=f"the server allows one login every {delay} s; {_AGAIN}"
                 )
             return failure
     raise AssertionError("unreachable: the last row matches every exception")  # pragma: no cover
