@@ -51,7 +51,7 @@ _SOURCES: dict[str, str] = {
     "UidListing": "_types",
     # errors
     "APOPNotOfferedError": "_errors",
-    "AccountError": "_accounts",
+    "AccountError": "_errors",
     "AuthenticationError": "_errors",
     "CommandStateError": "_errors",
     "ConnectionClosedError": "_errors",
@@ -70,7 +70,10 @@ _SOURCES: dict[str, str] = {
     "SASLError": "_errors",
     "TLSRequiredError": "_errors",
     "TemporaryFailureError": "_errors",
-    "UIDLUnavailableError": "_fetch",
+    "UIDLUnavailableError": "_errors",
+    "Failure": "_errors",
+    "FailureKind": "_errors",
+    "diagnose": "_errors",
     "error_proto": "_errors",
     # accounts
     "Account": "_accounts",
@@ -94,9 +97,9 @@ _SOURCES: dict[str, str] = {
     # what was delivered: the state file
     "DeliveryState": "_delivery_state",
     "STATE_FILE": "_delivery_state",
-    "StateError": "_delivery_state",
+    "StateError": "_errors",
     "StateLock": "_delivery_state",
-    "StateLockedError": "_delivery_state",
+    "StateLockedError": "_errors",
     # watching for new mail
     "MemoryStore": "_stores",
     "SQLiteStore": "_stores",
@@ -130,6 +133,8 @@ __all__ = [
     "Delivery",
     "DeliveryState",
     "Expire",
+    "Failure",
+    "FailureKind",
     "FetchResult",
     "InsecureLoginError",
     "ListEntry",
@@ -169,6 +174,7 @@ __all__ = [
     "UidListing",
     "Watcher",
     "check_many",
+    "diagnose",
     "error_proto",
     "fetch_to_maildir",
     "load_accounts",
@@ -185,7 +191,6 @@ if TYPE_CHECKING:
     from . import sasl
     from ._accounts import (
         Account,
-        AccountError,
         Secret,
         load_accounts,
         mailbox_key,
@@ -194,14 +199,17 @@ if TYPE_CHECKING:
         secret_from_keyring,
     )
     from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
-    from ._delivery_state import STATE_FILE, DeliveryState, StateError, StateLock, StateLockedError
+    from ._delivery_state import STATE_FILE, DeliveryState, StateLock
     from ._errors import (
+        AccountError,
         APOPNotOfferedError,
         AuthenticationError,
         CommandStateError,
         ConnectionClosedError,
         ConnectionLostError,
         CredentialsError,
+        Failure,
+        FailureKind,
         InsecureLoginError,
         LoginDelayError,
         MailboxInUseError,
@@ -213,8 +221,12 @@ if TYPE_CHECKING:
         ProtocolError,
         ResponseError,
         SASLError,
+        StateError,
+        StateLockedError,
         TemporaryFailureError,
         TLSRequiredError,
+        UIDLUnavailableError,
+        diagnose,
         error_proto,
     )
     from ._fetch import (
@@ -222,7 +234,6 @@ if TYPE_CHECKING:
         FetchResult,
         Oversized,
         Refusal,
-        UIDLUnavailableError,
         fetch_to_maildir,
         recover,
     )

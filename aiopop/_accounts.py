@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
-from ._errors import InsecureLoginError
+from ._errors import AccountError, InsecureLoginError
 from ._login import PASSWORD_MECHANISMS
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
@@ -47,10 +47,6 @@ __all__ = [
 
 Secret = str | Callable[[], Awaitable[str]]
 """A password or token, or an async callable that returns a fresh one."""
-
-
-class AccountError(ValueError):
-    """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
 
 
 _DEFAULT_PORTS = frozenset({POP3_PORT, POP3_SSL_PORT})

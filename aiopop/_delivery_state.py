@@ -48,6 +48,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from ._errors import StateError, StateLockedError
+
 __all__ = [
     "SCHEMA_VERSION",
     "STATE_FILE",
@@ -91,14 +93,6 @@ CREATE TABLE mailboxes (
 _STANDARD_PORT = re.compile(r":(?:110|995)\Z")
 _JULIAN_UNIX_EPOCH = 2440587.5
 T = TypeVar("T")
-
-
-class StateError(Exception):
-    """A state file that this aiopop cannot use: a newer version, or not a state file."""
-
-
-class StateLockedError(StateError):
-    """Another process works on this mailbox's state; nothing was done."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,7 @@ async def demo() -> int:
 async def command_tour(server: POP3TestServer) -> None:
     """The ``aiopop`` commands against the same server, each shown as it would be typed."""
     # Imported here: the command line is the demo's second half, not a dependency of it.
-    from . import _cli
+    from . import _cli_run
     from ._accounts import Account
 
     os.environ.setdefault(PASSWORD_VARIABLE, DEMO_PASSWORD)
@@ -99,13 +99,15 @@ async def command_tour(server: POP3TestServer) -> None:
     print("The same mailbox through the aiopop command:")
     for command in ("stat", "list", "uidl"):
         print(f"$ aiopop {command} {where} {secret}")
-        runner = {"stat": _cli.run_stat, "list": _cli.run_list, "uidl": _cli.run_uidl}[command]
+        runner = {"stat": _cli_run.run_stat, "list": _cli_run.run_list, "uidl": _cli_run.run_uidl}[
+            command
+        ]
         await runner(account, False, sys.stdout)
     with tempfile.TemporaryDirectory(prefix="aiopop-demo-") as directory:
         maildir = os.path.join(directory, "Mail")
         for _ in range(2):
             print(f"$ aiopop fetch {where} {secret} --maildir {maildir} --new-only")
-            await _cli.run_fetch(
+            await _cli_run.run_fetch(
                 account,
                 maildir,
                 delete=False,
@@ -124,11 +126,11 @@ async def command_tour(server: POP3TestServer) -> None:
         )
         await asyncio.to_thread(Path(accounts).write_text, text, encoding="utf-8")
         print(f"$ aiopop check {accounts}")
-        await _cli.run_check(
+        await _cli_run.run_check(
             accounts,
             concurrency=10,
             per_host=2,
-            seconds=10,
+            deadline=10,
             cafile=None,
             as_json=False,
             out=sys.stdout,

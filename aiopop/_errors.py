@@ -12,13 +12,31 @@ so a hostile server cannot put terminal escapes into a log line.
 
 from __future__ import annotations
 
+import enum
+import errno
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
 __all__ = [
+    "EXIT_AUTH",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCAL",
+    "EXIT_NETWORK",
+    "EXIT_OK",
+    "EXIT_TLS",
+    "EXIT_USAGE",
+    "FAILURES",
     "APOPNotOfferedError",
+    "AccountError",
     "AuthenticationError",
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
     "CredentialsError",
+    "Failure",
+    "FailureKind",
     "InsecureLoginError",
     "LoginDelayError",
     "MailboxInUseError",
@@ -30,8 +48,13 @@ __all__ = [
     "ProtocolError",
     "ResponseError",
     "SASLError",
+    "StateError",
+    "StateLockedError",
     "TLSRequiredError",
     "TemporaryFailureError",
+    "UIDLUnavailableError",
+    "UsageError",
+    "diagnose",
     "error_proto",
     "response_error",
 ]
@@ -279,3 +302,276 @@ class SASLError(POP3Error):
     from :mod:`aiopop.sasl` and by :meth:`aiopop.POP3.auth`; never a reason
     for :meth:`aiopop.POP3.login` to try a weaker method.
     """
+
+
+class StateError(Exception):
+    """A state file that this aiopop cannot use: a newer version, or not a state file."""
+
+
+class StateLockedError(StateError):
+    """Another process works on this mailbox's state; nothing was done."""
+
+
+class UIDLUnavailableError(POP3Error):
+    """``new_only`` was asked of a server that refuses UIDL: nothing was fetched.
+
+    Without unique-ids there is no telling which messages an earlier run
+    saved. ``refusal`` is the server's answer to UIDL.
+    """
+
+    def __init__(self, refusal: ResponseError) -> None:
+        self.refusal = refusal
+        super().__init__(
+            f"the server refuses UIDL ({refusal}), so the messages fetched before"
+            " cannot be told apart: fetch without new_only, or use another server"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its refusal, not from its message (which quotes the refusal).
+        return (_rebuild_uidl, (type(self), self.refusal, self.__dict__))
+
+
+def _rebuild_uidl(
+    cls: type[UIDLUnavailableError], refusal: ResponseError, state: dict[str, object]
+) -> UIDLUnavailableError:
+    error = cls(refusal)
+    error.__dict__.update(state)
+    return error
+
+
+class AccountError(ValueError):
+    """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
+
+
+class UsageError(Exception):
+    """The ``aiopop`` command line cannot be run as given."""
+
+
+# -- the one table of failures ------------------------------------------------------------
+
+EXIT_OK = 0
+"""The ``aiopop`` command's exit status when everything went well."""
+EXIT_FAILED = 1
+"""The server refused a command (or, for ``check``, an account failed)."""
+EXIT_USAGE = 2
+"""Bad usage, or a bad account description or file of accounts."""
+EXIT_AUTH = 3
+"""The login was refused: wrong credentials, or no safe method."""
+EXIT_TLS = 4
+"""TLS: a certificate that does not verify, or TLS required and missing."""
+EXIT_NETWORK = 5
+"""The network: a connection refused or lost, or a timeout."""
+EXIT_LOCAL = 6
+"""This machine: the Maildir, its state, the disk (full, read-only, permissions)."""
+EXIT_INTERRUPTED = 130
+"""Interrupted (Ctrl-C)."""
+
+
+class FailureKind(enum.Enum):
+    """What kind of failure an exception is; see :data:`FAILURES` and :func:`diagnose`."""
+
+    CANCELLED = "cancelled"
+    USAGE = "usage"
+    ACCOUNT = "account"
+    STATE_LOCKED = "state locked"
+    STATE = "state"
+    NO_UIDL = "no uidl"
+    CREDENTIALS = "credentials"
+    IN_USE = "in use"
+    LOGIN_DELAY = "login delay"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+    AUTHENTICATION = "authentication"
+    TIMEOUT = "timeout"
+    TLS_MISSING = "tls missing"
+    CLEARTEXT = "cleartext"
+    CERTIFICATE = "certificate"
+    TLS = "tls"
+    CONNECTION = "connection"
+    LOCAL = "local"
+    SASL = "sasl"
+    PROTOCOL = "protocol"
+    NOT_OFFERED = "not offered"
+    COMMAND_STATE = "command state"
+    QUIT_REFUSED = "quit refused"
+    REFUSED = "refused"
+    OTHER = "other"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What kind of failure an exception is, and what follows from it.
+
+    ``reason`` is the short stable word of :attr:`aiopop.CheckResult.reason`;
+    ``retryable`` whether trying the same thing later may help (what
+    :func:`aiopop.watch` retries); ``local`` whether the cause is on
+    this machine (a path, a disk, a file of accounts, the command line)
+    rather than the server's or the network's; ``exit_status`` the
+    ``aiopop`` command's exit status; ``hint`` what to do about it, in the
+    command line's words (None when there is nothing useful to say).
+    """
+
+    kind: FailureKind
+    reason: str
+    retryable: bool
+    local: bool
+    exit_status: int
+    hint: str | None = None
+
+
+# Errnos that come from files and file systems, never from a socket: an OSError
+# carrying one is this machine's problem even when it names no file (a write to an
+# open file descriptor on a full disk, say).
+LOCAL_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "EIO",
+        "EISDIR",
+        "ENOTDIR",
+        "EFBIG",
+        "ENAMETOOLONG",
+        "EEXIST",
+        "EXDEV",
+        "ELOOP",
+        "EMLINK",
+        "ENOTEMPTY",
+    )
+    if hasattr(errno, name)
+)
+
+
+def _is_local_oserror(exc: BaseException) -> bool:
+    # These three never come from a socket, even without an errno or a file name.
+    if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
+        return True
+    return isinstance(exc, OSError) and (exc.filename is not None or exc.errno in LOCAL_ERRNOS)
+
+
+def _is_quit_refused(exc: BaseException) -> bool:
+    # -ERR to QUIT: the deletions did not commit; the next poll repeats them.
+    return isinstance(exc, ResponseError) and exc.command.upper().startswith("QUIT")
+
+
+def _defined_in(module_name: str, name: str) -> Callable[[BaseException], bool]:
+    """Matches the exception class ``module_name.name`` without importing its module.
+
+    If that module was never imported, none of its exceptions can exist: so
+    the table stays free of :mod:`asyncio` and :mod:`ssl`, and the core free
+    of I/O.
+    """
+
+    def match(exc: BaseException) -> bool:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, name, None) if module is not None else None
+        return isinstance(cls, type) and isinstance(exc, cls)
+
+    match.__qualname__ = f"{module_name}.{name}"
+    return match
+
+
+_cancelled = _defined_in("asyncio", "CancelledError")
+_certificate = _defined_in("ssl", "SSLCertVerificationError")
+_tls_failed = _defined_in("ssl", "SSLError")
+
+
+_Match = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+
+_AGAIN = "try again later"
+_SECRET = "check the user name and the password or token"  # noqa: S105 - a hint
+_LOCAL = (
+    "a problem on this machine, not the server's: check the path, the free space,"
+    " the file system and the permissions"
+)
+_PERMANENT = (
+    "a lasting problem on the server ([SYS/PERM]): retrying will not help; ask the mail provider"
+)
+_STATE = (
+    "the state file next to the Maildir was written by a newer aiopop, or is not aiopop's:"
+    " move it away or upgrade aiopop"
+)
+_ACCOUNT = "check the account's description: its URL or keys, and where its password comes from"
+_NOT_OFFERED = "try another --auth method, or leave --auth out to pick the strongest offered"
+_SASL = "the server's side of the SASL exchange is broken: try another --auth method"
+_BUG = "an unexpected error, perhaps a bug in aiopop: please report it"
+
+# Columns: kind, reason word, retryable, local (this machine), exit status, hint.
+_K = FailureKind
+
+# fmt: off
+FAILURES: tuple[tuple[_Match, Failure], ...] = (
+    # The most specific first: a login refused with [IN-USE] is also an
+    # AuthenticationError, a POP3TimeoutError a TimeoutError (an OSError), an
+    # SSLError an OSError, a refused login with [SYS/PERM] a PermanentFailureError.
+    (KeyboardInterrupt, Failure(_K.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED)),
+    (_cancelled, Failure(_K.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED)),
+    (UsageError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE, "see aiopop --help")),
+    (AccountError, Failure(_K.ACCOUNT, "account", False, True, EXIT_USAGE, _ACCOUNT)),
+    (StateLockedError, Failure(_K.STATE_LOCKED, "state", True, True, EXIT_LOCAL,
+        "a fetch or watch of this mailbox is running: wait for it")),
+    (StateError, Failure(_K.STATE, "state", False, True, EXIT_LOCAL, _STATE)),
+    (UIDLUnavailableError, Failure(_K.NO_UIDL, "unsupported", False, False, EXIT_FAILED,
+        "this server has no UIDL: run without --new-only")),
+    (CredentialsError, Failure(_K.CREDENTIALS, "credentials", False, False, EXIT_AUTH, _SECRET)),
+    (MailboxInUseError, Failure(_K.IN_USE, "in use", True, False, EXIT_FAILED,
+        "another session holds the mailbox; " + _AGAIN)),
+    (LoginDelayError, Failure(_K.LOGIN_DELAY, "login delay", True, False, EXIT_FAILED, _AGAIN)),
+    (TemporaryFailureError, Failure(_K.TEMPORARY, "temporary", True, False, EXIT_FAILED,
+        "a passing problem on the server; " + _AGAIN)),
+    (PermanentFailureError,
+        Failure(_K.PERMANENT, "permanent", False, False, EXIT_FAILED, _PERMANENT)),
+    (AuthenticationError,
+        Failure(_K.AUTHENTICATION, "authentication", False, False, EXIT_AUTH, _SECRET)),
+    (TimeoutError, Failure(_K.TIMEOUT, "timeout", True, False, EXIT_NETWORK,
+        "the server is slow or unreachable; try a longer --timeout")),
+    (TLSRequiredError, Failure(_K.TLS_MISSING, "tls", False, False, EXIT_TLS,
+        "the server cannot do TLS on this port: try --tls implicit (port 995)")),
+    (InsecureLoginError, Failure(_K.CLEARTEXT, "tls", False, False, EXIT_AUTH,
+        "use --tls implicit, or --allow-cleartext if the network path is trusted")),
+    (_certificate, Failure(_K.CERTIFICATE, "tls", False, False, EXIT_TLS,
+        "for a private CA, pass --cafile; check the host name")),
+    (_tls_failed, Failure(_K.TLS, "tls", True, False, EXIT_TLS,
+        "is this a plain POP3 port? try --tls starttls or --tls if-offered")),
+    ((ConnectionLostError, ConnectionClosedError),
+        Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK)),
+    (_is_local_oserror, Failure(_K.LOCAL, "local", False, True, EXIT_LOCAL, _LOCAL)),
+    (OSError, Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK,
+        "check the host and the port")),
+    (SASLError, Failure(_K.SASL, "protocol", False, False, EXIT_FAILED, _SASL)),
+    (ProtocolError, Failure(_K.PROTOCOL, "protocol", False, False, EXIT_FAILED)),
+    (MethodNotOfferedError,
+        Failure(_K.NOT_OFFERED, "unsupported", False, False, EXIT_AUTH, _NOT_OFFERED)),
+    (CommandStateError, Failure(_K.COMMAND_STATE, "unsupported", False, True, EXIT_FAILED)),
+    (_is_quit_refused, Failure(_K.QUIT_REFUSED, "refused", True, False, EXIT_FAILED)),
+    (ResponseError, Failure(_K.REFUSED, "refused", False, False, EXIT_FAILED)),
+    (POP3Error, Failure(_K.OTHER, "error", False, False, EXIT_FAILED)),
+    (BaseException, Failure(_K.ERROR, "error", False, False, EXIT_FAILED, _BUG)),
+)
+# fmt: on
+"""The ordered table: the first row whose match fits an exception says what it is.
+
+A match is an exception class (or a tuple of them), or a predicate. Read it
+through :func:`diagnose`."""
+
+
+def diagnose(exc: BaseException) -> Failure:
+    """What kind of failure ``exc`` is: the first row of :data:`FAILURES` that fits.
+
+    The one classification of errors: the ``aiopop`` command's exit status
+    and hint, :attr:`aiopop.CheckResult.reason` and
+    :func:`aiopop.watch`'s decision to retry all come from here. The
+    hint of a :class:`LoginDelayError` names the server's delay when known.
+    """
+    for match, failure in FAILURES:
+        fits = isinstance(exc, match) if isinstance(match, type | tuple) else match(exc)
+        if fits:
+            if failure.kind is FailureKind.LOGIN_DELAY and getattr(exc, "delay", None):
+                delay = getattr(exc, "delay")  # noqa: B009 (typed as object here)
+                return replace(
+                    failure, hint=f"the server allows one login every {delay} s; {_AGAIN}"
+                )
+            return failure
+    raise AssertionError("unreachable: the last row matches every exception")  # pragma: no cover

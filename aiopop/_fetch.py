@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ._delivery_state import LOCK_WAIT, STATE_FILE, DeliveryState, Record, StateLock
-from ._errors import POP3Error, ResponseError
+from ._errors import ResponseError, UIDLUnavailableError
 from ._maildir import Maildir, to_unix_line_ends
 
 if TYPE_CHECKING:
@@ -90,21 +90,6 @@ MAX_WRITES = 6
 DELE_CHUNK = 1000
 """DELEs issued at once; the client keeps at most ``max_in_flight`` of them on the wire."""
 T = TypeVar("T")
-
-
-class UIDLUnavailableError(POP3Error):
-    """``new_only`` was asked of a server that refuses UIDL: nothing was fetched.
-
-    Without unique-ids there is no telling which messages an earlier run
-    saved. ``refusal`` is the server's answer to UIDL.
-    """
-
-    def __init__(self, refusal: ResponseError) -> None:
-        self.refusal = refusal
-        super().__init__(
-            f"the server refuses UIDL ({refusal}), so the messages fetched before"
-            " cannot be told apart: fetch without new_only, or use another server"
-        )
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ would (connect, log in), ``stat()`` (and ``uidl()`` when asked), then QUIT: noth
 on the server changes. At most ``concurrency`` checks run at once, and at
 most ``per_host`` of them against one host name (compared without regard to
 case), so that one provider is never hammered. An account waiting for its
-host's turn never holds up the accounts of other hosts. ``timeout`` bounds
-each account's whole check, from connecting to the end of QUIT.
+host's turn never holds up the accounts of other hosts. ``deadline`` bounds
+each account's whole check, from connecting to the end of QUIT; the
+account's own ``timeout`` bounds each step, as everywhere in aiopop.
 
 Every failure is the result of its account and nothing else: a slow, wrong
 or hostile server, a refused login or even an unexpected exception (a
@@ -42,38 +43,34 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
+import enum
 import time
+import warnings
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Final
 
-from ._accounts import Account, AccountError
-from ._errors import (
-    AuthenticationError,
-    CommandStateError,
-    ConnectionClosedError,
-    ConnectionLostError,
-    CredentialsError,
-    InsecureLoginError,
-    LoginDelayError,
-    MailboxInUseError,
-    PermanentFailureError,
-    POP3TimeoutError,
-    ProtocolError,
-    ResponseError,
-    SASLError,
-    TemporaryFailureError,
-    TLSRequiredError,
-)
+from ._accounts import Account
+from ._client import DEFAULT_TIMEOUT
+from ._errors import POP3TimeoutError, diagnose
 from ._types import AuthMethod, Stat, UidEntry
 
 __all__ = ["CheckResult", "check_many", "failure_reason"]
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_PER_HOST = 10
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_DEADLINE = DEFAULT_TIMEOUT
+"""Seconds one account's whole check may take by default (each step has the account's
+``timeout``)."""
 TASK_NAME_PREFIX = "aiopop.check_many: "
 """Every check runs in a task whose name starts with this, then the account's name."""
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET: Final = _Unset.UNSET
 
 _login_methods: dict[str, AuthMethod] = {}
 """The method that last logged in, by :attr:`Account.mailbox_key`, for this process."""
@@ -121,28 +118,9 @@ class CheckResult:
         return f"CheckResult({self.account.name!r}, {outcome}{uids}, elapsed={self.elapsed:.3f})"
 
 
-# The most specific first: a login refused with [IN-USE] is also an AuthenticationError,
-# a POP3TimeoutError a TimeoutError (an OSError), an SSLError an OSError.
-_REASONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
-    (CredentialsError, "credentials"),
-    (MailboxInUseError, "in use"),
-    (LoginDelayError, "login delay"),
-    (TemporaryFailureError, "temporary"),
-    (PermanentFailureError, "permanent"),
-    (AuthenticationError, "authentication"),
-    (TimeoutError, "timeout"),
-    ((TLSRequiredError, InsecureLoginError, ssl.SSLError), "tls"),
-    ((ConnectionLostError, ConnectionClosedError, OSError), "connection"),
-    ((ProtocolError, SASLError), "protocol"),
-    (CommandStateError, "unsupported"),
-    (ResponseError, "refused"),
-    (AccountError, "account"),
-    (asyncio.CancelledError, "cancelled"),
-)
-
-
 def failure_reason(error: BaseException) -> str:
-    """A short, stable word for an error that ended a check.
+    """A short, stable word for an error that ended a check: :func:`aiopop.diagnose`'s
+    ``reason``, the word :attr:`CheckResult.reason` gives.
 
     ======================  ===================================================================
     ``"credentials"``       :class:`~aiopop.CredentialsError`: ``[AUTH]``, the password or token
@@ -152,7 +130,8 @@ def failure_reason(error: BaseException) -> str:
     ``"login delay"``       :class:`~aiopop.LoginDelayError`: ``[LOGIN-DELAY]``, too soon after
                             the last login
     ``"temporary"``         :class:`~aiopop.TemporaryFailureError`: ``[SYS/TEMP]``
-    ``"permanent"``         :class:`~aiopop.PermanentFailureError`: ``[SYS/PERM]``
+    ``"permanent"``         :class:`~aiopop.PermanentFailureError`: ``[SYS/PERM]``, a login
+                            refused with it included
     ``"authentication"``    any other refused login (:class:`~aiopop.AuthenticationError`
                             without a code: many servers send none)
     ``"timeout"``           the check, or one step of it, took too long
@@ -161,18 +140,18 @@ def failure_reason(error: BaseException) -> str:
                             offered, or a login that would have sent a password in cleartext
     ``"connection"``        the connection could not be made, or was lost or reset
     ``"protocol"``          the server broke the protocol (:class:`~aiopop.ProtocolError`,
-                            a SASL exchange that could not go on)
-    ``"unsupported"``       the server does not offer the login method asked for
+                            a SASL exchange that could not go on: :class:`~aiopop.SASLError`)
+    ``"unsupported"``       the server does not offer the login method asked for, or UIDL
     ``"refused"``           another ``-ERR`` (STAT or UIDL refused, a ``-ERR`` greeting)
     ``"account"``           the account itself is unusable: no secret, an unknown method
+    ``"local"``             a file or disk of this machine (an ``OSError`` naming a path)
+    ``"state"``             a state file that cannot be used, or is locked by another process
+    ``"usage"``             a command line that cannot be run (:class:`~aiopop._errors.UsageError`)
     ``"cancelled"``         the check was cancelled from inside (not by closing the generator)
     ``"error"``             anything else: an unexpected exception, a bug
     ======================  ===================================================================
     """
-    for kind, reason in _REASONS:
-        if isinstance(error, kind):
-            return reason
-    return "error"
+    return diagnose(error).reason
 
 
 def check_many(
@@ -180,18 +159,20 @@ def check_many(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     per_host: int = DEFAULT_PER_HOST,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
     uidl: bool = False,
+    timeout: float | _Unset | None = _UNSET,
 ) -> AsyncGenerator[CheckResult, None]:
     """Check every account, concurrently, yielding a :class:`CheckResult` as each finishes.
 
     ``concurrency``: at most this many checks at once. ``per_host``: at
     most this many at once against one host name (case-insensitive).
-    ``timeout`` (seconds, None: no bound): each account's whole check
+    ``deadline`` (seconds, None: no bound): each account's whole check
     (connect, TLS, login, STAT, UIDL, QUIT) must end within it, else its
     result carries a :class:`~aiopop.POP3TimeoutError`; the account's own
-    ``timeout`` still bounds each step. ``uidl``: also fetch the unique-id
-    listing into :attr:`CheckResult.uids`.
+    ``timeout`` bounds each step. ``uidl``: also fetch the unique-id
+    listing into :attr:`CheckResult.uids`. ``timeout`` is the deprecated
+    name of ``deadline`` (it warns): ``timeout`` means one step everywhere else.
 
     ``accounts`` is read lazily, as slots free up, never ahead of what can
     start, except that accounts of a host already at its ``per_host`` limit
@@ -207,11 +188,20 @@ def check_many(
     for name, value in (("concurrency", concurrency), ("per_host", per_host)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, not {value!r}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    name = "deadline"
+    if not isinstance(timeout, _Unset):
+        warnings.warn(
+            "check_many(timeout=...) is deprecated: the limit on each account's whole check"
+            " is deadline=...; timeout means one step (the Account's timeout)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        deadline, name = timeout, "timeout"
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0
     ):
-        raise ValueError(f"timeout must be a positive number or None, not {timeout!r}")
-    return _run(iter(accounts), concurrency, per_host, timeout, uidl)
+        raise ValueError(f"{name} must be a positive number or None, not {deadline!r}")
+    return _run(iter(accounts), concurrency, per_host, deadline, uidl)
 
 
 async def _run(
@@ -251,14 +241,14 @@ class _Scheduler:
         accounts: Iterator[Account],
         concurrency: int,
         per_host: int,
-        timeout: float | None,
+        deadline: float | None,
         uidl: bool,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.accounts: Iterator[Account] | None = accounts
         self.concurrency = concurrency
         self.per_host = per_host
-        self.timeout = timeout
+        self.deadline = deadline
         self.uidl = uidl
         self.running: dict[asyncio.Task[CheckResult], tuple[Account, str]] = {}
         self.per_host_running: collections.Counter[str] = collections.Counter()
@@ -295,7 +285,7 @@ class _Scheduler:
     def _start(self, account: Account, host: str) -> None:
         self.per_host_running[host] += 1
         task = self.loop.create_task(
-            _check(account, self.timeout, self.uidl), name=TASK_NAME_PREFIX + account.name
+            _check(account, self.deadline, self.uidl), name=TASK_NAME_PREFIX + account.name
         )
         self.running[task] = (account, host)
         task.add_done_callback(self._done)

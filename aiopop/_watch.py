@@ -30,10 +30,15 @@ treated as any other message and the rest are left alone.
 answered ``+OK``, the moment the deletions take effect.
 
 Connection loss, timeouts, socket errors, ``[SYS/TEMP]``, ``[IN-USE]`` and
-``[LOGIN-DELAY]`` are retried with exponential backoff and full jitter.
-Logins are never closer together than the LOGIN-DELAY the server announces
-after login (RFC 2449 section 6.5). Other errors (wrong credentials, a
-server without UIDL, a certificate that does not verify) are raised.
+``[LOGIN-DELAY]`` are retried with exponential backoff and full jitter:
+whatever :func:`aiopop.diagnose` calls retryable, the one table the
+command line and ``check_many`` read too. Logins are never closer together
+than the LOGIN-DELAY the server announces after login (RFC 2449 section
+6.5). Other errors (wrong credentials, ``[SYS/PERM]``, a server without
+UIDL, a certificate that does not verify, a full disk) are raised.
+
+The account configures the client: its ``timeout`` (one step),
+``ssl_context``, ``tls`` and the rest. ``client_options`` is deprecated.
 """
 
 from __future__ import annotations
@@ -44,22 +49,15 @@ import contextlib
 import logging
 import math
 import random
-import ssl
 import time
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from ._accounts import Account
-from ._delivery_state import StateLockedError
-from ._errors import (
-    ConnectionLostError,
-    CredentialsError,
-    LoginDelayError,
-    POP3TimeoutError,
-    ResponseError,
-)
+from ._errors import LoginDelayError, diagnose
 from ._stores import MemoryStore, SeenStore, SQLiteStore
 from ._types import AuthMethod
 
@@ -68,7 +66,7 @@ if TYPE_CHECKING:
 
     from ._client import POP3
 
-__all__ = ["NewMessage", "Watcher", "full_jitter", "mailbox_key", "watch"]
+__all__ = ["NewMessage", "Watcher", "full_jitter", "watch"]
 
 LOCK_WAIT = 30.0
 """Seconds a poll waits for another process working on the same mailbox and store
@@ -89,16 +87,6 @@ _FINISH: Final = object()  # sent into the generator by Watcher.finish()
 def full_jitter(ceiling: float) -> float:
     """A delay drawn uniformly from ``[0, ceiling]`` ("full jitter")."""
     return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not secrecy
-
-
-def mailbox_key(account: Account) -> str:
-    """The store key of an account's mailbox: :attr:`Account.mailbox_key
-    <aiopop.Account.mailbox_key>`, the one rule ``fetch`` uses too.
-
-    It names the mailbox, not the way in: changing the login method or the
-    TLS mode of an account does not redeliver its mail.
-    """
-    return account.mailbox_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,14 +126,14 @@ class NewMessage:
 
 
 def _retryable(exc: BaseException) -> bool:
-    """Whether trying again later may help (see the module docstring)."""
-    if isinstance(exc, CredentialsError | ssl.SSLCertVerificationError):
-        return False
-    if isinstance(exc, ResponseError):
-        # -ERR to QUIT: the deletions did not commit; the next poll repeats them.
-        return exc.is_temporary or exc.command == "QUIT"
-    # Another process (a fetch from cron) holding this mailbox's state: wait for it.
-    return isinstance(exc, ConnectionLostError | POP3TimeoutError | OSError | StateLockedError)
+    """Whether trying again later may help: :func:`aiopop.diagnose` says.
+
+    The network (a lost or refused connection, a timeout, a TLS handshake
+    that broke), ``[SYS/TEMP]``, ``[IN-USE]``, ``[LOGIN-DELAY]``, ``-ERR`` to
+    QUIT (the deletions did not commit; the next poll repeats them) and
+    another process (a fetch from cron) holding this mailbox's state.
+    """
+    return diagnose(exc).retryable
 
 
 class Watcher:
@@ -190,7 +178,7 @@ class Watcher:
         self.store = store
         self.delete = delete
         self.backoff = (float(first), float(ceiling))
-        self.key = mailbox_key(account) if key is None else key
+        self.key = account.mailbox_key if key is None else key
         self.polls = polls
         self.prefetch = prefetch
         self.client_options = dict(client_options or {})
@@ -431,16 +419,25 @@ def watch(
       store recorded it; the deletions commit at the QUIT ending the poll.
     * ``backoff``: ``(first, maximum)``: after the n-th consecutive failure
       (counted from 0), wait ``jitter(min(maximum, first * 2**n))``.
-    * ``key``: the store key; :func:`mailbox_key` by default.
+    * ``key``: the store key; :attr:`Account.mailbox_key
+      <aiopop.Account.mailbox_key>` by default.
     * ``polls``: stop after this many completed polls (``None``: never).
     * ``prefetch``: at most this many messages fetched ahead (pipelined).
-    * ``client_options``: keyword arguments for the client (``timeout``,
-      ``max_message_size``...), through :meth:`Account.session`.
+    * ``client_options``: deprecated (it warns): keyword arguments for the
+      client. The account is the one way to configure the client: its
+      ``timeout``, ``ssl_context``, ``tls``, ``auth`` and other fields.
     * ``sleep``, ``clock``, ``jitter``: how to wait, tell the time and
       spread retries; replace them in tests.
 
     Nothing happens until the iteration starts.
     """
+    if client_options is not None:
+        warnings.warn(
+            "watch(client_options=...) is deprecated: configure the client through the"
+            " Account (timeout, ssl_context, tls...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     return Watcher(
         account,
         interval=interval,

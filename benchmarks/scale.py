@@ -375,7 +375,7 @@ async def _run_check_many(spec: dict[str, Any]) -> dict[str, Any]:
                 accounts,
                 concurrency=int(spec["concurrency"]),
                 per_host=int(spec["per_host"]),
-                timeout=SOCKET_TIMEOUT,
+                deadline=SOCKET_TIMEOUT,
             )
         ) as results:
             async for result in results:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from aiopop import _cli
+from aiopop import _cli, _cli_report
 from aiopop.testing import Faults, Mailbox, POP3TestServer
 
 PASSWORD = "tanstaaf"
@@ -126,11 +126,14 @@ async def test_a_wrong_password_prints_the_servers_text_and_a_hint(
     )
     assert run.status == _cli.EXIT_AUTH
     assert run.out == ""
-    first, hint = run.err.splitlines()
-    # The last refusal, and the notes: every method tried, in order.
-    assert first.startswith("aiopop: error: login refused: PASS: -ERR [AUTH] Authentication failed")
-    assert "tried: SCRAM-SHA-256 refused" in first
+    first, hint, *notes = run.err.splitlines()
+    # One clean line: every method tried, in order, and the server's answer once.
+    assert first == (
+        "aiopop: error: login refused (SCRAM-SHA-256 then USER): [AUTH] Authentication failed."
+    )
     assert hint == "  hint: check the user name and the password or token"
+    assert all(note.startswith("  hint: ") for note in notes)
+    assert "tried:" not in run.err
     assert "Traceback" not in run.err
     assert "not-Th3-pw" not in run.err  # the password is never printed
 
@@ -181,13 +184,37 @@ async def test_connection_refused_is_a_network_error(unused_tcp_port: int) -> No
     assert run.err.startswith("aiopop: error: cannot reach the server:")
 
 
-def test_help_documents_secrets_and_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     with pytest.raises(SystemExit) as info:
-        _cli.main(["stat", "--help"])
+        _cli.main([*argv, "--help"])
     assert info.value.code == 0
-    text = capsys.readouterr().out
-    for needle in ("--password-env", "--password-command", "--json", "exit status:", "130"):
-        assert needle in text
+    return capsys.readouterr().out
+
+
+def test_help_documents_secrets_and_exit_statuses_once(capsys: pytest.CaptureFixture[str]) -> None:
+    top = _help(capsys)
+    for needle in ("secrets:", "--password-env", "exit status:", "130", "  6    this machine"):
+        assert needle in top
+    for command in ("stat", "list", "uidl", "fetch", "check", "demo"):
+        text = _help(capsys, command)
+        assert "exit status:" not in text, command
+        assert "secrets:" not in text, command
+        assert "see aiopop --help" in text or command == "demo", command
+    stat = _help(capsys, "stat")
+    for needle in ("--password-env", "--password-command", "--json", "--timeout SECONDS"):
+        assert needle in stat
+
+
+def test_check_help_lists_every_key_of_the_accounts_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aiopop._accounts import _KEY_TYPES
+
+    text = _help(capsys, "check")
+    for key in _KEY_TYPES:
+        assert f"\n  {key} " in text, key
+    assert "--deadline SECONDS" in text
+    assert "--timeout SECONDS" in text
 
 
 # -- fetch --------------------------------------------------------------------------------------
@@ -208,6 +235,7 @@ async def test_fetch_into_a_maildir_then_new_only_then_delete(
     assert first.status == 0, first.err
     size = sum(map(len, MESSAGES))
     assert first.out == f"Fetched 2 messages ({size} bytes) into {maildir}\n"
+    assert size < 1024  # else a human size: see test_sizes_are_for_people
     stored = maildir_messages(maildir)
     assert stored == sorted(m.replace(b"\r\n", b"\n") for m in MESSAGES)
     assert len(server.mailboxes["u"].messages) == 2  # kept on the server
@@ -267,7 +295,7 @@ async def test_fetch_max_size_leaves_a_bigger_message_and_says_so(
     assert lines[0].endswith("(1 deleted on the server)")
     assert lines[1].startswith("  message 2 (uid ")
     assert lines[1].endswith(
-        ": 518 bytes or more, over --max-size 100: not saved, left on the server"
+        ": 518 bytes or more, over --max-size 100 bytes: not saved, left on the server"
     )
     assert server.mailboxes["u"].messages == [MESSAGES[1]]
     bad = await aiopop_command(
@@ -316,9 +344,9 @@ async def test_check_a_file_of_accounts(ca: trustme.CA, cafile: Path, tmp_path: 
         lines = await aiopop_command("check", str(path), "--cafile", str(cafile), "--json", env=env)
     assert table.status == _cli.EXIT_FAILED  # two accounts failed
     rows = table.out.splitlines()
-    assert rows[0].split() == ["ACCOUNT", "MESSAGES", "OCTETS", "RESULT"]
-    assert rows[1].split()[:4] == ["user0", "0", "0", "ok"]
-    assert rows[2].split()[:4] == ["user1", "1", str(len(MESSAGES[0])), "ok"]
+    assert rows[0].split() == ["ACCOUNT", "MESSAGES", "SIZE", "RESULT"]
+    assert rows[1].split()[:5] == ["user0", "0", "0", "bytes", "ok"]
+    assert rows[2].split()[:5] == ["user1", "1", str(len(MESSAGES[0])), "bytes", "ok"]
     assert rows[6].startswith("locked")
     assert "in use" in rows[6]
     assert rows[7].startswith("nobody")
@@ -355,37 +383,21 @@ def test_the_terminal_table_and_progress_bar() -> None:
         error=CredentialsError("[AUTH] no", "AUTH", command="PASS"),
     )
     out = io.StringIO()
-    with _cli._progress(2, out) as advance:
+    with _cli_report.progress(2, out) as advance:
         advance()
         advance()
-    _cli._rich_table([good, bad], out)
+    _cli_report.rich_table([good, bad], out)
     text = out.getvalue()
     assert "alice@a.test" in text
-    assert "4551" in text
-    assert "credentials: login refused: PASS: -ERR" in text
+    assert "4.4 KiB" in text
+    assert "credentials: login refused (PASS):" in text
     assert "[AUTH] no" in text  # server text is never read as rich markup
 
 
-async def test_fetch_into_an_unwritable_maildir_is_a_local_error(
-    server: POP3TestServer, cafile: Path, tmp_path: Path
-) -> None:
-    """Not 'cannot reach the server': the file is named, and nothing left the server."""
-    blocker = tmp_path / "Mail"
-    blocker.write_text("a file where the Maildir should be")
-    run = await aiopop_command(
-        "fetch",
-        *mailbox_args(server, cafile, "--maildir", str(blocker / "inbox"), "--delete"),
-        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
-    )
-    assert run.status == _cli.EXIT_FAILED, run.err
-    assert "cannot reach the server" not in run.err
-    assert str(blocker) in run.err
-    assert "hint: a local file" in run.err
-    assert len(server.mailboxes["u"].messages) == 2
-
-
-def test_a_disk_error_without_a_name_from_the_state_or_a_write_is_local() -> None:
-    status, message, hint = _cli.explain(OSError(28, "No space left on device", "/m/x"))
-    assert (status, message) == (_cli.EXIT_FAILED, "/m/x: No space left on device")
-    assert hint is not None
-    assert _cli.explain(ConnectionRefusedError(111, "Connection refused"))[0] == (_cli.EXIT_NETWORK)
+def test_a_disk_error_is_local_with_its_own_exit_status() -> None:
+    status, message, hints = _cli.explain(OSError(28, "No space left on device", "/m/x"))
+    assert (status, message) == (_cli.EXIT_LOCAL, "/m/x: No space left on device (on this machine)")
+    assert "this machine" in hints[0]
+    unnamed = _cli.explain(OSError(28, "No space left on device"))
+    assert unnamed[:2] == (_cli.EXIT_LOCAL, "on this machine: No space left on device")
+    assert _cli.explain(ConnectionRefusedError(111, "Connection refused"))[0] == _cli.EXIT_NETWORK

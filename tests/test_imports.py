@@ -25,6 +25,8 @@ MODULES = sorted(
 
 CORE = [
     "aiopop._apop",
+    "aiopop._auth",
+    "aiopop._events",
     "aiopop._md5",
     "aiopop._parse",
     "aiopop._protocol",

@@ -211,7 +211,7 @@ async def test_a_server_that_never_answers_times_out_alone() -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
         arrivals: list[tuple[float, CheckResult]] = []
-        async with contextlib.aclosing(check_many(accounts, timeout=0.4)) as results:
+        async with contextlib.aclosing(check_many(accounts, deadline=0.4)) as results:
             async for result in results:
                 arrivals.append((loop.time() - began, result))
         await asyncio.wait_for(silent.wait_idle(), 2)
@@ -227,7 +227,7 @@ async def test_a_server_that_never_answers_times_out_alone() -> None:
     assert silent.connections == 1
 
 
-async def test_the_timeout_bounds_the_whole_check_not_each_step() -> None:
+async def test_the_deadline_bounds_the_whole_check_not_each_step() -> None:
     # Every reply takes 0.1 s: each step is well within the account's own 0.25 s
     # timeout, but connect + USER + PASS + STAT + QUIT is not within 0.25 s.
     script: list[Step] = [
@@ -248,8 +248,8 @@ async def test_the_timeout_bounds_the_whole_check_not_each_step() -> None:
         Close(),
     ]
     async with ScriptedServer(script) as server:
-        (slow,) = await _all([_account(server, "alice", timeout=0.25)], timeout=0.25)
-        (patient,) = await _all([_account(server, "alice", timeout=0.25)], timeout=5)
+        (slow,) = await _all([_account(server, "alice", timeout=0.25)], deadline=0.25)
+        (patient,) = await _all([_account(server, "alice", timeout=0.25)], deadline=5)
         await asyncio.wait_for(server.wait_idle(), 2)
     assert isinstance(slow.error, aiopop.POP3TimeoutError)
     assert slow.reason == "timeout"
@@ -276,7 +276,7 @@ async def test_reasons_for_tls_connection_and_protocol_failures(ca: trustme.CA) 
                 _account(garbage, "garbage"),
                 Account(plain.host, "nopassword", port=plain.port, tls="none"),
             ]
-            results = _by_user(await _all(accounts, timeout=5))
+            results = _by_user(await _all(accounts, deadline=5))
     assert isinstance(results["u"].error, ssl.SSLCertVerificationError)
     assert results["u"].reason == "tls"
     assert isinstance(results["refused"].error, ConnectionRefusedError)
@@ -312,6 +312,9 @@ async def test_reasons_for_tls_connection_and_protocol_failures(ca: trustme.CA) 
         (aiopop.ProtocolError("junk"), "protocol"),
         (aiopop.MalformedReplyError("junk"), "protocol"),
         (aiopop.SASLError("forged"), "protocol"),
+        (aiopop._errors.response_error("x", "SYS/PERM", command="PASS", login=True), "permanent"),
+        (OSError(28, "No space left on device", "/m/x"), "local"),
+        (aiopop.UIDLUnavailableError(aiopop.ResponseError("no")), "unsupported"),
         (aiopop.MethodNotOfferedError("no SCRAM"), "unsupported"),
         (AccountError("no secret"), "account"),
         (asyncio.CancelledError(), "cancelled"),
@@ -417,7 +420,7 @@ async def test_a_failing_iterable_stops_everything() -> None:
             raise LookupError("the account database went away")  # read when "fast" ends
 
         with pytest.raises(LookupError, match="went away"):
-            await _all(accounts(), concurrency=2, timeout=None)
+            await _all(accounts(), concurrency=2, deadline=None)
         assert _check_tasks() == []
         await asyncio.wait_for(hanging.wait_idle(), 1)
     assert hanging.connections == 1
@@ -435,14 +438,41 @@ async def test_nothing_to_check() -> None:
         {"concurrency": 1.5},
         {"per_host": 0},
         {"per_host": True},
-        {"timeout": 0},
-        {"timeout": -1},
-        {"timeout": float("nan")},
+        {"deadline": 0},
+        {"deadline": -1},
+        {"deadline": float("nan")},
     ],
 )
 def test_bad_arguments_are_refused_at_the_call(options: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="must be"):
         check_many([], **options)  # type: ignore[arg-type]
+
+
+def test_timeout_is_a_deprecated_name_of_deadline() -> None:
+    """timeout means one step everywhere; the whole check's limit is the deadline."""
+    with (
+        pytest.warns(DeprecationWarning, match="deadline"),
+        pytest.raises(ValueError, match="timeout must be"),
+    ):
+        check_many([], timeout=0)
+
+
+async def test_the_deprecated_timeout_still_bounds_the_whole_check() -> None:
+    silent = ScriptedServer([])  # accepts, never greets
+    async with silent:
+        with pytest.warns(DeprecationWarning, match="deadline"):
+            checks = check_many([_account(silent, "nobody")], timeout=0.2)
+        async with contextlib.aclosing(checks) as results:
+            (result,) = [result async for result in results]
+    assert result.reason == "timeout"
+    assert result.elapsed < 2
+
+
+def test_the_default_deadline_is_the_clients_one_constant() -> None:
+    from aiopop._client import DEFAULT_TIMEOUT
+    from aiopop._many import DEFAULT_DEADLINE
+
+    assert DEFAULT_DEADLINE == DEFAULT_TIMEOUT
 
 
 async def test_only_accounts_are_accepted() -> None:
@@ -476,7 +506,7 @@ async def test_stopping_closes_every_connection(how: str) -> None:
         got: list[CheckResult] = []
 
         async def consume() -> None:
-            async with contextlib.aclosing(check_many(accounts, timeout=None)) as results:
+            async with contextlib.aclosing(check_many(accounts, deadline=None)) as results:
                 async for result in results:
                     got.append(result)
                     if how == "leave the loop":

@@ -14,6 +14,7 @@ import random
 import re
 import sqlite3
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from email.message import EmailMessage
@@ -23,12 +24,13 @@ from typing import Any
 import pytest
 import trustme
 
+import aiopop
 from aiopop._accounts import Account
 from aiopop._delivery_state import StateLockedError
 from aiopop._errors import CredentialsError, ResponseError
 from aiopop._stores import MemoryStore, SeenStore, SQLiteStore
 from aiopop._types import AuthMethod
-from aiopop._watch import NewMessage, Watcher, full_jitter, mailbox_key, watch
+from aiopop._watch import NewMessage, Watcher, full_jitter, watch
 from aiopop.testing import (
     Close,
     Expect,
@@ -143,7 +145,7 @@ async def test_each_new_message_is_yielded_once_across_polls() -> None:
     assert sent(server, "RETR") == [[b"RETR 1", b"RETR 2"], [b"RETR 3"], [b"RETR 4"], []]
     assert not any(sent(server, "DELE"))
     assert all(session.quit for session in server.sessions)
-    assert store.uids(mailbox_key(account)) == set(uids_of(mailbox))
+    assert store.uids(account.mailbox_key) == set(uids_of(mailbox))
 
 
 async def test_several_new_messages_are_fetched_pipelined() -> None:
@@ -186,7 +188,7 @@ async def test_a_restart_with_sqlite_store_does_not_redeliver(tmp_path: Path) ->
         rows = connection.execute("SELECT mailbox, uid, size FROM messages").fetchall()
     connection.close()
     pairs = zip(uids_of(mailbox), MESSAGES[:3], strict=True)
-    expected = [(mailbox_key(account), uid, len(m)) for uid, m in pairs]
+    expected = [(account.mailbox_key, uid, len(m)) for uid, m in pairs]
     assert sorted(rows) == sorted(expected)
 
 
@@ -200,8 +202,8 @@ async def test_messages_gone_from_the_server_are_forgotten() -> None:
         assert mailbox.uids is not None
         del mailbox.messages[0], mailbox.uids[0]  # another client deleted it
         assert await collect(watch(account, store=store, polls=1)) == []
-    assert store.uids(mailbox_key(account)) == set(uids_of(mailbox)) != set()
-    assert gone not in store.uids(mailbox_key(account))
+    assert store.uids(account.mailbox_key) == set(uids_of(mailbox)) != set()
+    assert gone not in store.uids(account.mailbox_key)
 
 
 # -- at least once: acknowledged when the loop asks for more ---------------------------
@@ -256,7 +258,7 @@ async def test_a_message_not_acknowledged_is_kept_and_redelivered(leave: str) ->
                         raise RuntimeError("the handler failed")
                     break
         await asyncio.wait_for(server.wait_idle(), 5)
-        assert store.uids(mailbox_key(account)) == set()
+        assert store.uids(account.mailbox_key) == set()
         assert len(mailbox.messages) == 2
         assert not server.sessions[0].quit  # closed without QUIT
         assert sent(server, "DELE") == [[]]
@@ -278,7 +280,7 @@ async def test_finish_acknowledges_the_message_in_hand_and_quits() -> None:
                 await messages.finish()
         assert [await anext(messages, None)] == [None]  # the iteration is over
         # Recorded, deleted, and QUIT answered: gone, so forgotten again.
-        assert store.uids(mailbox_key(account)) == set()
+        assert store.uids(account.mailbox_key) == set()
         assert mailbox.uids == uids[1:]
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert handled.uid == uids[0]
@@ -303,7 +305,7 @@ async def test_recorded_but_undeleted_messages_are_deleted_not_redelivered() -> 
     store = MemoryStore()
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
-        await store.add(mailbox_key(account), uids[0])
+        await store.add(account.mailbox_key, uids[0])
         got = await collect(watch(account, store=store, delete=True, polls=1))
     assert [m.uid for m in got] == [uids[1]]
     assert sent(server, "RETR") == [[b"RETR 2"]]
@@ -517,7 +519,7 @@ async def test_cancelling_the_handler_closes_the_connection_unacknowledged() -> 
         await asyncio.wait_for(server.wait_idle(), 5)
         assert server.sessions[0].closed
         assert not server.sessions[0].quit
-    assert store.uids(mailbox_key(account_for(server))) == set()
+    assert store.uids(account_for(server).mailbox_key) == set()
     assert len(mailbox.messages) == 2
 
 
@@ -591,13 +593,22 @@ async def test_sqlite_store_commits_each_add_before_returning(tmp_path: Path) ->
 def test_mailbox_key_names_the_mailbox_not_the_way_in() -> None:
     """The rule fetch uses too: the standard ports (POP3, POP3S, STLS) share a key."""
     plain = Account("Mail.Example.org", "alice", tls="none", port=110, auth="+APOP")
-    assert mailbox_key(plain) == "alice@mail.example.org"
-    assert mailbox_key(Account("mail.example.org", "alice", tls="starttls")) == (
+    assert plain.mailbox_key == "alice@mail.example.org"
+    assert Account("mail.example.org", "alice", tls="starttls").mailbox_key == (
         "alice@mail.example.org"
     )
-    assert mailbox_key(Account("mail.example.org", "alice")) == "alice@mail.example.org"
-    assert mailbox_key(Account("::1", "bob", port=1100)) == "bob@[::1]:1100"
-    assert mailbox_key(Account("h", "bob", state_key="inbox")) == "inbox"
+    assert Account("mail.example.org", "alice").mailbox_key == "alice@mail.example.org"
+    assert Account("::1", "bob", port=1100).mailbox_key == "bob@[::1]:1100"
+    assert Account("h", "bob", state_key="inbox").mailbox_key == "inbox"
+
+
+def test_watch_keys_its_store_by_the_one_mailbox_identity() -> None:
+    module = importlib.import_module("aiopop._watch")
+    assert not hasattr(module, "mailbox_key")  # one rule: aiopop.mailbox_key
+    account = Account("h", "bob", state_key="inbox")
+    assert watch(account).key == account.mailbox_key == "inbox"
+    plain = Account("Mail.Example.org", "bob", port=1100)
+    assert watch(plain).key == aiopop.mailbox_key("bob", "Mail.Example.org", 1100)
 
 
 async def test_the_key_and_the_account_reach_the_store_and_the_messages() -> None:
@@ -608,7 +619,7 @@ async def test_the_key_and_the_account_reach_the_store_and_the_messages() -> Non
     uids = [m.uid for m in got]
     assert [m.account for m in got] == [account] * 3
     assert set(await store.known("inbox-1", uids)) == set(uids)
-    assert await store.known(mailbox_key(account), uids) == {}
+    assert await store.known(account.mailbox_key, uids) == {}
 
 
 @pytest.mark.parametrize(
@@ -623,7 +634,13 @@ async def test_prefetch_and_client_options_reach_the_client(
     options: dict[str, Any], pipelined: bool
 ) -> None:
     async with POP3TestServer({"alice": Mailbox(PASSWORD, list(MESSAGES[:3]))}) as server:
-        got = await collect(watch(account_for(server), polls=1, **options))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            watcher = watch(account_for(server), polls=1, **options)
+        got = await collect(watcher)
+    # client_options is deprecated (the Account configures the client), and still works.
+    deprecated = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deprecated) == ("client_options" in options)
     assert len(got) == 3
     retrs_pipelined = [c for c in server.sessions[0].pipelined if c.startswith(b"RETR")]
     assert bool(retrs_pipelined) is pipelined
@@ -718,7 +735,7 @@ async def test_finish_stops_even_when_the_connection_drops_at_its_dele(
             async for new in messages:
                 assert new.data == message
                 await messages.finish()
-    assert store.uids(mailbox_key(account)) == {"uid-1"}  # recorded: the next poll deletes it
+    assert store.uids(account.mailbox_key) == {"uid-1"}  # recorded: the next poll deletes it
     assert time.sleeps == []  # no retry after finish()
     assert "while finishing" in caplog.text
     assert repr(store) == "MemoryStore(1 uids)"
@@ -766,7 +783,7 @@ async def test_a_unique_id_reused_for_another_message_is_a_new_message() -> None
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert [m.data for m in later] == [MESSAGES[1]]
     assert mailbox.messages == []
-    assert await store.known(mailbox_key(account), ["reused"]) == {}  # deleted: forgotten
+    assert await store.known(account.mailbox_key, ["reused"]) == {}  # deleted: forgotten
 
 
 async def test_a_poll_counts_as_completed_only_when_quit_was_answered() -> None:
@@ -804,7 +821,7 @@ async def test_a_poll_waits_for_a_fetch_holding_the_mailbox(tmp_path: Path) -> N
     mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
-        holder = store.lock(mailbox_key(account))
+        holder = store.lock(account.mailbox_key)
         await holder.acquire()
         time = FakeTime(on_sleep=lambda _: holder.release())
         with pytest.MonkeyPatch.context() as patch:
@@ -823,7 +840,7 @@ async def test_a_unique_id_deleted_then_reused_at_the_same_size_is_a_new_message
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
         await collect(watch(account, store=store, delete=True, polls=1))
-        assert store.uids(mailbox_key(account)) == set()
+        assert store.uids(account.mailbox_key) == set()
         mailbox.add(same_size, uid="u")
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert [m.data for m in later] == [same_size]
@@ -866,7 +883,7 @@ async def test_the_store_records_the_size_list_gave_not_the_octets_received() ->
         got = await collect(watch(account, store=store, polls=1))
     assert server.mismatches == []
     assert [m.data for m in got] == [first, second]
-    assert await store.known(mailbox_key(account), ["u1", "u2"]) == {"u1": 999, "u2": len(second)}
+    assert await store.known(account.mailbox_key, ["u1", "u2"]) == {"u1": 999, "u2": len(second)}
 
 
 async def test_two_messages_sharing_a_unique_id_are_both_yielded_and_deleted() -> None:
@@ -885,7 +902,7 @@ async def test_two_messages_sharing_a_unique_id_are_both_yielded_and_deleted() -
     ]
     assert sent(server, "DELE") == [[b"DELE 1", b"DELE 2", b"DELE 3"]]
     assert mailbox.messages == []
-    assert store.uids(mailbox_key(account)) == set()
+    assert store.uids(account.mailbox_key) == set()
 
 
 async def test_without_delete_a_shared_unique_id_does_not_hide_the_messages_after_it() -> None:
@@ -904,11 +921,11 @@ async def test_a_recorded_message_deleted_at_the_next_poll_is_forgotten_after_qu
     store = MemoryStore()
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
-        await store.add(mailbox_key(account), uids[0], len(MESSAGES[0]))
+        await store.add(account.mailbox_key, uids[0], len(MESSAGES[0]))
         got = await collect(watch(account, store=store, delete=True, polls=1))
         assert [m.uid for m in got] == [uids[1]]
         assert sent(server, "DELE") == [[b"DELE 1", b"DELE 2"]]
-        assert store.uids(mailbox_key(account)) == set()
+        assert store.uids(account.mailbox_key) == set()
         mailbox.add(MESSAGES[0], uid=uids[0])  # the same unique-id and size, another message
         later = await collect(watch(account, store=store, delete=True, polls=1))
     assert [m.data for m in later] == [MESSAGES[0]]
@@ -919,12 +936,12 @@ async def test_a_remembered_login_method_of_a_newer_aiopop_is_ignored(tmp_path: 
     mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
-        await store.remember_login(mailbox_key(account), "SOME-FUTURE-METHOD")
+        await store.remember_login(account.mailbox_key, "SOME-FUTURE-METHOD")
         watcher = watch(account, store=store, polls=1)
         got = await collect(watcher)
     assert [m.data for m in got] == MESSAGES[:1]
     assert watcher.login_method is not None
-    assert await store.login_method(mailbox_key(account)) == watcher.login_method.value
+    assert await store.login_method(account.mailbox_key) == watcher.login_method.value
 
 
 async def test_a_login_delay_refusal_before_any_login_waits_only_the_backoff() -> None:
@@ -990,9 +1007,9 @@ async def test_a_retry_is_logged_with_the_account_the_error_and_the_wait(
     time = FakeTime(stop_after=1)
     async with ScriptedServer(login_refused(b"-ERR [SYS/TEMP] try later\r\n")) as server:
         account = account_for(server)
-        with caplog.at_level("WARNING", logger="aiopop._watch"), pytest.raises(Stop):
+        with caplog.at_level("WARNING", logger="aiopop.watch"), pytest.raises(Stop):
             await collect(time.watch(account, backoff=(2.5, 10), jitter=exact))
-    messages = [r.getMessage() for r in caplog.records if r.name == "aiopop._watch"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "aiopop.watch"]
     assert len(messages) == 1
     error = r"\w+: PASS: -ERR \[SYS/TEMP\] try later"
     expected = rf"{re.escape(account.name)}: {error}; trying again in 2\.5 s"
@@ -1014,11 +1031,11 @@ async def test_an_error_while_finishing_is_logged_with_the_account_and_the_error
     async with ScriptedServer(script) as server:
         account = account_for(server)
         messages = FakeTime(stop_after=1).watch(account, delete=True)
-        with caplog.at_level("WARNING", logger="aiopop._watch"):
+        with caplog.at_level("WARNING", logger="aiopop.watch"):
             async with messages:
                 async for _ in messages:
                     await messages.finish()
-    logged = [r.getMessage() for r in caplog.records if r.name == "aiopop._watch"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "aiopop.watch"]
     assert len(logged) == 1
     assert logged[0].startswith(f"{account.name}: ConnectionLostError: ")
     assert logged[0].endswith(" while finishing; stopping all the same")
@@ -1039,7 +1056,7 @@ async def test_a_poll_waits_lock_wait_seconds_for_a_fetch_not_the_locks_default(
     mailbox = Mailbox(PASSWORD, list(MESSAGES[:1]))
     async with POP3TestServer({"alice": mailbox}) as server:
         account = account_for(server)
-        holder = store.lock(mailbox_key(account))
+        holder = store.lock(account.mailbox_key)
         await holder.acquire()
         time = FakeTime(stop_after=1)
         try:

@@ -1,0 +1,227 @@
+"""The ``aiopop`` command line: its parser, its options' types and its help texts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from . import __version__
+from ._client import DEFAULT_TIMEOUT
+from ._fetch import DEFAULT_MAX_SIZE
+from ._many import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_PER_HOST
+from ._types import TLS_POLICIES
+
+__all__ = ["ACCOUNT_KEYS", "build_parser"]
+
+EXIT_TABLE = """exit status:
+  0    done
+  1    the server refused a command, or (check) an account failed
+  2    bad usage, or a bad account description or file of accounts
+  3    the login was refused (wrong credentials, or no safe method)
+  4    TLS: a certificate that does not verify, or TLS required and missing
+  5    the network: connection refused or lost, or a timeout
+  6    this machine: the Maildir, its state, the disk (full, read-only, permissions)
+  130  interrupted"""
+
+SECRETS = """secrets: the password comes from --password-env VAR, --password-command CMD,
+or a prompt when stdin is a terminal; never from an argument. OAuth 2.0 tokens
+(Gmail, Microsoft 365) come from --oauth2-token-env or --oauth2-token-command."""
+
+ACCOUNT_KEYS = {
+    "name": "a label for the results (default user@host)",
+    "url": "a POP URL, pops://user@host[:port] (or host, port and user)",
+    "host": "the server's host name",
+    "port": "the port, an integer (default 995, or 110 without implicit TLS)",
+    "user": "the user name",
+    "tls": "implicit (default), starttls, if-offered or none",
+    "auth": '"*" (default: the strongest offered), "+APOP", "+USER" or a SASL mechanism',
+    "allow_cleartext": "true to allow a password over an unencrypted connection",
+    "timeout": "seconds for each step (connect, each reply)",
+    "state_key": "names the mailbox's state in place of user@host[:port]",
+    "password_env": "the environment variable holding the password",
+    "password_command": 'a command printing the password: ["pass", "show", "mail/work"]',
+    "keyring": "true: the password is in the system keyring (service aiopop)",
+    "oauth2_token_env": "the environment variable holding an OAuth 2.0 token",
+    "oauth2_token_command": "a command printing an OAuth 2.0 token",
+}
+"""Every key of an ``[[account]]`` table, for ``aiopop check --help``."""
+
+_ACCOUNTS_FILE = (
+    "the accounts file: UTF-8 TOML, one [[account]] table per mailbox, with exactly one\n"
+    "secret source (password_env, password_command, keyring, oauth2_token_env or\n"
+    "oauth2_token_command); inline passwords are refused. Its keys:\n"
+    + "\n".join(f"  {key:<21} {text}" for key, text in ACCOUNT_KEYS.items())
+    + "\n\nexample:\n"
+    '  [[account]]\n  name = "work"\n  url = "pops://alice@pop.example.com"\n'
+    '  password_command = ["pass", "show", "mail/work"]'
+)
+
+
+def seconds(text: str) -> float:
+    """``--timeout`` and ``--deadline``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    """``--concurrency`` and ``--per-host``: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
+    return value
+
+
+def size(text: str) -> int | None:
+    """``--max-size``: octets, with an optional K, M or G (powers of 1024); 0 for none."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (say 500000, 100K or 150M)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return value or None
+
+
+def _timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds for each step: connecting, each reply (default {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def _mailbox_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", help="the server's host name, or a POP URL (pops://user@host)")
+    parser.add_argument("user", nargs="?", help="the user name (not needed with a POP URL)")
+    parser.add_argument("--port", type=int, help="the port (default 995, or 110 without TLS)")
+    parser.add_argument(
+        "--tls",
+        choices=sorted(TLS_POLICIES),
+        help="implicit: POP3S (default); starttls: STLS required; "
+        "if-offered: STLS when offered; none: cleartext",
+    )
+    parser.add_argument(
+        "--auth",
+        default=None,
+        help='the login method: "*" picks the strongest (default), "+APOP", "+USER", '
+        "or a SASL mechanism such as SCRAM-SHA-256",
+    )
+    parser.add_argument(
+        "--allow-cleartext",
+        action="store_true",
+        help="allow sending the password unencrypted (only on a trusted network path)",
+    )
+    parser.add_argument("--cafile", help="trust the CA certificates in this PEM file")
+    _timeout_option(parser)
+    secrets = parser.add_mutually_exclusive_group()
+    secrets.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
+    secrets.add_argument(
+        "--password-command", metavar="CMD", help="run CMD (no shell) and read its first line"
+    )
+    secrets.add_argument("--oauth2-token-env", metavar="VAR", help="an OAuth 2.0 token in $VAR")
+    secrets.add_argument(
+        "--oauth2-token-command", metavar="CMD", help="run CMD to print an OAuth 2.0 token"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON (sizes in octets)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, every subcommand documented.
+
+    The secrets and the exit statuses are told once, in ``aiopop --help``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="aiopop",
+        description="Read POP3 mailboxes: check them, list them, download them into a Maildir.",
+        epilog=f"{SECRETS}\n\n{EXIT_TABLE}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"aiopop {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=epilog or "secrets and exit statuses: see aiopop --help",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    _mailbox_options(
+        command("stat", "Print 'You have N messages totaling M bytes'; the mailbox is unchanged.")
+    )
+    _mailbox_options(command("list", "List each message's number and size."))
+    _mailbox_options(command("uidl", "List each message's number and unique id."))
+    fetch = command(
+        "fetch",
+        "Download every message into a Maildir (tmp/, fsync, rename into new/).",
+    )
+    _mailbox_options(fetch)
+    fetch.add_argument("--maildir", required=True, help="the Maildir (created if missing)")
+    fetch.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete each message on the server once it is safely on disk",
+    )
+    fetch.add_argument(
+        "--new-only",
+        action="store_true",
+        help="skip messages fetched before (by UIDL, state kept next to the Maildir)",
+    )
+    fetch.add_argument(
+        "--max-size",
+        type=size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help="skip messages larger than SIZE bytes (K, M, G suffixes; 0: no limit;"
+        f" default {DEFAULT_MAX_SIZE // 2**20}M): they stay on the server and are reported",
+    )
+    check = command(
+        "check",
+        "Check every account of a TOML file at once; a table of results.",
+        f"{_ACCOUNTS_FILE}\n\nsecrets and exit statuses: see aiopop --help",
+    )
+    check.add_argument("accounts", help="a TOML file of [[account]] tables (keys below)")
+    check.add_argument(
+        "--concurrency",
+        type=positive,
+        default=DEFAULT_CONCURRENCY,
+        help=f"accounts at once ({DEFAULT_CONCURRENCY})",
+    )
+    check.add_argument(
+        "--per-host",
+        type=positive,
+        default=DEFAULT_PER_HOST,
+        help=f"sessions per host at once ({DEFAULT_PER_HOST})",
+    )
+    _timeout_option(check)
+    check.add_argument(
+        "--deadline",
+        type=seconds,
+        default=DEFAULT_DEADLINE,
+        metavar="SECONDS",
+        help=f"seconds for each account's whole check (default {DEFAULT_DEADLINE:g})",
+    )
+    check.add_argument("--cafile", help="trust the CA certificates in this PEM file")
+    check.add_argument("--json", action="store_true", help="print JSON lines, one per account")
+    command(
+        "demo",
+        "Start the embedded test server with a sample mailbox and read it.",
+        "nothing leaves this machine: the server listens on the loopback only",
+    )
+    return parser

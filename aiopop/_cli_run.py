@@ -1,0 +1,435 @@
+"""The ``aiopop`` commands themselves: the account from the options, then each command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import shlex
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._accounts import (
+    Account,
+    Secret,
+    load_accounts,
+    secret_from_command,
+)
+from ._cli_report import (
+    check_json,
+    explain,
+    human_size,
+    plain_table,
+    plural,
+    print_error,
+    progress,
+    rich,
+    rich_table,
+)
+from ._client import POP3
+from ._delivery_state import STATE_FILE, DeliveryState
+from ._errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    AccountError,
+    MethodNotOfferedError,
+    POP3Error,
+    POP3TimeoutError,
+    UsageError,
+)
+from ._fetch import fetch_to_maildir
+from ._maildir import Maildir
+from ._many import CheckResult, check_many
+from ._types import AuthMethod
+
+__all__ = [
+    "GREETING_WAIT",
+    "account_from_args",
+    "run_check",
+    "run_fetch",
+    "run_list",
+    "run_stat",
+    "run_uidl",
+]
+
+GREETING_WAIT = 5.0
+"""Seconds to wait for the greeting on a connection without implicit TLS. A POP3S
+port says nothing until the client starts TLS: after this, the command says so rather
+than waiting out the whole --timeout and blaming a slow server."""
+
+
+class NoGreetingError(POP3TimeoutError):
+    """No greeting within :data:`GREETING_WAIT`: perhaps a POP3S port reached in cleartext."""
+
+
+# -- accounts from the command line -------------------------------------------------------------
+
+
+def context(cafile: str | None) -> ssl.SSLContext | None:
+    """An SSL context trusting ``cafile``, or None (the system's CAs)."""
+    if cafile is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot read --cafile {cafile}: {exc}") from None
+
+
+def _command(text: str) -> list[str]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"cannot split the command {text!r}: {exc}") from None
+    if not argv:
+        raise UsageError("the command is empty")
+    return argv
+
+
+def _from_env(variable: str, what: str) -> Callable[[], Awaitable[str]]:
+    """A secret read from ``$variable`` when needed; says whether it is unset or empty."""
+
+    async def read() -> str:
+        value = os.environ.get(variable)
+        if value is None:
+            raise UsageError(f"--{what}-env {variable}: the environment variable is not set")
+        if not value:
+            raise UsageError(f"--{what}-env {variable}: the environment variable is empty")
+        return value
+
+    return read
+
+
+def account_from_args(args: argparse.Namespace, stdin: TextIO) -> Account:
+    """The account the options describe, with its secret source (prompting if need be).
+
+    The prompt runs here, before any event loop: Ctrl-C there stops the
+    command at once, and Ctrl-D (end of input) is a usage error.
+    """
+    options: dict[str, Any] = {"allow_cleartext": args.allow_cleartext}
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    if args.tls is not None:
+        options["tls"] = args.tls
+    if args.auth is not None:
+        options["auth"] = args.auth
+    ssl_context = context(args.cafile)
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    if "://" in args.host:
+        if args.user is not None:
+            raise UsageError("give a POP URL or HOST USER, not both")
+        if args.port is not None:
+            raise UsageError("put the port in the POP URL")
+        account = Account.from_url(args.host, **options)
+    else:
+        if args.user is None:
+            raise UsageError("the user name is missing: aiopop COMMAND HOST USER")
+        account = Account(args.host, args.user, port=args.port, **options)
+    password: Secret | None = None
+    token: Secret | None = None
+    if args.password_env:
+        password = _from_env(args.password_env, "password")
+    elif args.password_command:
+        password = secret_from_command(_command(args.password_command))
+    elif args.oauth2_token_env:
+        token = _from_env(args.oauth2_token_env, "oauth2-token")
+    elif args.oauth2_token_command:
+        token = secret_from_command(_command(args.oauth2_token_command))
+    elif stdin.isatty():
+        try:
+            password = getpass.getpass(f"Password for {account.name}: ")
+        except EOFError:
+            raise UsageError("no password: the prompt reached the end of input") from None
+        if not password:
+            raise UsageError("no password: the prompt got an empty line")
+    else:
+        raise UsageError(
+            "no password: use --password-env or --password-command (stdin is not a terminal)"
+        )
+    return account.with_secret(password=password, oauth2_token=token)
+
+
+# -- one session ------------------------------------------------------------------------------
+
+
+async def connect(account: Account, client: POP3) -> None:
+    """Connect, waiting at most :data:`GREETING_WAIT` for the greeting without implicit TLS.
+
+    The client's ``timeout`` keeps its meaning (one step); this shorter wait
+    is the command's own, for the one mistake it can name: a POP3S port.
+    """
+    step = account.timeout
+    if account.tls == "implicit" or (step is not None and step <= GREETING_WAIT):
+        await client.connect()
+        return
+    try:
+        async with asyncio.timeout(GREETING_WAIT):
+            await client.connect()
+    except TimeoutError as exc:
+        if isinstance(exc, POP3TimeoutError):
+            raise
+        await client.close()
+        error = NoGreetingError(
+            f"no greeting from {account.host}:{account.effective_port} within"
+            f" {GREETING_WAIT:g} s; is this a POP3S port? try --tls implicit"
+        )
+        raise error from None
+
+
+async def login(account: Account, client: POP3, prefer: AuthMethod | None = None) -> AuthMethod:
+    """Log in as the account says; a pinned method the server does not offer is named,
+    with what it offers, before any credential is sent."""
+    pinned = account.auth.upper()
+    if pinned not in ("*", "+USER"):
+        caps = await client.capabilities()
+        offered = ["+APOP"] if client.apop_timestamp else []
+        if "USER" in caps:
+            offered.append("+USER")
+        offered.extend(caps.sasl)
+        missing = (pinned == "+APOP" and client.apop_timestamp is None) or (
+            pinned != "+APOP" and caps.announced and pinned not in caps.sasl
+        )
+        if missing:
+            raise MethodNotOfferedError(
+                f"the server does not offer {account.auth}; it offers "
+                f"{', '.join(offered) or 'no method announced in CAPA'}; nothing was sent"
+            )
+    return await account.login(client, prefer=prefer)
+
+
+@contextlib.asynccontextmanager
+async def session(account: Account) -> AsyncIterator[POP3]:
+    """As :meth:`Account.session`, with the command's greeting wait and login checks."""
+    client = account.client()
+    try:
+        await connect(account, client)
+        await login(account, client)
+        yield client
+    except BaseException:
+        await client.close()
+        raise
+    await client.quit()
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+async def run_stat(account: Account, as_json: bool, out: TextIO) -> int:
+    """``aiopop stat``: the classic line, and nothing changed on the server."""
+    async with session(account) as client:
+        count, octets = await client.stat()
+    if as_json:
+        print(json.dumps({"account": account.name, "messages": count, "octets": octets}), file=out)
+    else:
+        size = f" ({human_size(octets)})" if octets >= 1024 else ""
+        print(f"You have {plural(count, 'message')} totaling {octets} bytes{size}", file=out)
+    return EXIT_OK
+
+
+async def run_list(account: Account, as_json: bool, out: TextIO) -> int:
+    """``aiopop list``: number and size of each message."""
+    async with session(account) as client:
+        entries = await client.list()
+    if as_json:
+        print(json.dumps([{"number": n, "size": size} for n, size in entries]), file=out)
+    else:
+        for number, octets in entries:
+            print(f"{number} {human_size(octets)}", file=out)
+    return EXIT_OK
+
+
+async def run_uidl(account: Account, as_json: bool, out: TextIO) -> int:
+    """``aiopop uidl``: number and unique id of each message."""
+    async with session(account) as client:
+        entries = await client.uidl()
+    if as_json:
+        print(json.dumps([{"number": n, "uid": uid} for n, uid in entries]), file=out)
+    else:
+        for number, uid in entries:
+            print(f"{number} {uid}", file=out)
+    return EXIT_OK
+
+
+def saved_messages(maildir: str) -> int:
+    """How many messages the Maildir's ``new/`` holds (0 when there is none yet)."""
+    try:
+        return sum(1 for entry in os.scandir(Path(maildir) / "new") if entry.is_file())
+    except OSError:
+        return 0
+
+
+async def run_fetch(
+    account: Account,
+    maildir: str,
+    *,
+    delete: bool,
+    new_only: bool,
+    max_size: int | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """``aiopop fetch``: every message into a Maildir, durably, before any deletion commits.
+
+    Deletions are reported only once the server answered ``+OK`` to QUIT; a
+    session that ended before that rolled them back, which is said, with the
+    network's exit status. The login method that worked is kept in the
+    Maildir's state and tried first next time.
+    """
+    key = account.mailbox_key
+    state_path = Maildir(maildir).path / STATE_FILE
+    prefer = await _remembered_login(state_path, key)
+    client = account.client()
+    try:
+        await connect(account, client)
+        method = await login(account, client, prefer)
+        result = await fetch_to_maildir(
+            client, maildir, account=key, delete=delete, new_only=new_only, max_size=max_size
+        )
+        ended: Exception | None = None
+        try:
+            await client.quit()
+        except (POP3Error, OSError) as exc:
+            ended = exc
+    finally:
+        await client.close()
+    if method is not prefer:
+        await _remember_login(state_path, key, method)
+    deleted = result.marked if ended is None else []
+    octets = sum(delivery.size for delivery in result.delivered)
+    if as_json:
+        fetched = [
+            {"number": d.number, "uid": d.uid, "file": d.name, "size": d.size}
+            for d in result.delivered
+        ]
+        summary = {
+            "account": account.name,
+            "maildir": maildir,
+            "fetched": fetched,
+            "skipped": result.skipped,
+            "deleted": deleted,
+            "not_deleted": result.marked if ended is not None else [],
+            "recovered": result.recovered,
+            "refused": [
+                {"number": r.number, "uid": r.uid, "error": str(r.error)} for r in result.refused
+            ],
+            "oversized": [
+                {"number": o.number, "uid": o.uid, "size": o.size} for o in result.oversized
+            ],
+        }
+        print(json.dumps(summary), file=out)
+    else:
+        line = (
+            f"Fetched {plural(len(result.delivered), 'message')} ({human_size(octets)})"
+            f" into {maildir}"
+        )
+        extras = []
+        if result.skipped:
+            extras.append(f"{result.skipped} already there")
+        if deleted:
+            extras.append(f"{len(deleted)} deleted on the server")
+        if result.recovered:
+            extras.append(f"{result.recovered} recovered from an interrupted run")
+        print(line + (f" ({', '.join(extras)})" if extras else ""), file=out)
+        for refusal in result.refused:
+            print(f"  message {refusal.number}: the server refused: {refusal.error}", file=out)
+        for big in result.oversized:
+            print(
+                f"  message {big.number} (uid {big.uid or '-'}): {human_size(big.size)} or more,"
+                f" over --max-size {human_size(max_size or 0)}: not saved, left on the server",
+                file=out,
+            )
+    if ended is not None:
+        status, message, hints = explain(ended)
+        if result.marked:
+            message += (
+                f"; the session ended before the server confirmed QUIT, so the"
+                f" {plural(len(result.marked), 'deletion')} were rolled back: the messages"
+                " are saved and still on the server"
+            )
+            hints = ["run again with --new-only --delete to delete them"]
+        return print_error((status, message, hints), err)
+    return EXIT_FAILED if result.refused or result.oversized else EXIT_OK
+
+
+async def _remembered_login(state_path: Path, key: str) -> AuthMethod | None:
+    """The login method that worked last for ``key``, from an existing state file."""
+    if not os.path.isfile(state_path):  # noqa: ASYNC240 (one stat, before any I/O)
+        return None
+    async with await DeliveryState.open(state_path) as state:
+        value = await state.login_method(key)
+    try:
+        return AuthMethod(value) if value is not None else None
+    except ValueError:  # written by a newer aiopop
+        return None
+
+
+async def _remember_login(state_path: Path, key: str, method: AuthMethod) -> None:
+    async with await DeliveryState.open(state_path) as state:
+        await state.remember_login(key, method.value)
+
+
+def read_accounts(path: str) -> list[Account]:
+    """The accounts of a TOML file; a file that cannot be read is a bad account file."""
+    try:
+        return load_accounts(path)
+    except UnicodeDecodeError as exc:
+        raise AccountError(
+            f"{path}: not UTF-8 (byte {exc.start}): save the accounts file as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise AccountError(f"{path}: a directory, not a file of accounts") from None
+    except FileNotFoundError:
+        raise AccountError(f"{path}: no such file of accounts") from None
+    except OSError as exc:
+        raise AccountError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+
+
+async def run_check(
+    path: str,
+    *,
+    concurrency: int,
+    per_host: int,
+    deadline: float | None,
+    timeout: float | None = None,  # noqa: ASYNC109 - one step, as everywhere in aiopop
+    cafile: str | None,
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    """``aiopop check``: every account of a TOML file at once; a table, or JSON lines.
+
+    ``timeout`` (one step) replaces each account's own when given;
+    ``deadline`` bounds each account's whole check.
+    """
+    accounts = read_accounts(path)
+    changes: dict[str, Any] = {}
+    ssl_context = context(cafile)
+    if ssl_context is not None:
+        changes["ssl_context"] = ssl_context
+    if timeout is not None:
+        changes["timeout"] = timeout
+    if changes:
+        accounts = [replace(account, **changes) for account in accounts]
+    order = {id(account): index for index, account in enumerate(accounts)}
+    fancy = not as_json and out.isatty() and rich() is not None
+    results: list[CheckResult] = []
+    checks = check_many(accounts, concurrency=concurrency, per_host=per_host, deadline=deadline)
+    with progress(len(accounts), out) if fancy else contextlib.nullcontext() as advance:
+        async with contextlib.aclosing(checks) as stream:
+            async for result in stream:
+                results.append(result)
+                if as_json:
+                    print(json.dumps(check_json(result)), file=out, flush=True)
+                if advance is not None:
+                    advance()
+    results.sort(key=lambda result: order[id(result.account)])
+    if not as_json:
+        (rich_table if fancy else plain_table)(results, out)
+    failed = sum(not result.ok for result in results)
+    return EXIT_FAILED if failed else EXIT_OK
