@@ -256,6 +256,7 @@ def run_profile(request: dict[str, Any]) -> None:
     import aiopop._cli
     import aiopop._delivery_state
     import aiopop._fetch
+    import aiopop._fetch_run
     import aiopop._maildir
 
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
@@ -292,12 +293,12 @@ def run_profile(request: dict[str, Any]) -> None:
         return wrapper
 
     probes = [
-        (aiopop._fetch, "_each", "RETR: waiting for the next pipelined message", True),
+        (aiopop._fetch_run, "_each", "RETR: waiting for the next pipelined message", True),
         (aiopop._fetch, "_listings", "start: UIDL and LIST", False),
         (aiopop._fetch, "recover", "start: recovery check", False),
         (aiopop.DeliveryState, "open", "start: opening the state database", False),
         (aiopop.Maildir, "write", "big messages: RETR streamed to tmp/, fsync", False),
-        (aiopop._fetch._Run, "_commit", "batch commits, all of it", False),
+        (aiopop._fetch_run._Run, "_commit", "batch commits, all of it", False),
         (aiopop.DeliveryState, "commit", "  of which SQLite transactions", False),
         (aiopop.Maildir, "publish", "  of which renames into new/ + fsync new/", False),
     ]
@@ -307,9 +308,9 @@ def run_profile(request: dict[str, Any]) -> None:
             wrapped = (timed_generator if generator else timed)(label, original)
             # A classmethod comes out bound: put it back as a static method.
             setattr(owner, name, staticmethod(wrapped) if inspect.ismethod(original) else wrapped)
-    fetch_asyncio = getattr(aiopop._fetch, "asyncio", None)
+    fetch_asyncio = getattr(aiopop._fetch_run, "asyncio", None)
     if fetch_asyncio is asyncio:
-        # fetch.py waits with asyncio.wait only for a free write slot.
+        # _fetch_run.py waits with asyncio.wait only for a free write slot.
         class _Asyncio:
             def __getattr__(self, name: str) -> Any:
                 return getattr(asyncio, name)
@@ -318,7 +319,7 @@ def run_profile(request: dict[str, Any]) -> None:
                 timed("small messages: waiting for a free write slot", asyncio.wait)
             )
 
-        setattr(aiopop._fetch, "asyncio", _Asyncio())  # noqa: B010
+        setattr(aiopop._fetch_run, "asyncio", _Asyncio())  # noqa: B010
 
     async def download() -> float:
         account = _benchmark_account(request)

@@ -17,6 +17,7 @@ import pytest
 
 import aiopop
 from aiopop import _fetch as fetch_module
+from aiopop import _fetch_run as fetch_run
 from aiopop._delivery_state import STATE_FILE, DeliveryState, StateLock, StateLockedError
 from aiopop._fetch import (
     FetchResult,
@@ -211,7 +212,7 @@ async def test_big_messages_count_toward_the_octet_limit_and_the_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_sizes: list[int]
 ) -> None:
     """Streamed messages: a batch per 2 of them; one sync at a time (MAX_WRITES=1)."""
-    monkeypatch.setattr(fetch_module, "MAX_WRITES", 1)
+    monkeypatch.setattr(fetch_run, "MAX_WRITES", 1)
     messages = [b"%d" % i + b"y" * 19_999 + b"\r\n" for i in range(5)]  # over THRESHOLD
     _, server = serve(*messages)
     async with server:
@@ -238,8 +239,8 @@ async def test_after_a_fetch_nothing_is_left_pending(tmp_path: Path) -> None:
 async def test_messages_are_written_in_groups_few_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fetch_module, "MAX_WRITES", 2)
-    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 3)
+    monkeypatch.setattr(fetch_run, "MAX_WRITES", 2)
+    monkeypatch.setattr(fetch_run, "WRITE_GROUP", 3)
     real = Maildir.write_all_bytes
     groups: list[int] = []
     running = most = 0
@@ -580,7 +581,7 @@ async def test_cancelling_removes_written_files_and_stops_pending_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled with one group of the batch written and the next one still writing."""
-    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 2)
+    monkeypatch.setattr(fetch_run, "WRITE_GROUP", 2)
     real = Maildir.write_all_bytes
     started = asyncio.Event()
     calls = 0
@@ -626,7 +627,7 @@ async def test_a_full_disk_fails_the_fetch_after_saving_what_it_can(
             raise OSError(28, "No space left on device")
         return await real(self, messages)
 
-    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 2)
+    monkeypatch.setattr(fetch_run, "WRITE_GROUP", 2)
     monkeypatch.setattr(Maildir, "write_all_bytes", write_all_bytes)
     messages = [b"m%d\r\n" % i for i in range(5)]
     mailbox, server = serve(*messages)
@@ -1138,7 +1139,7 @@ async def test_cancelling_while_waiting_for_the_server_removes_the_files_written
 ) -> None:
     """Two messages written (not yet recorded), the third awaited: cancelled, the fetch
     removes the two files from tmp/; nothing reaches new/ and nothing is recorded."""
-    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 2)
+    monkeypatch.setattr(fetch_run, "WRITE_GROUP", 2)
     real = Maildir.write_all_bytes
     written = asyncio.Event()
 
@@ -1161,7 +1162,7 @@ async def test_a_failed_write_does_not_turn_a_cancellation_into_its_error(
 ) -> None:
     """A write failed (the disk), and the fetch is cancelled before that surfaced: the
     caller gets the cancellation it asked for, and no file is left behind."""
-    monkeypatch.setattr(fetch_module, "WRITE_GROUP", 2)
+    monkeypatch.setattr(fetch_run, "WRITE_GROUP", 2)
     failed = asyncio.Event()
 
     async def write_all_bytes(self: Maildir, messages: Sequence[bytes]) -> list[str]:
