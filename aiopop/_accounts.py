@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from ._errors import AccountError, InsecureLoginError
-from ._login import PASSWORD_MECHANISMS
+from ._login import PASSWORD_MECHANISMS, ensure_tls
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
 __all__ = [
@@ -190,6 +190,9 @@ class Account:
             return await client.login(
                 self.user, password, allow_cleartext=self.allow_cleartext, prefer=prefer
             )
+        # A pinned method skips login()'s choice, not its STLS: "if-offered"
+        # upgrades here as login() would ("starttls" did so on connecting).
+        await ensure_tls(client, client.tls)
         cleartext_ok = client.is_tls or self.allow_cleartext
         if method == "+APOP":
             await client.apop(self.user, password)
@@ -332,7 +335,8 @@ def secret_from_env(variable: str) -> Callable[[], Awaitable[str]]:
     async def read() -> str:
         value = os.environ.get(variable)
         if not value:
-            raise AccountError(f"environment variable {variable} is not set")
+            state = "is empty" if value == "" else "is not set"
+            raise AccountError(f"environment variable {variable} {state}")
         return value
 
     return read

@@ -25,7 +25,7 @@ from aiopop._accounts import (
     secret_from_env,
     secret_from_keyring,
 )
-from aiopop.testing import Mailbox, POP3TestServer
+from aiopop.testing import Mailbox, POP3ServerFixture, POP3TestServer
 
 PASSWORD = "tanstaaf"
 
@@ -115,6 +115,9 @@ async def test_secret_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     assert await secret_from_env("AIOPOP_TEST_SECRET")() == PASSWORD
     monkeypatch.delenv("AIOPOP_TEST_SECRET")
     with pytest.raises(AccountError, match="AIOPOP_TEST_SECRET is not set"):
+        await secret_from_env("AIOPOP_TEST_SECRET")()
+    monkeypatch.setenv("AIOPOP_TEST_SECRET", "")
+    with pytest.raises(AccountError, match="AIOPOP_TEST_SECRET is empty"):
         await secret_from_env("AIOPOP_TEST_SECRET")()
     command = [sys.executable, "-c", f"print({PASSWORD!r}); print('second line')"]
     assert await secret_from_command(command)() == PASSWORD
@@ -851,3 +854,27 @@ def test_a_url_and_auth_in_a_file_say_plainly_which_wins(tmp_path: Path) -> None
         encoding="utf-8",
     )
     assert load_accounts(path)[0].auth == "+APOP"
+
+
+@pytest.mark.parametrize("auth", ["+USER", "+APOP", "PLAIN"])
+async def test_a_pinned_method_upgrades_with_stls_when_offered(
+    pop3_server: POP3ServerFixture, auth: str
+) -> None:
+    # tls="if-offered" means STLS when the server offers it, for a pinned method
+    # as for login()'s choice: the password never goes out in the clear.
+    server = await pop3_server.start(tls="if-offered", sasl=["PLAIN"])
+    account = Account(
+        server.host,
+        server.user,
+        port=server.port,
+        tls="if-offered",
+        auth=auth,
+        password=server.password,
+        ssl_context=server.client_ssl_context(),
+    )
+    async with account.session() as client:
+        assert client.is_tls
+    record = server.sessions[0]
+    assert record.tls
+    login = {"+USER": "USER", "+APOP": "APOP", "PLAIN": "AUTH"}[auth]
+    assert record.keywords.index("STLS") < record.keywords.index(login)
