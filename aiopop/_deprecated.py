@@ -10,6 +10,8 @@ __all__ = ["moved"]
 
 _RENAMED = {"TLSMode": "TLSPolicy"}
 """Names that changed as well as moved."""
+_ADVICE = {"failure_reason": "use aiopop.diagnose(error).reason"}
+"""What to use instead of a name that has no public successor of its own."""
 
 
 def moved(old: str, new: str, name: str) -> Any:
@@ -27,9 +29,12 @@ def moved(old: str, new: str, name: str) -> Any:
         value = getattr(root if public else importlib.import_module(new), name)
     except AttributeError:
         raise AttributeError(f"module {old!r} has no attribute {name!r}") from None
-    where = "aiopop" if public else new
+    if public:
+        advice = f"import {name} from aiopop"
+    else:
+        advice = _ADVICE.get(name, f"{name} is private ({new}) and may change without notice")
     warnings.warn(
-        f"{old} is deprecated and goes in aiopop 0.3: import {name} from {where}",
+        f"{old} is deprecated and goes in aiopop 0.3: {advice}",
         DeprecationWarning,
         stacklevel=3,
     )

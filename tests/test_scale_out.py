@@ -188,7 +188,7 @@ async def test_two_workers_check_200_accounts_each_exactly_once(
         good = [f"pop://user{i}@{base}" for i in range(ACCOUNTS)]
         failing = {
             f"pop://nobody@{base}": "credentials",
-            f"pop://locked@{base}": "temporary",
+            f"pop://locked@{base}": "in use",
             f"pop://user0;AUTH=+APOP@{base} NO_SUCH_PASSWORD": "account",
         }
         accounts = tmp_path / "accounts.txt"

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import time
 from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
 
 import aiopop
-from aiopop import Account, AccountError, TLSPolicy, secret_from_env
+from aiopop import Account, TLSPolicy, secret_from_env
 
 QUEUE = "aiopop:checks"
 """The arq queue (a Redis sorted set) the jobs wait in."""
@@ -83,43 +82,23 @@ async def check_account(
         account = Account.from_url(url, password=secret_from_env(secret_env), **options)
         async with account.session() as client:
             count, size = await client.stat()
-    except Exception as exc:  # classified below; anything unexpected is re-raised
-        reason = failure_reason(exc)
-        if reason is None:
+    except Exception as exc:  # classified by aiopop.diagnose; anything unexpected is re-raised
+        failure = aiopop.diagnose(exc)
+        if failure.kind is aiopop.FailureKind.ERROR:
             raise
         # str(exc) is safe to keep: aiopop never puts a secret in an error message.
-        result.update(reason=reason, error=type(exc).__name__, detail=str(exc))
+        result.update(
+            reason=failure.reason,
+            retryable=failure.retryable,
+            error=type(exc).__name__,
+            detail=str(exc),
+        )
         if isinstance(exc, aiopop.ResponseError):
-            result.update(code=exc.code, temporary=exc.is_temporary)
+            result.update(code=exc.code)
     else:
         result.update(ok=True, messages=count, size=size)
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
-
-
-def failure_reason(exc: BaseException) -> str | None:
-    """A short, stable name for why a check failed, or None for an unexpected error."""
-    if isinstance(exc, AccountError):
-        return "account"  # a bad URL or a missing secret: fix the configuration
-    if isinstance(exc, aiopop.ResponseError):
-        if exc.is_temporary:
-            return "temporary"  # [IN-USE], [LOGIN-DELAY], [SYS/TEMP]: try again later
-        if isinstance(exc, aiopop.CredentialsError):
-            return "credentials"  # [AUTH]: a new password is needed, not a retry
-        if isinstance(exc, aiopop.AuthenticationError):
-            return "login-refused"
-        return "server-error"
-    if isinstance(exc, aiopop.InsecureLoginError | aiopop.TLSRequiredError | ssl.SSLError):
-        return "tls"
-    if isinstance(exc, aiopop.POP3TimeoutError | TimeoutError):
-        return "timeout"
-    if isinstance(exc, aiopop.ProtocolError):
-        return "protocol"
-    if isinstance(exc, OSError):  # aiopop.ConnectionLostError included
-        return "connection"  # refused, unreachable, reset, lost, name not found
-    if isinstance(exc, aiopop.POP3Error):
-        return "pop3"
-    return None
 
 
 async def startup(ctx: dict[str, Any]) -> None:
