@@ -5,20 +5,36 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import enum
-import hashlib
 import hmac
 import re
-import ssl
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from ._faults import Faults, matches
 from ._generated import GeneratedMessage
 from ._lines import LineReader, LineTooLong, strip_crlf
 from ._mailbox import Mailbox, Message, headers_of, size_of, top_of
-from ._sasl import Challenge, ServerMechanism, Success, make_mechanism
+from ._maildrop import Maildrop
+from ._record import Options, SessionRecord, State
+from ._sasl import Challenge, Success, make_mechanism
 from ._saslprep import saslprep
+from ._wire import (
+    AUTH_FAILED,
+    IN_USE,
+    TLS_FIRST,
+    UNKNOWN,
+    Authenticate,
+    Reply,
+    Streamed,
+    apop_digest,
+    dot_stuff,
+    err,
+    listing,
+    multiline,
+    ok,
+    password_matches,
+    prep,
+    split_args,
+)
 
 __all__ = ["MAX_LINE", "Options", "SessionRecord", "State", "dot_stuff", "run_session"]
 
@@ -35,197 +51,8 @@ _BAD_CREDENTIALS = re.compile(rb"[\x00-\x1f\x7f]")
 _CREDENTIAL_COMMANDS = frozenset({b"USER", b"PASS", b"APOP", b"AUTH"})
 
 
-class State(enum.Enum):
-    """The session states of RFC 1939."""
-
-    AUTHORIZATION = "AUTHORIZATION"
-    TRANSACTION = "TRANSACTION"
-    UPDATE = "UPDATE"
-
-
-@dataclass
-class SessionRecord:
-    """What happened on one connection to a :class:`POP3TestServer`.
-
-    ``lines`` holds every command line the client sent, in order, as raw bytes
-    with the CRLF removed (a line ended by a bare LF keeps it), so a test can
-    check what reached the wire, for instance that no ``PASS`` line did.
-    """
-
-    lines: list[bytes] = field(default_factory=list)
-    """Command lines received, without their CRLF."""
-    pipelined: list[bytes] = field(default_factory=list)
-    """The lines of :attr:`lines` that had begun to arrive before the server
-    wrote its reply to the previous command: the client did not wait for
-    that reply (it pipelined, RFC 2449 section 6.6). Recorded whether or not
-    the server announces PIPELINING. Octets sent before the greeting, or
-    after STLS (see :attr:`discarded_before_tls`), do not count."""
-    apop_timestamp: bytes | None = None
-    """The ``<...>`` timestamp of the greeting, or None when APOP is off."""
-    user: str | None = None
-    """The mailbox name once a login succeeded."""
-    mechanism: str | None = None
-    """How that login succeeded: ``"USER"``, ``"APOP"`` or the SASL mechanism's name."""
-    utf8: bool = False
-    """True once the client enabled UTF-8 mode (RFC 6856)."""
-    tls: bool = False
-    """True while the connection runs over TLS (implicit, or after STLS)."""
-    discarded_before_tls: bytes = b""
-    """Octets the client sent after STLS but before the handshake: dropped."""
-    quit: bool = False
-    """True if the session ended with a QUIT the server answered."""
-    dropped: bool = False
-    """True if the server dropped the connection because :class:`Faults` said so
-    (a QUIT whose reply was cut still set :attr:`quit`: it was carried out)."""
-    closed: bool = False
-    """True once the server has finished with the connection."""
-    error: Exception | None = None
-    """An unexpected server-side error that ended the session (a bug)."""
-
-    @property
-    def pipelined_any(self) -> bool:
-        """True if the client sent any command before the previous reply."""
-        return bool(self.pipelined)
-
-    @property
-    def keywords(self) -> list[str]:
-        """The command keyword of each line, upper-cased (``"PASS"``, ``"RETR"``)."""
-        return [
-            line.split(b" ", 1)[0].upper().decode("ascii", "backslashreplace")
-            for line in self.lines
-        ]
-
-
-@dataclass(frozen=True)
-class Options:
-    """The server settings a session needs (see POP3TestServer for each)."""
-
-    mailboxes: Mapping[str, Mailbox]
-    """The server's mailboxes by user name (a live view)."""
-    in_use: set[str]
-    """Names of the mailboxes held by a session in the TRANSACTION state."""
-    apop_accepted: bool
-    user_pass: bool
-    hostname: str
-    greeting: bytes
-    pipelining: bool
-    require_utf8_mode: bool
-    starttls_context: ssl.SSLContext | None
-    require_tls: bool = False
-    close_after_failed_login: bool = False
-    failed_login_delay: float = 0.0
-    extra_capabilities: tuple[str, ...] = ()
-    sasl: tuple[str, ...] = ()
-    uidl: bool = True
-
-
-def _ok(text: str = "") -> bytes:
-    return b"+OK " + text.encode() + b"\r\n" if text else b"+OK\r\n"
-
-
-def _err(text: str) -> bytes:
-    return b"-ERR " + text.encode() + b"\r\n"
-
-
-def dot_stuff(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Dot-stuff content given in pieces cut anywhere (RFC 1939 section 3).
-
-    A line that starts with ``.`` gets another one in front, whether or not
-    it starts a piece: the piece before tells whether a line starts there.
-    """
-    at_line_start = True
-    for chunk in chunks:
-        stuffed = chunk.replace(b"\n.", b"\n..")
-        if at_line_start and chunk.startswith(b"."):
-            stuffed = b"." + stuffed
-        if chunk:
-            at_line_start = chunk.endswith(b"\n")
-        yield stuffed
-
-
-def _multiline(first: str, body: bytes) -> bytes:
-    """A positive multi-line response; ``body`` is CRLF lines, dot-stuffed here."""
-    return _ok(first) + b"".join(dot_stuff([body])) + b".\r\n"
-
-
-@dataclass(frozen=True)
-class _Streamed:
-    """A positive multi-line response sent piece by piece, for generated messages.
-
-    ``content`` is CRLF lines ending with a CRLF, not yet dot-stuffed.
-    """
-
-    first: bytes
-    content: Iterator[bytes]
-
-
-@dataclass
-class _Authenticate:
-    """An AUTH exchange to run: the mechanism and the decoded initial response."""
-
-    mechanism: ServerMechanism
-    initial: bytes | None
-
-
-Reply = bytes | _Streamed | _Authenticate
-
-
-def _listing(first: str, lines: list[str]) -> bytes:
-    return _multiline(first, "".join(line + "\r\n" for line in lines).encode())
-
-
-_AUTH_FAILED = _err("[AUTH] Authentication failed.")
-# Dovecot's words when a login comes before TLS and plaintext logins are disabled.
-_TLS_FIRST = _err("[AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
-_IN_USE = _err("[IN-USE] Mailbox is locked by another session.")
-_UNKNOWN = _err("Unknown command")
-
-
-def _apop_digest(data: bytes) -> bytes:
-    """MD5 of ``timestamp + secret`` in lower-case hex (RFC 1939 section 7).
-
-    Computed here with :mod:`hashlib`, not with the client's code, so that a
-    bug in the client's digest cannot pass against this server. On a build
-    whose hashlib refuses MD5 (FIPS), APOP logins are refused.
-    """
-    try:
-        return hashlib.md5(data, usedforsecurity=False).hexdigest().encode()
-    except ValueError:  # pragma: no cover - FIPS builds only
-        return b""
-
-
 class _Dropped(Exception):
     """Raised to end a session abruptly, as :attr:`Faults.drop_at` asks."""
-
-
-class _Maildrop:
-    """A mailbox as one session sees it: fixed numbering, deletion marks."""
-
-    def __init__(self, name: str, mailbox: Mailbox) -> None:
-        self.name = name
-        self.mailbox = mailbox
-        self.entries = mailbox._open()
-        self.deleted: set[int] = set()
-
-    def visible(self) -> list[int]:
-        """0-based indexes of the messages not marked as deleted."""
-        return [i for i in range(len(self.entries)) if i not in self.deleted]
-
-    def totals(self) -> tuple[int, int]:
-        """(count, octets) of the messages not marked as deleted."""
-        indexes = self.visible()
-        return len(indexes), sum(size_of(self.entries[i][0]) for i in indexes)
-
-    def find(self, arg: bytes) -> int | bytes:
-        """The 0-based index for a message-number argument, or an -ERR reply."""
-        if not _DIGITS.fullmatch(arg):
-            return _err("Invalid message number")
-        number = int(arg)
-        if not 1 <= number <= len(self.entries):
-            return _err(f"No such message, only {len(self.entries)} messages in maildrop")
-        if number - 1 in self.deleted:
-            return _err(f"Message {number} already deleted")
-        return number - 1
 
 
 Handler = Callable[["_Session", "bytes | None"], Reply]
@@ -254,7 +81,7 @@ class _Session:
         self.state = State.AUTHORIZATION
         self.pending_user: str | None = None
         self.after_user: str | None = None
-        self.maildrop: _Maildrop | None = None
+        self.maildrop: Maildrop | None = None
         self.finished = False
         self.tls_requested = False
         self.login_failed = False
@@ -269,7 +96,7 @@ class _Session:
             try:
                 raw = await self.lines.readline()
             except LineTooLong:
-                await self.send(_err("Line too long"))
+                await self.send(err("Line too long"))
                 return
             if raw is None:
                 return
@@ -285,7 +112,7 @@ class _Session:
                     raise _Dropped
                 self.budget = self.faults.drop_after_octets
             if line.endswith(b"\n"):
-                reply: Reply = _err("Command must end with CRLF")
+                reply: Reply = err("Command must end with CRLF")
             else:
                 reply = self.dispatch(line)
             pipelined = await self.answer(reply)
@@ -307,13 +134,13 @@ class _Session:
         early = not self.finished and await self.lines.poll_buffered()
         if isinstance(reply, bytes):
             await self.send(reply)
-        elif isinstance(reply, _Authenticate):
+        elif isinstance(reply, Authenticate):
             await self.authenticate(reply)
         else:
             await self.stream(reply)
         return early
 
-    async def authenticate(self, exchange: _Authenticate) -> None:
+    async def authenticate(self, exchange: Authenticate) -> None:
         """Run a SASL exchange (RFC 5034): challenges out, base64 responses in."""
         step = exchange.mechanism.start(exchange.initial)
         while isinstance(step, Challenge):
@@ -321,7 +148,7 @@ class _Session:
             try:
                 raw = await self.lines.readline()
             except LineTooLong:
-                await self.send(_err("Line too long"))
+                await self.send(err("Line too long"))
                 self.finished = True
                 return
             if raw is None or not raw.endswith(b"\n"):
@@ -331,12 +158,12 @@ class _Session:
             self.record.lines.append(line)
             await self.delay()
             if line == b"*":
-                await self.send(_err("AUTH cancelled by the client"))
+                await self.send(err("AUTH cancelled by the client"))
                 return
             try:
                 response = base64.b64decode(line, validate=True)
             except binascii.Error:
-                await self.send(_err("Malformed base64 in the AUTH response"))
+                await self.send(err("Malformed base64 in the AUTH response"))
                 return
             step = exchange.mechanism.step(response)
         if isinstance(step, Success):
@@ -347,9 +174,9 @@ class _Session:
             self.refuse_login()  # may end the session after this reply
             self.login_failed = False
             await asyncio.sleep(self.options.failed_login_delay)
-            reply = _err(f"[AUTH] {step.text}")
+            reply = err(f"[AUTH] {step.text}")
         else:
-            reply = _err(step.text)
+            reply = err(step.text)
         await self.send(reply)
 
     async def delay(self) -> None:
@@ -372,7 +199,7 @@ class _Session:
         self.write(data)
         await self.writer.drain()
 
-    async def stream(self, reply: _Streamed) -> None:
+    async def stream(self, reply: Streamed) -> None:
         """Send a multi-line response piece by piece, draining after each piece.
 
         The next piece is generated only once the transport has taken the
@@ -409,68 +236,68 @@ class _Session:
         arg = rest if space else None
         self.after_user, self.pending_user = self.pending_user, None
         if matches(self.faults.error_at, self.commands, line):
-            return _err(self.faults.error)
+            return err(self.faults.error)
         bad = _BAD_CREDENTIALS if keyword in _CREDENTIAL_COMMANDS else _BAD_ASCII
         if not line:
-            return _err("Empty command")
+            return err("Empty command")
         if bad.search(line):
-            return _err("Invalid characters in command")
+            return err("Invalid characters in command")
         entry = _COMMANDS.get(keyword)
         if entry is None:
-            return _UNKNOWN
+            return UNKNOWN
         states, handler = entry
         if self.state not in states:
-            return _err(f"{keyword.decode()} is not valid in the {self.state.value} state")
+            return err(f"{keyword.decode()} is not valid in the {self.state.value} state")
         return handler(self, arg)
 
     # AUTHORIZATION
 
     def login(self, name: str, mailbox: Mailbox) -> bytes:
         if mailbox.locked or name in self.options.in_use:
-            return _IN_USE
-        self.maildrop = _Maildrop(name, mailbox)
+            return IN_USE
+        self.maildrop = Maildrop(name, mailbox)
         self.options.in_use.add(name)
         self.state = State.TRANSACTION
         self.record.user = name
         count, octets = self.maildrop.totals()
-        return _ok(f"Mailbox locked and ready, {count} messages ({octets} octets)")
+        return ok(f"Mailbox locked and ready, {count} messages ({octets} octets)")
 
     def lookup(self, name: str) -> tuple[str, Mailbox] | None:
         """The mailbox whose name matches ``name`` after SASLprep, with its key."""
         mailboxes = self.options.mailboxes
         if name in mailboxes:
             return name, mailboxes[name]
-        wanted = _prep(name)
+        wanted = prep(name)
         if wanted is None:
             return None
         for key, mailbox in mailboxes.items():
-            if _prep(key) == wanted:
+            if prep(key) == wanted:
                 return key, mailbox
         return None
 
     def cmd_user(self, arg: bytes | None) -> bytes:
         if self.needs_tls:
-            return _TLS_FIRST
+            return TLS_FIRST
         if not self.options.user_pass:
-            return _err("USER/PASS is not available on this server, use APOP")
+            return err("USER/PASS is not available on this server, use APOP")
         if self.after_user is not None:
-            return _err("Send PASS or QUIT after a successful USER")
+            return err("Send PASS or QUIT after a successful USER")
         if not arg or b" " in arg:
-            return _err("Usage: USER name")
+            return err("Usage: USER name")
         try:
             self.pending_user = arg.decode()
         except UnicodeDecodeError:
-            return _err("User name is not valid UTF-8")
-        return _ok("Send the password with PASS")
+            return err("User name is not valid UTF-8")
+        return ok("Send the password with PASS")
 
     def cmd_pass(self, arg: bytes | None) -> bytes:
         raw_name = self.after_user
         if raw_name is None:
-            return _err("PASS must immediately follow a successful USER")
+            return err("PASS must immediately follow a successful USER")
         if not arg:
-            return _err("Usage: PASS password")
+            return err("Usage: PASS password")
         found = self.lookup(raw_name)
-        if found is None or not _password_matches(arg, found[1].password):
+        if found is None or not password_matches(arg, found[1].password):
             return self.refuse_login()
         reply = self.login(*found)
         if self.state is State.TRANSACTION:
@@ -487,19 +314,19 @@ class _Session:
         self.login_failed = True
         if self.options.close_after_failed_login:
             self.finished = True
-        return _AUTH_FAILED
+        return AUTH_FAILED
 
     def cmd_apop(self, arg: bytes | None) -> bytes:
         timestamp = self.record.apop_timestamp
         if timestamp is None or not self.options.apop_accepted:
-            return _UNKNOWN
+            return UNKNOWN
         if self.needs_tls:
-            return _TLS_FIRST
+            return TLS_FIRST
         if self.after_user is not None:
-            return _err("Send PASS or QUIT after a successful USER")
-        args = _split(arg)
+            return err("Send PASS or QUIT after a successful USER")
+        args = split_args(arg)
         if args is None or len(args) != 2:
-            return _err("Usage: APOP name digest")
+            return err("Usage: APOP name digest")
         try:
             found = self.lookup(args[0].decode())
         except UnicodeDecodeError:
@@ -507,7 +334,7 @@ class _Session:
         if found is None:
             return self.refuse_login()
         secret = saslprep(found[1].password).encode()
-        if not hmac.compare_digest(args[1], _apop_digest(timestamp + secret)):
+        if not hmac.compare_digest(args[1], apop_digest(timestamp + secret)):
             return self.refuse_login()
         reply = self.login(*found)
         if self.state is State.TRANSACTION:
@@ -517,27 +344,27 @@ class _Session:
     def cmd_auth(self, arg: bytes | None) -> Reply:
         if arg is None:
             # RFC 5034 leaves AUTH without arguments open; list the mechanisms.
-            return _listing("Mechanisms follow", list(self.options.sasl))
+            return listing("Mechanisms follow", list(self.options.sasl))
         if self.needs_tls:
-            return _TLS_FIRST
+            return TLS_FIRST
         if self.after_user is not None:
-            return _err("Send PASS or QUIT after a successful USER")
+            return err("Send PASS or QUIT after a successful USER")
         name, _, initial = arg.partition(b" ")
         mechanism = name.decode("ascii", "replace").upper()
         if mechanism not in self.options.sasl:
-            return _err(f"Unsupported authentication mechanism {mechanism}")
+            return err(f"Unsupported authentication mechanism {mechanism}")
         decoded: bytes | None = None
         if initial:
             try:
                 decoded = b"" if initial == b"=" else base64.b64decode(initial, validate=True)
             except binascii.Error:
-                return _err("Malformed base64 in the initial response")
+                return err("Malformed base64 in the initial response")
         self.sasl_name = mechanism
         peer = self.peer_name()
         exchange = make_mechanism(
             mechanism, self.lookup, hostname=self.options.hostname, peer_name=peer
         )
-        return _Authenticate(exchange, decoded)
+        return Authenticate(exchange, decoded)
 
     def peer_name(self) -> str | None:
         """The common name of the client's TLS certificate, if it presented one."""
@@ -551,32 +378,32 @@ class _Session:
 
     def cmd_utf8(self, arg: bytes | None) -> bytes:
         if arg is not None:
-            return _err("UTF8 takes no arguments")
+            return err("UTF8 takes no arguments")
         self.record.utf8 = True
-        return _ok("UTF8 enabled")
+        return ok("UTF8 enabled")
 
     def cmd_stls(self, arg: bytes | None) -> bytes:
         if self.options.starttls_context is None:
-            return _UNKNOWN
+            return UNKNOWN
         if arg is not None:
-            return _err("STLS takes no arguments")
+            return err("STLS takes no arguments")
         if self.record.tls:
-            return _err("Command not permitted when TLS active")
+            return err("Command not permitted when TLS active")
         if self.record.utf8:
-            return _err("STLS is not permitted after UTF8")
+            return err("STLS is not permitted after UTF8")
         # Pause now, before any await, so nothing the client sends from here
         # on is read as cleartext: it can only reach us through TLS.
         transport = self.writer.transport
         if isinstance(transport, asyncio.ReadTransport):
             transport.pause_reading()
         self.tls_requested = True
-        return _ok("Begin TLS negotiation")
+        return ok("Begin TLS negotiation")
 
     # Both states
 
     def cmd_capa(self, arg: bytes | None) -> bytes:
         if arg is not None:
-            return _err("CAPA takes no arguments")
+            return err("CAPA takes no arguments")
         capabilities = ["TOP", "UIDL"] if self.options.uidl else ["TOP"]
         if self.options.user_pass:
             capabilities.append("USER")
@@ -593,33 +420,33 @@ class _Session:
             capabilities.append("STLS")
         capabilities += ["UTF8 USER", "IMPLEMENTATION aiopop-testing"]
         capabilities += self.options.extra_capabilities
-        return _listing("Capability list follows", capabilities)
+        return listing("Capability list follows", capabilities)
 
     def cmd_quit(self, arg: bytes | None) -> bytes:
         if arg is not None:
-            return _err("QUIT takes no arguments")
+            return err("QUIT takes no arguments")
         self.finished = True
         self.record.quit = True
         signoff = f"{self.options.hostname} POP3 server signing off"
         if self.maildrop is None:
-            return _ok(signoff)
+            return ok(signoff)
         self.state = State.UPDATE
         self.maildrop.mailbox._expunge(self.maildrop.deleted)
         left = len(self.maildrop.entries) - len(self.maildrop.deleted)
         self.release()
-        return _ok(f"{signoff} ({left} messages left)")
+        return ok(f"{signoff} ({left} messages left)")
 
     # TRANSACTION
 
-    def drop(self) -> _Maildrop:
+    def drop(self) -> Maildrop:
         assert self.maildrop is not None
         return self.maildrop
 
     def cmd_stat(self, arg: bytes | None) -> bytes:
         if arg is not None:
-            return _err("STAT takes no arguments")
+            return err("STAT takes no arguments")
         count, octets = self.drop().totals()
-        return _ok(f"{count} {octets}")
+        return ok(f"{count} {octets}")
 
     def cmd_list(self, arg: bytes | None) -> bytes:
         drop = self.drop()
@@ -630,11 +457,11 @@ class _Session:
                 lines.append(f"{i + 1} {self.listed_size(i)}")
                 if i + 1 in self.faults.repeat_in_list:
                     lines.append(f"{i + 1} {self.faults.repeat_in_list[i + 1]}")
-            return _listing(f"{count} messages ({octets} octets)", lines)
+            return listing(f"{count} messages ({octets} octets)", lines)
         index = drop.find(arg)
         if isinstance(index, bytes):
             return index
-        return _ok(f"{index + 1} {self.listed_size(index)}")
+        return ok(f"{index + 1} {self.listed_size(index)}")
 
     def listed_size(self, index: int) -> int:
         """The size LIST gives for the message at ``index``: untrue with ``Faults.size_error``."""
@@ -642,7 +469,7 @@ class _Session:
 
     def cmd_uidl(self, arg: bytes | None) -> bytes:
         if not self.options.uidl:
-            return _UNKNOWN
+            return UNKNOWN
         drop = self.drop()
         if arg is None:
             lines: list[str] = []
@@ -650,11 +477,11 @@ class _Session:
                 lines.append(f"{i + 1} {drop.entries[i][1]}")
                 if i + 1 in self.faults.repeat_in_uidl:
                     lines.append(f"{i + 1} {self.faults.repeat_in_uidl[i + 1]}")
-            return _listing("Unique-id listing follows", lines)
+            return listing("Unique-id listing follows", lines)
         index = drop.find(arg)
         if isinstance(index, bytes):
             return index
-        return _ok(f"{index + 1} {drop.entries[index][1]}")
+        return ok(f"{index + 1} {drop.entries[index][1]}")
 
     def message(self, arg: bytes) -> bytes | tuple[int, Message]:
         """The index and content of a message to send, or an -ERR reply."""
@@ -667,83 +494,60 @@ class _Session:
             and not self.record.utf8
             and not headers_of(data).isascii()
         ):
-            return _err("[UTF8] Message has UTF-8 headers, issue UTF8 first")
+            return err("[UTF8] Message has UTF-8 headers, issue UTF8 first")
         return index, data
 
     def cmd_retr(self, arg: bytes | None) -> Reply:
         if arg is None or b" " in arg:
-            return _err("Usage: RETR msg")
+            return err("Usage: RETR msg")
         found = self.message(arg)
         if isinstance(found, bytes):
             return found
         data = found[1]
         first = f"{size_of(data)} octets"
         if isinstance(data, GeneratedMessage):
-            return _Streamed(_ok(first), data.chunks(_STREAM_CHUNK))
-        return _multiline(first, data)
+            return Streamed(ok(first), data.chunks(_STREAM_CHUNK))
+        return multiline(first, data)
 
     def cmd_top(self, arg: bytes | None) -> Reply:
-        args = _split(arg)
+        args = split_args(arg)
         if args is None or len(args) != 2:
-            return _err("Usage: TOP msg n")
+            return err("Usage: TOP msg n")
         found = self.message(args[0])
         if isinstance(found, bytes):
             return found
         if not args[1].isdigit():
-            return _err("Invalid line count")
+            return err("Invalid line count")
         data = found[1]
         # More lines than the body has means all of it; cap huge numbers.
         lines = int(args[1]) if len(args[1]) < 10 else size_of(data)
         first = "Top of message follows"
         if isinstance(data, GeneratedMessage):
-            return _Streamed(_ok(first), data._head_chunks(lines, _STREAM_CHUNK))
-        return _multiline(first, top_of(data, lines))
+            return Streamed(ok(first), data._head_chunks(lines, _STREAM_CHUNK))
+        return multiline(first, top_of(data, lines))
 
     def cmd_dele(self, arg: bytes | None) -> bytes:
         if arg is None or b" " in arg:
-            return _err("Usage: DELE msg")
+            return err("Usage: DELE msg")
         drop = self.drop()
         index = drop.find(arg)
         if isinstance(index, bytes):
             return index
         drop.deleted.add(index)
-        return _ok(f"Message {index + 1} deleted")
+        return ok(f"Message {index + 1} deleted")
 
     def cmd_noop(self, arg: bytes | None) -> bytes:
         if arg is not None:
-            return _err("NOOP takes no arguments")
-        return _ok()
+            return err("NOOP takes no arguments")
+        return ok()
 
     def cmd_rset(self, arg: bytes | None) -> bytes:
         if arg is not None:
-            return _err("RSET takes no arguments")
+            return err("RSET takes no arguments")
         drop = self.drop()
         drop.deleted.clear()
         count, octets = drop.totals()
-        return _ok(f"Maildrop has {count} messages ({octets} octets)")
-
-
-def _split(arg: bytes | None) -> list[bytes] | None:
-    """Arguments separated by single spaces, or None if any is empty."""
-    if arg is None:
-        return None
-    args = arg.split(b" ")
-    return None if b"" in args else args
-
-
-def _prep(text: str) -> str | None:
-    try:
-        return saslprep(text)
-    except ValueError:
-        return None
-
-
-def _password_matches(given: bytes, stored: str) -> bool:
-    try:
-        prepared = saslprep(given.decode()).encode()
-    except ValueError:  # not UTF-8, or refused by SASLprep
-        return False
-    return hmac.compare_digest(prepared, saslprep(stored).encode())
+        return ok(f"Maildrop has {count} messages ({octets} octets)")
 
 
 _AUTH = frozenset({State.AUTHORIZATION})
