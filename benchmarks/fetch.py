@@ -1,7 +1,7 @@
 """``python -m benchmarks.fetch``: ``aiopop fetch`` against the POP3 downloaders people use.
 
 One run, one report (see benchmarks/README.md, "aiopop fetch against mpop,
-fetchmail and getmail6"). A private Dovecot (``tests/dovecot.py``) on
+fetchmail and getmail6"). A private Dovecot (``servers/dovecot.py``) on
 127.0.0.1 serves two mailboxes, 2,000 x 8 KB and 5 x 5 MB, over plain POP3
 with USER/PASS. Round after round, clients alternating, each client run
 downloads a whole mailbox into a fresh Maildir of its own, keeping the mail
@@ -1412,7 +1412,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the report, write the JSON."""
-    from tests.dovecot import DovecotServer, MailUser
+    from servers.dovecot import DovecotServer, MailUser
 
     from .machine import machine_info, one_line
     from .messages import build_message

@@ -40,7 +40,7 @@ from typing import Any
 
 import aiopop
 from aiopop import AuthMethod
-from tests.dovecot import HOST, DovecotServer, MailUser
+from servers.dovecot import HOST, DovecotServer, MailUser
 
 RESULTS = Path(__file__).parent / "results" / "login.json"
 EVERY_METHOD: tuple[str, ...] = (

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiopop
-from tests.dovecot import find_dovecot
+from servers.dovecot import find_dovecot
 
 __all__ = ["machine_info", "one_line", "short_line"]
 

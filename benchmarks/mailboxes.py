@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.dovecot import DovecotServer, MailUser
+from servers.dovecot import DovecotServer, MailUser
 
 from .messages import build_message, write_manifest
 from .nocork_server import NoCorkServer, make_messages

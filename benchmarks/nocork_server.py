@@ -6,7 +6,7 @@ RETR reply back until the client ACKs what is in flight. A client that reads
 and then sends the next command only after the whole reply has arrived does
 not ACK at once: Linux delays that ACK (up to about 40 ms on loopback). So
 such a client pays one delayed-ACK timeout per message, unless it re-arms
-``TCP_QUICKACK`` before every read. The private Dovecot of ``tests/dovecot.py``
+``TCP_QUICKACK`` before every read. The private Dovecot of ``servers/dovecot.py``
 does not show this; popa3d does.
 
 :class:`NoCorkServer` runs Debian's ``popa3d`` (1.0.3) without installing it

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Dovecot's POP3 server for the integration tests (tests/dovecot.py).
+# Install Dovecot's POP3 server for the integration tests (servers/dovecot.py).
 #
 # Idempotent: does nothing when a dovecot binary is already there. The tests
 # run their own private instance (own config, base_dir and ports), so the

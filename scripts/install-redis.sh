@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Redis for the scale-out test (tests/redis_server.py, examples/scale_out/).
+# Install Redis for the scale-out test (servers/redis_server.py, examples/scale_out/).
 #
 # Idempotent: does nothing when a redis-server binary is already there. The
 # test runs its own private instance (own directory, 127.0.0.1, a free high

@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests against a private Dovecot (see tests/dovecot.py).
+"""Fixtures for the integration tests against a private Dovecot (see servers/dovecot.py).
 
 When Dovecot cannot be started the tests that need it are skipped, except on
 CI (``CI=true``), where that is a failure: CI must run them.
@@ -13,7 +13,7 @@ from typing import NoReturn
 import pytest
 import trustme
 
-from tests.dovecot import CLASSIC_MECHANISMS, STANDARD_USERS, DovecotError, DovecotServer
+from servers.dovecot import CLASSIC_MECHANISMS, STANDARD_USERS, DovecotError, DovecotServer
 
 
 def _serve(server: DovecotServer) -> Iterator[DovecotServer]:
@@ -38,7 +38,7 @@ def _unavailable(reason: str) -> NoReturn:
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[DovecotServer]:
-    """The private Dovecot serving ``tests.dovecot.STANDARD_USERS``, for the whole session."""
+    """The private Dovecot serving ``servers.dovecot.STANDARD_USERS``, for the whole session."""
     yield from _serve(DovecotServer(STANDARD_USERS))
 
 

@@ -30,7 +30,7 @@ from aiopop.testing import (
     Trickle,
     WaitForClose,
 )
-from tests.ports import free_port
+from servers.ports import free_port
 from tests.scripted import LOGIN, client_for, logged_in
 
 PASSWORD = "tanstaaf"

@@ -1,4 +1,4 @@
-"""Integration tests against a real Dovecot 2.3 (the private instance of tests/dovecot.py).
+"""Integration tests against a real Dovecot 2.3 (the private instance of servers/dovecot.py).
 
 The first tests use the stdlib poplib, to show that the harness serves what
 it claims to; the others drive aiopop through the flows a user depends on,
@@ -28,7 +28,7 @@ import pytest
 
 import aiopop
 from aiopop import AuthMethod, sasl
-from tests.dovecot import (
+from servers.dovecot import (
     ALICE,
     BOB,
     CAROL,

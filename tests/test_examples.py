@@ -14,7 +14,7 @@ import trustme
 from aiopop.__main__ import main
 from aiopop._demo import SAMPLE_MESSAGES
 from aiopop.testing import Mailbox, POP3TestServer
-from tests.dovecot import ALICE, CAROL, DovecotServer
+from servers.dovecot import ALICE, CAROL, DovecotServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PASSWORD = "s3cret pass"

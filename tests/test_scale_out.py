@@ -1,6 +1,6 @@
 """Scale-out on arq: 200 accounts sharded over two worker processes (examples/scale_out/).
 
-A private Redis (tests/redis_server.py), an in-process POP3TestServer with
+A private Redis (servers/redis_server.py), an in-process POP3TestServer with
 mailboxes user0..user199, two ``arq aiopop_worker.WorkerSettings`` worker
 processes and the example's ``check_accounts.py``, all as a user would run
 them. Without ``redis-server`` or arq the test is skipped, except on CI
@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import pytest
 
 from aiopop.testing import Mailbox, POP3TestServer
-from tests.redis_server import RedisError, RedisServer
+from servers.redis_server import RedisError, RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -42,7 +42,7 @@ from aiopop.testing import (
     Step,
     WaitForClose,
 )
-from tests.ports import free_port
+from servers.ports import free_port
 
 PASSWORD = "s3cret"
 MESSAGES = [

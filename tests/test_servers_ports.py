@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.ports import PORT_ATTEMPTS, free_ports, start_on_free_ports
+from servers.ports import PORT_ATTEMPTS, free_ports, start_on_free_ports
 
 
 class StartFailed(Exception):

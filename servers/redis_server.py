@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.ports import free_port, start_on_free_ports
-from tests.programs import find_program
+from servers.ports import free_port, start_on_free_ports
+from servers.programs import find_program
 
 __all__ = ["HOST", "RedisError", "RedisServer", "RedisUnavailableError", "find_redis"]
 
