@@ -1,7 +1,7 @@
 """watch(delete=True) loses no mail when the network fails or the server breaks RFC 1939.
 
 A consumer handles each message (appends it to ``handled``) and asks for
-the next; the watcher runs a few polls on a fake clock (tests/test_watch.py
+the next; the watcher runs a few polls on a fake clock (tests/features/test_watch.py
 FakeTime) against :class:`~aiopop.testing.POP3TestServer`, the first session
 with a fault. After it, :func:`check` asserts:
 
@@ -21,7 +21,7 @@ import pytest
 from aiopop._errors import POP3Error
 from aiopop._watch import Watcher
 from aiopop.testing import Faults, Mailbox, POP3TestServer
-from tests.test_watch import PASSWORD, FakeTime, account_for, exact
+from tests.features.test_watch import PASSWORD, FakeTime, account_for, exact
 
 POLLS = 3
 QUIT_CUT = 3

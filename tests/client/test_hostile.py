@@ -51,14 +51,14 @@ from aiopop.testing import (
     Trickle,
     WaitForClose,
 )
-from tests.feeding import every_split
-from tests.scripted import LOGIN, client_for, logged_in
+from tests.helpers.feeding import every_split
+from tests.helpers.scripted import LOGIN, client_for, logged_in
 
 TIMESTAMP = b"<1896.697170952@dbc.mtview.ca.us>"
 GREETING = b"+OK POP3 server ready " + TIMESTAMP + b"\r\n"
 """A greeting that offers APOP, so that a client tempted to fall back has somewhere to go."""
 AUTHORIZED = [b"USER u", b"PASS p"]
-"""What :data:`tests.scripted.LOGIN` receives."""
+"""What :data:`tests.helpers.scripted.LOGIN` receives."""
 
 
 async def client_closed(server: ScriptedServer) -> None:

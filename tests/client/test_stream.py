@@ -26,7 +26,7 @@ from aiopop.testing import (
     Step,
     WaitForClose,
 )
-from tests.scripted import LOGIN, client_for, logged_in
+from tests.helpers.scripted import LOGIN, client_for, logged_in
 
 PASSWORD = "secret"
 SMALL = b"Subject: small\r\n\r\n.dot\r\n..two dots\r\nlast\r\n"

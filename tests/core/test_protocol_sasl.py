@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aiopop import CommandStateError, ConnectionLostError, ProtocolError, State
 from aiopop._protocol import Challenge, Command, End, Greeting, POP3Protocol, Reply, ReplyShape
-from tests.feeding import run, run_all_ways
+from tests.helpers.feeding import run, run_all_ways
 
 AUTH = Command("AUTH", ("SCRAM-SHA-256",), ReplyShape.SASL)
 

@@ -31,7 +31,7 @@ from aiopop.testing import (
     WaitForClose,
 )
 from servers.ports import free_port
-from tests.scripted import LOGIN, client_for, logged_in
+from tests.helpers.scripted import LOGIN, client_for, logged_in
 
 PASSWORD = "tanstaaf"
 MESSAGES = [

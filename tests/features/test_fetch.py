@@ -37,8 +37,8 @@ from aiopop.testing import (
     Sleep,
     Step,
 )
-from tests.cutting import HOW, Cut, CuttingProxy
-from tests.scripted import LOGIN
+from tests.helpers.cutting import HOW, Cut, CuttingProxy
+from tests.helpers.scripted import LOGIN
 
 USER = "alice"
 PASSWORD = "secret"

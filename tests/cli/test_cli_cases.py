@@ -18,7 +18,7 @@ import trustme
 
 from aiopop import _cli, _cli_run
 from aiopop.testing import LOGIN, Faults, GeneratedMessage, Mailbox, POP3TestServer
-from tests.test_cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
+from tests.cli.test_cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
 
 ENV = {"AIOPOP_TEST_PASSWORD": PASSWORD}
 

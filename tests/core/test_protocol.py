@@ -21,7 +21,7 @@ from aiopop._protocol import (
     Reply,
     ReplyShape,
 )
-from tests.feeding import comparable, every_split, merge_data, run, run_all_ways, splits
+from tests.helpers.feeding import comparable, every_split, merge_data, run, run_all_ways, splits
 
 RETR = Command("RETR", ("1",), ReplyShape.DATA)
 LIST = Command("LIST", shape=ReplyShape.LINES)

@@ -16,7 +16,7 @@ from aiopop._demo import SAMPLE_MESSAGES
 from aiopop.testing import Mailbox, POP3TestServer
 from servers.dovecot import ALICE, CAROL, DovecotServer
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PASSWORD = "s3cret pass"
 
 

@@ -25,7 +25,7 @@ import trustme
 from aiopop import _cli, _cli_report, _cli_run
 from aiopop import _errors as errors
 from aiopop.testing import LOGIN, Faults, Mailbox, POP3TestServer
-from tests.faultfs import Fault, FaultFS
+from tests.helpers.faultfs import Fault, FaultFS
 
 PASSWORD = "tanstaaf"
 MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\n" + b"x" * 500 + b"\r\n"]

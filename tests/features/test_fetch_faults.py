@@ -16,9 +16,9 @@ rules 18-20:
 * after the clean reruns ``tmp/`` is empty.
 
 The faults: a cut after each command, in the middle of each reply and
-before QUIT's reply (tests/cutting.py); ``-ERR [SYS/TEMP]`` to each
+before QUIT's reply (tests/helpers/cutting.py); ``-ERR [SYS/TEMP]`` to each
 command; ENOSPC, EIO and EROFS at each file-system operation
-(tests/faultfs.py); and servers that break RFC 1939 (a unique-id repeated or
+(tests/helpers/faultfs.py); and servers that break RFC 1939 (a unique-id repeated or
 reused, a message number listed twice, no UIDL, sizes in LIST that lie).
 The exhaustive loops cover every point of one dialogue; the hypothesis
 state machine mixes them over several runs, with mail arriving between.
@@ -55,8 +55,8 @@ import aiopop
 from aiopop._fetch import FetchResult, fetch_to_maildir
 from aiopop._maildir import Maildir
 from aiopop.testing import Faults, Mailbox, POP3TestServer, SessionRecord
-from tests.cutting import HOW, Cut, CuttingProxy
-from tests.faultfs import ERRNOS, OPERATIONS, Fault, FaultFS, points
+from tests.helpers.cutting import HOW, Cut, CuttingProxy
+from tests.helpers.faultfs import ERRNOS, OPERATIONS, Fault, FaultFS, points
 
 USER = "alice"
 PASSWORD = "secret"

@@ -33,7 +33,7 @@ from aiopop.testing import (
     Trickle,
     WaitForClose,
 )
-from tests.scripted import client_for, logged_in
+from tests.helpers.scripted import client_for, logged_in
 
 PASSWORD = "secret"
 MESSAGES = [b"Subject: %d\r\n\r\n%s\r\n" % (n, b"body %d " % n * (n % 7 + 1)) for n in range(1, 31)]

@@ -26,8 +26,8 @@ from aiopop._parse import (
 from aiopop._protocol import Command, End, Line, POP3Protocol, Reply, ReplyShape
 from aiopop._types import SizeListing, UidListing
 from aiopop.testing import Expect, Send, Step
-from tests.feeding import run_all_ways
-from tests.scripted import logged_in
+from tests.helpers.feeding import run_all_ways
+from tests.helpers.scripted import logged_in
 
 UIDL = Command("UIDL", shape=ReplyShape.LINES)
 LIST = Command("LIST", shape=ReplyShape.LINES)

@@ -27,7 +27,7 @@ from servers.redis_server import RedisError, RedisServer
 
 pytestmark = pytest.mark.redis
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "scale_out"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scale_out"
 PASSWORD = "scale-out s3cret"
 ACCOUNTS = 200
 WORKERS_KEY = "aiopop:workers"  # examples/scale_out/aiopop_worker.py: WORKERS_KEY

@@ -21,7 +21,7 @@ import aiopop
 from aiopop import AuthMethod, sasl
 from aiopop._types import TLS_POLICIES
 from aiopop.testing import Expect, Faults, Mailbox, POP3TestServer, ScriptedServer, Send, Step
-from tests.scripted import client_for
+from tests.helpers.scripted import client_for
 
 PASSWORD = "tanstaaf"
 TOKEN = "ya29.a0-access-token"
