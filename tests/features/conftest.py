@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiopop._delivery_state import DeliveryState
+from aiopop._stores import MemoryStore, SeenStore, SQLiteStore
 
 
 @pytest.fixture
@@ -22,3 +24,11 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(DeliveryState, "commit", counting)
     return sizes
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> SeenStore:
+    """Each SeenStore of aiopop._stores in turn: MemoryStore, then SQLiteStore in a fresh file."""
+    if request.param == "memory":
+        return MemoryStore()
+    return SQLiteStore(tmp_path / "seen.db")

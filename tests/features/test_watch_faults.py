@@ -21,7 +21,7 @@ import pytest
 from aiopop._errors import POP3Error
 from aiopop._watch import Watcher
 from aiopop.testing import Faults, Mailbox, POP3TestServer
-from tests.features.test_watch import PASSWORD, FakeTime, account_for, exact
+from tests.helpers.watch import PASSWORD, FakeTime, account_for, exact
 
 POLLS = 3
 QUIT_CUT = 3
