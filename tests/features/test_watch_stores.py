@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import sqlite3
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 import aiopop
 from aiopop._accounts import Account
 from aiopop._errors import ResponseError
-from aiopop._stores import MemoryStore, SeenStore, SQLiteStore
+from aiopop._stores import MemoryStore
 from aiopop._watch import watch
 from aiopop.testing import (
     Close,
@@ -34,36 +32,6 @@ from tests.helpers.watch import (
     exact,
     until_uidl,
 )
-
-
-async def test_stores_keep_uids_and_sizes_per_key(store: SeenStore) -> None:
-    assert isinstance(store, SeenStore)
-    assert await store.known("a", ["1", "2"]) == {}
-    await store.add("a", "1", 10)
-    await store.add("a", "1", 10)  # twice is fine
-    await store.add("b", "2")
-    assert await store.known("a", ["1", "2", "3"]) == {"1": 10}
-    assert await store.known("b", ["1", "2"]) == {"2": None}
-    await store.add("a", "1", 11)  # the unique-id now names another message
-    await store.add("a", "3", 30)
-    assert await store.known("a", ["1"]) == {"1": 11}
-    await store.forget_missing("a", ["3", "4"])
-    assert await store.known("a", ["1", "2", "3"]) == {"3": 30}
-    assert await store.known("b", ["2"]) == {"2": None}  # another key is untouched
-    await store.forget_missing("c", [])
-
-
-async def test_sqlite_store_commits_each_add_before_returning(tmp_path: Path) -> None:
-    path = tmp_path / "seen.db"
-    await SQLiteStore(path).add("k", "uid-1", 5)
-    # Another connection (another process, after a crash) sees it at once.
-    with sqlite3.connect(path) as connection:
-        rows = connection.execute("SELECT mailbox, uid, size, delivered FROM messages")
-        assert rows.fetchall() == [("k", "uid-1", 5, 1)]
-        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
-    connection.close()
-    assert await SQLiteStore(path).known("k", ["uid-1", "uid-2"]) == {"uid-1": 5}
-    assert "seen.db" in repr(SQLiteStore(path))
 
 
 def test_mailbox_key_names_the_mailbox_not_the_way_in() -> None:
