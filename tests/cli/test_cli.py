@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import ssl
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,63 +12,16 @@ import trustme
 
 from aiopop import _cli, _cli_report
 from aiopop.testing import Faults, Mailbox, POP3TestServer
-
-PASSWORD = "tanstaaf"
-MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\n" + b"x" * 500 + b"\r\n"]
-
-
-@dataclass
-class Run:
-    status: int
-    out: str
-    err: str
-
-
-async def aiopop_command(*args: str, env: dict[str, str] | None = None) -> Run:
-    """Run ``python -m aiopop ARGS`` with stdin not a terminal; collect its output."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiopop",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
-
-
-@pytest.fixture
-def cafile(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
+from tests.helpers.cli import MESSAGES, PASSWORD, aiopop_command, mailbox_args
+from tests.helpers.tls import server_context
 
 
 @pytest.fixture
 async def server(ca: trustme.CA) -> AsyncIterator[POP3TestServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = server_context(ca, "127.0.0.1")
     box = Mailbox(PASSWORD, list(MESSAGES))
     async with POP3TestServer({"u": box}, ssl_context=context, sasl=["SCRAM-SHA-256"]) as srv:
         yield srv
-
-
-def mailbox_args(server: POP3TestServer, cafile: Path, *more: str) -> list[str]:
-    return [
-        server.host,
-        "u",
-        "--port",
-        str(server.port),
-        "--cafile",
-        str(cafile),
-        "--password-env",
-        "AIOPOP_TEST_PASSWORD",
-        *more,
-    ]
 
 
 async def test_stat_prints_the_classic_line_and_changes_nothing(
@@ -326,8 +275,7 @@ async def test_fetch_remembers_the_login_method_that_worked(
 
 
 async def test_check_a_file_of_accounts(ca: trustme.CA, cafile: Path, tmp_path: Path) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = server_context(ca, "127.0.0.1")
     boxes = {f"user{n}": Mailbox(PASSWORD, list(MESSAGES[: n % 3])) for n in range(5)}
     boxes["locked"] = Mailbox(PASSWORD, [], locked=True)
     async with POP3TestServer(boxes, ssl_context=context) as srv:

@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +17,8 @@ import trustme
 
 from aiopop import _cli, _cli_run
 from aiopop.testing import LOGIN, Faults, GeneratedMessage, Mailbox, POP3TestServer
-from tests.cli.test_cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
+from tests.helpers.cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
+from tests.helpers.tls import server_context
 
 ENV = {"AIOPOP_TEST_PASSWORD": PASSWORD}
 
@@ -46,13 +46,6 @@ def clean(run: Run) -> None:
 
 
 @pytest.fixture
-def cafile(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture
 async def plain() -> AsyncIterator[POP3TestServer]:
     async with POP3TestServer({"u": Mailbox(PASSWORD, list(MESSAGES))}) as srv:
         yield srv
@@ -60,8 +53,7 @@ async def plain() -> AsyncIterator[POP3TestServer]:
 
 @pytest.fixture
 async def pop3s(ca: trustme.CA) -> AsyncIterator[POP3TestServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = server_context(ca, "127.0.0.1")
     async with POP3TestServer({"u": Mailbox(PASSWORD, list(MESSAGES))}, ssl_context=context) as s:
         yield s
 

@@ -25,10 +25,9 @@ import trustme
 from aiopop import _cli, _cli_report, _cli_run
 from aiopop import _errors as errors
 from aiopop.testing import LOGIN, Faults, Mailbox, POP3TestServer
+from tests.helpers.cli import MESSAGES, PASSWORD
 from tests.helpers.faultfs import Fault, FaultFS
-
-PASSWORD = "tanstaaf"
-MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\n" + b"x" * 500 + b"\r\n"]
+from tests.helpers.tls import server_context
 
 
 @contextlib.contextmanager
@@ -181,8 +180,7 @@ def test_no_greeting_in_process(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
 ) -> None:
     monkeypatch.setattr(_cli_run, "GREETING_WAIT", 0.2)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = server_context(ca, "127.0.0.1")
     with serving(ssl_context=context) as server:
         status, _, err = run(capsys, "stat", *args(server))
         assert status == _cli.EXIT_NETWORK

@@ -32,6 +32,7 @@ from aiopop.testing import (
 )
 from servers.ports import free_port
 from tests.helpers.scripted import LOGIN, client_for, logged_in
+from tests.helpers.tls import client_context, server_context
 
 PASSWORD = "tanstaaf"
 MESSAGES = [
@@ -597,18 +598,6 @@ async def test_debug_log_says_why_login_falls_back(
 
 
 # -- TLS -------------------------------------------------------------------------
-
-
-def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(context)
-    return context
-
-
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def test_pop3_ssl_with_a_trusted_ca(ca: trustme.CA, mailbox: Mailbox) -> None:

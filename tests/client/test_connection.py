@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import time
 
 import pytest
@@ -25,6 +24,7 @@ from aiopop.testing import (
 )
 from tests.helpers.engine import MESSAGES, PASSWORD, login, record_writes, reply, session
 from tests.helpers.scripted import client_for, logged_in
+from tests.helpers.tls import client_context
 
 # -- close and connect -----------------------------------------------------------------
 
@@ -191,8 +191,7 @@ async def test_close_during_the_tls_handshake_stops_connect_at_once(ca: trustme.
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
+        context = client_context(ca)
         client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=context, timeout=5)
         connecting = asyncio.create_task(client.connect())
         await asyncio.sleep(0.2)

@@ -32,6 +32,7 @@ from aiopop.testing import (
 )
 from tests.helpers.engine import MESSAGES, PASSWORD, login, record_writes, reply, session
 from tests.helpers.scripted import client_for, logged_in
+from tests.helpers.tls import client_context, server_context
 
 
 def keywords_after_login(server: POP3TestServer) -> list[str]:
@@ -373,8 +374,7 @@ def vanishing_tls_server(ca: trustme.CA, connections: int) -> Iterator[tuple[str
     and records how each connection ended: ``"close_notify"`` when the
     client closed TLS properly, ``"abrupt"`` when it just dropped TCP.
     """
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = server_context(ca, "127.0.0.1")
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
     accepted: list[ssl.SSLSocket] = []
@@ -412,8 +412,7 @@ def vanishing_tls_server(ca: trustme.CA, connections: int) -> Iterator[tuple[str
 async def test_timeout_error_is_prompt_and_close_does_not_wait_for_a_vanished_tls_peer(
     ca: trustme.CA,
 ) -> None:
-    client_tls = ssl.create_default_context()
-    ca.configure_trust(client_tls)
+    client_tls = client_context(ca)
     with vanishing_tls_server(ca, connections=2) as (host, port, endings):
         client = aiopop.POP3_SSL(host, port, ssl_context=client_tls, timeout=0.5)
         await client.connect()

@@ -25,27 +25,15 @@ from hypothesis import strategies as st
 
 import aiopop
 from aiopop._tls import TLSSession
+from tests.helpers import tls
 
 HOST = "pop.example.test"
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST, "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
+    """A server context whose certificate names HOST (and 127.0.0.1)."""
+    return tls.server_context(ca, HOST, "127.0.0.1")
 
 
 class Server:
@@ -104,9 +92,9 @@ def handshake(client: TLSSession, server: Server, step: int | None = None) -> No
 
 
 def test_a_session_exchanges_data_both_ways(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    client = TLSSession(client_context, HOST)
+    client = TLSSession(client_tls, HOST)
     server = Server(server_context)
     assert client.established is False
     handshake(client, server)
@@ -117,7 +105,7 @@ def test_a_session_exchanges_data_both_ways(
 
 
 def test_data_that_comes_with_the_end_of_the_handshake_is_returned_at_once(
-    ca: trustme.CA, client_context: ssl.SSLContext
+    ca: trustme.CA, client_tls: ssl.SSLContext
 ) -> None:
     """TLS 1.2: the server's Finished and its greeting may share a TCP segment.
 
@@ -127,7 +115,7 @@ def test_data_that_comes_with_the_end_of_the_handshake_is_returned_at_once(
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.maximum_version = ssl.TLSVersion.TLSv1_2
     ca.issue_cert(HOST).configure_cert(server_context)
-    client = TLSSession(client_context, HOST)
+    client = TLSSession(client_tls, HOST)
     server = Server(server_context)
     server.receive(client.start())  # ClientHello
     assert client.receive(server.outgoing.read()) == b""  # ServerHello ... ServerHelloDone
@@ -140,9 +128,9 @@ def test_data_that_comes_with_the_end_of_the_handshake_is_returned_at_once(
 
 
 def test_the_servers_close_notify_ends_the_plaintext(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    client = TLSSession(client_context, HOST)
+    client = TLSSession(client_tls, HOST)
     server = Server(server_context)
     handshake(client, server)
     with pytest.raises(ssl.SSLWantReadError):  # the server's is sent; it waits for ours
@@ -154,12 +142,12 @@ def test_the_servers_close_notify_ends_the_plaintext(
 @settings(max_examples=40, deadline=None)
 @given(step=st.integers(min_value=1, max_value=600), sizes=st.lists(st.integers(1, 9000)))
 def test_any_split_of_the_stream_gives_the_same_plaintext(
-    client_context: ssl.SSLContext,
+    client_tls: ssl.SSLContext,
     server_context: ssl.SSLContext,
     step: int,
     sizes: list[int],
 ) -> None:
-    client = TLSSession(client_context, HOST)
+    client = TLSSession(client_tls, HOST)
     server = Server(server_context)
     handshake(client, server, step)
     # Records of every size up to the largest (16 KiB of plaintext each).
@@ -171,9 +159,9 @@ def test_any_split_of_the_stream_gives_the_same_plaintext(
 
 
 def test_close_sends_close_notify_and_sees_the_servers(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    client = TLSSession(client_context, HOST)
+    client = TLSSession(client_tls, HOST)
     server = Server(server_context)
     handshake(client, server)
     alert = client.close()
@@ -186,16 +174,16 @@ def test_close_sends_close_notify_and_sees_the_servers(
     assert client.peer_closed
 
 
-def test_close_before_the_handshake_sends_nothing(client_context: ssl.SSLContext) -> None:
-    client = TLSSession(client_context, HOST)
+def test_close_before_the_handshake_sends_nothing(client_tls: ssl.SSLContext) -> None:
+    client = TLSSession(client_tls, HOST)
     client.start()
     assert client.close() == b""
 
 
 def test_a_certificate_for_another_name_is_refused(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    client = TLSSession(client_context, "other.example.test")
+    client = TLSSession(client_tls, "other.example.test")
     server = Server(server_context)
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(client, server)
@@ -203,9 +191,9 @@ def test_a_certificate_for_another_name_is_refused(
 
 
 def test_a_forged_record_is_an_ssl_error(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
-    client = TLSSession(client_context, HOST)
+    client = TLSSession(client_tls, HOST)
     server = Server(server_context)
     handshake(client, server)
     record = bytearray(server.send(b"+OK 2 320\r\n"))
@@ -215,13 +203,6 @@ def test_a_forged_record_is_an_ssl_error(
 
 
 # -- inside a connection ---------------------------------------------------------------
-
-
-@pytest.fixture
-def testing_server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
 
 
 def answering_server(
@@ -253,18 +234,18 @@ def answering_server(
 
 
 async def test_an_idle_tls_session_holds_no_large_buffer(
-    client_context: ssl.SSLContext, testing_server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_tls: ssl.SSLContext
 ) -> None:
     """asyncio's TLS transport kept 256 KiB per connection; aiopop's own TLS keeps none."""
     count = 10
-    listener, _threads = answering_server(testing_server_context, count + 1)
+    listener, _threads = answering_server(server_tls, count + 1)
     with listener:
         port = listener.getsockname()[1]
-        warm = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_context, timeout=5)
+        warm = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_tls, timeout=5)
         await warm.connect()
         await warm.quit()
         clients = [
-            aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_context, timeout=5)
+            aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_tls, timeout=5)
             for _ in range(count)
         ]
         gc.collect()
@@ -311,12 +292,12 @@ def bad_record_server(
 
 
 async def test_a_forged_record_fails_the_command_and_the_connection(
-    client_context: ssl.SSLContext, testing_server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_tls: ssl.SSLContext
 ) -> None:
-    listener, thread = bad_record_server(testing_server_context)
+    listener, thread = bad_record_server(server_tls)
     with listener:
         port = listener.getsockname()[1]
-        client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_context, timeout=5)
+        client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_tls, timeout=5)
         await client.connect()
         with pytest.raises(aiopop.ConnectionLostError, match=r"^TLS error from 127\.0\.0\.1"):
             await client.user("alice")
@@ -326,7 +307,7 @@ async def test_a_forged_record_fails_the_command_and_the_connection(
 
 
 async def test_a_server_that_hangs_up_mid_handshake_is_a_connection_error(
-    client_context: ssl.SSLContext,
+    client_tls: ssl.SSLContext,
 ) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)  # the ClientHello has begun
@@ -335,7 +316,7 @@ async def test_a_server_that_hangs_up_mid_handshake_is_a_connection_error(
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
-        client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_context, timeout=5)
+        client = aiopop.POP3_SSL("127.0.0.1", port, ssl_context=client_tls, timeout=5)
         with pytest.raises(
             aiopop.ConnectionLostError, match=r"closed the connection in the TLS handshake$"
         ) as info:
@@ -436,12 +417,12 @@ MIDDLE = "server closed the connection in the middle of the reply to"
 
 
 async def logged_in_over_tls(
-    server: CloseNotifyServer, client_context: ssl.SSLContext, **options: object
+    server: CloseNotifyServer, client_tls: ssl.SSLContext, **options: object
 ) -> aiopop.POP3_SSL:
     client = aiopop.POP3_SSL(
         "127.0.0.1",
         server.port,
-        ssl_context=client_context,
+        ssl_context=client_tls,
         server_hostname=HOST,
         timeout=None,
         **options,  # type: ignore[arg-type]
@@ -458,11 +439,11 @@ together_or_apart = pytest.mark.parametrize("together", [True, False], ids=["tog
 @together_or_apart
 @pytest.mark.parametrize("partial", [b"", b"+OK still", b"+OK still here\r"])
 async def test_close_notify_cuts_a_status_line_short(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext, partial: bytes, together: bool
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext, partial: bytes, together: bool
 ) -> None:
     """With timeout=None, the wait for the rest would never end: it must fail at once."""
     async with CloseNotifyServer(server_context, LOGGED_IN, partial, together=together) as server:
-        client = await logged_in_over_tls(server, client_context)
+        client = await logged_in_over_tls(server, client_tls)
         try:
             with pytest.raises(aiopop.ConnectionLostError, match=f"{MIDDLE} NOOP$"):
                 await asyncio.wait_for(client.noop(), 5)
@@ -476,10 +457,10 @@ async def test_close_notify_cuts_a_status_line_short(
 @together_or_apart
 @pytest.mark.parametrize("partial", [b"+OK 2 messages\r\n", b"+OK 2 messages\r\n1 10\r\n2 2"])
 async def test_close_notify_cuts_a_listing_short(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext, partial: bytes, together: bool
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext, partial: bytes, together: bool
 ) -> None:
     async with CloseNotifyServer(server_context, LOGGED_IN, partial, together=together) as server:
-        client = await logged_in_over_tls(server, client_context)
+        client = await logged_in_over_tls(server, client_tls)
         try:
             with pytest.raises(aiopop.ConnectionLostError, match=f"{MIDDLE} LIST$"):
                 await asyncio.wait_for(client.list(), 5)
@@ -491,11 +472,11 @@ async def test_close_notify_cuts_a_listing_short(
 
 @together_or_apart
 async def test_close_notify_cuts_a_streamed_message_short(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext, together: bool
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext, together: bool
 ) -> None:
     partial = b"+OK 100 octets\r\nSubject: cut\r\n\r\nthe first line\r\n"
     async with CloseNotifyServer(server_context, LOGGED_IN, partial, together=together) as server:
-        client = await logged_in_over_tls(server, client_context)
+        client = await logged_in_over_tls(server, client_tls)
         chunks: list[bytes] = []
 
         async def read_all() -> None:
@@ -517,12 +498,12 @@ async def test_close_notify_cuts_a_streamed_message_short(
 
 @together_or_apart
 async def test_close_notify_fails_every_pipelined_command_it_cuts_short(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext, together: bool
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext, together: bool
 ) -> None:
     replies = [*LOGGED_IN, b"+OK\r\n"]
     partial = b"+OK 1 message\r\n1 10\r\n"
     async with CloseNotifyServer(server_context, replies, partial, together=together) as server:
-        client = await logged_in_over_tls(server, client_context, pipelining=True)
+        client = await logged_in_over_tls(server, client_tls, pipelining=True)
         try:
             results = await asyncio.wait_for(
                 asyncio.gather(
@@ -542,13 +523,13 @@ async def test_close_notify_fails_every_pipelined_command_it_cuts_short(
 
 
 async def test_close_notify_between_replies_ends_the_session(
-    client_context: ssl.SSLContext, server_context: ssl.SSLContext
+    client_tls: ssl.SSLContext, server_context: ssl.SSLContext
 ) -> None:
     """Nothing is cut short, but nothing more can come: the client closes, as after a FIN."""
     async with CloseNotifyServer(
         server_context, LOGGED_IN, b"", together=True, cut=False
     ) as server:
-        client = await logged_in_over_tls(server, client_context)
+        client = await logged_in_over_tls(server, client_tls)
         try:
             await asyncio.wait_for(server.notified.wait(), 5)
             await asyncio.wait_for(server.hung_up.wait(), 5)

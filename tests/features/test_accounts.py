@@ -12,7 +12,6 @@ import types
 from pathlib import Path
 
 import pytest
-import trustme
 
 import aiopop
 from aiopop import AuthMethod
@@ -224,20 +223,10 @@ def test_load_accounts_refuses_bad_files(tmp_path: Path, body: str, message: str
 # -- logging in ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tls_pair(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
-
-
 async def test_session_logs_in_and_quits(
-    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], caplog: pytest.LogCaptureFixture
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiopop")
-    server_tls, client_tls = tls_pair
     box = Mailbox(PASSWORD, [b"Subject: a\r\n\r\nx\r\n"])
     server = POP3TestServer({"u": box}, ssl_context=server_tls, sasl=["SCRAM-SHA-256"])
     async with server:
@@ -342,9 +331,8 @@ def test_client_carries_the_accounts_options() -> None:
 
 
 async def test_an_oauth2_account_logs_in_with_its_token(
-    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
-    server_tls, client_tls = tls_pair
     box = Mailbox(PASSWORD, [], tokens=("tok-123",))
     server = POP3TestServer({"u": box}, ssl_context=server_tls, sasl=["XOAUTH2"])
 

@@ -26,6 +26,7 @@ from aiopop.testing import (
     Step,
 )
 from aiopop.testing._base import LoopbackServer
+from tests.helpers.tls import server_context
 
 PASSWORD = "secret"
 GREETING = Send(b"+OK ready\r\n")
@@ -261,14 +262,13 @@ async def test_the_deadline_bounds_the_whole_check_not_each_step() -> None:
 
 
 async def test_reasons_for_tls_connection_and_protocol_failures(ca: trustme.CA) -> None:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    tls_context = server_context(ca, "127.0.0.1")
     garbage = ScriptedServer([Send(b"HELLO THERE\r\n")])
     plain = POP3TestServer({"nopassword": Mailbox(PASSWORD)})
     with socket.socket() as unused:  # bound but not listening: connections are refused
         unused.bind(("127.0.0.1", 0))
         refused_port = unused.getsockname()[1]
-        tls = POP3TestServer({"u": Mailbox(PASSWORD)}, ssl_context=server_context)
+        tls = POP3TestServer({"u": Mailbox(PASSWORD)}, ssl_context=tls_context)
         async with tls, garbage, plain:
             accounts = [
                 Account(tls.host, "u", port=tls.port, password=PASSWORD),  # untrusted CA

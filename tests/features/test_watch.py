@@ -27,6 +27,7 @@ from aiopop.testing import (
     WaitForClose,
 )
 from servers.ports import free_port
+from tests.helpers.tls import server_context
 from tests.helpers.watch import (
     GREETING,
     MESSAGES,
@@ -329,8 +330,7 @@ async def test_wrong_credentials_are_raised_not_retried() -> None:
 
 
 async def test_an_unverified_certificate_is_raised_not_retried(ca: trustme.CA) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context = server_context(ca, "127.0.0.1")
     time = FakeTime(stop_after=1)
     mailbox = Mailbox(PASSWORD, list(MESSAGES))
     async with POP3TestServer({"alice": mailbox}, ssl_context=context) as server:

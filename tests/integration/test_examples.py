@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from aiopop.__main__ import main
 from aiopop._demo import SAMPLE_MESSAGES
 from aiopop.testing import Mailbox, POP3TestServer
 from servers.dovecot import ALICE, CAROL, DovecotServer
+from tests.helpers.tls import server_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PASSWORD = "s3cret pass"
@@ -113,16 +113,12 @@ async def test_examples_exit_1_with_the_servers_explanation(script: str) -> None
     assert "Authentication failed" in err
 
 
-async def test_popconn_over_tls(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+async def test_popconn_over_tls(ca: trustme.CA, cafile: Path) -> None:
+    context = server_context(ca, "127.0.0.1")
     mailbox = Mailbox(PASSWORD, [b"Subject: one\r\n\r\nhello\r\n"])
     async with POP3TestServer({"alice": mailbox}, ssl_context=context) as server:
         args = (server.host, "alice", "--port", str(server.port))
-        code, out, _ = await run_example("popconn.py", *args, "--cafile", str(ca_file))
+        code, out, _ = await run_example("popconn.py", *args, "--cafile", str(cafile))
         assert code == 0
         assert "You have 1 messages" in out
         # Without the CA the certificate is refused, and nothing is logged in.

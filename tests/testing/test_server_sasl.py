@@ -13,6 +13,7 @@ import trustme
 from aiopop import sasl
 from aiopop.testing import POP3TestServer
 from tests.helpers.server import Wire, sasl_exchange, sasl_mailboxes
+from tests.helpers.tls import client_context, server_context
 
 # -- SASL (RFC 5034) ----------------------------------------------------------------------
 
@@ -129,14 +130,11 @@ async def test_sasl_failure_can_close_the_connection() -> None:
         await wire.close()
 
 
-async def test_external_uses_the_client_certificate() -> None:
-    ca = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+async def test_external_uses_the_client_certificate(ca: trustme.CA) -> None:
+    server_tls = server_context(ca, "127.0.0.1")
     ca.configure_trust(server_tls)
     server_tls.verify_mode = ssl.CERT_OPTIONAL
-    client_tls = ssl.create_default_context()
-    ca.configure_trust(client_tls)
+    client_tls = client_context(ca)
     ca.issue_cert("alice", common_name="alice").configure_cert(client_tls)
     async with POP3TestServer(sasl_mailboxes(), sasl=["EXTERNAL"], ssl_context=server_tls) as srv:
         wire = await Wire.pop(srv, ssl=client_tls, server_hostname="127.0.0.1")
