@@ -16,7 +16,14 @@ import pytest
 import trustme
 
 from aiopop import _cli, _cli_run
-from aiopop.testing import LOGIN, Faults, GeneratedMessage, Mailbox, POP3TestServer
+from aiopop.testing import (
+    LOGIN,
+    Faults,
+    GeneratedMessage,
+    Mailbox,
+    POP3ServerFixture,
+    POP3TestServer,
+)
 from tests.helpers.cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
 from tests.helpers.tls import server_context
 
@@ -46,9 +53,8 @@ def clean(run: Run) -> None:
 
 
 @pytest.fixture
-async def plain() -> AsyncIterator[POP3TestServer]:
-    async with POP3TestServer({"u": Mailbox(PASSWORD, list(MESSAGES))}) as srv:
-        yield srv
+async def plain(pop3_server: POP3ServerFixture) -> POP3TestServer:
+    return (await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, list(MESSAGES))})).server
 
 
 @pytest.fixture

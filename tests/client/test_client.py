@@ -22,6 +22,7 @@ from aiopop.testing import (
     Close,
     Expect,
     Mailbox,
+    POP3ServerFixture,
     POP3TestServer,
     ScriptedServer,
     Send,
@@ -49,9 +50,8 @@ def mailbox() -> Mailbox:
 
 
 @pytest.fixture
-async def server(mailbox: Mailbox) -> AsyncIterator[POP3TestServer]:
-    async with POP3TestServer({"mrose": mailbox}) as running:
-        yield running
+async def server(mailbox: Mailbox, pop3_server: POP3ServerFixture) -> POP3TestServer:
+    return (await pop3_server.start(mailboxes={"mrose": mailbox})).server
 
 
 # -- the seed flows ---------------------------------------------------------------
@@ -92,14 +92,16 @@ async def test_apop_call_returns_the_ok_line(server: POP3TestServer) -> None:
         assert (await client.apop("mrose", PASSWORD)).startswith(b"+OK")
 
 
-async def test_login_falls_back_to_user_pass_when_apop_is_refused(mailbox: Mailbox) -> None:
-    async with POP3TestServer({"mrose": mailbox}, apop_accepted=False) as server:
-        async with client_for(server) as client:
-            method = await client.login("mrose", PASSWORD, allow_cleartext=True)
-            assert method is AuthMethod.USER
-            assert str(method) == "USER"
-        verbs = [line.split()[0] for line in server.sessions[0].lines]
-        assert verbs == [b"CAPA", b"APOP", b"USER", b"PASS", b"QUIT"]
+async def test_login_falls_back_to_user_pass_when_apop_is_refused(
+    mailbox: Mailbox, pop3_server: POP3ServerFixture
+) -> None:
+    server = (await pop3_server.start(mailboxes={"mrose": mailbox}, apop_accepted=False)).server
+    async with client_for(server) as client:
+        method = await client.login("mrose", PASSWORD, allow_cleartext=True)
+        assert method is AuthMethod.USER
+        assert str(method) == "USER"
+    verbs = [line.split()[0] for line in server.sessions[0].lines]
+    assert verbs == [b"CAPA", b"APOP", b"USER", b"PASS", b"QUIT"]
 
 
 async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mailbox) -> None:
@@ -122,15 +124,17 @@ async def test_login_without_apop_refuses_cleartext_unless_allowed(mailbox: Mail
         assert await client.login("mrose", PASSWORD, allow_cleartext=True) is AuthMethod.USER
 
 
-async def test_login_does_not_fall_back_on_a_temporary_refusal(mailbox: Mailbox) -> None:
+async def test_login_does_not_fall_back_on_a_temporary_refusal(
+    mailbox: Mailbox, pop3_server: POP3ServerFixture
+) -> None:
     mailbox.locked = True
-    async with POP3TestServer({"mrose": mailbox}) as server:
-        async with client_for(server) as client:
-            with pytest.raises(aiopop.AuthenticationError) as info:
-                await client.login("mrose", PASSWORD, allow_cleartext=True)
-        assert info.value.code == "IN-USE"
-        assert info.value.is_temporary
-        assert [line.split()[0] for line in server.sessions[0].lines] == [b"CAPA", b"APOP", b"QUIT"]
+    server = (await pop3_server.start(mailboxes={"mrose": mailbox})).server
+    async with client_for(server) as client:
+        with pytest.raises(aiopop.AuthenticationError) as info:
+            await client.login("mrose", PASSWORD, allow_cleartext=True)
+    assert info.value.code == "IN-USE"
+    assert info.value.is_temporary
+    assert [line.split()[0] for line in server.sessions[0].lines] == [b"CAPA", b"APOP", b"QUIT"]
 
 
 async def test_wrong_password_carries_the_servers_explanation(server: POP3TestServer) -> None:

@@ -19,6 +19,7 @@ from aiopop.testing import (
     Expect,
     GeneratedMessage,
     Mailbox,
+    POP3ServerFixture,
     POP3TestServer,
     ScriptedServer,
     Send,
@@ -59,118 +60,134 @@ def leftovers(directory: Path) -> list[str]:
 
 
 @pytest.mark.slow
-async def test_a_100_mb_message_streams_with_bounded_memory() -> None:
+async def test_a_100_mb_message_streams_with_bounded_memory(pop3_server: POP3ServerFixture) -> None:
     message = GeneratedMessage(100 * 1024 * 1024, seed=7)
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [message])}, apop=False) as server:
-        client = await logged_in_client(server)
-        digest = hashlib.sha256()
-        tracemalloc.start()
-        try:
-            async with client.retr_stream(1) as stream:
-                async for chunk in stream:
-                    digest.update(chunk)
-                assert stream.complete
-                assert stream.received == message.size
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        # Server and client together, in one process: a few MiB, not 100.
-        assert peak < 16 * 1024 * 1024
-        assert digest.hexdigest() == message.sha256()
-        assert (await client.stat()).size == message.size
-        await client.quit()
-
-
-async def test_stream_equals_retr_and_others_can_run_alongside() -> None:
-    messages: list[bytes | GeneratedMessage] = [SMALL, GeneratedMessage(300_000).head(10_000)]
-    async with POP3TestServer({"u": Mailbox(PASSWORD, messages)}, apop=False) as server:
-        client = await logged_in_client(server)
-        for number, message in enumerate(messages, 1):
-            async with client.retr_stream(number) as stream:
-                chunks = [chunk async for chunk in stream]
-            assert b"".join(chunks) == message == await client.retr(number)
-
-        async def streamed() -> bytes:
-            async with client.retr_stream(2) as stream:
-                return b"".join([chunk async for chunk in stream])
-
-        got, stat, first = await asyncio.gather(streamed(), client.stat(), client.retr(1))
-        assert (got, stat.count, first) == (messages[1], 2, SMALL)
-        await client.quit()
-
-
-async def test_batches_hand_out_the_same_octets_in_fewer_steps() -> None:
-    big = GeneratedMessage(2 * 1024 * 1024, seed=2)
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [big])}, apop=False) as server:
-        client = await logged_in_client(server)
-        digest = hashlib.sha256()
-        steps = chunks = 0
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [message])}, apop=False)
+    ).server
+    client = await logged_in_client(server)
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
         async with client.retr_stream(1) as stream:
-            await asyncio.sleep(0.2)  # let several chunks queue up
-            async for batch in stream.batches():
-                assert batch
-                steps += 1
-                chunks += len(batch)
-                for chunk in batch:
-                    digest.update(chunk)
+            async for chunk in stream:
+                digest.update(chunk)
             assert stream.complete
-        assert digest.hexdigest() == big.sha256()
-        assert steps < chunks
-        await client.quit()
+            assert stream.received == message.size
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Server and client together, in one process: a few MiB, not 100.
+    assert peak < 16 * 1024 * 1024
+    assert digest.hexdigest() == message.sha256()
+    assert (await client.stat()).size == message.size
+    await client.quit()
 
 
-async def test_an_err_raises_on_entering_the_stream() -> None:
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [SMALL])}, apop=False) as server:
-        client = await logged_in_client(server)
-        with pytest.raises(aiopop.ResponseError, match="No such message"):
-            async with client.retr_stream(5):
-                pytest.fail("entered a stream of a message that does not exist")
-        assert await client.retr(1) == SMALL
-        await client.quit()
+async def test_stream_equals_retr_and_others_can_run_alongside(
+    pop3_server: POP3ServerFixture,
+) -> None:
+    messages: list[bytes | GeneratedMessage] = [SMALL, GeneratedMessage(300_000).head(10_000)]
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, messages)}, apop=False)
+    ).server
+    client = await logged_in_client(server)
+    for number, message in enumerate(messages, 1):
+        async with client.retr_stream(number) as stream:
+            chunks = [chunk async for chunk in stream]
+        assert b"".join(chunks) == message == await client.retr(number)
+
+    async def streamed() -> bytes:
+        async with client.retr_stream(2) as stream:
+            return b"".join([chunk async for chunk in stream])
+
+    got, stat, first = await asyncio.gather(streamed(), client.stat(), client.retr(1))
+    assert (got, stat.count, first) == (messages[1], 2, SMALL)
+    await client.quit()
+
+
+async def test_batches_hand_out_the_same_octets_in_fewer_steps(
+    pop3_server: POP3ServerFixture,
+) -> None:
+    big = GeneratedMessage(2 * 1024 * 1024, seed=2)
+    server = (await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [big])}, apop=False)).server
+    client = await logged_in_client(server)
+    digest = hashlib.sha256()
+    steps = chunks = 0
+    async with client.retr_stream(1) as stream:
+        await asyncio.sleep(0.2)  # let several chunks queue up
+        async for batch in stream.batches():
+            assert batch
+            steps += 1
+            chunks += len(batch)
+            for chunk in batch:
+                digest.update(chunk)
+        assert stream.complete
+    assert digest.hexdigest() == big.sha256()
+    assert steps < chunks
+    await client.quit()
+
+
+async def test_an_err_raises_on_entering_the_stream(pop3_server: POP3ServerFixture) -> None:
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [SMALL])}, apop=False)
+    ).server
+    client = await logged_in_client(server)
+    with pytest.raises(aiopop.ResponseError, match="No such message"):
+        async with client.retr_stream(5):
+            pytest.fail("entered a stream of a message that does not exist")
+    assert await client.retr(1) == SMALL
+    await client.quit()
 
 
 @pytest.mark.parametrize("how", ["break", "raise"])
-async def test_leaving_a_stream_early_keeps_the_session_in_step(how: str) -> None:
+async def test_leaving_a_stream_early_keeps_the_session_in_step(
+    how: str, pop3_server: POP3ServerFixture
+) -> None:
     big = GeneratedMessage(3 * 1024 * 1024, seed=3)
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False) as server:
-        client = await logged_in_client(server)
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False)
+    ).server
+    client = await logged_in_client(server)
 
-        async def read_one_chunk() -> None:
-            async with client.retr_stream(1) as stream:
-                async for _ in stream:
-                    if how == "raise":
-                        raise KeyError("the consumer failed")
-                    break
-                assert not stream.complete
-
-        if how == "raise":
-            with pytest.raises(KeyError):
-                await read_one_chunk()
-        else:
-            await read_one_chunk()
-        # The rest of message 1 is read and dropped; message 2 is message 2.
-        assert await client.retr(2) == SMALL
-        assert client.is_connected
-        await client.quit()
-
-
-async def test_a_slow_consumer_pauses_reading_and_never_times_out() -> None:
-    big = GeneratedMessage(12 * 1024 * 1024, seed=4)  # three times the 4 MiB high water
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [big])}, apop=False) as server:
-        client = await logged_in_client(server, timeout=0.2)
-        connection = client._connection
-        assert connection is not None
-        paused_seen = False
-        digest = hashlib.sha256()
+    async def read_one_chunk() -> None:
         async with client.retr_stream(1) as stream:
-            async for index, chunk in _enumerate(stream):
-                digest.update(chunk)
-                paused_seen = paused_seen or connection._paused
-                if index < 4:
-                    await asyncio.sleep(0.3)  # longer than the timeout, while paused
-        assert paused_seen
-        assert digest.hexdigest() == big.sha256()
-        await client.quit()
+            async for _ in stream:
+                if how == "raise":
+                    raise KeyError("the consumer failed")
+                break
+            assert not stream.complete
+
+    if how == "raise":
+        with pytest.raises(KeyError):
+            await read_one_chunk()
+    else:
+        await read_one_chunk()
+    # The rest of message 1 is read and dropped; message 2 is message 2.
+    assert await client.retr(2) == SMALL
+    assert client.is_connected
+    await client.quit()
+
+
+async def test_a_slow_consumer_pauses_reading_and_never_times_out(
+    pop3_server: POP3ServerFixture,
+) -> None:
+    big = GeneratedMessage(12 * 1024 * 1024, seed=4)  # three times the 4 MiB high water
+    server = (await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [big])}, apop=False)).server
+    client = await logged_in_client(server, timeout=0.2)
+    connection = client._connection
+    assert connection is not None
+    paused_seen = False
+    digest = hashlib.sha256()
+    async with client.retr_stream(1) as stream:
+        async for index, chunk in _enumerate(stream):
+            digest.update(chunk)
+            paused_seen = paused_seen or connection._paused
+            if index < 4:
+                await asyncio.sleep(0.3)  # longer than the timeout, while paused
+    assert paused_seen
+    assert digest.hexdigest() == big.sha256()
+    await client.quit()
 
 
 async def _enumerate(stream: aiopop.MessageStream) -> AsyncIterator[tuple[int, bytes]]:
@@ -222,17 +239,21 @@ async def test_a_stream_fails_when_the_connection_drops_or_is_closed() -> None:
 
 
 @pytest.mark.parametrize("fsync", [True, False])
-async def test_retr_to_file_writes_the_whole_message(tmp_path: Path, fsync: bool) -> None:
+async def test_retr_to_file_writes_the_whole_message(
+    tmp_path: Path, fsync: bool, pop3_server: POP3ServerFixture
+) -> None:
     big = GeneratedMessage(3 * 1024 * 1024, seed=5)
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False) as server:
-        client = await logged_in_client(server)
-        target = tmp_path / "one.eml"
-        assert await client.retr_to_file(1, target, fsync=fsync) == big.size
-        assert hashlib.sha256(target.read_bytes()).hexdigest() == big.sha256()
-        assert await client.retr_to_file(2, str(tmp_path / "two.eml")) == len(SMALL)
-        assert (tmp_path / "two.eml").read_bytes() == SMALL
-        assert leftovers(tmp_path) == ["one.eml", "two.eml"]
-        await client.quit()
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False)
+    ).server
+    client = await logged_in_client(server)
+    target = tmp_path / "one.eml"
+    assert await client.retr_to_file(1, target, fsync=fsync) == big.size
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == big.sha256()
+    assert await client.retr_to_file(2, str(tmp_path / "two.eml")) == len(SMALL)
+    assert (tmp_path / "two.eml").read_bytes() == SMALL
+    assert leftovers(tmp_path) == ["one.eml", "two.eml"]
+    await client.quit()
 
 
 async def test_retr_to_file_replaces_a_file_only_when_complete(tmp_path: Path) -> None:
@@ -278,16 +299,20 @@ async def test_retr_to_file_leaves_nothing_when_cancelled(tmp_path: Path) -> Non
     assert server.mismatches == []
 
 
-async def test_retr_to_file_with_err_creates_nothing(tmp_path: Path) -> None:
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [SMALL])}, apop=False) as server:
-        client = await logged_in_client(server)
-        with pytest.raises(aiopop.ResponseError):
-            await client.retr_to_file(2, tmp_path / "none.eml")
-        with pytest.raises(FileNotFoundError):
-            await client.retr_to_file(1, tmp_path / "no" / "such" / "dir.eml")
-        assert leftovers(tmp_path) == []
-        assert await client.retr(1) == SMALL
-        await client.quit()
+async def test_retr_to_file_with_err_creates_nothing(
+    tmp_path: Path, pop3_server: POP3ServerFixture
+) -> None:
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [SMALL])}, apop=False)
+    ).server
+    client = await logged_in_client(server)
+    with pytest.raises(aiopop.ResponseError):
+        await client.retr_to_file(2, tmp_path / "none.eml")
+    with pytest.raises(FileNotFoundError):
+        await client.retr_to_file(1, tmp_path / "no" / "such" / "dir.eml")
+    assert leftovers(tmp_path) == []
+    assert await client.retr(1) == SMALL
+    await client.quit()
 
 
 async def test_retr_to_file_starts_writeback_as_the_message_arrives(
@@ -368,19 +393,23 @@ async def _batches_or_error(stream: aiopop.MessageStream) -> AsyncIterator[objec
         yield "error"
 
 
-async def test_leaving_a_big_stream_early_drops_the_rest_without_pausing() -> None:
+async def test_leaving_a_big_stream_early_drops_the_rest_without_pausing(
+    pop3_server: POP3ServerFixture,
+) -> None:
     # More than the high water is still to come when the consumer leaves: it
     # must be dropped as it arrives, not queued until reading pauses for good.
     big = GeneratedMessage(3 * STREAM_HIGH_WATER // 2, seed=8)
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False) as server:
-        client = await logged_in_client(server, timeout=2)
-        async with asyncio.timeout(5):
-            async with client.retr_stream(1) as stream:
-                async for _ in stream:
-                    break
-            assert await client.retr(2) == SMALL
-        assert stream.received == big.size
-        await client.quit()
+    server = (
+        await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [big, SMALL])}, apop=False)
+    ).server
+    client = await logged_in_client(server, timeout=2)
+    async with asyncio.timeout(5):
+        async with client.retr_stream(1) as stream:
+            async for _ in stream:
+                break
+        assert await client.retr(2) == SMALL
+    assert stream.received == big.size
+    await client.quit()
 
 
 async def test_a_stream_stalled_after_a_pause_still_times_out() -> None:
@@ -424,17 +453,19 @@ async def test_retr_each_collects_small_messages_and_streams_the_rest() -> None:
     assert len(server.sessions[0].pipelined) >= 2  # the RETRs went out together
 
 
-async def test_retr_each_drops_what_is_left_unread_and_stays_in_step() -> None:
+async def test_retr_each_drops_what_is_left_unread_and_stays_in_step(
+    pop3_server: POP3ServerFixture,
+) -> None:
     big = GeneratedMessage(200_000, seed=4)
     mailbox = Mailbox(PASSWORD, [big, SMALL])
-    async with POP3TestServer({"u": mailbox}, pipelining=True) as server:
-        client = await logged_in_client(server)
-        seen = []
-        async for number, stream in client.retr_each([1, 2], memory=50_000):
-            seen.append((number, await stream.collect(1_000)))  # the big one: left unread
-        assert seen == [(1, None), (2, SMALL)]
-        assert await client.noop()  # the session is in step
-        await client.quit()
+    server = (await pop3_server.start(mailboxes={"u": mailbox}, pipelining=True)).server
+    client = await logged_in_client(server)
+    seen = []
+    async for number, stream in client.retr_each([1, 2], memory=50_000):
+        seen.append((number, await stream.collect(1_000)))  # the big one: left unread
+    assert seen == [(1, None), (2, SMALL)]
+    assert await client.noop()  # the session is in step
+    await client.quit()
 
 
 async def test_retr_each_pauses_reading_past_its_budget() -> None:

@@ -279,25 +279,23 @@ async def test_the_accounts_auth_is_used(auth: str, expected: AuthMethod) -> Non
     assert server.sessions[0].mechanism == expected.value
 
 
-async def test_login_needs_a_secret_that_fits() -> None:
-    async with POP3TestServer({"u": Mailbox(PASSWORD, [])}) as server:
-        bare = Account(server.host, "u", port=server.port, tls="none")
-        async with bare.client() as client:
-            with pytest.raises(AccountError, match=r"no password or OAuth 2\.0 token"):
-                await bare.login(client)
-            token = bare.with_secret(oauth2_token="tok")
-            with pytest.raises(AccountError, match="cannot be used with"):
-                await (
-                    Account(server.host, "u", port=server.port, tls="none", auth="+APOP")
-                    .with_secret(oauth2_token="tok")
-                    .login(client)
-                )
-            assert token.oauth2_token == "tok"
-            unknown = Account(
-                server.host, "u", port=server.port, tls="none", auth="NTLM", password="x"
+async def test_login_needs_a_secret_that_fits(pop3_server: POP3ServerFixture) -> None:
+    server = (await pop3_server.start(mailboxes={"u": Mailbox(PASSWORD, [])})).server
+    bare = Account(server.host, "u", port=server.port, tls="none")
+    async with bare.client() as client:
+        with pytest.raises(AccountError, match=r"no password or OAuth 2\.0 token"):
+            await bare.login(client)
+        token = bare.with_secret(oauth2_token="tok")
+        with pytest.raises(AccountError, match="cannot be used with"):
+            await (
+                Account(server.host, "u", port=server.port, tls="none", auth="+APOP")
+                .with_secret(oauth2_token="tok")
+                .login(client)
             )
-            with pytest.raises(AccountError, match="unknown login method"):
-                await unknown.login(client)
+        assert token.oauth2_token == "tok"
+        unknown = Account(server.host, "u", port=server.port, tls="none", auth="NTLM", password="x")
+        with pytest.raises(AccountError, match="unknown login method"):
+            await unknown.login(client)
 
 
 def test_error_messages_hide_a_password_in_any_url() -> None:

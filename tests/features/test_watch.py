@@ -21,6 +21,7 @@ from aiopop.testing import (
     Close,
     Expect,
     Mailbox,
+    POP3ServerFixture,
     POP3TestServer,
     ScriptedServer,
     Step,
@@ -439,14 +440,16 @@ async def test_cancelling_while_waiting_for_the_server_closes_the_connection() -
         await asyncio.wait_for(server.wait_idle(), 5)
 
 
-async def test_cancelling_between_polls_stops_at_once() -> None:
-    async with POP3TestServer({"alice": Mailbox(PASSWORD, list(MESSAGES))}) as server:
-        task = asyncio.create_task(collect(watch(account_for(server), interval=3600)))
-        for _ in range(500):
-            if server.sessions and server.sessions[0].quit:
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, 5)
-        assert len(server.sessions) == 1
+async def test_cancelling_between_polls_stops_at_once(pop3_server: POP3ServerFixture) -> None:
+    server = (
+        await pop3_server.start(mailboxes={"alice": Mailbox(PASSWORD, list(MESSAGES))})
+    ).server
+    task = asyncio.create_task(collect(watch(account_for(server), interval=3600)))
+    for _ in range(500):
+        if server.sessions and server.sessions[0].quit:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert len(server.sessions) == 1
