@@ -24,26 +24,10 @@ from aiopop.testing import (
     POP3ServerFixture,
     POP3TestServer,
 )
-from tests.helpers.cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args
+from tests.helpers.cli import MESSAGES, PASSWORD, Run, aiopop_command, mailbox_args, plain_args
 from tests.helpers.tls import server_context
 
 ENV = {"AIOPOP_TEST_PASSWORD": PASSWORD}
-
-
-def plain_args(server: POP3TestServer, *more: str) -> list[str]:
-    """HOST USER for a cleartext server, the password from the environment."""
-    return [
-        server.host,
-        "u",
-        "--port",
-        str(server.port),
-        "--tls",
-        "none",
-        "--allow-cleartext",
-        "--password-env",
-        "AIOPOP_TEST_PASSWORD",
-        *more,
-    ]
 
 
 def clean(run: Run) -> None:

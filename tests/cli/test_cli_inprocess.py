@@ -25,7 +25,7 @@ import trustme
 from aiopop import _cli, _cli_report, _cli_run
 from aiopop import _errors as errors
 from aiopop.testing import LOGIN, Faults, Mailbox, POP3TestServer
-from tests.helpers.cli import MESSAGES, PASSWORD
+from tests.helpers.cli import MESSAGES, PASSWORD, plain_args
 from tests.helpers.faultfs import Fault, FaultFS
 from tests.helpers.tls import server_context
 
@@ -58,21 +58,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIOPOP_TEST_PASSWORD", PASSWORD)
 
 
-def args(server: POP3TestServer, *more: str) -> list[str]:
-    return [
-        server.host,
-        "u",
-        "--port",
-        str(server.port),
-        "--tls",
-        "none",
-        "--allow-cleartext",
-        "--password-env",
-        "AIOPOP_TEST_PASSWORD",
-        *more,
-    ]
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     status = _cli.main(list(argv))
     captured = capsys.readouterr()
@@ -83,20 +68,20 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.mark.usefixtures("env")
 def test_stat_list_uidl(capsys: pytest.CaptureFixture[str]) -> None:
     with serving() as server:
-        status, out, _ = run(capsys, "stat", *args(server))
+        status, out, _ = run(capsys, "stat", *plain_args(server))
         assert (status, out) == (
             0,
             f"You have 2 messages totaling {sum(map(len, MESSAGES))} bytes\n",
         )
-        status, out, _ = run(capsys, "stat", *args(server, "--json"))
+        status, out, _ = run(capsys, "stat", *plain_args(server, "--json"))
         assert json.loads(out)["messages"] == 2
-        status, out, _ = run(capsys, "list", *args(server))
+        status, out, _ = run(capsys, "list", *plain_args(server))
         assert out == f"1 {len(MESSAGES[0])} bytes\n2 {len(MESSAGES[1])} bytes\n"
-        status, out, _ = run(capsys, "list", *args(server, "--json"))
+        status, out, _ = run(capsys, "list", *plain_args(server, "--json"))
         assert json.loads(out)[1] == {"number": 2, "size": len(MESSAGES[1])}
-        status, out, _ = run(capsys, "uidl", *args(server, "--json"))
+        status, out, _ = run(capsys, "uidl", *plain_args(server, "--json"))
         assert [entry["number"] for entry in json.loads(out)] == [1, 2]
-        status, out, _ = run(capsys, "uidl", *args(server))
+        status, out, _ = run(capsys, "uidl", *plain_args(server))
         assert out.startswith("1 ")
 
 
@@ -104,23 +89,27 @@ def test_stat_list_uidl(capsys: pytest.CaptureFixture[str]) -> None:
 def test_fetch_and_its_reports(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     maildir = str(tmp_path / "Mail")
     with serving() as server:
-        status, out, err = run(capsys, "fetch", *args(server, "--maildir", maildir, "--new-only"))
+        status, out, err = run(
+            capsys, "fetch", *plain_args(server, "--maildir", maildir, "--new-only")
+        )
         assert status == 0, err
         assert out.startswith("Fetched 2 messages")
         status, out, _ = run(
-            capsys, "fetch", *args(server, "--maildir", maildir, "--new-only", "--json")
+            capsys, "fetch", *plain_args(server, "--maildir", maildir, "--new-only", "--json")
         )
         assert json.loads(out)["skipped"] == 2
         server.faults = Faults(drop_at="QUIT")
         status, out, err = run(
-            capsys, "fetch", *args(server, "--maildir", maildir, "--new-only", "--delete")
+            capsys, "fetch", *plain_args(server, "--maildir", maildir, "--new-only", "--delete")
         )
         assert status == _cli.EXIT_NETWORK
         assert "the 2 deletions were rolled back" in err
         assert "hint: run again with --new-only --delete" in err
         server.faults = Faults()
         status, out, _ = run(
-            capsys, "fetch", *args(server, "--maildir", maildir, "--delete", "--max-size", "100")
+            capsys,
+            "fetch",
+            *plain_args(server, "--maildir", maildir, "--delete", "--max-size", "100"),
         )
         assert status == _cli.EXIT_FAILED
         assert "over --max-size 100 bytes" in out
@@ -133,7 +122,7 @@ def test_fetch_quit_lost_without_deletions_is_a_network_error(
 ) -> None:
     with serving() as server:
         server.faults = Faults(drop_at="QUIT")
-        status, _, err = run(capsys, "fetch", *args(server, "--maildir", str(tmp_path / "M")))
+        status, _, err = run(capsys, "fetch", *plain_args(server, "--maildir", str(tmp_path / "M")))
     assert status == _cli.EXIT_NETWORK
     assert "rolled back" not in err
 
@@ -142,7 +131,7 @@ def test_fetch_quit_lost_without_deletions_is_a_network_error(
 def test_fetch_refused_retr_is_reported(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with serving() as server:
         server.faults = Faults(error_at="RETR", error="[SYS/PERM] cannot read it")
-        status, out, _ = run(capsys, "fetch", *args(server, "--maildir", str(tmp_path / "M")))
+        status, out, _ = run(capsys, "fetch", *plain_args(server, "--maildir", str(tmp_path / "M")))
     assert status == _cli.EXIT_FAILED
     assert "the server refused" in out
 
@@ -157,7 +146,9 @@ def test_a_full_disk_in_process(
     fs.install(monkeypatch)
     fs.arm(Fault("write", 1, errno.ENOSPC, sticky=True))
     with serving() as server:
-        status, _, err = run(capsys, "fetch", *args(server, "--maildir", str(maildir), "--delete"))
+        status, _, err = run(
+            capsys, "fetch", *plain_args(server, "--maildir", str(maildir), "--delete")
+        )
         assert len(server.mailboxes["u"].messages) == 2
     assert status == _cli.EXIT_LOCAL, err
     assert "No space left on device" in err
@@ -169,7 +160,7 @@ def test_a_full_disk_in_process(
 def test_no_uidl_for_new_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with serving(uidl=False) as server:
         status, _, err = run(
-            capsys, "fetch", *args(server, "--maildir", str(tmp_path / "M"), "--new-only")
+            capsys, "fetch", *plain_args(server, "--maildir", str(tmp_path / "M"), "--new-only")
         )
     assert status == _cli.EXIT_FAILED
     assert "hint: this server has no UIDL: run without --new-only" in err
@@ -182,12 +173,12 @@ def test_no_greeting_in_process(
     monkeypatch.setattr(_cli_run, "GREETING_WAIT", 0.2)
     context = server_context(ca, "127.0.0.1")
     with serving(ssl_context=context) as server:
-        status, _, err = run(capsys, "stat", *args(server))
+        status, _, err = run(capsys, "stat", *plain_args(server))
         assert status == _cli.EXIT_NETWORK
         assert "is this a POP3S port? try --tls implicit" in err
         # A step timeout shorter than the greeting wait: the plain timeout, as it was.
         monkeypatch.setattr(_cli_run, "GREETING_WAIT", 5.0)
-        status, _, err = run(capsys, "stat", *args(server, "--timeout", "0.2"))
+        status, _, err = run(capsys, "stat", *plain_args(server, "--timeout", "0.2"))
         assert status == _cli.EXIT_NETWORK
         assert "POP3S" not in err
 
@@ -206,13 +197,13 @@ def test_plain_pop3_reached_with_implicit_tls(capsys: pytest.CaptureFixture[str]
 @pytest.mark.usefixtures("env")
 def test_pinned_methods(capsys: pytest.CaptureFixture[str]) -> None:
     with serving(apop=False) as server:
-        status, _, err = run(capsys, "stat", *args(server, "--auth", "+APOP"))
+        status, _, err = run(capsys, "stat", *plain_args(server, "--auth", "+APOP"))
         assert status == _cli.EXIT_AUTH
         assert "the server does not offer +APOP; it offers +USER" in err
     with serving(sasl=["SCRAM-SHA-256"]) as server:
-        status, _, err = run(capsys, "stat", *args(server, "--auth", "SCRAM-SHA-256"))
+        status, _, err = run(capsys, "stat", *plain_args(server, "--auth", "SCRAM-SHA-256"))
         assert status == 0, err
-        status, _, err = run(capsys, "stat", *args(server, "--auth", "+USER"))
+        status, _, err = run(capsys, "stat", *plain_args(server, "--auth", "+USER"))
         assert status == 0, err
 
 
@@ -221,11 +212,11 @@ def test_login_refusals(
 ) -> None:
     monkeypatch.setenv("AIOPOP_TEST_PASSWORD", "wrong")
     with serving() as server:
-        status, _, err = run(capsys, "stat", *args(server, "--auth", "+USER"))
+        status, _, err = run(capsys, "stat", *plain_args(server, "--auth", "+USER"))
         assert status == _cli.EXIT_AUTH
         assert err.splitlines()[0].startswith("aiopop: error: login refused (PASS): ")
         server.faults = Faults(error_at=LOGIN, error="[IN-USE] busy")
-        status, _, err = run(capsys, "stat", *args(server))
+        status, _, err = run(capsys, "stat", *plain_args(server))
         assert status == _cli.EXIT_FAILED
         assert "another session holds the mailbox" in err
 

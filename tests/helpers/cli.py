@@ -51,3 +51,19 @@ def mailbox_args(server: POP3TestServer, cafile: Path, *more: str) -> list[str]:
         "AIOPOP_TEST_PASSWORD",
         *more,
     ]
+
+
+def plain_args(server: POP3TestServer, *more: str) -> list[str]:
+    """HOST USER for a cleartext server, the password from the environment."""
+    return [
+        server.host,
+        "u",
+        "--port",
+        str(server.port),
+        "--tls",
+        "none",
+        "--allow-cleartext",
+        "--password-env",
+        "AIOPOP_TEST_PASSWORD",
+        *more,
+    ]
