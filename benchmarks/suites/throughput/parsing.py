@@ -12,9 +12,9 @@ through the protocol's own USER and PASS replies, outside the span.
 from __future__ import annotations
 
 from aiopop._protocol import Command, Data, End, POP3Protocol, ReplyShape
+from benchmarks.harness.measure import Span
+from benchmarks.harness.messages import build_message, stuffed_reply
 
-from .measure import Span
-from .messages import build_message, stuffed_reply
 from .outcome import Outcome
 
 __all__ = ["CHUNK", "parse_aiopop", "parse_find_replace"]
