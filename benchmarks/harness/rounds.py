@@ -85,15 +85,16 @@ def alternate(
     label: str,
     noisy: float = NOISY,
     describe: Callable[[R], str] = _seconds,
-    notes: Callable[[], dict[str, Any]] | None = None,
+    before: Callable[[], dict[str, Any]] | None = None,
+    after: Callable[[], dict[str, Any]] | None = None,
 ) -> Rounds[R]:
     """Run every client once per round, ``warmup`` untimed rounds first.
 
     ``run(client, number)`` does one run (``number`` counts rounds from 0;
     warm-up rounds are negative) and returns what the suite keeps.
-    ``describe`` says how a run went in the progress line; ``notes``, if
-    given, is asked before each round for facts to log with it (the load,
-    say).
+    ``describe`` says how a run went in the progress line; ``before`` and
+    ``after``, if given, are asked before and after each round for facts to
+    log with it (the load, say).
     """
     names = list(clients)
     result: Rounds[R] = Rounds({name: [] for name in names})
@@ -101,7 +102,7 @@ def alternate(
     while number < rounds:
         shift = number % len(names)
         order = names[shift:] + names[:shift]
-        noted = notes() if notes is not None else {}
+        noted = before() if before is not None else {}
         meter = Meter()
         meter.start()
         began = time.perf_counter()
@@ -131,6 +132,7 @@ def alternate(
                     "seconds": round(took, 3),
                     "others_cpu_share": None if others is None else round(share, 4),
                     **noted,
+                    **(after() if after is not None else {}),
                 }
             )
         number += 1

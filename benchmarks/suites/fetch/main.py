@@ -35,28 +35,43 @@ else. Every run's Maildir is kept until the end of the benchmark: on this
 machine's ext4, deleting a large Maildir slows file creation for about a
 minute.
 
-Internal entry points: ``python -m benchmarks.suites.fetch.main ceiling '<json>'`` and
-``python -m benchmarks.suites.fetch.main inproc '<json>'`` (one client run each).
+The raw socket and the in-process run are :mod:`.inproc`'s entry points.
 Only 127.0.0.1 is ever contacted.
 """
 
 from __future__ import annotations
 
-# Only what a client run needs is imported up here: the raw socket's start-up is
-# part of its time. The benchmark's own imports follow the client runs below.
+import argparse
+import contextlib
+import hashlib
 import json
 import os
-import socket
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness.paths import CACHE, REPOSITORY, RESULTS, BenchmarkAbortedError
+from benchmarks.harness.paths import progress as _progress
+from benchmarks.harness.ratios import median_or_nan
+from benchmarks.harness.ratios import round_ratios as ratios_of
+from benchmarks.harness.report import settings_of, write_json
+from benchmarks.harness.rounds import Rounds, alternate
 
 __all__ = ["main"]
 
 PASSWORD_ENV = "AIOPOP_BENCH_PASSWORD"
-SOCKET_TIMEOUT = 60.0
-NOISY = 0.10
-"""Other programs using more than this share of one CPU during a round make it noisy."""
 KIB = 1024
 MIB = 1024 * 1024
 
@@ -79,317 +94,10 @@ TARGETS = (
 """aiopop fetch's targets: (reference, minimum of reference time / aiopop time, words, test)."""
 
 
-if TYPE_CHECKING:
-    import aiopop._accounts
-
-
-def _benchmark_account(request: dict[str, Any]) -> aiopop.Account:
-    """The Dovecot account every client uses: USER/PASS in the clear, on loopback."""
-    # Imported here: the workers time aiopop's imports themselves.
-    from aiopop._accounts import Account
-
-    return Account(
-        request["host"],
-        request["user"],
-        port=request["port"],
-        tls="none",
-        auth="+USER",
-        allow_cleartext=True,
-    ).with_secret(password=request["password"])
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- the raw-socket ceiling (a client run of its own) -----------------------------------------
-
-
-class _Replies:
-    """The server's replies, read from a blocking socket into one growing buffer."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = bytearray()
-        self.start = 0
-
-    def fill(self) -> None:
-        data = self.sock.recv(1024 * 1024)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        self.buffer += data
-
-    def line(self) -> bytes:
-        """One status line, without CRLF; ``-ERR`` raises."""
-        while (end := self.buffer.find(b"\r\n", self.start)) < 0:
-            self.fill()
-        line = bytes(self.buffer[self.start : end])
-        self.start = end + 2
-        if not line.startswith(b"+OK"):
-            raise ConnectionError(f"the server said {line!r}")
-        return line
-
-    def message(self) -> bytes:
-        """One multi-line reply's content, still dot-stuffed, with its last CRLF."""
-        self.line()
-        body = self.start
-        scan = body - 2  # an empty message: the terminator follows the status line at once
-        while (end := self.buffer.find(b"\r\n.\r\n", scan)) < 0:
-            scan = max(body - 2, len(self.buffer) - 4)
-            self.fill()
-        content = bytes(self.buffer[body : end + 2])
-        self.start = end + 5
-        if self.start >= 256 * KIB:
-            del self.buffer[: self.start]
-            self.start = 0
-        return content
-
-
-def _write_durably(directory: str, name: str, data: bytes) -> None:
-    """Create ``directory/tmp/name`` holding ``data``, fsync it, rename it into ``new/``."""
-    temporary = f"{directory}/tmp/{name}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.rename(temporary, f"{directory}/new/{name}")
-
-
-def run_ceiling(request: dict[str, Any]) -> None:
-    """Log in, pipeline every RETR, write each message durably into the Maildir, QUIT."""
-    maildir = request["maildir"]
-    sock = socket.create_connection((request["host"], request["port"]), timeout=SOCKET_TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    replies = _Replies(sock)
-    replies.line()
-    sock.sendall(b"USER %s\r\n" % request["user"].encode())
-    replies.line()
-    sock.sendall(b"PASS %s\r\n" % request["password"].encode())
-    replies.line()
-    sock.sendall(b"STAT\r\n")
-    count = int(replies.line().split()[1])
-    sock.sendall(b"".join(b"RETR %d\r\n" % number for number in range(1, count + 1)))
-    prefix = f"{int(time.time())}.P{os.getpid()}Q"
-    host = socket.gethostname()
-    for number in range(1, count + 1):
-        stuffed = replies.message()
-        content = stuffed.replace(b"\r\n..", b"\r\n.")
-        if content.startswith(b".."):
-            content = content[1:]
-        _write_durably(maildir, f"{prefix}{number}.{host}", content.replace(b"\r\n", b"\n"))
-    directory = os.open(f"{maildir}/new", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    sock.sendall(b"QUIT\r\n")
-    replies.line()
-    sock.close()
-
-
-# -- aiopop in-process, its parts timed (a client run of its own) -----------------------------
-
-
-def run_inproc(request: dict[str, Any]) -> None:
-    """Import aiopop's command, log in, ``fetch_to_maildir``, QUIT; write the times as JSON."""
-    began = time.perf_counter()
-    import asyncio
-
-    import aiopop._cli  # noqa: F401  # what the `aiopop` command imports
-    from aiopop._fetch import fetch_to_maildir
-    from benchmarks.harness.measure import Span
-
-    imported = time.perf_counter()
-    span = Span()
-    times: dict[str, float] = {"import": imported - began}
-
-    async def download() -> int:
-        account = _benchmark_account(request)
-        connecting = time.perf_counter()
-        async with account.session() as client:
-            times["connect_login"] = time.perf_counter() - connecting
-            span.start()
-            result = await fetch_to_maildir(client, request["maildir"], account=account.mailbox_key)
-            span.stop()
-            quitting = time.perf_counter()
-        times["quit"] = time.perf_counter() - quitting
-        return len(result.delivered)
-
-    delivered = asyncio.run(download())
-    times["fetch_to_maildir"] = span.wall
-    report = {
-        "times": times,
-        "fetch_cpu": span.cpu,
-        "fetch_peak_rss": span.peak,
-        "delivered": delivered,
-    }
-    with open(request["report"], "w") as out:
-        json.dump(report, out)
-
-
-# -- where fetch_to_maildir's time goes (a profiling run of its own) --------------------------
-
-
-def run_profile(request: dict[str, Any]) -> None:
-    """``run_inproc`` with aiopop's steps timed, and pyinstrument's profile when installed.
-
-    The steps are timed by wrapping aiopop's internals (private names, so a
-    step that is not found is left out): waiting for the next pipelined
-    message (RETR), waiting for a free write slot (the writes and their
-    fsyncs, in worker threads), big messages streamed to disk, the batch
-    commits (all of it; the SQLite transactions; the renames into ``new/``
-    and the fsync of ``new/``), and the start (state database, recovery,
-    UIDL and LIST).
-    """
-    import asyncio
-    import collections
-    import contextlib
-    import functools
-    import inspect
-    from collections.abc import AsyncIterator, Awaitable, Callable
-
-    import aiopop._cli
-    import aiopop._delivery_state
-    import aiopop._fetch
-    import aiopop._fetch_run
-    import aiopop._maildir
-
-    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
-    calls: collections.Counter[str] = collections.Counter()
-
-    def timed(label: str, function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter()
-            try:
-                return await function(*args, **kwargs)
-            finally:
-                spent[label] += time.perf_counter() - began
-                calls[label] += 1
-
-        return wrapper
-
-    def timed_generator(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            items = function(*args, **kwargs)
-            async with contextlib.aclosing(items):
-                while True:
-                    began = time.perf_counter()
-                    try:
-                        item = await items.__anext__()
-                    except StopAsyncIteration:
-                        return
-                    finally:
-                        spent[label] += time.perf_counter() - began
-                        calls[label] += 1
-                    yield item
-
-        return wrapper
-
-    probes = [
-        (aiopop._fetch_run, "_each", "RETR: waiting for the next pipelined message", True),
-        (aiopop._fetch, "_listings", "start: UIDL and LIST", False),
-        (aiopop._fetch, "recover", "start: recovery check", False),
-        (aiopop.DeliveryState, "open", "start: opening the state database", False),
-        (aiopop.Maildir, "write", "big messages: RETR streamed to tmp/, fsync", False),
-        (aiopop._fetch_run._Run, "_commit", "batch commits, all of it", False),
-        (aiopop.DeliveryState, "commit", "  of which SQLite transactions", False),
-        (aiopop.Maildir, "publish", "  of which renames into new/ + fsync new/", False),
-    ]
-    for owner, name, label, generator in probes:
-        original = getattr(owner, name, None)
-        if original is not None:
-            wrapped = (timed_generator if generator else timed)(label, original)
-            # A classmethod comes out bound: put it back as a static method.
-            setattr(owner, name, staticmethod(wrapped) if inspect.ismethod(original) else wrapped)
-    fetch_asyncio = getattr(aiopop._fetch_run, "asyncio", None)
-    if fetch_asyncio is asyncio:
-        # _fetch_run.py waits with asyncio.wait only for a free write slot.
-        class _Asyncio:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(asyncio, name)
-
-            wait = staticmethod(
-                timed("small messages: waiting for a free write slot", asyncio.wait)
-            )
-
-        setattr(aiopop._fetch_run, "asyncio", _Asyncio())  # noqa: B010
-
-    async def download() -> float:
-        account = _benchmark_account(request)
-        async with account.session() as client:
-            began = time.perf_counter()
-            await aiopop.fetch_to_maildir(
-                client,
-                request["maildir"],
-                account=account.mailbox_key,
-            )
-            return time.perf_counter() - began
-
-    profiler: Any = None
-    with contextlib.suppress(ImportError):
-        from pyinstrument import Profiler
-
-        profiler = Profiler(interval=0.0005)
-    if profiler is not None:
-        profiler.start()
-    total = asyncio.run(download())
-    text = None
-    if profiler is not None:
-        profiler.stop()
-        text = profiler.output_text(unicode=False, color=False)
-    report = {
-        "fetch_to_maildir": total,
-        "steps": {label: [spent[label], calls[label]] for label in spent},
-        "pyinstrument": text,
-    }
-    with open(request["report"], "w") as out:
-        json.dump(report, out)
-
-
-ENTRIES = {"ceiling": run_ceiling, "inproc": run_inproc, "profile": run_profile}
-
-
-def _entry(argv: list[str]) -> int | None:
-    """The internal entry points; None when ``argv`` is not one of them."""
-    if len(argv) == 2 and argv[0] in ENTRIES:
-        ENTRIES[argv[0]](json.loads(argv[1]))
-        return 0
-    return None
-
-
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in ENTRIES:
-    # A client run: nothing else of the benchmark is imported.
-    sys.exit(_entry(sys.argv[1:]))
-
-# -- the benchmark -----------------------------------------------------------------------------
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import hashlib  # noqa: E402
-import pwd  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field, replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-REPOSITORY = Path(__file__).resolve().parents[3]
-RESULTS = REPOSITORY / "benchmarks" / "results"
-ENTRY = "benchmarks.suites.fetch.main"
-"""The module whose internal entry points run one client (see the docstring)."""
-CACHE = REPOSITORY / ".cache"
+ENTRY = "benchmarks.suites.fetch.inproc"
+"""The module whose entry points run the raw socket and the in-process client."""
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+"""The launcher and fetchmail's MDA: C sources, and Python ones for a machine without cc."""
 RUN_TIMEOUT = 120.0
 """Seconds one client run may take before it is killed (and, for getmail6, counted aborted)."""
 PROFILES = CACHE / "bench-profiles"
@@ -419,195 +127,13 @@ PEER_PROGRAMS = {MPOP: "mpop", FETCHMAIL: "fetchmail", GETMAIL: "getmail"}
 FULL = (("2000x8KB", "fetch8k", 2000, 8 * KIB), ("5x5MB", "fetch5m", 5, 5 * MIB))
 QUICK = (("200x8KB", "fetch8k", 200, 8 * KIB), ("2x5MB", "fetch5m", 2, 5 * MIB))
 
-LAUNCHER_C = r"""
-/* bench-run OUT UID GID PROGRAM [ARG...]: run PROGRAM (as UID and GID unless -1) and write to
-   OUT its wall seconds (fork to wait4), exit status, and CPU seconds and peak RSS (itself and
-   the children it reaped). A small process of its own, so that no parent's memory is charged
-   to PROGRAM's peak (after vfork or fork, exec carries the old peak over). */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <grp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    if (argc < 5) {
-        fprintf(stderr, "usage: bench-run OUT UID GID PROGRAM [ARG...]\n");
-        return 2;
-    }
-    long uid = strtol(argv[2], NULL, 10), gid = strtol(argv[3], NULL, 10);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return 2;
-    }
-    if (pid == 0) {
-        if (gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0)) {
-            perror("setgid");
-            _exit(127);
-        }
-        if (uid >= 0 && setuid((uid_t)uid) != 0) {
-            perror("setuid");
-            _exit(127);
-        }
-        execvp(argv[4], argv + 4);
-        perror(argv[4]);
-        _exit(127);
-    }
-    int status;
-    struct rusage usage;
-    while (wait4(pid, &status, 0, &usage) < 0) {
-        if (errno != EINTR) {
-            perror("wait4");
-            return 2;
-        }
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    FILE *out = fopen(argv[1], "w");
-    if (out == NULL) {
-        perror(argv[1]);
-        return 2;
-    }
-    fprintf(out,
-            "{\"wall\": %.6f, \"exit\": %d, \"signal\": %d, \"user\": %.6f, \"system\": %.6f, "
-            "\"maxrss_kib\": %ld}\n",
-            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-            WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-            WIFSIGNALED(status) ? WTERMSIG(status) : 0,
-            (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6,
-            (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6, usage.ru_maxrss);
-    return fclose(out) == 0 ? 0 : 2;
-}
-"""
-
-MDA_C = r"""
-/* bench-mda MAILDIR: one message from stdin into MAILDIR/tmp/NAME, fsync, rename into new/. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/time.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: bench-mda MAILDIR\n");
-        return 64;
-    }
-    size_t size = 0, room = 1 << 16;
-    char *data = malloc(room);
-    for (;;) {
-        if (data == NULL) {
-            perror("malloc");
-            return 75;
-        }
-        if (size == room) {
-            room *= 2;
-            data = realloc(data, room);
-            continue;
-        }
-        ssize_t got = read(0, data + size, room - size);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            perror("read");
-            return 75;
-        }
-        if (got == 0)
-            break;
-        size += (size_t)got;
-    }
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    char host[256] = "localhost";
-    gethostname(host, sizeof host - 1);
-    char name[512], temporary[4096], final[4096];
-    snprintf(name, sizeof name, "%ld.M%ldP%d.%s", (long)now.tv_sec, (long)now.tv_usec,
-             (int)getpid(), host);
-    snprintf(temporary, sizeof temporary, "%s/tmp/%s", argv[1], name);
-    snprintf(final, sizeof final, "%s/new/%s", argv[1], name);
-    int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        perror(temporary);
-        return 75;
-    }
-    for (size_t done = 0; done < size;) {
-        ssize_t put = write(fd, data + done, size - done);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0) {
-            perror("write");
-            unlink(temporary);
-            return 75;
-        }
-        done += (size_t)put;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(temporary, final) != 0) {
-        perror(temporary);
-        unlink(temporary);
-        return 75;
-    }
-    return 0;
-}
-"""
-
-# The same two in Python, for a machine without a C compiler (slower: a Python start per
-# message for the MDA). No "%" in the MDA: fetchmail expands %-escapes in its mda string.
-LAUNCHER_PY = """
-import json, os, sys, time
-out, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-began = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    try:
-        if gid >= 0:
-            os.setgroups([])
-            os.setgid(gid)
-        if uid >= 0:
-            os.setuid(uid)
-        os.execvp(sys.argv[4], sys.argv[4:])
-    finally:
-        os._exit(127)
-_, status, usage = os.wait4(pid, 0)
-wall = time.monotonic() - began
-with open(out, "w") as file:
-    json.dump({"wall": wall, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1,
-               "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
-               "user": usage.ru_utime, "system": usage.ru_stime,
-               "maxrss_kib": usage.ru_maxrss}, file)
-"""
-MDA_PY = """
-import os, socket, sys, time
-data = sys.stdin.buffer.read()
-name = "{}.P{}.{}".format(time.time_ns(), os.getpid(), socket.gethostname())
-tmp = os.path.join(sys.argv[1], "tmp", name)
-fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-view = memoryview(data)
-while view:
-    view = view[os.write(fd, view):]
-os.fsync(fd)
-os.close(fd)
-os.rename(tmp, os.path.join(sys.argv[1], "new", name))
-"""
-
-
-class BenchmarkAbortedError(Exception):
-    """A client (other than getmail6) failed or delivered wrong: the numbers cannot be trusted."""
-
 
 class CheckError(Exception):
     """A Maildir does not hold exactly the mailbox."""
 
 
 @dataclass(frozen=True)
-class Mailbox:
+class PeerMailbox:
     """A mailbox on the private Dovecot, and what a Maildir must hold after a download."""
 
     key: str
@@ -664,18 +190,20 @@ class Run:
 
 
 @dataclass
-class Workload:
+class FetchResult:
     """A mailbox's kept runs by client, in round order, and how the rounds went."""
 
-    mailbox: Mailbox
-    runs: dict[str, list[Run]]
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    repeated: int = 0
-    noisy_kept: int = 0
+    mailbox: PeerMailbox
+    rounds: Rounds[Run]
     aborted: list[Run] = field(default_factory=list)
     """Runs of a flaky client (getmail6) that failed, warm-up and repeated rounds included."""
     profile: dict[str, Any] | None = None
     """aiopop's steps in one more in-process run, when a target failed."""
+
+    @property
+    def runs(self) -> dict[str, list[Run]]:
+        """The kept runs by client, in round order."""
+        return self.rounds.runs
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -729,11 +257,10 @@ def _tools(directory: Path) -> Tools:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is not None:
         built = []
-        for name, source in (("bench-run", LAUNCHER_C), ("bench-mda", MDA_C)):
-            (directory / f"{name}.c").write_text(source)
+        for name in ("bench-run", "bench-mda"):
             binary = directory / name
             subprocess.run(
-                [compiler, "-O2", "-Wall", "-o", str(binary), str(directory / f"{name}.c")],
+                [compiler, "-O2", "-Wall", "-o", str(binary), str(PROGRAMS / f"{name}.c")],
                 check=True,
                 timeout=120,
             )
@@ -741,8 +268,12 @@ def _tools(directory: Path) -> Tools:
             built.append(str(binary))
         return Tools([built[0]], [built[1]], True, programs, versions)
     _progress("no C compiler: the launcher and fetchmail's MDA are Python (the MDA is slower)")
+    # Their source is given with -c, read here: no file of the repository need be readable by
+    # nobody (getmail6's user), and fetchmail's mda string gets no path with "%" in it.
     python = [sys.executable, "-I", "-S", "-c"]
-    return Tools([*python, LAUNCHER_PY, "bench-run"], [*python, MDA_PY], False, programs, versions)
+    launcher = (PROGRAMS / "bench_run.py").read_text()
+    mda = (PROGRAMS / "bench_mda.py").read_text()
+    return Tools([*python, launcher, "bench-run"], [*python, mda], False, programs, versions)
 
 
 def _install_aiopop(directory: Path) -> str:
@@ -769,7 +300,7 @@ def _mailboxes(
     host: str,
     ports: dict[str, int],
     passwords: dict[str, str],
-) -> list[Mailbox]:
+) -> list[PeerMailbox]:
     from benchmarks.harness.messages import build_message
 
     found = []
@@ -784,7 +315,7 @@ def _mailboxes(
             expected[hashlib.sha256(stored).hexdigest()] += 1
             lengths.add(len(stored))
         found.append(
-            Mailbox(
+            PeerMailbox(
                 key,
                 user,
                 count,
@@ -812,7 +343,7 @@ def _headers_only(prefix: bytes) -> bool:
     return all(_HEADER_LINE.fullmatch(line) for line in prefix[:-1].split(b"\n"))
 
 
-def check_maildir(maildir: Path, mailbox: Mailbox) -> tuple[int, int, int]:
+def check_maildir(maildir: Path, mailbox: PeerMailbox) -> tuple[int, int, int]:
     """Raise CheckError unless ``maildir`` holds every message of ``mailbox`` exactly once.
 
     Each file (in ``new/`` or ``cur/``), its line ends made LF, must end with
@@ -850,14 +381,13 @@ def check_maildir(maildir: Path, mailbox: Mailbox) -> tuple[int, int, int]:
     return files, octets, added
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+_median = median_or_nan
 
 
 # -- running clients ---------------------------------------------------------------------------
 
 
-class Bench:
+class FetchBench:
     """One benchmark run: the work directory, the tools, and every run so far."""
 
     def __init__(self, options: argparse.Namespace, workdir: Path, tools: Tools) -> None:
@@ -869,7 +399,7 @@ class Bench:
         self.nobody = (nobody.pw_uid, nobody.pw_gid)
         self.me = pwd.getpwuid(os.geteuid()).pw_name
 
-    def _fresh(self, client: str, mailbox: Mailbox, number: int) -> tuple[Path, Path]:
+    def _fresh(self, client: str, mailbox: PeerMailbox, number: int) -> tuple[Path, Path]:
         self.sequence += 1
         slug = re.sub(r"[^a-z0-9]+", "-", client.lower())
         label = f"r{number + 1}" if number >= 0 else f"w{-number}"
@@ -880,7 +410,7 @@ class Bench:
         return directory, maildir
 
     def _command(
-        self, client: str, mailbox: Mailbox, directory: Path, maildir: Path
+        self, client: str, mailbox: PeerMailbox, directory: Path, maildir: Path
     ) -> tuple[list[str], tuple[int, int], dict[str, str]]:
         """The client's command line, the (uid, gid) it runs as (-1: unchanged) and its env."""
         env = dict(os.environ)
@@ -903,25 +433,13 @@ class Bench:
         if client == INPROC:
             request = {**login, "report": str(directory / "parts.json")}
             return (
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.suites.fetch.main",
-                    "inproc",
-                    json.dumps(request),
-                ],
+                [sys.executable, "-m", ENTRY, "inproc", json.dumps(request)],
                 same,
                 env,
             )
         if client == CEILING:
             return (
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.suites.fetch.main",
-                    "ceiling",
-                    json.dumps(login),
-                ],
+                [sys.executable, "-m", ENTRY, "ceiling", json.dumps(login)],
                 same,
                 env,
             )
@@ -978,7 +496,7 @@ class Bench:
             return argv, (uid, gid), env
         raise ValueError(f"unknown client {client!r}")
 
-    def run_client(self, client: str, mailbox: Mailbox, number: int) -> Run:
+    def run_client(self, client: str, mailbox: PeerMailbox, number: int) -> Run:
         """One run of ``client`` into a fresh Maildir, measured and checked."""
         directory, maildir = self._fresh(client, mailbox, number)
         argv, (uid, gid), env = self._command(client, mailbox, directory, maildir)
@@ -1031,7 +549,7 @@ class Bench:
             raise BenchmarkAbortedError(f"{client}, {mailbox.key}: {run.problem}\n{tail}")
         return run
 
-    def profile(self, mailbox: Mailbox) -> dict[str, Any]:
+    def profile(self, mailbox: PeerMailbox) -> dict[str, Any]:
         """One more in-process run with aiopop's steps timed (and pyinstrument, if installed)."""
         directory, maildir = self._fresh("profile", mailbox, -99)
         request = {
@@ -1106,61 +624,39 @@ class Bench:
             times.append(time.perf_counter() - began)
         return statistics.median(times) * 1000
 
-    def measure(self, mailbox: Mailbox, clients: Sequence[str]) -> Workload:
-        """Every client once per round, each round starting with the next client."""
-        from benchmarks.harness.noise import Meter
+    def measure(self, mailbox: PeerMailbox, clients: Sequence[str]) -> FetchResult:
+        """Every client once per round (the harness's rounds), each run checked."""
+        aborted: list[Run] = []
 
-        rounds = self.options.rounds
-        retries = self.options.retries if self.options.retries is not None else rounds
-        result = Workload(mailbox, {client: [] for client in clients})
-        number = -self.options.warmup
-        while number < rounds:
-            shift = number % len(clients)
-            order = [*clients[shift:], *clients[:shift]]
-            load = _load()
-            probe = self.probe()
-            meter = Meter()
-            meter.start()
-            began = time.perf_counter()
-            seen = {client: self.run_client(client, mailbox, number) for client in order}
-            others = meter.others()
-            took = time.perf_counter() - began
-            share = 0.0 if others is None else others / took
-            what = "warm-up" if number < 0 else f"round {number + 1}/{rounds}"
-            timings = ", ".join(
-                f"{c} {seen[c].seconds:.3f} s" if seen[c].ok else f"{c} ABORTED ({seen[c].problem})"
-                for c in clients
-            )
-            busy = f" (others used {share:.0%} of a CPU)" if share > NOISY else ""
-            _progress(f"  {mailbox.key} {what}: {timings}{busy}; load {load:.2f}")
-            result.aborted += [run for run in seen.values() if not run.ok]
-            if number >= 0 and share > NOISY and result.repeated < retries:
-                result.repeated += 1
-                _progress("    noisy: running this round again")
-                continue
-            if number >= 0:
-                for client in clients:
-                    result.runs[client].append(seen[client])
-                result.noisy_kept += share > NOISY
-                result.rounds.append(
-                    {
-                        "round": number + 1,
-                        "order": order,
-                        "load_1min_at_start": load,
-                        "load_1min_at_end": _load(),
-                        "create_probe_ms": round(probe, 4),
-                        "others_cpu_share": None if others is None else round(share, 4),
-                        "seconds": round(took, 2),
-                    }
-                )
-            number += 1
-        return result
+        def run(client: str, number: int) -> Run:
+            found = self.run_client(client, mailbox, number)
+            if not found.ok:
+                aborted.append(found)
+            return found
+
+        rounds = alternate(
+            clients,
+            run,
+            rounds=self.options.rounds,
+            warmup=self.options.warmup,
+            retries=self.options.retries
+            if self.options.retries is not None
+            else self.options.rounds,
+            label=mailbox.key,
+            describe=lambda r: f"{r.seconds:.3f} s" if r.ok else f"ABORTED ({r.problem})",
+            before=lambda: {
+                "load_1min_at_start": _load(),
+                "create_probe_ms": round(self.probe(), 4),
+            },
+            after=lambda: {"load_1min_at_end": _load()},
+        )
+        return FetchResult(mailbox, rounds, aborted)
 
 
 # -- numbers -----------------------------------------------------------------------------------
 
 
-def summary(workload: Workload, client: str) -> dict[str, Any]:
+def summary(workload: FetchResult, client: str) -> dict[str, Any]:
     """Medians over ``client``'s successful runs."""
     runs = [run for run in workload.runs[client] if run.ok]
     seconds = _median([run.seconds for run in runs])
@@ -1178,13 +674,14 @@ def summary(workload: Workload, client: str) -> dict[str, Any]:
     }
 
 
-def round_ratios(workload: Workload, reference: str, client: str = AIOPOP) -> list[float]:
+def round_ratios(workload: FetchResult, reference: str, client: str = AIOPOP) -> list[float]:
     """reference's time / client's time in each round where both succeeded."""
     pairs = zip(workload.runs[reference], workload.runs[client], strict=True)
-    return [ref.seconds / mine.seconds for ref, mine in pairs if ref.ok and mine.ok]
+    both = [(ref.seconds, mine.seconds) for ref, mine in pairs if ref.ok and mine.ok]
+    return ratios_of([ref for ref, _ in both], [mine for _, mine in both])
 
 
-def verdicts(workload: Workload) -> list[dict[str, Any]]:
+def verdicts(workload: FetchResult) -> list[dict[str, Any]]:
     """PASS, FAIL or SKIP for each of aiopop fetch's targets on this workload."""
     found: list[dict[str, Any]] = []
     for reference, minimum, words, test in TARGETS:
@@ -1216,7 +713,7 @@ def verdicts(workload: Workload) -> list[dict[str, Any]]:
     return found
 
 
-def parts(workload: Workload) -> dict[str, float]:
+def parts(workload: FetchResult) -> dict[str, float]:
     """Where aiopop's time goes: medians of the in-process parts, and the command's overhead."""
     if INPROC not in workload.runs:
         return {}
@@ -1242,7 +739,7 @@ _HEADER = (
 
 
 def print_report(
-    workloads: Sequence[Workload],
+    workloads: Sequence[FetchResult],
     info: dict[str, Any],
     found: Sequence[dict[str, Any]],
     startup: dict[str, Any] | None,
@@ -1294,13 +791,15 @@ def print_report(
             )
     print()
     for workload in workloads:
-        loads = [r["load_1min_at_start"] for r in workload.rounds]
-        probes = [r["create_probe_ms"] for r in workload.rounds]
-        shares = [r["others_cpu_share"] or 0.0 for r in workload.rounds]
+        log = workload.rounds.log
+        loads = [r["load_1min_at_start"] for r in log]
+        probes = [r["create_probe_ms"] for r in log]
+        shares = [r["others_cpu_share"] or 0.0 for r in log]
         print(
             f"{workload.mailbox.key}: load (1 min) {min(loads):.2f} to {max(loads):.2f}; "
             f"other programs' CPU {statistics.median(shares):.0%} of a CPU (median round); "
-            f"{workload.repeated} noisy rounds run again, {workload.noisy_kept} kept; "
+            f"{workload.rounds.repeated} noisy rounds run again, "
+            f"{workload.rounds.noisy_kept} kept; "
             f"file creation {statistics.median(probes):.3f} ms (median round)"
         )
         for run in workload.aborted:
@@ -1338,7 +837,7 @@ def print_report(
     )
 
 
-def to_json(workload: Workload) -> dict[str, Any]:
+def to_json(workload: FetchResult) -> dict[str, Any]:
     """A workload's mailbox, summaries, ratios, parts, rounds and every run."""
     box = workload.mailbox
     return {
@@ -1347,7 +846,7 @@ def to_json(workload: Workload) -> dict[str, Any]:
         "ratios": {
             reference: round_ratios(workload, reference)
             for reference in workload.runs
-            if reference != AIOPOP
+            if reference != AIOPOP and AIOPOP in workload.runs
         },
         "in_process_ratios": {
             reference: round_ratios(workload, reference, INPROC)
@@ -1355,9 +854,7 @@ def to_json(workload: Workload) -> dict[str, Any]:
             if reference not in (AIOPOP, INPROC) and INPROC in workload.runs
         },
         "aiopop_parts": parts(workload),
-        "rounds": workload.rounds,
-        "repeated_rounds": workload.repeated,
-        "noisy_rounds_kept": workload.noisy_kept,
+        **workload.rounds.to_json(),
         "aborted": [asdict(run) for run in workload.aborted],
         "aiopop_steps": workload.profile,
         "runs": {client: [asdict(run) for run in runs] for client, runs in workload.runs.items()},
@@ -1439,7 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     CACHE.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fetch-", dir=CACHE))  # the repository's disk
     workdir.chmod(0o755)  # getmail6 runs as nobody
-    workloads: list[Workload] = []
+    workloads: list[FetchResult] = []
     startup: dict[str, Any] | None = None
     try:
         tools = _tools(workdir)
@@ -1459,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with DovecotServer(users) as server:
             ports = {user.name: server.pop3_port for user in users}
             passwords = {user.name: user.password for user in users}
-            bench = Bench(options, workdir, tools)
+            bench = FetchBench(options, workdir, tools)
             for mailbox in _mailboxes(plans, server.host, ports, passwords):
                 _progress(
                     f"{mailbox.key}: {options.rounds} rounds after {options.warmup} warm-up "
@@ -1496,13 +993,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed": elapsed,
     }
     print_report(workloads, info, found, startup)
-    settings = {
-        key: (str(value) if isinstance(value, Path) else value)
-        for key, value in vars(options).items()
-    }
     data = {
         "machine": machine,
-        "settings": settings,
+        "settings": settings_of(options),
         "load": quiet,
         "tools": {"versions": tools.versions, "compiled_helpers": tools.compiled},
         "elapsed_seconds": elapsed,
@@ -1510,8 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": found,
         "startup": startup,
     }
-    options.json.parent.mkdir(parents=True, exist_ok=True)
-    options.json.write_text(json.dumps(data, indent=1) + "\n")
+    write_json(options.json, data)
     print(f"\nJSON: {options.json}")
     return 0
 
