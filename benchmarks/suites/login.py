@@ -40,9 +40,10 @@ from typing import Any
 
 import aiopop
 from aiopop import AuthMethod
+from benchmarks.harness.paths import RESULTS as RESULTS_DIRECTORY
 from servers.dovecot import HOST, DovecotServer, MailUser
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "login.json"
+RESULTS = RESULTS_DIRECTORY / "login.json"
 EVERY_METHOD: tuple[str, ...] = (
     "SCRAM-SHA-256",
     "SCRAM-SHA-1",
