@@ -62,7 +62,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.paths import CACHE, REPOSITORY, RESULTS, BenchmarkAbortedError
+from benchmarks.harness.options import RoundDefaults, add_round_options, resolve_round_options
+from benchmarks.harness.paths import CACHE, REPOSITORY, BenchmarkAbortedError
 from benchmarks.harness.paths import progress as _progress
 from benchmarks.harness.ratios import median_or_nan
 from benchmarks.harness.ratios import round_ratios as ratios_of
@@ -124,6 +125,14 @@ PROBE_FILES = 50
 PEER_PACKAGES = {MPOP: "mpop", FETCHMAIL: "fetchmail", GETMAIL: "getmail6"}
 PEER_PROGRAMS = {MPOP: "mpop", FETCHMAIL: "fetchmail", GETMAIL: "getmail"}
 
+ROUNDS = RoundDefaults(
+    rounds=5,
+    quick_rounds=1,
+    results="fetch.json",
+    partial_results="partial-fetch.json",
+    quick_warmup=0,
+    quick_help="a smoke run: 200 x 8 KB and 2 x 5 MB, one round",
+)
 FULL = (("2000x8KB", "fetch8k", 2000, 8 * KIB), ("5x5MB", "fetch5m", 5, 5 * MIB))
 QUICK = (("200x8KB", "fetch8k", 200, 8 * KIB), ("2x5MB", "fetch5m", 2, 5 * MIB))
 
@@ -871,11 +880,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         "each downloading a Dovecot mailbox on 127.0.0.1 into a fresh Maildir with an fsync "
         "per message; prints one report.",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="measured rounds (5; --quick 1)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (1)")
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 200 x 8 KB and 2 x 5 MB, one round"
-    )
+    add_round_options(parser, ROUNDS)
     parser.add_argument(
         "--only", action="append", metavar="TEXT", help="only workloads whose name has TEXT"
     )
@@ -885,9 +890,6 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT, help="seconds per run (120)")
     parser.add_argument(
-        "--retries", type=int, default=None, help="noisy rounds run again (as many as --rounds)"
-    )
-    parser.add_argument(
         "--max-load",
         type=float,
         default=0.7,
@@ -896,16 +898,11 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--wait", type=float, default=1200, help="wait at most this many seconds for it (1200)"
     )
-    parser.add_argument("--json", type=Path, default=None, help="where the JSON result goes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
         "--no-profile", action="store_true", help="do not time aiopop's steps when a target fails"
     )
     options = parser.parse_args(argv)
-    if options.rounds is None:
-        options.rounds = 1 if options.quick else 5
-    if options.warmup is None:
-        options.warmup = 0 if options.quick else 1
     clients = CLIENTS
     if options.clients:
         clients = tuple(name.strip() for name in options.clients.split(","))
@@ -913,10 +910,8 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown clients {sorted(unknown)}: choose among {', '.join(CLIENTS)}")
     options.client_list = clients
-    partial = options.quick or options.only is not None or options.clients is not None
-    options.json = options.json or RESULTS / ("partial-fetch.json" if partial else "fetch.json")
-    if options.rounds < 1 or options.warmup < 0:
-        parser.error("--rounds must be at least 1, --warmup at least 0")
+    partial = options.only is not None or options.clients is not None
+    resolve_round_options(parser, options, ROUNDS, partial=partial)
     return options
 
 

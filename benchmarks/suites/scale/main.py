@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks.harness.machine import machine_info, one_line
-from benchmarks.harness.paths import REPOSITORY, RESULTS, BenchmarkAbortedError
+from benchmarks.harness.options import RoundDefaults, add_round_options, resolve_round_options
+from benchmarks.harness.paths import REPOSITORY, BenchmarkAbortedError
 from benchmarks.harness.paths import progress as _progress
 from benchmarks.harness.ratios import round_ratios
 from benchmarks.harness.report import settings_of, write_json
@@ -50,6 +51,9 @@ TARGET_VS_BARE = 0.8
 TARGET_KIB_PER_CONNECTION = 64.0
 
 CLIENTS = ("check_many", "poplib-32-threads", "bare-asyncio")
+ROUNDS = RoundDefaults(
+    rounds=7, quick_rounds=2, results="scale.json", partial_results="partial-scale.json"
+)
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -63,8 +67,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         description="check_many over many mailboxes against poplib in threads and a bare "
         "asyncio loop, and aiopop's memory per idle connection; 127.0.0.0/8 only.",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="measured rounds (7; --quick 2)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (1)")
+    add_round_options(parser, ROUNDS)
     parser.add_argument("--mailboxes", type=int, default=1000, help="mailboxes checked (1000)")
     parser.add_argument("--delay", type=float, default=0.020, help="seconds per reply (0.020)")
     parser.add_argument("--hosts", type=int, default=25, help="loopback addresses (25)")
@@ -87,23 +90,18 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         help="memory over plain TCP only",
     )
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--retries", type=int, default=None, help="noisy rounds run again")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer rounds")
-    parser.add_argument("--json", type=Path, default=None, help="where the JSON result goes")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     options = parser.parse_args(argv)
-    if options.rounds is None:
-        options.rounds = 2 if options.quick else 7
+    partial = options.quick or options.no_memory or options.no_throughput
+    resolve_round_options(parser, options, ROUNDS, partial=partial)
     if options.memory_rounds is None:
         options.memory_rounds = 1 if options.quick else 3
     if options.retries is None:
         options.retries = options.rounds
-    partial = options.quick or options.no_memory or options.no_throughput
-    options.json = options.json or RESULTS / ("partial-scale.json" if partial else "scale.json")
     if not 1 <= options.hosts <= 254:
         parser.error("--hosts must be between 1 and 254 (127.0.0.1 to 127.0.0.254)")
-    if options.rounds < 1 or options.warmup < 0 or options.memory_rounds < 1:
-        parser.error("--rounds and --memory-rounds must be at least 1, --warmup at least 0")
+    if options.memory_rounds < 1:
+        parser.error("--memory-rounds must be at least 1")
     return options
 
 

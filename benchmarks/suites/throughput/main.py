@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.harness.machine import machine_info, one_line, short_line
+from benchmarks.harness.options import RoundDefaults, add_round_options, resolve_round_options
 from benchmarks.harness.paths import CACHE, NOISY, REPOSITORY, RESULTS, BenchmarkAbortedError
 from benchmarks.harness.paths import progress as _progress
 from benchmarks.harness.report import settings_of
@@ -43,6 +44,10 @@ from .workloads import (
     popa3d_workload,
 )
 
+ROUNDS = RoundDefaults(
+    rounds=9, quick_rounds=2, results="latest.json", partial_results="partial.json"
+)
+
 
 def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -50,12 +55,10 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         description="aiopop against stdlib poplib and raw-socket ceilings, on a private "
         "Dovecot and popa3d on 127.0.0.1, plus the parser alone; prints one report.",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="measured rounds (9; --quick 2)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (1)")
+    add_round_options(parser, ROUNDS)
     parser.add_argument(
         "--chart-rounds", type=int, default=None, help="rounds per chart size (3; --quick 1)"
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer rounds")
     parser.add_argument("--no-chart", action="store_true", help="skip the chart's runs")
     parser.add_argument(
         "--only",
@@ -63,32 +66,23 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="TEXT",
         help="run only workloads whose name contains TEXT (repeatable; e.g. 8KB, parser, popa3d)",
     )
-    parser.add_argument("--json", type=Path, default=None, help="where the JSON result goes")
     parser.add_argument("--chart", type=Path, default=None, help="where the PNG chart goes")
     parser.add_argument(
         "--no-profile", action="store_true", help="no cProfile run when a target fails"
     )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=None,
-        help="noisy rounds run again, at most this many per workload (as many as --rounds)",
-    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     options = parser.parse_args(argv)
     quick = options.quick
-    if options.rounds is None:
-        options.rounds = 2 if quick else 9
-    if options.chart_rounds is None:
-        options.chart_rounds = 1 if quick else 3
     # A smoke run or a partial one must not overwrite the committed results.
     partial = quick or options.only is not None
-    options.json = options.json or RESULTS / ("partial.json" if partial else "latest.json")
+    resolve_round_options(parser, options, ROUNDS, partial=partial)
+    if options.chart_rounds is None:
+        options.chart_rounds = 1 if quick else 3
     options.chart = options.chart or RESULTS / (
         "partial-throughput.png" if partial else "throughput.png"
     )
-    if options.rounds < 1 or options.warmup < 0 or options.chart_rounds < 1:
-        parser.error("--rounds and --chart-rounds must be at least 1, --warmup at least 0")
+    if options.chart_rounds < 1:
+        parser.error("--chart-rounds must be at least 1")
     return options
 
 
