@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .paths import RESULTS
 
-__all__ = ["RoundDefaults", "add_round_options", "resolve_round_options"]
+__all__ = ["RoundDefaults", "add_round_options", "resolve_round_options", "wanted"]
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,19 @@ class RoundDefaults:
     quick_help: str = "a smoke run: fewer rounds"
 
 
-def add_round_options(parser: argparse.ArgumentParser, defaults: RoundDefaults) -> None:
-    """Add --rounds, --warmup, --quick, --retries and --json to ``parser``."""
+def add_round_options(
+    parser: argparse.ArgumentParser,
+    defaults: RoundDefaults,
+    *,
+    only: str | None = None,
+    strict: bool = False,
+) -> None:
+    """Add --rounds, --warmup, --quick, --retries and --json to ``parser``.
+
+    With ``only`` (examples of workload names, for the help), also
+    ``--only TEXT`` (see :func:`wanted`); with ``strict``, ``--strict``
+    (exit 1 when a target fails).
+    """
     parser.add_argument(
         "--rounds",
         type=int,
@@ -48,6 +59,15 @@ def add_round_options(parser: argparse.ArgumentParser, defaults: RoundDefaults) 
         help="noisy rounds run again, at most this many per workload (as many as --rounds)",
     )
     parser.add_argument("--json", type=Path, default=None, help="where the JSON result goes")
+    if only is not None:
+        parser.add_argument(
+            "--only",
+            action="append",
+            metavar="TEXT",
+            help=f"run only workloads whose name contains TEXT (repeatable; e.g. {only})",
+        )
+    if strict:
+        parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
 
 
 def resolve_round_options(
@@ -73,3 +93,9 @@ def resolve_round_options(
         parser.error("--rounds must be at least 1, --warmup at least 0")
     if options.retries is not None and options.retries < 0:
         parser.error("--retries must be at least 0")
+
+
+def wanted(options: argparse.Namespace, name: str) -> bool:
+    """Whether ``--only`` (case-insensitive substrings of workload names) lets ``name`` run."""
+    only: list[str] | None = getattr(options, "only", None)
+    return only is None or any(text.lower() in name.lower() for text in only)

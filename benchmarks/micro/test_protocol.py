@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from aiopop._protocol import Command, Data, End, POP3Protocol, ReplyShape
+from aiopop._protocol import Command, Data, End, ReplyShape
 from benchmarks.harness.messages import REALISTIC_DOT_EVERY, build_message, stuffed_reply
+from benchmarks.suites.throughput.parsing import logged_in
 
 from .conftest import Benchmark
 
@@ -17,20 +18,9 @@ CHUNK = 64 * 1024
 MIB = 1024 * 1024
 
 
-def _logged_in() -> POP3Protocol:
-    protocol = POP3Protocol()
-    protocol.receive_data(b"+OK ready\r\n")
-    protocol.next_event()
-    for command in (Command("USER", ("bench",)), Command("PASS", ("secret",), secret=True)):
-        protocol.send(command)
-        protocol.receive_data(b"+OK\r\n")
-        protocol.next_event()
-    return protocol
-
-
 def _retrieve(chunks: list[bytes], count: int) -> int:
     """Send ``count`` RETRs, feed the replies, count the octets of Data and the End events."""
-    protocol = _logged_in()
+    protocol = logged_in()
     for number in range(1, count + 1):
         protocol.send(Command("RETR", (str(number),), ReplyShape.DATA))
     octets = ends = 0
@@ -69,7 +59,7 @@ def test_encode_2000_retr(benchmark: Benchmark) -> None:
     commands = [Command("RETR", (str(n),), ReplyShape.DATA) for n in range(1, 2001)]
 
     def send_all() -> int:
-        protocol = _logged_in()
+        protocol = logged_in()
         return sum(len(protocol.send(command)) for command in commands)
 
     assert benchmark(send_all) > 2000 * len(b"RETR 1\r\n")

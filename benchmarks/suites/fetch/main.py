@@ -62,7 +62,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.options import RoundDefaults, add_round_options, resolve_round_options
+from benchmarks.harness.options import (
+    RoundDefaults,
+    add_round_options,
+    resolve_round_options,
+    wanted,
+)
 from benchmarks.harness.paths import CACHE, REPOSITORY, BenchmarkAbortedError
 from benchmarks.harness.paths import progress as _progress
 from benchmarks.harness.ratios import median_or_nan
@@ -880,10 +885,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         "each downloading a Dovecot mailbox on 127.0.0.1 into a fresh Maildir with an fsync "
         "per message; prints one report.",
     )
-    add_round_options(parser, ROUNDS)
-    parser.add_argument(
-        "--only", action="append", metavar="TEXT", help="only workloads whose name has TEXT"
-    )
+    add_round_options(parser, ROUNDS, only="8KB, 5MB")
     parser.add_argument(
         "--clients",
         help=f"comma-separated clients to run (default all: {', '.join(CLIENTS)})",
@@ -923,11 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = _options(argv)
     began = time.perf_counter()
-    plans = [
-        plan
-        for plan in (QUICK if options.quick else FULL)
-        if options.only is None or any(text.lower() in plan[0].lower() for text in options.only)
-    ]
+    plans = [plan for plan in (QUICK if options.quick else FULL) if wanted(options, plan[0])]
     CACHE.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fetch-", dir=CACHE))  # the repository's disk
     workdir.chmod(0o755)  # getmail6 runs as nobody

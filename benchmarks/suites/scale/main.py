@@ -67,7 +67,7 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         description="check_many over many mailboxes against poplib in threads and a bare "
         "asyncio loop, and aiopop's memory per idle connection; 127.0.0.0/8 only.",
     )
-    add_round_options(parser, ROUNDS)
+    add_round_options(parser, ROUNDS, strict=True)
     parser.add_argument("--mailboxes", type=int, default=1000, help="mailboxes checked (1000)")
     parser.add_argument("--delay", type=float, default=0.020, help="seconds per reply (0.020)")
     parser.add_argument("--hosts", type=int, default=25, help="loopback addresses (25)")
@@ -90,7 +90,6 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         help="memory over plain TCP only",
     )
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     options = parser.parse_args(argv)
     partial = options.quick or options.no_memory or options.no_throughput
     resolve_round_options(parser, options, ROUNDS, partial=partial)

@@ -20,7 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.harness.machine import machine_info, one_line, short_line
-from benchmarks.harness.options import RoundDefaults, add_round_options, resolve_round_options
+from benchmarks.harness.options import (
+    RoundDefaults,
+    add_round_options,
+    resolve_round_options,
+    wanted,
+)
 from benchmarks.harness.paths import CACHE, NOISY, REPOSITORY, RESULTS, BenchmarkAbortedError
 from benchmarks.harness.paths import progress as _progress
 from benchmarks.harness.report import settings_of
@@ -55,22 +60,15 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         description="aiopop against stdlib poplib and raw-socket ceilings, on a private "
         "Dovecot and popa3d on 127.0.0.1, plus the parser alone; prints one report.",
     )
-    add_round_options(parser, ROUNDS)
+    add_round_options(parser, ROUNDS, only="8KB, parser, popa3d", strict=True)
     parser.add_argument(
         "--chart-rounds", type=int, default=None, help="rounds per chart size (3; --quick 1)"
     )
     parser.add_argument("--no-chart", action="store_true", help="skip the chart's runs")
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="TEXT",
-        help="run only workloads whose name contains TEXT (repeatable; e.g. 8KB, parser, popa3d)",
-    )
     parser.add_argument("--chart", type=Path, default=None, help="where the PNG chart goes")
     parser.add_argument(
         "--no-profile", action="store_true", help="no cProfile run when a target fails"
     )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     options = parser.parse_args(argv)
     quick = options.quick
     # A smoke run or a partial one must not overwrite the committed results.
@@ -97,8 +95,7 @@ class ThroughputBench:
         self.profiles: list[str] = []
 
     def wanted_key(self, key: str) -> bool:
-        only: list[str] | None = self.options.only
-        return only is None or any(text.lower() in key.lower() for text in only)
+        return wanted(self.options, key)
 
     def wanted(self, workload: Workload) -> bool:
         return self.wanted_key(workload.key)
