@@ -18,6 +18,7 @@ documentation show the name to import. The features load on first use:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import types
@@ -87,10 +88,10 @@ _SOURCES: dict[str, str] = {
     "CheckResult": "_many",
     "check_many": "_many",
     # fetching into a Maildir
-    "Delivery": "_fetch",
-    "FetchResult": "_fetch",
-    "Oversized": "_fetch",
-    "Refusal": "_fetch",
+    "Delivery": "_fetch_run",
+    "FetchResult": "_fetch_run",
+    "Oversized": "_fetch_run",
+    "Refusal": "_fetch_run",
     "fetch_to_maildir": "_fetch",
     "recover": "_fetch",
     "Maildir": "_maildir",
@@ -229,14 +230,8 @@ if TYPE_CHECKING:
         diagnose,
         error_proto,
     )
-    from ._fetch import (
-        Delivery,
-        FetchResult,
-        Oversized,
-        Refusal,
-        fetch_to_maildir,
-        recover,
-    )
+    from ._fetch import fetch_to_maildir, recover
+    from ._fetch_run import Delivery, FetchResult, Oversized, Refusal
     from ._login import OAuth2Token
     from ._maildir import Maildir
     from ._many import CheckResult, check_many
@@ -280,6 +275,39 @@ def _publish() -> None:
     for name, source in _SOURCES.items():
         module = sys.modules.get(f"{__name__}.{source}")
         value = getattr(module, name, None) if module is not None else None
-        public = isinstance(value, type | types.FunctionType)
-        if public and value.__module__.startswith(f"{__name__}._"):
+        if not isinstance(value, type | types.FunctionType):
+            continue
+        home = sys.modules.get(value.__module__)
+        if home is not None and value.__module__.startswith(f"{__name__}._"):
+            if isinstance(value, type):
+                _resolve_annotations(value, home)
             value.__module__ = __name__
+
+
+class _PublicNames(dict[str, Any]):
+    """A private module's names, then the public ones, loaded as asked for."""
+
+    def __missing__(self, key: str) -> Any:
+        try:
+            return __getattr__(key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+
+def _resolve_annotations(cls: type, module: types.ModuleType) -> None:
+    """Evaluate ``cls``'s annotations where they were written, before its module changes.
+
+    The library writes annotations as strings (PEP 563), and
+    :func:`typing.get_type_hints` evaluates them in the namespace that
+    ``__module__`` names: once that says ``aiopop``, whose names load on
+    first use, it would miss them. Evaluated here, in the defining module
+    (with the public names for those it imports only for type checking),
+    they stay readable to pydantic, cattrs and the like.
+    """
+    annotations = dict(vars(cls).get("__annotations__", {}))
+    names = _PublicNames(vars(module))
+    for key, value in annotations.items():
+        if isinstance(value, str):
+            with contextlib.suppress(Exception):
+                annotations[key] = eval(value, vars(module), names)  # noqa: S307 - our own annotation
+    cls.__annotations__ = annotations

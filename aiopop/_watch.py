@@ -53,6 +53,7 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -62,8 +63,6 @@ from ._stores import MemoryStore, SeenStore, SQLiteStore
 from ._types import AuthMethod
 
 if TYPE_CHECKING:
-    from email.message import EmailMessage
-
     from ._client import POP3
 
 __all__ = ["NewMessage", "Watcher", "full_jitter", "watch"]

@@ -145,3 +145,21 @@ def test_the_old_public_modules_still_work_and_warn(old: str) -> None:
             assert getattr(module, name) is getattr(aiopop, name)
     with pytest.raises(AttributeError):
         _ = module.nothing_here
+
+
+def test_the_public_classes_type_hints_resolve_under_their_public_name() -> None:
+    # typing.get_type_hints() evaluates string annotations in the namespace
+    # __module__ names; saying "aiopop" there must not break pydantic & co.
+    code = (
+        "import typing, aiopop\n"
+        "classes = [getattr(aiopop, n) for n in aiopop.__all__]\n"
+        "classes = [c for c in classes if isinstance(c, type)]\n"
+        "assert len(classes) > 40\n"
+        "for cls in classes:\n"
+        "    assert cls.__module__ == 'aiopop', cls\n"
+        "    typing.get_type_hints(cls)\n"
+        "hints = typing.get_type_hints(aiopop.Account)\n"
+        "assert hints['tls'] == aiopop.TLSPolicy, hints['tls']\n"
+        "assert typing.get_type_hints(aiopop.CheckResult)['account'] is aiopop.Account\n"
+    )
+    loaded_after(code)
