@@ -55,6 +55,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.endpoint import DIRECT, Endpoint
 from benchmarks.harness.options import (
     RoundDefaults,
     add_round_options,
@@ -156,10 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _key, user, count, size in plans
         ]
         with DovecotServer(users) as server:
-            ports = {user.name: server.pop3_port for user in users}
+            # Every client dials the route's endpoint (straight to Dovecot today; a delay
+            # proxy's address when a suite puts one in between).
+            endpoint = DIRECT.endpoint(Endpoint(server.host, server.pop3_port))
+            ports = {user.name: endpoint.port for user in users}
             passwords = {user.name: user.password for user in users}
             bench = FetchBench(options, workdir, tools)
-            for mailbox in peer_mailboxes(plans, server.host, ports, passwords):
+            for mailbox in peer_mailboxes(plans, endpoint.host, ports, passwords):
                 _progress(
                     f"{mailbox.key}: {options.rounds} rounds after {options.warmup} warm-up "
                     f"of {', '.join(options.client_list)}"
