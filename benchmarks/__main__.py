@@ -1,229 +1,36 @@
-"""``python -m benchmarks``: every workload, one run, one report (see benchmarks/README.md).
+"""``python -m benchmarks [SUITE] [options]``: run one suite, print its report.
 
-Progress goes to stderr, the report to stdout; the whole result also goes
-to a JSON file, and the throughput chart to a PNG. Only 127.0.0.1 is ever
-contacted. Exit status: 0 when everything ran (targets may have failed;
-``--strict`` makes a failed target exit 1), 2 when a client got a wrong
-result or a worker failed, 1 for anything else.
+SUITE is ``throughput`` (the default: ``python -m benchmarks`` alone runs it),
+``fetch``, ``scale`` or ``login``; ``python -m benchmarks SUITE --help``
+lists a suite's options. See benchmarks/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
+import importlib
 import sys
-import tempfile
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-from .chart import draw
-from .machine import machine_info, one_line, short_line
-from .mailboxes import dovecot_mailboxes, popa3d_mailbox
-from .nocork_server import NoCorkServerError
-from .profiling import profile_client
-from .report import print_report, write_json
-from .results import Verdict, WorkloadResult, verdicts
-from .runner import REPOSITORY, BenchmarkAbortedError, alternate
-from .workloads import (
-    POPA3D_COUNT,
-    POPA3D_SIZE,
-    Workload,
-    chart_workloads,
-    dovecot_plans,
-    dovecot_workloads,
-    parser_workloads,
-    popa3d_workload,
-)
-
-RESULTS = REPOSITORY / "benchmarks" / "results"
-NOISY = 0.10
-"""Other programs using more than this share of one CPU during a round make it noisy."""
-CACHE = REPOSITORY / ".cache"
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _options(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description="aiopop against stdlib poplib and raw-socket ceilings, on a private "
-        "Dovecot and popa3d on 127.0.0.1, plus the parser alone; prints one report.",
-    )
-    parser.add_argument("--rounds", type=int, default=None, help="measured rounds (9; --quick 2)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (1)")
-    parser.add_argument(
-        "--chart-rounds", type=int, default=None, help="rounds per chart size (3; --quick 1)"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer rounds")
-    parser.add_argument("--no-chart", action="store_true", help="skip the chart's runs")
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="TEXT",
-        help="run only workloads whose name contains TEXT (repeatable; e.g. 8KB, parser, popa3d)",
-    )
-    parser.add_argument("--json", type=Path, default=None, help="where the JSON result goes")
-    parser.add_argument("--chart", type=Path, default=None, help="where the PNG chart goes")
-    parser.add_argument(
-        "--no-profile", action="store_true", help="no cProfile run when a target fails"
-    )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=None,
-        help="noisy rounds run again, at most this many per workload (as many as --rounds)",
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    options = parser.parse_args(argv)
-    quick = options.quick
-    if options.rounds is None:
-        options.rounds = 2 if quick else 9
-    if options.chart_rounds is None:
-        options.chart_rounds = 1 if quick else 3
-    # A smoke run or a partial one must not overwrite the committed results.
-    partial = quick or options.only is not None
-    options.json = options.json or RESULTS / ("partial.json" if partial else "latest.json")
-    options.chart = options.chart or RESULTS / (
-        "partial-throughput.png" if partial else "throughput.png"
-    )
-    if options.rounds < 1 or options.warmup < 0 or options.chart_rounds < 1:
-        parser.error("--rounds and --chart-rounds must be at least 1, --warmup at least 0")
-    return options
-
-
-class Bench:
-    """One benchmark run: measures workloads and collects their results."""
-
-    def __init__(self, options: argparse.Namespace, workdir: Path) -> None:
-        self.options = options
-        self.workdir = workdir
-        self.results: list[WorkloadResult] = []
-        self.chart_results: list[WorkloadResult] = []
-        self.profiles: list[str] = []
-
-    def wanted_key(self, key: str) -> bool:
-        only: list[str] | None = self.options.only
-        return only is None or any(text.lower() in key.lower() for text in only)
-
-    def wanted(self, workload: Workload) -> bool:
-        return self.wanted_key(workload.key)
-
-    def measure(self, workload: Workload, rounds: int) -> WorkloadResult:
-        _progress(f"{workload.title}: {rounds} rounds of {', '.join(workload.clients)}")
-        began = time.perf_counter()
-        rounds_run = alternate(
-            workload.clients,
-            rounds=rounds,
-            warmup=self.options.warmup,
-            progress=_progress,
-            label=workload.key,
-            noisy=NOISY,
-            retries=self.options.retries if self.options.retries is not None else rounds,
-        )
-        result = WorkloadResult(
-            workload, rounds_run.runs, rounds_run, elapsed=time.perf_counter() - began
-        )
-        if not self.options.no_profile:
-            self._profile_failures(result)
-        return result
-
-    def run(self, workload: Workload) -> None:
-        if self.wanted(workload):
-            self.results.append(self.measure(workload, self.options.rounds))
-
-    def _profile_failures(self, result: WorkloadResult) -> None:
-        clients = {v.client for v in verdicts([result]) if v.status == "FAIL"}
-        for client in sorted(clients):
-            _progress(f"  a target failed: profiling {client} once")
-            self.profiles.append(profile_client(result.workload, client, CACHE / "bench-profiles"))
-
-    def dovecot(self) -> None:
-        plans = dovecot_plans(self.wanted_key, chart=not self.options.no_chart)
-        if not plans:
-            return
-        _progress(f"writing {sum(p.count for p in plans)} messages and starting Dovecot")
-        with dovecot_mailboxes(plans, self.workdir) as (_server, mailboxes):
-            for workload in dovecot_workloads(mailboxes, str(self.workdir)):
-                self.run(workload)
-            self.chart_results = [
-                self.measure(workload, self.options.chart_rounds)
-                for workload in chart_workloads(mailboxes)
-            ]
-
-    def popa3d(self) -> None:
-        if not self.wanted(popa3d_workload(None)):
-            return
-        _progress("starting popa3d")
-        try:
-            with popa3d_mailbox(POPA3D_COUNT, POPA3D_SIZE, self.workdir) as (server, mailbox):
-                _progress(f"  {server.implementation} on {server.host}:{server.port}")
-                self.run(popa3d_workload(mailbox))
-        except NoCorkServerError as exc:
-            why = f"popa3d unavailable ({type(exc).__name__}: {exc})"
-            _progress(f"  SKIP: {why}")
-            self.results.append(WorkloadResult(popa3d_workload(None, why), {}))
-
-    def parser(self) -> None:
-        for workload in parser_workloads():
-            self.run(workload)
-
-
-def _settings(options: argparse.Namespace) -> str:
-    chart = "no chart" if options.no_chart else f"chart {options.chart_rounds} rounds per size"
-    quick = ", --quick" if options.quick else ""
-    only = "".join(f", --only {text!r}" for text in options.only or ())
-    return (
-        f"{options.rounds} rounds after {options.warmup} warm-up, clients alternating, "
-        f"medians; {chart}{quick}{only}"
-    )
+SUITES = {
+    "throughput": "benchmarks.suites.throughput.main",
+    "fetch": "benchmarks.suites.fetch.main",
+    "scale": "benchmarks.suites.scale.main",
+    "login": "benchmarks.suites.login",
+}
+"""Suite name -> the module whose ``main(argv)`` runs it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run everything, print the report, write the JSON and the chart."""
-    options = _options(argv)
-    began = time.perf_counter()
-    machine = machine_info(REPOSITORY)
-    CACHE.mkdir(exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=CACHE))  # same file system as the repo
-    bench = Bench(options, workdir)
-    try:
-        bench.dovecot()
-        bench.popa3d()
-        bench.parser()
-    except BenchmarkAbortedError as exc:
-        print(f"benchmark aborted: {exc}", file=sys.stderr)
+    """Pick the suite named first (throughput when none is), run it with the rest."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    name = "throughput"
+    if arguments and not arguments[0].startswith("-"):
+        name = arguments.pop(0)
+    if name not in SUITES:
+        print(f"unknown suite {name!r}; the suites: {', '.join(SUITES)}", file=sys.stderr)
         return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    results = bench.results
-    found: list[Verdict] = verdicts(results)
-    elapsed = time.perf_counter() - began
-    if bench.chart_results:
-        draw(bench.chart_results, options.chart, short_line(machine))
-    print_report(
-        sys.stdout,
-        machine=one_line(machine),
-        settings=_settings(options),
-        results=[*results, *bench.chart_results],
-        verdicts=found,
-        elapsed=elapsed,
-        noisy_share=NOISY,
-    )
-    for profile in bench.profiles:
-        print(f"\n{profile}")
-    write_json(
-        options.json,
-        machine=machine,
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
-        results=[*results, *bench.chart_results],
-        verdicts=found,
-        elapsed=elapsed,
-    )
-    print(f"\nJSON: {options.json}" + (f"; chart: {options.chart}" if bench.chart_results else ""))
-    return 1 if options.strict and any(v.status == "FAIL" for v in found) else 0
+    run: Callable[[Sequence[str]], int] = importlib.import_module(SUITES[name]).main
+    return run(arguments)
 
 
 if __name__ == "__main__":

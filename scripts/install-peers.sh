@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Install the peer POP3 downloaders that `python -m benchmarks.fetch` compares
+# Install the peer POP3 downloaders that `python -m benchmarks fetch` compares
 # `aiopop fetch` with: mpop, getmail6 and fetchmail (Debian packages).
 #
 # Idempotent: installs only the packages whose program is missing. None of
 # them runs as a service; the benchmark starts each one per run with a
-# configuration of its own (see benchmarks/fetch.py).
+# configuration of its own (see benchmarks/suites/fetch/).
 set -euo pipefail
 
 # program:package

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from .mailboxes import Mailbox, Plan
-from .messages import REALISTIC_DOT_EVERY
+from benchmarks.harness.messages import REALISTIC_DOT_EVERY
+
+from .mailboxes import Plan, ServedMailbox
 from .spec import RunSpec
 
 __all__ = [
@@ -99,7 +100,7 @@ def dovecot_plans(wanted: Callable[[str], bool], *, chart: bool) -> list[Plan]:
     return plans
 
 
-def _fetchers(mailbox: Mailbox, tls: bool) -> dict[str, RunSpec]:
+def _fetchers(mailbox: ServedMailbox, tls: bool) -> dict[str, RunSpec]:
     server = mailbox.tls if tls else mailbox.plain
     base = RunSpec(client="", count=mailbox.count, server=server, manifest=mailbox.manifest)
     return {name: replace(base, client=name) for name in ("aiopop", "poplib", "ceiling")}
@@ -115,7 +116,7 @@ def _fetch_ratios(speedup: float, fraction: float, tls: bool) -> tuple[Ratio, ..
     )
 
 
-def dovecot_workloads(mailboxes: dict[str, Mailbox], workdir: str) -> list[Workload]:
+def dovecot_workloads(mailboxes: dict[str, ServedMailbox], workdir: str) -> list[Workload]:
     """Workloads 1 to 3 (those whose mailbox is there): 2,000 x 8 KB, 5 x 5 MB, 1 x 100 MB."""
     workloads = []
     if SMALL.user in mailboxes:
@@ -128,7 +129,7 @@ def dovecot_workloads(mailboxes: dict[str, Mailbox], workdir: str) -> list[Workl
 
 
 def _fetches(
-    mailbox: Mailbox, plan: Plan, label: str, targets: dict[bool, tuple[float, float]]
+    mailbox: ServedMailbox, plan: Plan, label: str, targets: dict[bool, tuple[float, float]]
 ) -> list[Workload]:
     """The plain and the POP3S workload of one mailbox; ``targets[tls]`` = (speedup, fraction)."""
     workloads = []
@@ -148,15 +149,15 @@ def _fetches(
     return workloads
 
 
-def _small(small: Mailbox) -> list[Workload]:
+def _small(small: ServedMailbox) -> list[Workload]:
     return _fetches(small, SMALL, "2,000 x 8 KB", {False: (5.0, 0.9), True: (4.0, 0.85)})
 
 
-def _large(large: Mailbox) -> list[Workload]:
+def _large(large: ServedMailbox) -> list[Workload]:
     return _fetches(large, LARGE, "5 x 5 MB", {False: (2.5, 0.9), True: (2.5, 0.9)})
 
 
-def _huge(huge: Mailbox, workdir: str) -> Workload:
+def _huge(huge: ServedMailbox, workdir: str) -> Workload:
     base = RunSpec(client="", server=huge.plain, manifest=huge.manifest)
     return Workload(
         key="1x100MB POP3",
@@ -179,7 +180,7 @@ def _huge(huge: Mailbox, workdir: str) -> Workload:
     )
 
 
-def popa3d_workload(mailbox: Mailbox | None, skipped: str | None = None) -> Workload:
+def popa3d_workload(mailbox: ServedMailbox | None, skipped: str | None = None) -> Workload:
     """Workload 4: popa3d, which neither pipelines nor corks (``None``: skipped, and why)."""
     clients: dict[str, RunSpec] = {}
     if mailbox is not None:
@@ -235,7 +236,7 @@ def chart_plans() -> list[Plan]:
     ]
 
 
-def chart_workloads(mailboxes: dict[str, Mailbox]) -> list[Workload]:
+def chart_workloads(mailboxes: dict[str, ServedMailbox]) -> list[Workload]:
     """Plain POP3 against Dovecot at each message size of the chart: aiopop, poplib, ceiling."""
     workloads = []
     for size in CHART_SIZES:

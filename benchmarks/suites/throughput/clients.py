@@ -13,8 +13,8 @@ import socket
 import ssl
 
 import aiopop
+from benchmarks.harness.measure import Span
 
-from .measure import Span
 from .outcome import Outcome, from_messages
 from .spec import ServerSpec
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+from benchmarks.harness.report import noise_lines
+from benchmarks.harness.report import write_json as save
 
 from .results import Verdict, WorkloadResult
 
@@ -83,23 +85,11 @@ def print_report(
         for line in _ratio_lines(result):
             print(line, file=out)
     print(file=out)
-    noisy = False
-    for result in results:
-        rounds = result.rounds
-        if rounds is None or not (rounds.repeated or rounds.noisy_kept):
-            continue
-        noisy = True
-        print(
-            f"noisy: {result.workload.key}: {rounds.repeated} rounds run again, "
-            f"{rounds.noisy_kept} noisy rounds kept; other programs used "
-            f"{result.others_share:.0%} of a CPU during the kept rounds",
-            file=out,
-        )
-    if not noisy:
-        print(
-            f"quiet: other programs never used more than {noisy_share:.0%} of a CPU in a round",
-            file=out,
-        )
+    for line in noise_lines(
+        (r.rounds.noise_line(r.workload.key) for r in results if r.rounds is not None),
+        noisy_share,
+    ):
+        print(line, file=out)
     print(file=out)
     for verdict in verdicts:
         print(verdict.line(), file=out)
@@ -131,5 +121,4 @@ def write_json(
         "workloads": {result.workload.key: result.to_json() for result in results},
         "targets": [vars(v) for v in verdicts],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    save(path, data)

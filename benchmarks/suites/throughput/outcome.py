@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .messages import digest
+from benchmarks.harness.messages import digest
 
 __all__ = ["Outcome", "from_messages"]
 

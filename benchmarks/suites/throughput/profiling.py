@@ -7,7 +7,7 @@ import pstats
 from dataclasses import replace
 from pathlib import Path
 
-from .runner import run_worker
+from .spec import run_worker
 from .workloads import Workload
 
 __all__ = ["profile_client"]

@@ -1,7 +1,7 @@
 """The servers and their mailboxes: a private Dovecot, and popa3d when this machine can run it.
 
 Every mailbox gets a manifest (size and SHA-256 of each message, see
-:mod:`benchmarks.messages`) in a work directory, against which the workers
+:mod:`benchmarks.harness.messages`) in a work directory, against which the workers
 check what they fetched.
 """
 
@@ -12,13 +12,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.harness.endpoint import DIRECT, Endpoint, Route
+from benchmarks.harness.messages import build_message, write_manifest
 from servers.dovecot import DovecotServer, MailUser
+from servers.popa3d import NoCorkServer, make_messages
 
-from .messages import build_message, write_manifest
-from .nocork_server import NoCorkServer, make_messages
 from .spec import ServerSpec
 
-__all__ = ["Mailbox", "Plan", "dovecot_mailboxes", "popa3d_mailbox"]
+__all__ = ["Plan", "ServedMailbox", "dovecot_mailboxes", "popa3d_mailbox"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class Mailbox:
+class ServedMailbox:
     """A mailbox being served: where (plain, and TLS when offered), and what it holds."""
 
     count: int
@@ -47,11 +48,14 @@ def _password(user: str) -> str:
 
 @contextlib.contextmanager
 def dovecot_mailboxes(
-    plans: Sequence[Plan], workdir: Path
-) -> Iterator[tuple[DovecotServer, dict[str, Mailbox]]]:
-    """Start a private Dovecot serving every planned mailbox; yield it and the mailboxes by user."""
+    plans: Sequence[Plan], workdir: Path, route: Route = DIRECT
+) -> Iterator[tuple[DovecotServer, dict[str, ServedMailbox]]]:
+    """Start a private Dovecot serving every planned mailbox; yield it and the mailboxes by user.
+
+    Clients reach it by ``route`` (straight, by default).
+    """
     users = []
-    mailboxes: dict[str, Mailbox] = {}
+    mailboxes: dict[str, ServedMailbox] = {}
     manifests: dict[str, tuple[str, int]] = {}
     for plan in plans:
         messages = tuple(build_message(index, plan.size) for index in range(1, plan.count + 1))
@@ -62,14 +66,16 @@ def dovecot_mailboxes(
         for plan in plans:
             manifest_path, octets = manifests[plan.user]
             password = _password(plan.user)
-            mailboxes[plan.user] = Mailbox(
+            plain = route.endpoint(Endpoint(server.host, server.pop3_port))
+            tls = route.endpoint(Endpoint(server.host, server.pop3s_port))
+            mailboxes[plan.user] = ServedMailbox(
                 count=plan.count,
                 octets=octets,
                 manifest=manifest_path,
-                plain=ServerSpec(server.host, server.pop3_port, plan.user, password),
+                plain=ServerSpec(plain.host, plain.port, plan.user, password),
                 tls=ServerSpec(
-                    server.host,
-                    server.pop3s_port,
+                    tls.host,
+                    tls.port,
                     plan.user,
                     password,
                     cafile=str(server.ca_pem_path),
@@ -79,10 +85,12 @@ def dovecot_mailboxes(
 
 
 @contextlib.contextmanager
-def popa3d_mailbox(count: int, size: int, workdir: Path) -> Iterator[tuple[NoCorkServer, Mailbox]]:
+def popa3d_mailbox(
+    count: int, size: int, workdir: Path
+) -> Iterator[tuple[NoCorkServer, ServedMailbox]]:
     """Start popa3d (needs root) with ``count`` messages of ``size`` octets.
 
-    Raises :class:`~benchmarks.nocork_server.NoCorkServerUnavailableError`
+    Raises :class:`~servers.popa3d.NoCorkServerUnavailableError`
     when this machine cannot run it.
     """
     server = NoCorkServer(make_messages(count, size))
@@ -90,4 +98,4 @@ def popa3d_mailbox(count: int, size: int, workdir: Path) -> Iterator[tuple[NoCor
     octets = write_manifest(manifest, server.expected)
     with server:
         plain = ServerSpec(server.host, server.port, server.user, server.password)
-        yield server, Mailbox(count=count, octets=octets, manifest=str(manifest), plain=plain)
+        yield server, ServedMailbox(count=count, octets=octets, manifest=str(manifest), plain=plain)

@@ -12,19 +12,20 @@ through the protocol's own USER and PASS replies, outside the span.
 from __future__ import annotations
 
 from aiopop._protocol import Command, Data, End, POP3Protocol, ReplyShape
+from benchmarks.harness.measure import Span
+from benchmarks.harness.messages import build_message, stuffed_reply
 
-from .measure import Span
-from .messages import build_message, stuffed_reply
 from .outcome import Outcome
 
-__all__ = ["CHUNK", "parse_aiopop", "parse_find_replace"]
+__all__ = ["CHUNK", "logged_in", "parse_aiopop", "parse_find_replace"]
 
 CHUNK = 64 * 1024
 TERMINATOR = b"\r\n.\r\n"
 RETR = Command("RETR", ("1",), ReplyShape.DATA)
 
 
-def _logged_in() -> POP3Protocol:
+def logged_in() -> POP3Protocol:
+    """A POP3Protocol in TRANSACTION, through its own greeting and USER/PASS replies."""
     protocol = POP3Protocol()
     protocol.receive_data(b"+OK ready\r\n")
     protocol.next_event()
@@ -50,7 +51,7 @@ def parse_aiopop(size: int, dot_every: int, repeat: int, span: Span) -> Outcome:
     chunks = [reply[i : i + CHUNK] for i in range(0, len(reply), CHUNK)]
     pieces: list[bytes] = []
     for _ in range(repeat):
-        protocol = _logged_in()
+        protocol = logged_in()
         protocol.send(RETR)
         pieces = []
         ended = False

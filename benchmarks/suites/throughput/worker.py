@@ -1,8 +1,10 @@
-"""One client run in a process of its own: ``python -m benchmarks.worker '<RunSpec JSON>'``.
+"""One client run in a process of its own.
+
+``python -m benchmarks.suites.throughput.worker '<RunSpec JSON>'``
 
 It runs the client named in the spec, checks what arrived against the
 stored mailbox (after the span, outside it), and prints one line of JSON: a
-:class:`~benchmarks.spec.RunResult`. A wrong result exits with status 3 and
+:class:`~benchmarks.suites.throughput.spec.RunResult`. A wrong result exits with status 3 and
 says why on stderr; any other failure with status 1 and a traceback.
 """
 
@@ -12,10 +14,11 @@ import cProfile
 import sys
 from collections.abc import Callable
 
+from benchmarks.harness.measure import Span
+from benchmarks.harness.messages import check_digests, load_manifest
+
 from .bigfile import fetch_memory, fetch_to_file
 from .clients import fetch_aiopop, fetch_ceiling, fetch_poplib
-from .measure import Span
-from .messages import check_digests, load_manifest
 from .outcome import Outcome
 from .parsing import parse_aiopop, parse_find_replace
 from .spec import RunResult, RunSpec, ServerSpec
@@ -88,7 +91,9 @@ def run(spec: RunSpec) -> RunResult:
 def main(argv: list[str]) -> int:
     """Run the spec given as the only argument; print the result as JSON."""
     if len(argv) != 1:
-        print("usage: python -m benchmarks.worker '<RunSpec JSON>'", file=sys.stderr)
+        print(
+            "usage: python -m benchmarks.suites.throughput.worker '<RunSpec JSON>'", file=sys.stderr
+        )
         return 2
     try:
         result = run(RunSpec.from_json(argv[0]))

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 import aiopop
+from benchmarks.harness.measure import Span
 
 from .clients import TIMEOUT
-from .measure import Span
 from .outcome import Outcome, from_messages
 from .spec import ServerSpec
 

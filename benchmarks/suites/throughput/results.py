@@ -6,7 +6,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .runner import Rounds
+from benchmarks.harness.ratios import round_ratios
+from benchmarks.harness.rounds import Rounds
+
 from .spec import RunResult
 from .workloads import MIB, Ratio, RssLimit, Workload
 
@@ -32,18 +34,10 @@ class WorkloadResult:
 
     workload: Workload
     runs: dict[str, list[RunResult]]
-    rounds: Rounds | None = None
+    rounds: Rounds[RunResult] | None = None
     """How the rounds went (None when skipped)."""
     elapsed: float = 0.0
     """Seconds the whole workload took: every worker, warm-up and repeated rounds included."""
-
-    @property
-    def others_share(self) -> float:
-        """What other programs used during the kept rounds, as a share of one CPU."""
-        rounds = self.rounds
-        if rounds is None or rounds.others_cpu is None or rounds.kept_seconds <= 0:
-            return 0.0
-        return rounds.others_cpu / rounds.kept_seconds
 
     @property
     def skipped(self) -> str | None:
@@ -67,8 +61,10 @@ class WorkloadResult:
 
     def round_ratios(self, ratio: Ratio) -> list[float]:
         """The ratio in each round: the reference's time over the client's time."""
-        pairs = zip(self.runs[ratio.reference], self.runs[ratio.client], strict=True)
-        return [reference.seconds / mine.seconds for reference, mine in pairs]
+        return round_ratios(
+            [run.seconds for run in self.runs[ratio.reference]],
+            [run.seconds for run in self.runs[ratio.client]],
+        )
 
     def median_ratio(self, ratio: Ratio) -> float:
         """The median over rounds of :meth:`round_ratios`."""
@@ -87,10 +83,7 @@ class WorkloadResult:
         }
         if workload.skipped is not None or self.rounds is None:
             return data
-        data["rounds_repeated_as_noisy"] = self.rounds.repeated
-        data["noisy_rounds_kept"] = self.rounds.noisy_kept
-        data["other_programs_cpu_seconds"] = self.rounds.others_cpu
-        data["other_programs_share_of_a_cpu"] = self.others_share
+        data.update(self.rounds.to_json())
         data["clients"] = {
             name: {
                 "median": vars(self.summary(name)),

@@ -87,7 +87,7 @@ Run this file as a module to show the premise on this machine: it starts
 the server with 100 messages of 8 KB and times, alternating, stdlib
 ``poplib`` and a raw blocking socket without and with ``TCP_QUICKACK``::
 
-    .venv/bin/python -m benchmarks.nocork_server [--messages 100] [--size 8192] [--rounds 3]
+    .venv/bin/python -m servers.popa3d [--messages 100] [--size 8192] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -865,7 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == [INETD_FLAG]:
         return _inetd_main(arguments[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.nocork_server",
+        prog="python -m servers.popa3d",
         description="Time poplib and raw sockets (with and without TCP_QUICKACK) against "
         "popa3d, a POP3 server that neither pipelines nor corks, on 127.0.0.1.",
     )

@@ -7,7 +7,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RunResult", "RunSpec", "ServerSpec"]
+from benchmarks.harness.workers import run_module
+
+__all__ = ["WORKER", "RunResult", "RunSpec", "ServerSpec", "run_worker"]
+
+WORKER = "benchmarks.suites.throughput.worker"
+"""The module a fresh worker process runs."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,7 @@ class ServerSpec:
 class RunSpec:
     """One run of one client in a fresh worker process.
 
-    ``client`` names a function in :data:`benchmarks.worker.CLIENTS`.
+    ``client`` names a function in :data:`benchmarks.suites.throughput.worker.CLIENTS`.
     ``manifest`` is the JSON file of sizes and digests the result is checked
     against; ``directory`` where a message is written to a file; ``size``
     and ``dot_every`` shape the parser's message; ``repeat`` is how often a
@@ -86,3 +91,8 @@ class RunResult:
     def from_json(cls, text: str) -> RunResult:
         """The result ``to_json`` wrote."""
         return cls(**json.loads(text))
+
+
+def run_worker(spec: RunSpec) -> RunResult:
+    """Run ``spec`` in a fresh worker process (:data:`WORKER`) and return its measurements."""
+    return RunResult.from_json(run_module(WORKER, [spec.to_json()], what=spec.client))

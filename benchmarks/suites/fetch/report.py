@@ -1,0 +1,221 @@
+"""The fetch suite's numbers (medians, ratios, verdicts, aiopop's parts) and its report."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from benchmarks.harness.ratios import median_or_nan as _median
+from benchmarks.harness.ratios import round_ratios as ratios_of
+
+from .peers import AIOPOP, INPROC, TARGETS
+from .runs import FetchResult
+
+# -- numbers -----------------------------------------------------------------------------------
+
+
+def summary(workload: FetchResult, client: str) -> dict[str, Any]:
+    """Medians over ``client``'s successful runs."""
+    runs = [run for run in workload.runs[client] if run.ok]
+    seconds = _median([run.seconds for run in runs])
+    box = workload.mailbox
+    return {
+        "runs_ok": len(runs),
+        "runs": len(workload.runs[client]),
+        "seconds": seconds,
+        "process_seconds": _median([run.process_seconds for run in runs]),
+        "messages_per_s": box.count / seconds,
+        "mb_per_s": box.octets / 1e6 / seconds,
+        "cpu_seconds": _median([run.cpu_seconds for run in runs]),
+        "peak_rss_mib": _median([run.peak_rss_mib for run in runs]),
+        "header_octets_per_message": _median([run.header_octets / box.count for run in runs]),
+    }
+
+
+def round_ratios(workload: FetchResult, reference: str, client: str = AIOPOP) -> list[float]:
+    """reference's time / client's time in each round where both succeeded."""
+    pairs = zip(workload.runs[reference], workload.runs[client], strict=True)
+    both = [(ref.seconds, mine.seconds) for ref, mine in pairs if ref.ok and mine.ok]
+    return ratios_of([ref for ref, _ in both], [mine for _, mine in both])
+
+
+def verdicts(workload: FetchResult) -> list[dict[str, Any]]:
+    """PASS, FAIL or SKIP for each of aiopop fetch's targets on this workload."""
+    found: list[dict[str, Any]] = []
+    for reference, minimum, words, test in TARGETS:
+        title = f"{workload.mailbox.key}: aiopop fetch {words}"
+        if reference not in workload.runs or AIOPOP not in workload.runs:
+            found.append({"status": "SKIP", "text": f"{title}: not measured", "median": None})
+            continue
+        ratios = round_ratios(workload, reference)
+        if not ratios:
+            found.append({"status": "SKIP", "text": f"{title}: no round", "median": None})
+            continue
+        value = statistics.median(ratios)
+        passed = value > minimum if test == ">" else value >= minimum
+        text = (
+            f"{title}: {reference} time / aiopop fetch time {value:.2f}x "
+            f"(target {test} {minimum:g}x; rounds {min(ratios):.2f} to {max(ratios):.2f})"
+        )
+        found.append(
+            {
+                "status": "PASS" if passed else "FAIL",
+                "workload": workload.mailbox.key,
+                "reference": reference,
+                "target": f"{test} {minimum:g}",
+                "median": value,
+                "rounds": ratios,
+                "text": text,
+            }
+        )
+    return found
+
+
+def parts(workload: FetchResult) -> dict[str, float]:
+    """Where aiopop's time goes: medians of the in-process parts, and the command's overhead."""
+    if INPROC not in workload.runs:
+        return {}
+    runs = [run for run in workload.runs[INPROC] if run.ok]
+    found = {name: _median([run.parts[name] for run in runs]) for name in runs[0].parts}
+    found["process"] = _median([run.process_seconds for run in runs])
+    found["interpreter_and_exit"] = _median(
+        [run.process_seconds - sum(run.parts.values()) for run in runs]
+    )
+    if AIOPOP in workload.runs:
+        pairs = zip(workload.runs[AIOPOP], workload.runs[INPROC], strict=True)
+        outside = [cli.seconds - inner.seconds for cli, inner in pairs if cli.ok and inner.ok]
+        found["command_outside_fetch_to_maildir"] = _median(outside)
+    return found
+
+
+# -- the report --------------------------------------------------------------------------------
+
+_HEADER = (
+    f"{'client':<19}{'workload':<10}{'median s':>10}{'messages/s':>12}{'MB/s':>8}"
+    f"{'CPU s':>8}{'peak RSS MB':>13}{'runs ok':>9}"
+)
+
+
+def print_report(
+    workloads: Sequence[FetchResult],
+    info: dict[str, Any],
+    found: Sequence[dict[str, Any]],
+    startup: dict[str, Any] | None,
+) -> None:
+    """The table, the ratios, aiopop's parts, the load and the verdicts, on stdout."""
+    print(f"aiopop fetch benchmark: {info['settings_line']}")
+    print(info["machine_line"])
+    print(info["tools_line"])
+    print()
+    print(_HEADER)
+    print("-" * len(_HEADER))
+    for number, workload in enumerate(workloads):
+        if number:
+            print()
+        for client in workload.runs:
+            s = summary(workload, client)
+            if not s["runs_ok"]:
+                print(f"{client:<19}{workload.mailbox.key:<10}  no successful run")
+                continue
+            print(
+                f"{client:<19}{workload.mailbox.key:<10}{s['seconds']:>10.3f}"
+                f"{s['messages_per_s']:>12.0f}{s['mb_per_s']:>8.1f}{s['cpu_seconds']:>8.3f}"
+                f"{s['peak_rss_mib']:>13.1f}{s['runs_ok']:>5}/{s['runs']}"
+            )
+    print()
+    print("aiopop's time against each other client's, median over rounds of (the other's")
+    print("time / aiopop's time); above 1: aiopop is faster. `aiopop in-process` counts only")
+    print("fetch_to_maildir (no start-up, login or QUIT): what the library does, not the command")
+    for workload in workloads:
+        for client in (AIOPOP, INPROC):
+            for reference in workload.runs:
+                if client not in workload.runs or reference in (AIOPOP, INPROC):
+                    continue
+                ratios = round_ratios(workload, reference, client)
+                if ratios:
+                    print(
+                        f"  {workload.mailbox.key:<10}{client:<19}against {reference:<12}"
+                        f"{statistics.median(ratios):>7.2f}x   "
+                        f"(rounds {min(ratios):.2f} to {max(ratios):.2f})"
+                    )
+    print()
+    print("where aiopop's time goes (medians; the in-process run's parts, in seconds)")
+    for workload in workloads:
+        found_parts = parts(workload)
+        if found_parts:
+            print(
+                f"  {workload.mailbox.key:<10} "
+                + ", ".join(f"{name} {value:.3f}" for name, value in found_parts.items())
+            )
+    print()
+    for workload in workloads:
+        log = workload.rounds.log
+        loads = [r["load_1min_at_start"] for r in log]
+        probes = [r["create_probe_ms"] for r in log]
+        shares = [r["others_cpu_share"] or 0.0 for r in log]
+        print(
+            f"{workload.mailbox.key}: load (1 min) {min(loads):.2f} to {max(loads):.2f}; "
+            f"other programs' CPU {statistics.median(shares):.0%} of a CPU (median round); "
+            f"{workload.rounds.repeated} noisy rounds run again, "
+            f"{workload.rounds.noisy_kept} kept; "
+            f"file creation {statistics.median(probes):.3f} ms (median round)"
+        )
+        for run in workload.aborted:
+            print(f"  aborted: {run.client} round {run.round}: {run.problem}")
+    print()
+    if startup is not None:
+        print(
+            "start-up of the `aiopop` command: interpreter start and exit "
+            f"{startup['interpreter_start_and_exit']:.3f} s (python -c pass); imports "
+            f"{startup['imports_of_the_command']:.3f} s (-X importtime, cumulative):"
+        )
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in startup["import_of"].items()))
+    for workload in workloads:
+        if workload.profile is None:
+            continue
+        profile = workload.profile
+        print(
+            f"{workload.mailbox.key}: aiopop's steps in one more in-process run "
+            f"(fetch_to_maildir {profile['fetch_to_maildir']:.3f} s; seconds, calls):"
+        )
+        for label, (seconds, count) in profile["steps"].items():
+            print(f"  {label:<50}{seconds:>8.3f}{count:>7}")
+        if "pyinstrument_file" in profile:
+            print(f"  pyinstrument's profile: {profile['pyinstrument_file']}")
+    if startup is not None or any(w.profile for w in workloads):
+        print()
+    for verdict in found:
+        print(f"{verdict['status']:<4}  {verdict['text']}")
+    failed = sum(v["status"] == "FAIL" for v in found)
+    skipped = sum(v["status"] == "SKIP" for v in found)
+    print()
+    print(
+        f"targets: {len(found) - failed - skipped} passed, {failed} failed, {skipped} skipped; "
+        f"total run time {info['elapsed']:.0f} s"
+    )
+
+
+def to_json(workload: FetchResult) -> dict[str, Any]:
+    """A workload's mailbox, summaries, ratios, parts, rounds and every run."""
+    box = workload.mailbox
+    return {
+        "mailbox": {"count": box.count, "size": box.size, "octets": box.octets},
+        "summaries": {client: summary(workload, client) for client in workload.runs},
+        "ratios": {
+            reference: round_ratios(workload, reference)
+            for reference in workload.runs
+            if reference != AIOPOP and AIOPOP in workload.runs
+        },
+        "in_process_ratios": {
+            reference: round_ratios(workload, reference, INPROC)
+            for reference in workload.runs
+            if reference not in (AIOPOP, INPROC) and INPROC in workload.runs
+        },
+        "aiopop_parts": parts(workload),
+        **workload.rounds.to_json(),
+        "aborted": [asdict(run) for run in workload.aborted],
+        "aiopop_steps": workload.profile,
+        "runs": {client: [asdict(run) for run in runs] for client, runs in workload.runs.items()},
+    }

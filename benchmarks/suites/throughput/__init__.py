@@ -1,0 +1,1 @@
+"""The throughput suite: aiopop against stdlib poplib and raw-socket ceilings."""
