@@ -286,7 +286,7 @@ class InsecureLoginError(POP3Error):
 
 
 class TLSRequiredError(POP3Error):
-    """TLS was required (``starttls="required"``) and the server could not provide it.
+    """TLS was required (``tls="starttls"``) and the server could not provide it.
 
     CAPA was refused, STLS was not offered, or STLS was answered ``-ERR``.
     Nothing but CAPA and STLS was sent, and the connection is closed.
