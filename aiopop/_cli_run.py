@@ -64,6 +64,10 @@ port says nothing until the client starts TLS: after this, the command says so r
 than waiting out the whole --timeout and blaming a slow server."""
 
 
+PROBE_WAIT = 2.0
+"""Seconds a second connection may take to show that the port takes connections."""
+
+
 class NoGreetingError(POP3TimeoutError):
     """No greeting within :data:`GREETING_WAIT`: perhaps a POP3S port reached in cleartext."""
 
@@ -162,24 +166,46 @@ async def connect(account: Account, client: POP3) -> None:
     """Connect, waiting at most :data:`GREETING_WAIT` for the greeting without implicit TLS.
 
     The client's ``timeout`` keeps its meaning (one step); this shorter wait
-    is the command's own, for the one mistake it can name: a POP3S port.
+    is the command's own, for the one mistake it can name: a POP3S port,
+    which takes the connection and then says nothing. Whether the port takes
+    connections is asked apart (:func:`takes_connections`) before saying so;
+    a server that does not answer at all is left to the step timeout.
     """
     step = account.timeout
     if account.tls == "implicit" or (step is not None and step <= GREETING_WAIT):
         await client.connect()
         return
+    connecting = asyncio.ensure_future(client.connect())
     try:
-        async with asyncio.timeout(GREETING_WAIT):
-            await client.connect()
-    except TimeoutError as exc:
-        if isinstance(exc, POP3TimeoutError):
-            raise
-        await client.close()
-        error = NoGreetingError(
-            f"no greeting from {account.host}:{account.effective_port} within"
-            f" {GREETING_WAIT:g} s; is this a POP3S port? try --tls implicit"
-        )
-        raise error from None
+        done, _ = await asyncio.wait({connecting}, timeout=GREETING_WAIT)
+        silent = not done and await takes_connections(account.host, account.effective_port)
+        if silent and not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, POP3Error, OSError):
+                await connecting
+            await client.close()
+            raise NoGreetingError(
+                f"no greeting from {account.host}:{account.effective_port} within"
+                f" {GREETING_WAIT:g} s; is this a POP3S port? try --tls implicit"
+            )
+        await connecting
+    finally:
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, POP3Error, OSError):
+                await connecting
+
+
+async def takes_connections(host: str, port: int, wait: float = PROBE_WAIT) -> bool:
+    """Whether ``host:port`` completes a TCP connection within ``wait`` seconds (then closed)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 async def login(account: Account, client: POP3, prefer: AuthMethod | None = None) -> AuthMethod:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -196,6 +197,33 @@ async def test_a_pop3s_port_reached_without_tls_is_named(pop3s: POP3TestServer) 
         assert "is this a POP3S port? try --tls implicit" in run.err
         clean(run)
     assert _cli_run.GREETING_WAIT <= took < _cli_run.GREETING_WAIT + 10
+
+
+async def test_a_server_that_takes_no_connection_is_not_called_a_pop3s_port() -> None:
+    """A stalled TCP connect is the step timeout's, without the POP3S hint."""
+    # A listener whose backlog is full: the kernel drops further SYNs, so a
+    # connect to it stalls, as to a host that drops packets.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        run = await aiopop_command(
+            "stat", "127.0.0.1", "u", "--port", str(port), "--tls", "none",
+            "--timeout", "7", "--password-env", "AIOPOP_TEST_PASSWORD", env=ENV,
+        )  # fmt: skip
+        took = loop.time() - began
+    finally:
+        filler.close()
+        listener.close()
+    assert run.status == _cli.EXIT_NETWORK, run.err
+    assert "POP3S" not in run.err
+    assert "timed out" in run.err or "slow or unreachable" in run.err, run.err
+    clean(run)
+    assert 7 <= took < 20
 
 
 async def test_a_pinned_method_not_offered_says_what_is(plain: POP3TestServer) -> None:
