@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 
 import aiopop
+from aiopop import watch
 from aiopop._delivery_state import STATE_FILE, DeliveryState, StateLock, StateLockedError
 from aiopop._import_state import MAX_LINE, ImportFileError, import_state, read_seen_uids
+from aiopop.testing import Mailbox, POP3TestServer
 from tests.helpers.fetch import ACCOUNT, fetch, serve
+from tests.helpers.watch import PASSWORD, account_for, collect, uids_of
 
 FETCHMAIL = (
     b"scratch1@127.0.0.1 000000016b1762dd\n"
@@ -280,6 +283,28 @@ async def test_fetch_new_only_skips_imported_messages_and_delete_leaves_them(
     assert [d.uid for d in second.delivered] == [new]
     assert second.marked == [3]
     assert [uid for uid in mailbox.uids if uid in old] == old  # still on the server
+
+
+async def test_watch_with_an_imported_store_yields_only_new_mail(tmp_path: Path) -> None:
+    """watch() skips imported messages; with delete=True it deletes them, as any known one.
+
+    For watch, a store's entry means "handled": the documented behaviour,
+    pinned here so that a change to it is a decision (docs/import-state.md).
+    """
+    mailbox = Mailbox(PASSWORD, [b"Subject: a\r\n\r\n1\r\n", b"Subject: b\r\n\r\n2\r\n"])
+    old = uids_of(mailbox)
+    async with POP3TestServer({"alice": mailbox}) as server:
+        account = account_for(server)
+        ids = write(tmp_path, b"".join(b"alice@127.0.0.1 %s\n" % uid.encode() for uid in old))
+        store = tmp_path / "seen.sqlite3"
+        await import_state(
+            "fetchmail", ids, store, user="alice", host=server.host, port=server.port
+        )
+        new = mailbox.add(b"Subject: c\r\n\r\n3\r\n")
+        kept = await collect(watch(account, store=aiopop.SQLiteStore(store), polls=1))
+        assert [message.uid for message in kept] == [new]
+        await collect(watch(account, store=aiopop.SQLiteStore(store), delete=True, polls=1))
+    assert mailbox.uids == []
 
 
 # -- the command line ----------------------------------------------------------------------------
