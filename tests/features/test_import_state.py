@@ -8,6 +8,7 @@ tests/integration/test_import_state_peers.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import pytest
 
 import aiopop
 from aiopop import watch
+from aiopop._cli import main
 from aiopop._delivery_state import STATE_FILE, DeliveryState, StateLock, StateLockedError
 from aiopop._import_state import MAX_LINE, ImportFileError, import_state, read_seen_uids
 from aiopop.testing import Mailbox, POP3TestServer
@@ -353,3 +355,22 @@ def test_the_command_refuses_a_bad_file_with_a_clear_message(tmp_path: Path) -> 
     assert f"aiopop: error: {ids}, line 4: not a POP3 unique-id" in done.stderr
     assert "Traceback" not in done.stderr
     assert not state.exists()
+
+
+def test_the_command_names_other_accounts_and_says_when_none_matched(tmp_path: Path) -> None:
+    lines = b"".join(b"user%d@127.0.0.1 u%d\n" % (n, n) for n in range(7))
+    ids = write(tmp_path, lines)
+    out = io.StringIO()
+    args = ["import-state", "fetchmail", str(ids), "127.0.0.1", "alice"]
+    assert main([*args, "--state", str(tmp_path / "s")], out=out) == 0
+    assert out.getvalue().splitlines() == [
+        f"Imported 0 unique-ids of alice@127.0.0.1 from {ids} into {tmp_path / 's'}"
+        " (0 already known, 7 of other accounts skipped)",
+        "  other accounts in the file: user0@127.0.0.1, user1@127.0.0.1, user2@127.0.0.1,"
+        " user3@127.0.0.1, user4@127.0.0.1, ...",
+        "  nothing in " + str(ids) + " is for alice on 127.0.0.1: check the names,"
+        " or give --host-in-file",
+    ]
+    out = io.StringIO()
+    assert main([*args[:4], "user1", "--maildir", str(tmp_path / "M"), "--json"], out=out) == 0
+    assert json.loads(out.getvalue())["imported"] == 1
