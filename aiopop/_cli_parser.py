@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     _import_options(
         command(
             "import-state",
-            "Read fetchmail's, getmail6's or mpop's record of fetched messages into aiopop's"
-            " state, so that fetch --new-only skips them (see docs/import-state.md).",
+            "Import fetchmail's, getmail6's or mpop's record of fetched messages,"
+            " so that fetch --new-only skips them.",
         )
     )
     command(

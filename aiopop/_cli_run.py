@@ -451,6 +451,8 @@ async def run_import_state(
     out: TextIO,
 ) -> int:
     """``aiopop import-state``: another tool's seen unique-ids into a Maildir's or a state file."""
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--port must be from 1 to 65535, not {port}")
     if maildir is not None:
         box = Maildir(maildir)
         await box.create()

@@ -374,3 +374,11 @@ def test_the_command_names_other_accounts_and_says_when_none_matched(tmp_path: P
     out = io.StringIO()
     assert main([*args[:4], "user1", "--maildir", str(tmp_path / "M"), "--json"], out=out) == 0
     assert json.loads(out.getvalue())["imported"] == 1
+
+
+def test_the_command_refuses_a_port_out_of_range(tmp_path: Path) -> None:
+    ids = write(tmp_path, FETCHMAIL)
+    state = str(tmp_path / "s")
+    args = ["import-state", "fetchmail", str(ids), "h", "u", "--port", "0", "--state", state]
+    assert main(args) == 2
+    assert not (tmp_path / "s").exists()
