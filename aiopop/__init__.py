@@ -101,6 +101,12 @@ _SOURCES: dict[str, str] = {
     "StateError": "_errors",
     "StateLock": "_delivery_state",
     "StateLockedError": "_errors",
+    # switching from fetchmail, getmail6 or mpop
+    "ImportFileError": "_errors",
+    "ImportKind": "_import_state",
+    "ImportResult": "_import_state",
+    "import_state": "_import_state",
+    "read_seen_uids": "_import_state",
     # watching for new mail
     "MemoryStore": "_stores",
     "SQLiteStore": "_stores",
@@ -137,6 +143,9 @@ __all__ = [
     "Failure",
     "FailureKind",
     "FetchResult",
+    "ImportFileError",
+    "ImportKind",
+    "ImportResult",
     "InsecureLoginError",
     "ListEntry",
     "LoginDelay",
@@ -178,8 +187,10 @@ __all__ = [
     "diagnose",
     "error_proto",
     "fetch_to_maildir",
+    "import_state",
     "load_accounts",
     "mailbox_key",
+    "read_seen_uids",
     "recover",
     "sasl",
     "secret_from_command",
@@ -211,6 +222,7 @@ if TYPE_CHECKING:
         CredentialsError,
         Failure,
         FailureKind,
+        ImportFileError,
         InsecureLoginError,
         LoginDelayError,
         MailboxInUseError,
@@ -232,6 +244,7 @@ if TYPE_CHECKING:
     )
     from ._fetch import fetch_to_maildir, recover
     from ._fetch_run import Delivery, FetchResult, Oversized, Refusal
+    from ._import_state import ImportKind, ImportResult, import_state, read_seen_uids
     from ._login import OAuth2Token
     from ._maildir import Maildir
     from ._many import CheckResult, check_many

@@ -1,4 +1,5 @@
-"""The ``aiopop`` command (also ``python -m aiopop``): stat, list, uidl, fetch, check, demo.
+"""The ``aiopop`` command (also ``python -m aiopop``): stat, list, uidl, fetch, check, import-state,
+demo.
 
 Passwords come from a ``getpass`` prompt, an environment variable
 (``--password-env``) or a password command (``--password-command``); never
@@ -34,7 +35,15 @@ from typing import NoReturn, TextIO
 
 from ._cli_parser import build_parser
 from ._cli_report import explain, plural, print_error
-from ._cli_run import account_from_args, run_check, run_fetch, run_list, run_stat, run_uidl
+from ._cli_run import (
+    account_from_args,
+    run_check,
+    run_fetch,
+    run_import_state,
+    run_list,
+    run_stat,
+    run_uidl,
+)
 from ._cli_run import saved_messages as _saved_messages
 from ._errors import (
     EXIT_AUTH,
@@ -96,6 +105,21 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 out=out,
             )
         )
+    if args.command == "import-state":
+        return asyncio.run(
+            run_import_state(
+                args.tool,
+                args.file,
+                args.host,
+                args.user,
+                port=args.port,
+                host_in_file=args.host_in_file,
+                maildir=args.maildir,
+                state=args.state,
+                as_json=args.json,
+                out=out,
+            )
+        )
     # The password prompt (if any) runs here, outside the event loop: Ctrl-C
     # there raises KeyboardInterrupt at once instead of cancelling a task.
     account = account_from_args(args, sys.stdin)
@@ -121,7 +145,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     out = out if out is not None else sys.stdout
     err = sys.stderr
     args = build_parser().parse_args(argv)
-    maildir: str | None = getattr(args, "maildir", None)
+    maildir: str | None = args.maildir if args.command == "fetch" else None
     before = _saved_messages(maildir) if maildir is not None else 0
     try:
         return _run_command(args, out, err)

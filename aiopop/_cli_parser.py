@@ -8,6 +8,7 @@ import math
 from . import __version__
 from ._client import DEFAULT_TIMEOUT
 from ._fetch import DEFAULT_MAX_SIZE
+from ._import_state import IMPORT_KINDS
 from ._many import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_PER_HOST
 from ._types import TLS_POLICIES
 
@@ -139,6 +140,32 @@ def _mailbox_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (sizes in octets)")
 
 
+def _import_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("tool", choices=IMPORT_KINDS, help="the tool that wrote FILE")
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        help="its record: fetchmail's ~/.fetchids, getmail6's oldmail-SERVER-PORT-USER,"
+        " mpop's ~/.mpop_uidls (or uidls_file)",
+    )
+    parser.add_argument(
+        "host", metavar="HOST", help="the server's host name, as aiopop fetch will be given it"
+    )
+    parser.add_argument("user", metavar="USER", help="the user name")
+    parser.add_argument(
+        "--port", type=int, help="the port aiopop will use (default: getmail6's, or 110)"
+    )
+    parser.add_argument(
+        "--host-in-file",
+        metavar="NAME",
+        help="the server's name in FILE, when the old tool called it otherwise",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--maildir", help="the Maildir aiopop fetch delivers into (its state)")
+    where.add_argument("--state", metavar="STATE", help="a state file (SQLiteStore's, for watch)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, every subcommand documented.
 
@@ -219,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--cafile", help="trust the CA certificates in this PEM file")
     check.add_argument("--json", action="store_true", help="print JSON lines, one per account")
+    _import_options(
+        command(
+            "import-state",
+            "Import fetchmail's, getmail6's or mpop's record of fetched messages,"
+            " so that fetch --new-only skips them.",
+        )
+    )
     command(
         "demo",
         "Start the embedded test server with a sample mailbox and read it.",

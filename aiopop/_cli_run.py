@@ -44,6 +44,7 @@ from ._errors import (
     UsageError,
 )
 from ._fetch import fetch_to_maildir
+from ._import_state import ImportKind, import_state
 from ._maildir import Maildir
 from ._many import CheckResult, check_many
 from ._types import AuthMethod
@@ -53,6 +54,7 @@ __all__ = [
     "account_from_args",
     "run_check",
     "run_fetch",
+    "run_import_state",
     "run_list",
     "run_stat",
     "run_uidl",
@@ -459,3 +461,57 @@ async def run_check(
         (rich_table if fancy else plain_table)(results, out)
     failed = sum(not result.ok for result in results)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def run_import_state(
+    tool: ImportKind,
+    file: str,
+    host: str,
+    user: str,
+    *,
+    port: int | None,
+    host_in_file: str | None,
+    maildir: str | None,
+    state: str | None,
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    """``aiopop import-state``: another tool's seen unique-ids into a Maildir's or a state file."""
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--port must be from 1 to 65535, not {port}")
+    if maildir is not None:
+        box = Maildir(maildir)
+        await box.create()
+        state_path = box.path / STATE_FILE
+    else:
+        state_path = Path(state or "")
+    result = await import_state(
+        tool, file, state_path, user=user, host=host, port=port, host_in_file=host_in_file
+    )
+    if as_json:
+        summary = {
+            "mailbox": result.mailbox,
+            "state": str(state_path),
+            "imported": result.imported,
+            "known": result.known,
+            "skipped": result.skipped,
+            "other_accounts": result.others,
+        }
+        print(json.dumps(summary), file=out)
+        return EXIT_OK
+    print(
+        f"Imported {plural(result.imported, 'unique-id')} of {result.mailbox} from {file}"
+        f" into {state_path} ({result.known} already known,"
+        f" {result.skipped} of other accounts skipped)",
+        file=out,
+    )
+    if result.others:
+        shown = ", ".join(result.others[:5]) + (", ..." if len(result.others) > 5 else "")
+        print(f"  other accounts in the file: {shown}", file=out)
+    if not result.imported and not result.known:
+        print(
+            f"  nothing in {file} is for {user} on {host_in_file or host}:"
+            " check the names, or give --host-in-file",
+            file=out,
+        )
+    return EXIT_OK

@@ -37,6 +37,7 @@ __all__ = [
     "CredentialsError",
     "Failure",
     "FailureKind",
+    "ImportFileError",
     "InsecureLoginError",
     "LoginDelayError",
     "MailboxInUseError",
@@ -347,6 +348,10 @@ class UsageError(Exception):
     """The ``aiopop`` command line cannot be run as given."""
 
 
+class ImportFileError(ValueError):
+    """Another tool's record of seen unique-ids that cannot be read: says the file and line."""
+
+
 # -- the one table of failures ------------------------------------------------------------
 
 EXIT_OK = 0
@@ -510,6 +515,8 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
     (_cancelled, Failure(_K.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED)),
     (UsageError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE, "see aiopop --help")),
     (AccountError, Failure(_K.ACCOUNT, "account", False, True, EXIT_USAGE, _ACCOUNT)),
+    (ImportFileError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE,
+        "check that the file is that tool's record of unique-ids, and is whole")),
     (StateLockedError, Failure(_K.STATE_LOCKED, "state", True, True, EXIT_LOCAL,
         "a fetch or watch of this mailbox is running: wait for it")),
     (StateError, Failure(_K.STATE, "state", False, True, EXIT_LOCAL, _STATE)),

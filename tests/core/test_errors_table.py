@@ -65,6 +65,7 @@ EXPECTED: dict[type[BaseException], errors.FailureKind] = {
     errors.UIDLUnavailableError: K.NO_UIDL,
     errors.AccountError: K.ACCOUNT,
     errors.UsageError: K.USAGE,
+    errors.ImportFileError: K.USAGE,
     StateError: K.STATE,
     StateLockedError: K.STATE_LOCKED,
     _cli_run.NoGreetingError: K.TIMEOUT,  # the command line's: no greeting within 5 s
@@ -73,7 +74,8 @@ EXPECTED: dict[type[BaseException], errors.FailureKind] = {
 
 def _classes() -> set[type[BaseException]]:
     found: set[type[BaseException]] = {POP3Error, *_all_subclasses(POP3Error)}
-    found |= {errors.AccountError, errors.UsageError, StateError, *_all_subclasses(StateError)}
+    found |= {errors.AccountError, errors.UsageError, errors.ImportFileError}
+    found |= {StateError, *_all_subclasses(StateError)}
     # aiopop's own; other tests define subclasses of their own (test_error_pickling's).
     return {cls for cls in found if cls.__module__.startswith("aiopop.")}
 
