@@ -38,6 +38,9 @@ ACCOUNT_KEYS = {
     "allow_cleartext": "true to allow a password over an unencrypted connection",
     "timeout": "seconds for each step (connect, each reply)",
     "state_key": "names the mailbox's state in place of user@host[:port]",
+    "maildir": "used by fetch: the Maildir for this account's mail (~ expanded; relative\n"
+    + " " * 24
+    + "to the accounts file's folder); check ignores it",
     "password_env": "the environment variable holding the password",
     "password_command": 'a command printing the password: ["pass", "show", "mail/work"]',
     "keyring": "true: the password is in the system keyring (service aiopop)",
