@@ -73,8 +73,8 @@ async def fetch(path: Path, *more: str) -> Run:
 
 async def test_three_accounts_on_two_servers_into_two_maildirs(tmp_path: Path) -> None:
     boxes = {"ann": letters("ann"), "bob": letters("bob", 3), "cy": letters("cy", 1)}
-    one = POP3TestServer({user: Mailbox(PASSWORD, boxes[user]) for user in ("ann", "bob")})
-    two = POP3TestServer({"cy": Mailbox(PASSWORD, boxes["cy"])})
+    one = POP3TestServer({user: Mailbox(PASSWORD, list(boxes[user])) for user in ("ann", "bob")})
+    two = POP3TestServer({"cy": Mailbox(PASSWORD, list(boxes["cy"]))})
     async with one, two:
         path = tmp_path / "accounts.toml"
         # Relative paths: relative to the accounts file's folder, not the command's.
@@ -120,7 +120,7 @@ async def test_three_accounts_on_two_servers_into_two_maildirs(tmp_path: Path) -
 async def test_a_wrong_password_and_a_server_down_stop_only_their_accounts(
     tmp_path: Path,
 ) -> None:
-    boxes = {user: Mailbox(PASSWORD, letters(user)) for user in ("ann", "bob", "dee")}
+    boxes = {user: Mailbox(PASSWORD, list(letters(user))) for user in ("ann", "bob", "dee")}
     async with POP3TestServer(boxes) as server:
         path = tmp_path / "accounts.toml"
         path.write_text(
@@ -176,8 +176,8 @@ async def test_the_per_host_limit_holds(tmp_path: Path) -> None:
     users = [f"u{n}" for n in range(5)]
     # One host (127.0.0.1), two ports: one limit. Each reply waits 20 ms, so every
     # session lasts long enough to overlap the others if the limit let it.
-    one = POP3TestServer({u: Mailbox(PASSWORD, letters(u, 1)) for u in users})
-    two = POP3TestServer({u: Mailbox(PASSWORD, letters(u, 1)) for u in users})
+    one = POP3TestServer({u: Mailbox(PASSWORD, list(letters(u, 1))) for u in users})
+    two = POP3TestServer({u: Mailbox(PASSWORD, list(letters(u, 1))) for u in users})
     one.faults = two.faults = Faults(latency=0.02)
     async with one, two:
         path = tmp_path / "accounts.toml"
@@ -198,7 +198,7 @@ async def test_the_per_host_limit_holds(tmp_path: Path) -> None:
 
 
 async def test_an_account_without_maildir_fetches_nothing_at_all(tmp_path: Path) -> None:
-    async with POP3TestServer({"ann": Mailbox(PASSWORD, letters("ann"))}) as server:
+    async with POP3TestServer({"ann": Mailbox(PASSWORD, list(letters("ann")))}) as server:
         path = tmp_path / "accounts.toml"
         path.write_text(
             table(server, "ann", "M") + table(server, "ann", None, name="no place"),
@@ -222,10 +222,13 @@ async def test_an_account_without_maildir_fetches_nothing_at_all(tmp_path: Path)
 
 async def test_delete_deletes_only_what_each_account_saved(tmp_path: Path) -> None:
     good = POP3TestServer(
-        {"ann": Mailbox(PASSWORD, letters("ann")), "bob": Mailbox(PASSWORD, letters("bob"))}
+        {
+            "ann": Mailbox(PASSWORD, list(letters("ann"))),
+            "bob": Mailbox(PASSWORD, list(letters("bob"))),
+        }
     )
-    blocked = POP3TestServer({"cy": Mailbox(PASSWORD, letters("cy"))})
-    cut = POP3TestServer({"dee": Mailbox(PASSWORD, letters("dee"))})
+    blocked = POP3TestServer({"cy": Mailbox(PASSWORD, list(letters("cy")))})
+    cut = POP3TestServer({"dee": Mailbox(PASSWORD, list(letters("dee")))})
     cut.faults = Faults(drop_at="QUIT")  # the server vanishes at QUIT: DELEs roll back
     (tmp_path / "not-a-folder").write_text("a file where cy's Maildir should be")
     async with good, blocked, cut:
@@ -281,3 +284,130 @@ def test_host_user_still_needs_a_maildir(capsys: pytest.CaptureFixture[str]) -> 
 def test_a_missing_file_of_accounts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert _cli.main(["fetch", str(tmp_path / "nothing.toml")]) == _cli.EXIT_USAGE
     assert "no such file of accounts" in capsys.readouterr().err
+
+
+# -- in this process: the branches ----------------------------------------------------------------
+
+
+def test_in_process_table_json_and_what_stays_on_the_server(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.cli.test_cli_inprocess import serving
+
+    monkeypatch.setenv("AIOPOP_TEST_PASSWORD", PASSWORD)
+    big = [b"Subject: big\r\n\r\n" + b"x" * 400 + b"\r\n", *letters("ann", 1)]
+    with serving(mailboxes={"ann": Mailbox(PASSWORD, list(big))}) as server:
+        path = tmp_path / "a.toml"
+        path.write_text(table(server, "ann", "~/M"), encoding="utf-8")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        status = _cli.main(["fetch", str(path), "--max-size", "100", "--timeout", "5"])
+        out = capsys.readouterr().out
+        # A message over --max-size stays on the server: 1, as the single fetch says.
+        assert status == _cli.EXIT_FAILED
+        row = out.splitlines()[1].split()
+        assert (row[:2], row[4:]) == (["ann", "1"], ["0", "1", "0", "0", "ok"])
+        assert len(stored(tmp_path / "home" / "M")) == 1
+        server.faults = Faults(drop_at="QUIT")
+        status = _cli.main(["fetch", str(path), "--delete", "--new-only", "--json"])
+        report = json.loads(capsys.readouterr().out)["accounts"][0]
+    assert status == _cli.EXIT_FAILED
+    assert report["reason"] == "connection"
+    # 1 saved now (no --max-size this time), 2 on the first run: both DELEs rolled back.
+    assert (report["skipped"], len(report["fetched"]), report["not_deleted"]) == (1, 1, [1, 2])
+    assert "rolled back" in report["error"]
+
+
+def test_the_terminal_table_with_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from aiopop import _cli_fetch
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("AIOPOP_TEST_PASSWORD", PASSWORD)
+    path = tmp_path / "a.toml"
+    path.write_text(table(None, "ann", "M", port=free_port()), encoding="utf-8")
+    out = Terminal()
+    status = asyncio.run(
+        _cli_fetch.run_fetch_many(
+            str(path),
+            concurrency=1,
+            per_host=1,
+            cafile=None,
+            delete=False,
+            new_only=False,
+            max_size=None,
+            as_json=False,
+            out=out,
+        )
+    )
+    assert status == _cli.EXIT_FAILED
+    assert "1 account" in out.getvalue()  # the rich table's title
+    assert "fetching" in out.getvalue()  # the progress bar
+
+
+async def test_a_fetch_cancelled_from_inside_is_its_accounts_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from aiopop import _cli_fetch
+
+    async def cancelled(*_: object, **__: object) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(_cli_fetch, "fetch_account", cancelled)
+    path = tmp_path / "a.toml"
+    path.write_text(table(None, "ann", "M", port=9), encoding="utf-8")
+    out = io.StringIO()
+    status = await _cli_fetch.run_fetch_many(
+        str(path),
+        concurrency=1,
+        per_host=1,
+        cafile=None,
+        delete=False,
+        new_only=False,
+        max_size=None,
+        as_json=True,
+        out=out,
+    )
+    assert status == _cli.EXIT_FAILED
+    assert json.loads(out.getvalue())["accounts"][0]["reason"] == "cancelled"
+
+
+def test_maildir_paths_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiopop import AccountError
+    from aiopop._targets import load_fetch_targets
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir("/")
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = folder / "a.toml"
+    path.write_text(
+        table(None, "ann", "~/Mail", port=9)
+        + table(None, "bob", "Mail", port=9)
+        + table(None, "cy", str(tmp_path / "abs"), port=9)
+        + table(None, "dee", "Mail", port=9),  # another mailbox may share a Maildir
+        encoding="utf-8",
+    )
+    targets = load_fetch_targets(path)
+    assert [t.maildir for t in targets] == [
+        tmp_path / "home" / "Mail",
+        folder / "Mail",
+        tmp_path / "abs",
+        folder / "Mail",
+    ]
+    assert [t.account.user for t in targets] == ["ann", "bob", "cy", "dee"]
+    path.write_text(table(None, "ann", "", port=9), encoding="utf-8")
+    with pytest.raises(AccountError, match="maildir must be a non-empty string"):
+        load_fetch_targets(path)
+    # check reads the same file, and leaves maildir to fetch.
+    from aiopop._accounts import load_accounts
+
+    path.write_text(table(None, "ann", "M", port=9), encoding="utf-8")
+    assert [account.user for account in load_accounts(path)] == ["ann"]
