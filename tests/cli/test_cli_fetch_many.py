@@ -406,6 +406,12 @@ def test_maildir_paths_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path.write_text(table(None, "ann", "", port=9), encoding="utf-8")
     with pytest.raises(AccountError, match="maildir must be a non-empty string"):
         load_fetch_targets(path)
+    path.write_text(table(None, "ann", "M", port=9) + table(None, "bob", None, port=9))
+    with pytest.raises(AccountError, match=r"account 2 \('bob'\): no maildir"):
+        load_fetch_targets(path)
+    path.write_text(table(None, "ann", "M", port=9) + table(None, "ann", f"{folder}/M", port=9))
+    with pytest.raises(AccountError, match=r"account 2 \('ann'\): the same mailbox"):
+        load_fetch_targets(path)
     # check reads the same file, and leaves maildir to fetch.
     from aiopop._accounts import load_accounts
 
