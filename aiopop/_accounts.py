@@ -424,13 +424,22 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
     passwords are refused: a file of accounts should be safe to share.
     ``state_key`` (a string) names the mailbox's state in place of
-    :attr:`Account.mailbox_key`'s default.
+    :attr:`Account.mailbox_key`'s default. ``maildir`` (a string) is where
+    ``aiopop fetch ACCOUNTS`` saves the account's mail: it is no part of the
+    :class:`Account` and is ignored here (see :func:`aiopop._targets.load_fetch_targets`).
 
     The file is data: each key has a type (``port`` an integer from 1 to
     65535, ``timeout`` a positive number, ``allow_cleartext`` true or
     false, the others strings), and a key of the wrong type or an unknown
     key raises :class:`AccountError` naming the file, the account and the key.
     """
+    return [account for account, _, _ in account_tables(path)]
+
+
+def account_tables(path: str | os.PathLike[str]) -> list[tuple[Account, Mapping[str, Any], str]]:
+    """As :func:`load_accounts`, each account with its table and its place in the file
+    (``"FILE: account N ('name')"``, for messages): for the keys that a feature reads
+    itself, such as ``maildir``. Every table is checked before any is returned."""
     import tomllib  # here: only files of accounts need it, not every command's start-up
 
     file = Path(path)
@@ -441,14 +450,23 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     entries = data.get("account", [])
     if not isinstance(entries, list) or not entries:
         raise AccountError(f"{file}: no [[account]] tables")
-    return [_account(entry, f"{file}: account {n}") for n, entry in enumerate(entries, 1)]
+    places = [f"{file}: account {n}" for n in range(1, len(entries) + 1)]
+    return [
+        (_account(entry, where), entry, _where(entry, where))
+        for entry, where in zip(entries, places, strict=True)
+    ]
+
+
+def _where(entry: Mapping[str, Any], where: str) -> str:
+    if isinstance(entry.get("name"), str) and entry["name"]:
+        return f"{where} ({entry['name']!r})"
+    return where
 
 
 def _account(entry: Mapping[str, Any], where: str) -> Account:
     if not isinstance(entry, Mapping):
         raise AccountError(f"{where}: not a table")
-    if isinstance(entry.get("name"), str) and entry["name"]:
-        where = f"{where} ({entry['name']!r})"
+    where = _where(entry, where)
     if "password" in entry or "oauth2_token" in entry:
         raise AccountError(
             f"{where}: inline secrets are refused; use password_env, password_command or keyring"
@@ -560,6 +578,7 @@ _KEY_TYPES: dict[str, Callable[[object], str]] = {
     "allow_cleartext": _flag,
     "timeout": _positive,
     "state_key": _text,
+    "maildir": _text,  # read by aiopop fetch ACCOUNTS (aiopop._targets), ignored here
     "password_env": _text,
     "password_command": _command,
     "keyring": _true,

@@ -10,7 +10,7 @@ status) is read from :func:`aiopop.diagnose`, the one table that
 
 =====  ==============================================================
 0      done
-1      the server refused a command, or (``check``) an account failed
+1      the server refused a command, or (``check``, ``fetch ACCOUNTS``) an account failed
 2      bad usage, or a bad account description or file of accounts
 3      the login was refused (wrong credentials, or no safe method)
 4      TLS: a certificate that does not verify, or TLS required and missing
@@ -29,16 +29,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
+from ._cli_fetch import run_fetch, run_fetch_many
 from ._cli_parser import build_parser
 from ._cli_report import explain, plural, print_error
 from ._cli_run import (
     account_from_args,
     run_check,
-    run_fetch,
     run_import_state,
     run_list,
     run_stat,
@@ -120,6 +121,23 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 out=out,
             )
         )
+    if args.command == "fetch" and _accounts_file(args):
+        return asyncio.run(
+            run_fetch_many(
+                args.host,
+                concurrency=args.concurrency,
+                per_host=args.per_host,
+                timeout=args.timeout,
+                cafile=args.cafile,
+                delete=args.delete,
+                new_only=args.new_only,
+                max_size=args.max_size,
+                as_json=args.json,
+                out=out,
+            )
+        )
+    if args.command == "fetch" and args.maildir is None:
+        raise UsageError("--maildir is required with HOST USER (or give a file of accounts)")
     # The password prompt (if any) runs here, outside the event loop: Ctrl-C
     # there raises KeyboardInterrupt at once instead of cancelling a task.
     account = account_from_args(args, sys.stdin)
@@ -138,6 +156,36 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     runners = {"stat": run_stat, "list": run_list, "uidl": run_uidl}
     return asyncio.run(runners[args.command](account, args.json, out))
+
+
+_MAILBOX_ONLY = {
+    "port": "--port",
+    "tls": "--tls",
+    "auth": "--auth",
+    "allow_cleartext": "--allow-cleartext",
+    "password_env": "--password-env",
+    "password_command": "--password-command",
+    "oauth2_token_env": "--oauth2-token-env",
+    "oauth2_token_command": "--oauth2-token-command",
+    "maildir": "--maildir",
+}
+
+
+def _accounts_file(args: argparse.Namespace) -> bool:
+    """Whether ``aiopop fetch`` was given a file of accounts (one argument: a file, or a
+    name ending in .toml) rather than HOST USER; options of one mailbox are then refused."""
+    host: str = args.host
+    if args.user is not None or "://" in host:
+        return False
+    if not (host.endswith(".toml") or os.path.isfile(host)):
+        return False
+    given = [option for name, option in _MAILBOX_ONLY.items() if getattr(args, name)]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: not with a file of accounts (the file says where and how"
+            " to log in, and each account's maildir)"
+        )
+    return True
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:

@@ -16,7 +16,7 @@ __all__ = ["ACCOUNT_KEYS", "build_parser"]
 
 EXIT_TABLE = """exit status:
   0    done
-  1    the server refused a command, or (check) an account failed
+  1    the server refused a command, or (check, fetch ACCOUNTS) an account failed
   2    bad usage, or a bad account description or file of accounts
   3    the login was refused (wrong credentials, or no safe method)
   4    TLS: a certificate that does not verify, or TLS required and missing
@@ -39,6 +39,9 @@ ACCOUNT_KEYS = {
     "allow_cleartext": "true to allow a password over an unencrypted connection",
     "timeout": "seconds for each step (connect, each reply)",
     "state_key": "names the mailbox's state in place of user@host[:port]",
+    "maildir": "used by fetch: the Maildir for this account's mail (~ expanded; relative\n"
+    + " " * 24
+    + "to the accounts file's folder); check ignores it",
     "password_env": "the environment variable holding the password",
     "password_command": 'a command printing the password: ["pass", "show", "mail/work"]',
     "keyring": "true: the password is in the system keyring (service aiopop)",
@@ -55,6 +58,20 @@ _ACCOUNTS_FILE = (
     + "\n\nexample:\n"
     '  [[account]]\n  name = "work"\n  url = "pops://alice@pop.example.com"\n'
     '  password_command = ["pass", "show", "mail/work"]'
+)
+
+
+_FETCH_MANY = (
+    "many accounts: aiopop fetch ACCOUNTS.toml fetches every account of the file (the\n"
+    "keys of aiopop check --help) at once, each into the Maildir of its maildir key\n"
+    "(~ expanded; a relative path is relative to the accounts file's folder); the\n"
+    "options --delete, --new-only, --max-size, --timeout, --cafile and --json apply to\n"
+    "every account, --concurrency and --per-host limit the sessions at once. Exit\n"
+    "status 1 when any account failed or left a message on the server, 2 when an\n"
+    "account has no maildir (then nothing is fetched).\n\n"
+    "example:\n"
+    '  [[account]]\n  name = "work"\n  url = "pops://alice@pop.example.com"\n'
+    '  password_command = ["pass", "show", "mail/work"]\n  maildir = "~/Mail/work"'
 )
 
 
@@ -105,8 +122,11 @@ def _timeout_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _mailbox_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("host", help="the server's host name, or a POP URL (pops://user@host)")
+def _mailbox_options(parser: argparse.ArgumentParser, *, or_file: bool = False) -> None:
+    also = "; or (fetch) a TOML file of accounts" if or_file else ""
+    parser.add_argument(
+        "host", help=f"the server's host name, or a POP URL (pops://user@host){also}"
+    )
     parser.add_argument("user", nargs="?", help="the user name (not needed with a POP URL)")
     parser.add_argument("--port", type=int, help="the port (default 995, or 110 without TLS)")
     parser.add_argument(
@@ -166,6 +186,22 @@ def _import_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _limit_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--concurrency`` and ``--per-host``: check_many's limits, for check and fetch."""
+    parser.add_argument(
+        "--concurrency",
+        type=positive,
+        default=DEFAULT_CONCURRENCY,
+        help=f"{what} ({DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--per-host",
+        type=positive,
+        default=DEFAULT_PER_HOST,
+        help=f"sessions per host at once ({DEFAULT_PER_HOST})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, every subcommand documented.
 
@@ -196,10 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     _mailbox_options(command("uidl", "List each message's number and unique id."))
     fetch = command(
         "fetch",
-        "Download every message into a Maildir (tmp/, fsync, rename into new/).",
+        "Download every message into a Maildir (tmp/, fsync, rename into new/);"
+        " or every account of a TOML file, each into its own Maildir.",
+        f"{_FETCH_MANY}\n\nsecrets and exit statuses: see aiopop --help",
     )
-    _mailbox_options(fetch)
-    fetch.add_argument("--maildir", required=True, help="the Maildir (created if missing)")
+    _mailbox_options(fetch, or_file=True)
+    fetch.add_argument(
+        "--maildir", help="the Maildir (created if missing); required with HOST USER"
+    )
     fetch.add_argument(
         "--delete",
         action="store_true",
@@ -218,24 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip messages larger than SIZE bytes (K, M, G suffixes; 0: no limit;"
         f" default {DEFAULT_MAX_SIZE // 2**20}M): they stay on the server and are reported",
     )
+    _limit_options(fetch, "accounts of a file at once")
     check = command(
         "check",
         "Check every account of a TOML file at once; a table of results.",
         f"{_ACCOUNTS_FILE}\n\nsecrets and exit statuses: see aiopop --help",
     )
     check.add_argument("accounts", help="a TOML file of [[account]] tables (keys below)")
-    check.add_argument(
-        "--concurrency",
-        type=positive,
-        default=DEFAULT_CONCURRENCY,
-        help=f"accounts at once ({DEFAULT_CONCURRENCY})",
-    )
-    check.add_argument(
-        "--per-host",
-        type=positive,
-        default=DEFAULT_PER_HOST,
-        help=f"sessions per host at once ({DEFAULT_PER_HOST})",
-    )
+    _limit_options(check, "accounts at once")
     _timeout_option(check)
     check.add_argument(
         "--deadline",

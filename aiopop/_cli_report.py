@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from ._errors import (
@@ -18,7 +18,16 @@ from ._errors import (
 )
 from ._many import CheckResult
 
-__all__ = ["Explanation", "explain", "human_size", "plural", "print_error", "report"]
+__all__ = [
+    "Explanation",
+    "Row",
+    "explain",
+    "human_size",
+    "plural",
+    "print_error",
+    "print_table",
+    "report",
+]
 
 Explanation = tuple[int, str, list[str]]
 """An exit status, a one-line message, and hint lines."""
@@ -170,16 +179,49 @@ def _cells(result: CheckResult) -> tuple[str, str, str]:
     return result.account.name, str(result.stat[0]), human_size(result.stat[1])
 
 
+Row = tuple[Sequence[str], str | None]
+"""One row of a table of accounts: its cells, then None when it went well, else what
+went wrong (the last column, ``RESULT``)."""
+
+
+def print_table(header: Sequence[str], rows: Sequence[Row], out: TextIO, *, fancy: bool) -> None:
+    """A table with one row per account: the first column left-aligned, the numbers
+    right-aligned, the result last; a rich table when ``fancy`` (check's and fetch's)."""
+    if fancy:
+        _rich_rows(header, rows, out)
+        return
+    lines = [(*header, "RESULT"), *((*cells, outcome or "ok") for cells, outcome in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        columns = [f"{line[0]:<{widths[0]}}"]
+        columns += [f"{cell:>{width}}" for cell, width in zip(line[1:-1], widths[1:], strict=True)]
+        print("  ".join([*columns, line[-1]]), file=out)
+
+
+def _rich_rows(header: Sequence[str], rows: Sequence[Row], out: TextIO) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=plural(len(rows), "account"))
+    for n, column in enumerate(header):
+        table.add_column(column.lower(), justify="left" if n == 0 else "right")
+    table.add_column("result")
+    for cells, outcome in rows:
+        table.add_row(*cells, "[green]ok[/]" if outcome is None else f"[red]{escape(outcome)}[/]")
+    Console(file=out).print(table)
+
+
+_CHECK_HEADER = ("ACCOUNT", "MESSAGES", "SIZE")
+
+
+def _check_rows(results: list[CheckResult]) -> list[Row]:
+    return [(_cells(result), None if result.ok else _outcome(result)) for result in results]
+
+
 def plain_table(results: list[CheckResult], out: TextIO) -> None:
     """The results as a plain text table, then a summary line."""
-    rows = [(*_cells(result), _outcome(result)) for result in results]
-    header = ("ACCOUNT", "MESSAGES", "SIZE", "RESULT")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    for row in [header, *rows]:
-        print(
-            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}",
-            file=out,
-        )
+    print_table(_CHECK_HEADER, _check_rows(results), out, fancy=False)
     failed = sum(not result.ok for result in results)
     print(f"{plural(len(results), 'account')} checked, {failed} failed", file=out)
 
@@ -194,28 +236,17 @@ def rich() -> Any:
 
 def rich_table(results: list[CheckResult], out: TextIO) -> None:
     """The results as a rich table (a terminal with rich installed)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=plural(len(results), "account"))
-    for column, justify in (("account", "left"), ("messages", "right"), ("size", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    table.add_column("result")
-    for result in results:
-        table.add_row(
-            *_cells(result),
-            "[green]ok[/]" if result.ok else f"[red]{escape(_outcome(result))}[/]",
-        )
-    Console(file=out).print(table)
+    print_table(_CHECK_HEADER, _check_rows(results), out, fancy=True)
 
 
 @contextlib.contextmanager
-def progress(total: int, out: TextIO) -> Iterator[Callable[[], None]]:
+def progress(
+    total: int, out: TextIO, description: str = "checking"
+) -> Iterator[Callable[[], None]]:
     """A transient rich progress bar; yields the function that advances it."""
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(file=out), transient=True) as bar:
-        task = bar.add_task("checking", total=total)
+        task = bar.add_task(description, total=total)
         yield lambda: bar.advance(task)

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from ._accounts import (
     Account,
@@ -23,17 +23,15 @@ from ._accounts import (
 )
 from ._cli_report import (
     check_json,
-    explain,
     human_size,
     plain_table,
     plural,
-    print_error,
     progress,
     rich,
     rich_table,
 )
 from ._client import POP3
-from ._delivery_state import STATE_FILE, DeliveryState
+from ._delivery_state import STATE_FILE
 from ._errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -43,7 +41,6 @@ from ._errors import (
     POP3TimeoutError,
     UsageError,
 )
-from ._fetch import fetch_to_maildir
 from ._import_state import ImportKind, import_state
 from ._maildir import Maildir
 from ._many import CheckResult, check_many
@@ -52,13 +49,18 @@ from ._types import AuthMethod
 __all__ = [
     "GREETING_WAIT",
     "account_from_args",
+    "changes",
+    "connect",
+    "login",
+    "reading",
     "run_check",
-    "run_fetch",
     "run_import_state",
     "run_list",
     "run_stat",
     "run_uidl",
 ]
+
+Loaded = TypeVar("Loaded")
 
 GREETING_WAIT = 5.0
 """Seconds to wait for the greeting on a connection without implicit TLS. A POP3S
@@ -292,121 +294,15 @@ def saved_messages(maildir: str) -> int:
         return 0
 
 
-async def run_fetch(
-    account: Account,
-    maildir: str,
-    *,
-    delete: bool,
-    new_only: bool,
-    max_size: int | None,
-    as_json: bool,
-    out: TextIO,
-    err: TextIO,
-) -> int:
-    """``aiopop fetch``: every message into a Maildir, durably, before any deletion commits.
-
-    Deletions are reported only once the server answered ``+OK`` to QUIT; a
-    session that ended before that rolled them back, which is said, with the
-    network's exit status. The login method that worked is kept in the
-    Maildir's state and tried first next time.
-    """
-    key = account.mailbox_key
-    state_path = Maildir(maildir).path / STATE_FILE
-    prefer = await _remembered_login(state_path, key)
-    client = account.client()
-    try:
-        await connect(account, client)
-        method = await login(account, client, prefer)
-        result = await fetch_to_maildir(
-            client, maildir, account=key, delete=delete, new_only=new_only, max_size=max_size
-        )
-        ended: Exception | None = None
-        try:
-            await client.quit()
-        except (POP3Error, OSError) as exc:
-            ended = exc
-    finally:
-        await client.close()
-    if method is not prefer:
-        await _remember_login(state_path, key, method)
-    deleted = result.marked if ended is None else []
-    octets = sum(delivery.size for delivery in result.delivered)
-    if as_json:
-        fetched = [
-            {"number": d.number, "uid": d.uid, "file": d.name, "size": d.size}
-            for d in result.delivered
-        ]
-        summary = {
-            "account": account.name,
-            "maildir": maildir,
-            "fetched": fetched,
-            "skipped": result.skipped,
-            "deleted": deleted,
-            "not_deleted": result.marked if ended is not None else [],
-            "recovered": result.recovered,
-            "refused": [
-                {"number": r.number, "uid": r.uid, "error": str(r.error)} for r in result.refused
-            ],
-            "oversized": [
-                {"number": o.number, "uid": o.uid, "size": o.size} for o in result.oversized
-            ],
-        }
-        print(json.dumps(summary), file=out)
-    else:
-        line = (
-            f"Fetched {plural(len(result.delivered), 'message')} ({human_size(octets)})"
-            f" into {maildir}"
-        )
-        extras = []
-        if result.skipped:
-            extras.append(f"{result.skipped} already there")
-        if deleted:
-            extras.append(f"{len(deleted)} deleted on the server")
-        if result.recovered:
-            extras.append(f"{result.recovered} recovered from an interrupted run")
-        print(line + (f" ({', '.join(extras)})" if extras else ""), file=out)
-        for refusal in result.refused:
-            print(f"  message {refusal.number}: the server refused: {refusal.error}", file=out)
-        for big in result.oversized:
-            print(
-                f"  message {big.number} (uid {big.uid or '-'}): {human_size(big.size)} or more,"
-                f" over --max-size {human_size(max_size or 0)}: not saved, left on the server",
-                file=out,
-            )
-    if ended is not None:
-        status, message, hints = explain(ended)
-        if result.marked:
-            message += (
-                f"; the session ended before the server confirmed QUIT, so the"
-                f" {plural(len(result.marked), 'deletion')} were rolled back: the messages"
-                " are saved and still on the server"
-            )
-            hints = ["run again with --new-only --delete to delete them"]
-        return print_error((status, message, hints), err)
-    return EXIT_FAILED if result.refused or result.oversized else EXIT_OK
-
-
-async def _remembered_login(state_path: Path, key: str) -> AuthMethod | None:
-    """The login method that worked last for ``key``, from an existing state file."""
-    if not os.path.isfile(state_path):  # noqa: ASYNC240 (one stat, before any I/O)
-        return None
-    async with await DeliveryState.open(state_path) as state:
-        value = await state.login_method(key)
-    try:
-        return AuthMethod(value) if value is not None else None
-    except ValueError:  # written by a newer aiopop
-        return None
-
-
-async def _remember_login(state_path: Path, key: str, method: AuthMethod) -> None:
-    async with await DeliveryState.open(state_path) as state:
-        await state.remember_login(key, method.value)
-
-
 def read_accounts(path: str) -> list[Account]:
     """The accounts of a TOML file; a file that cannot be read is a bad account file."""
+    return reading(path, lambda: load_accounts(path))
+
+
+def reading(path: str, load: Callable[[], Loaded]) -> Loaded:
+    """``load()``, a file of accounts at ``path``; a file that cannot be read is a bad one."""
     try:
-        return load_accounts(path)
+        return load()
     except UnicodeDecodeError as exc:
         raise AccountError(
             f"{path}: not UTF-8 (byte {exc.start}): save the accounts file as UTF-8"
@@ -417,6 +313,17 @@ def read_accounts(path: str) -> list[Account]:
         raise AccountError(f"{path}: no such file of accounts") from None
     except OSError as exc:
         raise AccountError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+
+
+def changes(timeout: float | None, cafile: str | None) -> dict[str, Any]:
+    """What the command's --timeout and --cafile change in every account of a file."""
+    options: dict[str, Any] = {}
+    ssl_context = context(cafile)
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    if timeout is not None:
+        options["timeout"] = timeout
+    return options
 
 
 async def run_check(
@@ -436,14 +343,9 @@ async def run_check(
     ``deadline`` bounds each account's whole check.
     """
     accounts = read_accounts(path)
-    changes: dict[str, Any] = {}
-    ssl_context = context(cafile)
-    if ssl_context is not None:
-        changes["ssl_context"] = ssl_context
-    if timeout is not None:
-        changes["timeout"] = timeout
-    if changes:
-        accounts = [replace(account, **changes) for account in accounts]
+    options = changes(timeout, cafile)
+    if options:
+        accounts = [replace(account, **options) for account in accounts]
     order = {id(account): index for index, account in enumerate(accounts)}
     fancy = not as_json and out.isatty() and rich() is not None
     results: list[CheckResult] = []

@@ -79,7 +79,7 @@ async def demo() -> int:
 async def command_tour(server: POP3TestServer) -> None:
     """The ``aiopop`` commands against the same server, each shown as it would be typed."""
     # Imported here: the command line is the demo's second half, not a dependency of it.
-    from . import _cli_run
+    from . import _cli_fetch, _cli_run
     from ._accounts import Account
 
     os.environ.setdefault(PASSWORD_VARIABLE, DEMO_PASSWORD)
@@ -107,7 +107,7 @@ async def command_tour(server: POP3TestServer) -> None:
         maildir = os.path.join(directory, "Mail")
         for _ in range(2):
             print(f"$ aiopop fetch {where} {secret} --maildir {maildir} --new-only")
-            await _cli_run.run_fetch(
+            await _cli_fetch.run_fetch(
                 account,
                 maildir,
                 delete=False,

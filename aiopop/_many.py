@@ -46,16 +46,19 @@ import collections
 import enum
 import time
 import warnings
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Generic, TypeVar
 
 from ._accounts import Account
 from ._client import DEFAULT_TIMEOUT
 from ._errors import POP3TimeoutError, diagnose
 from ._types import AuthMethod, Stat, UidEntry
 
-__all__ = ["CheckResult", "check_many", "failure_reason"]
+__all__ = ["CheckResult", "check_many", "failure_reason", "run_many"]
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_PER_HOST = 10
@@ -201,17 +204,48 @@ def check_many(
         isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0
     ):
         raise ValueError(f"{name} must be a positive number or None, not {deadline!r}")
-    return _run(iter(accounts), concurrency, per_host, deadline, uidl)
+    seconds = deadline
+    return run_many(
+        iter(accounts),
+        account_of=_only_accounts,
+        job=lambda account: _check(account, seconds, uidl),
+        cancelled=lambda account: CheckResult(
+            account, error=asyncio.CancelledError("the check was cancelled")
+        ),
+        concurrency=concurrency,
+        per_host=per_host,
+        task_prefix=TASK_NAME_PREFIX,
+    )
 
 
-async def _run(
-    accounts: Iterator[Account],
+def _only_accounts(item: object) -> Account:
+    if not isinstance(item, Account):
+        raise TypeError(f"check_many wants Account objects, not {item!r}")
+    return item
+
+
+async def run_many(
+    items: Iterator[Item],
+    *,
+    account_of: Callable[[Item], Account],
+    job: Callable[[Item], Coroutine[Any, Any, Result]],
+    cancelled: Callable[[Item], Result],
     concurrency: int,
     per_host: int,
-    seconds: float | None,
-    uidl: bool,
-) -> AsyncGenerator[CheckResult, None]:
-    scheduler = _Scheduler(accounts, concurrency, per_host, seconds, uidl)
+    task_prefix: str,
+) -> AsyncGenerator[Result, None]:
+    """Run ``job(item)`` for every item, with :func:`check_many`'s limits and guarantees.
+
+    The scheduler of :func:`check_many`, for any job on one account each:
+    ``account_of(item)`` gives the account whose host counts against
+    ``per_host`` (a ``TypeError`` from it stops the whole run, as a bad item
+    of ``check_many`` does); ``job`` must turn every ``Exception`` into its
+    result; ``cancelled(item)`` is the result of a job cancelled by
+    something else than closing the generator. Each job runs in a task
+    named ``task_prefix`` and the account's name. ``aiopop fetch ACCOUNTS``
+    runs its fetches through it.
+    """
+    scheduler = _Scheduler(items, account_of, job, cancelled, concurrency, per_host, task_prefix)
     try:
         scheduler.fill()
         while True:
@@ -223,8 +257,8 @@ async def _run(
         await scheduler.shut_down()
 
 
-class _Scheduler:
-    """Starts checks as slots free up and collects their results.
+class _Scheduler(Generic[Item, Result]):
+    """Starts jobs (checks) as slots free up and collects their results.
 
     Global and per-host limits are counters, not semaphores: an account
     waiting for a slot costs no task. The bookkeeping runs in the checks'
@@ -238,22 +272,26 @@ class _Scheduler:
 
     def __init__(
         self,
-        accounts: Iterator[Account],
+        items: Iterator[Item],
+        account_of: Callable[[Item], Account],
+        job: Callable[[Item], Coroutine[Any, Any, Result]],
+        cancelled: Callable[[Item], Result],
         concurrency: int,
         per_host: int,
-        deadline: float | None,
-        uidl: bool,
+        task_prefix: str,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.accounts: Iterator[Account] | None = accounts
+        self.accounts: Iterator[Item] | None = items
+        self.account_of = account_of
+        self.job = job
+        self.cancelled = cancelled
         self.concurrency = concurrency
         self.per_host = per_host
-        self.deadline = deadline
-        self.uidl = uidl
-        self.running: dict[asyncio.Task[CheckResult], tuple[Account, str]] = {}
+        self.task_prefix = task_prefix
+        self.running: dict[asyncio.Task[Result], tuple[Item, str]] = {}
         self.per_host_running: collections.Counter[str] = collections.Counter()
-        self.waiting: dict[str, collections.deque[Account]] = {}
-        self.finished: collections.deque[CheckResult] = collections.deque()
+        self.waiting: dict[str, collections.deque[Item]] = {}
+        self.finished: collections.deque[Result] = collections.deque()
         self.wakeup: asyncio.Future[None] | None = None
         self.failure: BaseException | None = None
         self.closing = False
@@ -271,26 +309,27 @@ class _Scheduler:
                 self.failure = exc
                 self._wake()
                 return
-            if not isinstance(account, Account):
+            try:
+                host = _host_key(self.account_of(account))
+            except TypeError as exc:
                 self.accounts = None
-                self.failure = TypeError(f"check_many wants Account objects, not {account!r}")
+                self.failure = exc
                 self._wake()
                 return
-            host = _host_key(account)
             if self.per_host_running[host] >= self.per_host:
                 self.waiting.setdefault(host, collections.deque()).append(account)
             else:
                 self._start(account, host)
 
-    def _start(self, account: Account, host: str) -> None:
+    def _start(self, account: Item, host: str) -> None:
         self.per_host_running[host] += 1
         task = self.loop.create_task(
-            _check(account, self.deadline, self.uidl), name=TASK_NAME_PREFIX + account.name
+            self.job(account), name=self.task_prefix + self.account_of(account).name
         )
         self.running[task] = (account, host)
         task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[CheckResult]) -> None:
+    def _done(self, task: asyncio.Task[Result]) -> None:
         account, host = self.running.pop(task)
         self.per_host_running[host] -= 1
         if not self.per_host_running[host]:
@@ -300,10 +339,10 @@ class _Scheduler:
                 task.exception()  # retrieved: no "never retrieved" warning
             return
         if task.cancelled():  # cancelled by something other than shut_down()
-            result = CheckResult(account, error=asyncio.CancelledError("the check was cancelled"))
+            result = self.cancelled(account)
         else:
             error = task.exception()
-            if error is not None:  # _check reports every Exception: this is a BaseException
+            if error is not None:  # the job reports every Exception: this is a BaseException
                 self.failure = error
                 self._wake()
                 return
@@ -324,7 +363,7 @@ class _Scheduler:
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
-    async def next_result(self) -> CheckResult | None:
+    async def next_result(self) -> Result | None:
         """The next finished check, waiting for one; None when every account is done."""
         while True:
             if self.failure is not None:
