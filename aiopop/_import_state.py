@@ -41,6 +41,7 @@ from typing import BinaryIO, Literal
 from ._accounts import mailbox_key
 from ._delivery_state import DeliveryState, StateLock
 from ._errors import ImportFileError
+from ._parse import escape
 
 __all__ = [
     "IMPORT_KINDS",
@@ -83,10 +84,8 @@ class ImportResult:
     """Those other accounts, as the file names them."""
 
 
-def _shown(data: bytes, limit: int = 40) -> str:
-    """Octets of an untrusted file, safe to print: escaped, and cut at ``limit``."""
-    text = repr(data[:limit])[2:-1]
-    return text + ("..." if len(data) > limit else "")
+_SHOWN = 40
+"""Characters of a bad line quoted in an error: enough to recognise it."""
 
 
 class _Lines:
@@ -119,7 +118,7 @@ class _Lines:
         if _UID.fullmatch(data) is None:
             raise self.error(
                 f"not a POP3 unique-id (1 to {MAX_UID} printable ASCII characters,"
-                f" RFC 1939): {_shown(data)!r}"
+                f" RFC 1939): {escape(data, _SHOWN)!r}"
             )
         return data.decode("ascii")
 
@@ -127,9 +126,9 @@ class _Lines:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise self.error(f"the {what} is not UTF-8: {_shown(data)!r}") from None
+            raise self.error(f"the {what} is not UTF-8: {escape(data, _SHOWN)!r}") from None
         if not text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-            raise self.error(f"not a {what}: {_shown(data)!r}")
+            raise self.error(f"not a {what}: {escape(data, _SHOWN)!r}")
         return text
 
 
@@ -144,12 +143,12 @@ def _fetchmail(lines: _Lines) -> dict[str, list[str]]:
         at = line.find(b"@")
         space = line.find(b" ", at) if at >= 0 else -1
         if space < 0:
-            raise lines.error(f"expected 'user@host UID': {_shown(line)!r}")
+            raise lines.error(f"expected 'user@host UID': {escape(line, _SHOWN)!r}")
         account = line[:space].rstrip(b" \t")
         user, _, host = account.rpartition(b"@")
         uid = line[space:].strip(b" ")
         if not user or not host or b" " in uid or b"\t" in uid:
-            raise lines.error(f"expected 'user@host UID': {_shown(line)!r}")
+            raise lines.error(f"expected 'user@host UID': {escape(line, _SHOWN)!r}")
         name = f"{lines.text(user, 'user name')}@{lines.text(host, 'host name')}"
         found.setdefault(name, []).append(lines.uid(uid))
     return found
@@ -164,7 +163,7 @@ def _getmail(lines: _Lines) -> list[str]:
             continue
         uid, nul, timestamp = line.partition(b"\0")
         if not nul or not timestamp.isdigit():
-            raise lines.error(f"expected 'UID', NUL, 'timestamp': {_shown(line)!r}")
+            raise lines.error(f"expected 'UID', NUL, 'timestamp': {escape(line, _SHOWN)!r}")
         uids.append(lines.uid(uid))
     return uids
 
@@ -188,14 +187,14 @@ def _mpop(lines: _Lines) -> dict[str, list[str]]:
         elif line.startswith(b" "):
             parts = line[1:].split(b" ", 2)
             if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 9:
-                raise lines.error(f"expected ' COUNT host user': {_shown(line)!r}")
+                raise lines.error(f"expected ' COUNT host user': {escape(line, _SHOWN)!r}")
             host = lines.text(parts[1], "host name")
             account = f"{lines.text(parts[2], 'user name')}@{host}"
             remaining = announced = int(parts[0])
             start = lines.number
             found.setdefault(account, [])
         else:
-            raise lines.error(f"expected ' COUNT host user' or a comment: {_shown(line)!r}")
+            raise lines.error(f"expected ' COUNT host user' or a comment: {escape(line, _SHOWN)!r}")
     if remaining:
         raise ImportFileError(
             f"{lines.path}, line {start}: {account} announces {announced} unique-ids,"
