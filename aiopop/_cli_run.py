@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 Loaded = TypeVar("Loaded")
+V = TypeVar("V", int, str)
 
 GREETING_WAIT = 5.0
 """Seconds to wait for the greeting on a connection without implicit TLS. A POP3S
@@ -266,11 +267,7 @@ async def run_list(account: Account, as_json: bool, out: TextIO) -> int:
     """``aiopop list``: number and size of each message."""
     async with session(account) as client:
         entries = await client.list()
-    if as_json:
-        print(json.dumps([{"number": n, "size": size} for n, size in entries]), file=out)
-    else:
-        for number, octets in entries:
-            print(f"{number} {human_size(octets)}", file=out)
+    _print_listing(entries, "size", human_size, as_json, out)
     return EXIT_OK
 
 
@@ -278,12 +275,23 @@ async def run_uidl(account: Account, as_json: bool, out: TextIO) -> int:
     """``aiopop uidl``: number and unique id of each message."""
     async with session(account) as client:
         entries = await client.uidl()
-    if as_json:
-        print(json.dumps([{"number": n, "uid": uid} for n, uid in entries]), file=out)
-    else:
-        for number, uid in entries:
-            print(f"{number} {uid}", file=out)
+    _print_listing(entries, "uid", str, as_json, out)
     return EXIT_OK
+
+
+def _print_listing(
+    entries: Iterable[tuple[int, V]],
+    name: str,
+    shown: Callable[[V], str],
+    as_json: bool,
+    out: TextIO,
+) -> None:
+    """One line ``number value`` per message (``shown`` for people), or a JSON list."""
+    if as_json:
+        print(json.dumps([{"number": number, name: value} for number, value in entries]), file=out)
+    else:
+        for number, value in entries:
+            print(f"{number} {shown(value)}", file=out)
 
 
 def saved_messages(maildir: str) -> int:
