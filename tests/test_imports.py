@@ -115,6 +115,9 @@ def test_each_public_class_and_function_shows_its_public_name(name: str) -> None
     if isinstance(value, type | types.FunctionType):
         assert value.__module__ == "aiopop"
         assert pickle.loads(pickle.dumps(value)) is value  # found again by its public name
+    else:  # a constant, a type alias or the sasl namespace: at least there, and itself
+        assert value is not None
+        assert getattr(aiopop, name) is value
 
 
 OLD_MODULES = [
