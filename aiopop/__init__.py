@@ -107,11 +107,16 @@ _SOURCES: dict[str, str] = {
     "ImportResult": "_import_state",
     "import_state": "_import_state",
     "read_seen_uids": "_import_state",
+    # what a destination and a filter are given
+    "Deliver": "_message",
+    "Filter": "_message",
+    "MessageHeaders": "_message",
+    "NewMessage": "_message",
+    "Verdict": "_message",
     # watching for new mail
     "MemoryStore": "_stores",
     "SQLiteStore": "_stores",
     "SeenStore": "_stores",
-    "NewMessage": "_watch",
     "Watcher": "_watch",
     "watch": "_watch",
     # a namespace of its own
@@ -137,12 +142,14 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionLostError",
     "CredentialsError",
+    "Deliver",
     "Delivery",
     "DeliveryState",
     "Expire",
     "Failure",
     "FailureKind",
     "FetchResult",
+    "Filter",
     "ImportFileError",
     "ImportKind",
     "ImportResult",
@@ -154,6 +161,7 @@ __all__ = [
     "Maildir",
     "MalformedReplyError",
     "MemoryStore",
+    "MessageHeaders",
     "MessageSource",
     "MessageStream",
     "MethodNotOfferedError",
@@ -182,6 +190,7 @@ __all__ = [
     "UIDLUnavailableError",
     "UidEntry",
     "UidListing",
+    "Verdict",
     "Watcher",
     "check_many",
     "diagnose",
@@ -248,6 +257,7 @@ if TYPE_CHECKING:
     from ._login import OAuth2Token
     from ._maildir import Maildir
     from ._many import CheckResult, check_many
+    from ._message import Deliver, Filter, MessageHeaders, NewMessage, Verdict
     from ._state import State
     from ._stores import MemoryStore, SeenStore, SQLiteStore
     from ._stream import MessageSource, MessageStream
@@ -264,7 +274,7 @@ if TYPE_CHECKING:
         UidEntry,
         UidListing,
     )
-    from ._watch import NewMessage, Watcher, watch
+    from ._watch import Watcher, watch
 
 
 def __getattr__(name: str) -> Any:

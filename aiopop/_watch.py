@@ -52,13 +52,13 @@ import random
 import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from email.message import EmailMessage
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from ._accounts import Account
 from ._errors import LoginDelayError, diagnose
+from ._message import NewMessage
 from ._stores import MemoryStore, SeenStore, SQLiteStore
 from ._types import AuthMethod
 
@@ -86,42 +86,6 @@ _FINISH: Final = object()  # sent into the generator by Watcher.finish()
 def full_jitter(ceiling: float) -> float:
     """A delay drawn uniformly from ``[0, ceiling]`` ("full jitter")."""
     return random.uniform(0.0, ceiling)  # noqa: S311 - spreading retries, not secrecy
-
-
-@dataclass(frozen=True, eq=False)
-class NewMessage:
-    """One new message: its unique-id, its number in this session, and its bytes.
-
-    ``data`` is the message exactly as the server holds it (CRLF line ends,
-    dots unstuffed). :meth:`message` parses it on first use.
-    """
-
-    uid: str
-    number: int
-    data: bytes = field(repr=False)
-    account: Account = field(repr=False)
-    _parsed: list[EmailMessage] = field(default_factory=list, init=False, repr=False)
-
-    @property
-    def size(self) -> int:
-        """The size of ``data`` in octets."""
-        return len(self.data)
-
-    def message(self) -> EmailMessage:
-        """The message parsed with :data:`email.policy.default`, parsed once and then kept.
-
-        Line ends become ``\n`` first, as that policy expects: text parts read
-        ``"line\n"``, and ``as_bytes()`` gives them back consistently.
-        """
-        if not self._parsed:
-            # Imported here: the email package costs ~15 ms at start-up, and
-            # many users never parse.
-            import email.policy
-            from email.parser import BytesParser
-
-            parser = BytesParser(policy=email.policy.default)
-            self._parsed.append(parser.parsebytes(self.data.replace(b"\r\n", b"\n")))
-        return self._parsed[0]
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -15,8 +15,9 @@ import trustme
 
 from aiopop._accounts import Account
 from aiopop._errors import CredentialsError
+from aiopop._message import NewMessage
 from aiopop._stores import MemoryStore, SQLiteStore
-from aiopop._watch import NewMessage, Watcher, full_jitter, watch
+from aiopop._watch import Watcher, full_jitter, watch
 from aiopop.testing import (
     Close,
     Expect,

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiopop._accounts import Account
-from aiopop._watch import NewMessage, Watcher, watch
+from aiopop._message import NewMessage
+from aiopop._watch import Watcher, watch
 from aiopop.testing import (
     Expect,
     Mailbox,
