@@ -271,6 +271,23 @@ class DeliveryState:
         if rows:
             await self._run(update)
 
+    async def learn_sizes(self, mailbox: str, sizes: dict[str, int]) -> None:
+        """Record the LIST size of rows of ``mailbox`` recorded without one (``{uid: size}``).
+
+        Rows that have a size keep it: a size is never replaced here.
+        """
+        rows = [(size, mailbox, uid) for uid, size in sizes.items()]
+
+        def update(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(
+                    "UPDATE messages SET size = ? WHERE mailbox = ? AND uid = ? AND size IS NULL",
+                    rows,
+                )
+
+        if rows:
+            await self._run(update)
+
     async def forget_missing(self, mailbox: str, current: Collection[str]) -> None:
         """Drop the rows of ``mailbox`` whose unique-id is not in ``current`` (the listing).
 

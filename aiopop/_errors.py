@@ -35,6 +35,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionLostError",
     "CredentialsError",
+    "DeliveryError",
     "Failure",
     "FailureKind",
     "ImportFileError",
@@ -340,6 +341,22 @@ def _rebuild_uidl(
     return error
 
 
+class DeliveryError(Exception):
+    """A destination did not take a message: it stays on the server, is reported, and is
+    tried again on the next run (a delivery command that failed or hung, a filter that broke).
+
+    Not a :class:`POP3Error`: the server did nothing wrong.
+    """
+
+    def __init__(self, reason: str, uid: str | None = None) -> None:
+        super().__init__(reason, uid)
+        self.reason = reason
+        self.uid = uid
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class AccountError(ValueError):
     """An account description is invalid: a bad URL, a bad TOML entry, a missing secret."""
 
@@ -394,6 +411,7 @@ class FailureKind(enum.Enum):
     TLS = "tls"
     CONNECTION = "connection"
     LOCAL = "local"
+    DELIVERY = "delivery"
     SASL = "sasl"
     PROTOCOL = "protocol"
     NOT_OFFERED = "not offered"
@@ -544,6 +562,9 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
         "is this a plain POP3 port? try --tls starttls or --tls if-offered")),
     ((ConnectionLostError, ConnectionClosedError),
         Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK)),
+    (DeliveryError, Failure(_K.DELIVERY, "delivery", True, True, EXIT_FAILED,
+        "the destination did not take the message: it stays on the server and is tried"
+        " again next run; check the delivery command")),
     (_is_local_oserror, Failure(_K.LOCAL, "local", False, True, EXIT_LOCAL, _LOCAL)),
     (OSError, Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK,
         "check the host and the port")),

@@ -48,26 +48,50 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
+import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._delivery_state import LOCK_WAIT, STATE_FILE, DeliveryState, Record, StateLock
-from ._errors import ResponseError, UIDLUnavailableError
-from ._fetch_run import Delivery, FetchResult, Oversized, Refusal, _Run
+from ._errors import DeliveryError, ResponseError, UIDLUnavailableError
+from ._fetch_callable import _Hand
+from ._fetch_run import (
+    Delivery,
+    FetchResult,
+    Filtered,
+    Oversized,
+    Plan,
+    Planned,
+    Refusal,
+    Undelivered,
+    _each,
+    _Run,
+    _Work,
+)
 from ._maildir import Maildir, to_unix_line_ends
+from ._message import Deliver, Filter, MessageHeaders
 
 if TYPE_CHECKING:
+    from ._accounts import Account
     from ._client import POP3
 
 __all__ = [
     "Delivery",
     "FetchResult",
+    "Filtered",
     "Oversized",
+    "Plan",
+    "Planned",
     "Refusal",
     "UIDLUnavailableError",
+    "Undelivered",
+    "fetch_into",
     "fetch_to_maildir",
     "recover",
 ]
@@ -79,6 +103,7 @@ DEFAULT_MEMORY = 32 * 1024 * 1024
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 """Messages larger than this many octets are not written to disk: 256 MiB, above what the
 big providers accept (Exchange Online takes up to 150 MB, Gmail 25 MB)."""
+DAY = 86400.0
 
 
 async def fetch_to_maildir(
@@ -97,14 +122,11 @@ async def fetch_to_maildir(
 ) -> FetchResult:
     """Download the mailbox of the logged-in ``client`` into ``maildir``.
 
-    ``account`` names the mailbox in the Maildir's state: use
+    :func:`fetch_into` with a Maildir for destination, and ``new_only``
+    off by default (every message is fetched); see there for the policies
+    and filters. ``account`` names the mailbox in the Maildir's state: use
     :attr:`Account.mailbox_key <aiopop.Account.mailbox_key>` (or
-    :func:`aiopop.mailbox_key`). One Maildir may serve several
-    accounts. The run holds a lock on ``account``'s state in this Maildir
-    (:class:`~aiopop.StateLock`): a second run for the same mailbox
-    and Maildir, in this process or another, waits up to ``lock_wait``
-    seconds, then fails with :class:`~aiopop.StateLockedError` having
-    done nothing.
+    :func:`aiopop.mailbox_key`). One Maildir may serve several accounts.
 
     ``new_only`` skips the messages whose unique-id the Maildir's state
     holds for ``account``; against a server without UIDL it raises
@@ -140,6 +162,79 @@ async def fetch_to_maildir(
     full) propagates, after the messages already received complete were
     made durable and recorded; a rerun finishes the job.
     """
+    return await fetch_into(
+        client, maildir, account=account, delete=delete, new_only=new_only,
+        batch_messages=batch_messages, batch_octets=batch_octets,
+        stream_threshold=stream_threshold, memory=memory, max_size=max_size, lock_wait=lock_wait,
+    )  # fmt: skip
+
+
+async def fetch_into(
+    client: POP3,
+    destination: str | os.PathLike[str] | Maildir | Deliver,
+    *,
+    account: str | Account,
+    state: str | os.PathLike[str] | None = None,
+    new_only: bool = True,
+    delete: bool = False,
+    delete_after_days: float | None = None,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    delete_larger_than: int | None = None,
+    filter: Filter | None = None,
+    dry_run: bool = False,
+    batch_messages: int = DEFAULT_BATCH_MESSAGES,
+    batch_octets: int = DEFAULT_BATCH_OCTETS,
+    stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
+    memory: int = DEFAULT_MEMORY,
+    lock_wait: float = LOCK_WAIT,
+) -> FetchResult:
+    """Deliver the mailbox of the logged-in ``client`` to ``destination``: the delivery engine.
+
+    ``destination`` is a Maildir (a :class:`~aiopop.Maildir` or its path:
+    its state is the file :data:`~aiopop.STATE_FILE` inside it; see
+    :func:`fetch_to_maildir` for how it writes), or a *delivery*: an async
+    callable given each message as a :class:`~aiopop.NewMessage`, such as
+    :class:`~aiopop.CommandDelivery`. A message counts as delivered only
+    when the callable returns: it is then recorded in the state file
+    ``state`` (required for a callable; the format of
+    :class:`~aiopop.SQLiteStore`), and only a recorded message may be
+    deleted. A :class:`~aiopop.DeliveryError` from the callable leaves that
+    message on the server (:attr:`FetchResult.undelivered`) and the run
+    goes on; any other exception stops the run.
+
+    ``account`` names the mailbox in the state: an
+    :class:`~aiopop.Account` (its :attr:`~aiopop.Account.mailbox_key`; the
+    messages handed over carry it) or the key itself. The run holds the
+    state's lock on it (:class:`~aiopop.StateLock`), waiting up to
+    ``lock_wait`` seconds for another run, then raising
+    :class:`~aiopop.StateLockedError` having done nothing.
+
+    What is fetched: with ``new_only`` (the default here) the messages whose
+    unique-id and size the state does not hold; else every message.
+    Before retrieval, in this order: a message listed larger than
+    ``delete_larger_than`` octets is marked deleted unread; one larger than
+    ``max_size`` is left on the server (:attr:`FetchResult.oversized`);
+    then ``filter`` (an async callable given the :class:`~aiopop.MessageHeaders`
+    from ``TOP n 0``) answers ``"fetch"``, ``"skip"`` (left on the server)
+    or ``"delete"`` (marked deleted unread); a filter that raises
+    :class:`~aiopop.DeliveryError` leaves the message on the server. What
+    was judged is in :attr:`FetchResult.filtered`.
+
+    What is deleted (the *policy*; by default nothing): with ``delete``,
+    every message delivered, now or by an earlier run; with
+    ``delete_after_days``, those first delivered at least that many days
+    ago (the state keeps the time of first delivery; 0 is ``delete``). A
+    message delivered earlier is known by its unique-id and LIST size, and
+    only when no other message of the listing shares the unique-id; one
+    recorded without a size (imported from another tool) gets its LIST
+    size recorded the first time it is listed. All deletions are DELEs sent
+    after the deliveries, and commit only at the caller's QUIT.
+
+    ``dry_run`` does everything up to the decisions (the listings, the
+    state's reading, TOP and the filter) and nothing after: no RETR, no
+    DELE, nothing written; :attr:`FetchResult.plan` says what would have
+    been fetched and deleted.
+    """
     for name, value in (
         ("batch_messages", batch_messages),
         ("batch_octets", batch_octets),
@@ -147,61 +242,211 @@ async def fetch_to_maildir(
     ):
         if value < 1:
             raise ValueError(f"{name} must be at least 1")
-    if max_size is not None and max_size < 0:
-        raise ValueError("max_size must be at least 0, or None for no limit")
-    box = maildir if isinstance(maildir, Maildir) else Maildir(maildir)
-    await box.create()
-    async with StateLock(box.path / STATE_FILE, account, wait=lock_wait):
-        state = await DeliveryState.open(box.path / STATE_FILE)
+    for name, limit in (("max_size", max_size), ("delete_larger_than", delete_larger_than)):
+        if limit is not None and limit < 0:
+            raise ValueError(f"{name} must be at least 0, or None for no limit")
+    if delete_after_days is not None and not (
+        delete_after_days >= 0 and math.isfinite(delete_after_days)
+    ):
+        raise ValueError(f"delete_after_days must be a number >= 0, not {delete_after_days!r}")
+    after = 0.0 if delete else None if delete_after_days is None else delete_after_days * DAY
+    options = _Options(
+        new_only, after, max_size, delete_larger_than, filter, dry_run, batch_messages,
+        batch_octets, stream_threshold, memory,
+    )  # fmt: skip
+    key = account if isinstance(account, str) else account.mailbox_key
+    source = None if isinstance(account, str) else account
+    box: Maildir | None = None
+    if isinstance(destination, Maildir | str | os.PathLike):
+        if state is not None:
+            raise ValueError("a Maildir keeps its own state: leave state out")
+        box = destination if isinstance(destination, Maildir) else Maildir(destination)
+        state_path = box.path / STATE_FILE
+        if not dry_run:
+            await box.create()
+    elif state is None:
+        raise ValueError("a delivery callable needs state=: the file recording what it took")
+    else:
+        state_path = Path(os.path.expanduser(state))  # noqa: ASYNC240 - no I/O
+    if dry_run and not os.path.exists(state_path):  # noqa: ASYNC240 - one stat, before I/O
+        # Nothing recorded yet; and a dry run creates nothing, not even the state file.
+        return await _Engine(client, box, destination, None, key, source, options).run()
+    async with StateLock(state_path, key, wait=lock_wait):
+        opened = await DeliveryState.open(state_path)
         try:
-            await state.adopt(account)
-            return await _fetch(
-                client, box, state, account, delete, new_only, batch_messages, batch_octets,
-                stream_threshold, memory, max_size,
-            )  # fmt: skip
+            if not dry_run:
+                await opened.adopt(key)
+            return await _Engine(client, box, destination, opened, key, source, options).run()
         finally:
-            await state.close()
+            await opened.close()
 
 
-async def _fetch(
-    client: POP3,
-    box: Maildir,
-    state: DeliveryState,
-    account: str,
-    delete: bool,
-    new_only: bool,
-    batch_messages: int,
-    batch_octets: int,
-    stream_threshold: int,
-    memory: int,
-    max_size: int | None,
-) -> FetchResult:
-    run = _Run(client, box, state, account, batch_messages, batch_octets, max_size)
-    run.result.recovered = await recover(box, state, account)
-    uids, sizes = await _listings(client, new_only)
-    known: dict[str, int | None] = {}
-    if uids is not None:
-        # A unique-id no longer listed names no message now: if it comes back, it
-        # is another message. (Pending rows stay: recover() finished them above.)
-        await state.forget_missing(account, set(uids.values()))
-        records = await state.records(account)
+@dataclass(frozen=True)
+class _Options:
+    new_only: bool
+    after: float | None
+    """Seconds after first delivery that a message is deleted (None: never)."""
+    max_size: int | None
+    delete_larger_than: int | None
+    filter: Filter | None
+    dry_run: bool
+    batch_messages: int
+    batch_octets: int
+    stream_threshold: int
+    memory: int
+
+
+class _Engine:
+    """One run of :func:`fetch_into`: list, decide, deliver, delete."""
+
+    def __init__(
+        self,
+        client: POP3,
+        box: Maildir | None,
+        destination: object,
+        state: DeliveryState | None,
+        key: str,
+        source: Account | None,
+        options: _Options,
+    ) -> None:
+        self.client = client
+        self.box = box
+        self.destination = destination
+        self.state = state
+        self.key = key
+        self.source = source
+        self.options = options
+        self.result = FetchResult()
+        self.uids: dict[int, str] = {}
+
+    async def run(self) -> FetchResult:
+        client, box, state, options, result = (
+            self.client, self.box, self.state, self.options, self.result,
+        )  # fmt: skip
+        dry = options.dry_run
+        if box is not None and state is not None and not dry:
+            result.recovered = await recover(box, state, self.key)
+        uids, sizes = await _listings(client, options.new_only)
+        self.uids = uids or {}
+        records: dict[str, Record] = {}
+        if uids is not None and state is not None:
+            if not dry:
+                # A unique-id no longer listed names no message now: if it comes back, it
+                # is another message. (Pending rows stay: recover() finished them above.)
+                await state.forget_missing(self.key, set(uids.values()))
+            records = await state.records(self.key)
+            if not dry:
+                records = await _learn_sizes(state, self.key, records, uids, sizes)
+            if box is not None:
+                for uid in await _reused(client, box, records, uids, sizes):
+                    del records[uid]
         known = {uid: record.size for uid, record in records.items()}
-        for uid in await _reused(client, box, records, uids, sizes):
-            del known[uid]
-    wanted = _choose(uids, sizes, known, new_only, run.result)
-    run.uids, run.sizes = uids or {}, sizes
-    if max_size is not None:
-        wanted = [n for n in wanted if not run.too_big(n, sizes.get(n, 0))]
-    threshold = stream_threshold
-    if client.max_message_size is not None:
-        threshold = min(threshold, client.max_message_size)
-    small = [number for number in wanted if sizes.get(number, threshold + 1) <= threshold]
-    big = sorted(set(wanted).difference(small))
-    window = _window(client, [sizes[n] for n in small], memory)
-    await run.retrieve(small, big, window, memory, min(threshold, memory))
-    if delete:
-        await run.delete(_deletable(uids, sizes, known, run.result))
-    return run.result
+        wanted = _choose(uids, sizes, known, options.new_only, result)
+        wanted, judged = self._by_size(wanted, sizes)
+        if options.filter is not None and wanted:
+            wanted, refused = await self._judge(options.filter, wanted, sizes)
+            judged += refused
+        due = _due(uids, sizes, records, options.after, time.time())
+        if dry:
+            result.plan = Plan(
+                fetch=[self._planned(number, sizes) for number in wanted],
+                delete=[self._planned(number, sizes) for number in sorted({*due, *judged})],
+            )
+            return result
+        assert state is not None  # a real run has opened (or created) the state
+        work = self._work(state)
+        work.result, work.uids, work.sizes = result, self.uids, sizes
+        await self._retrieve(work, wanted, sizes)
+        if options.after is not None or judged:
+            numbers = {*due, *judged}
+            if options.after == 0:
+                numbers.update(delivery.number for delivery in result.delivered)
+            await work.delete(sorted(numbers))
+        return result
+
+    def _planned(self, number: int, sizes: dict[int, int]) -> Planned:
+        return Planned(number, self.uids.get(number), sizes.get(number, 0))
+
+    def _work(self, state: DeliveryState) -> _Work:
+        options = self.options
+        if self.box is not None:
+            return _Run(
+                self.client, self.box, state, self.key, options.batch_messages,
+                options.batch_octets, options.max_size,
+            )  # fmt: skip
+        deliver = self.destination
+        assert callable(deliver)
+        return _Hand(self.client, deliver, state, self.key, self.source, options.max_size)
+
+    async def _retrieve(self, work: _Work, wanted: list[int], sizes: dict[int, int]) -> None:
+        client, options = self.client, self.options
+        threshold = options.stream_threshold
+        if client.max_message_size is not None:
+            threshold = min(threshold, client.max_message_size)
+        if isinstance(work, _Run):
+            small = [number for number in wanted if sizes.get(number, threshold + 1) <= threshold]
+            big = sorted(set(wanted).difference(small))
+            window = _window(client, [sizes[n] for n in small], options.memory)
+            await work.retrieve(small, big, window, options.memory, min(threshold, options.memory))
+        else:
+            assert isinstance(work, _Hand)
+            window = _window(client, [sizes.get(n, 0) for n in wanted], options.memory)
+            await work.retrieve(wanted, window, options.memory)
+
+    def _by_size(self, wanted: list[int], sizes: dict[int, int]) -> tuple[list[int], list[int]]:
+        """``wanted`` without those over the size limits; and those to delete unread."""
+        options, result = self.options, self.result
+        kept: list[int] = []
+        judged: list[int] = []
+        for number in wanted:
+            size, uid = sizes.get(number, 0), self.uids.get(number)
+            if options.delete_larger_than is not None and size > options.delete_larger_than:
+                result.filtered.append(Filtered(number, uid, size, "delete", "size"))
+                judged.append(number)
+            elif options.max_size is not None and size > options.max_size:
+                result.oversized.append(Oversized(number, uid, size))
+            else:
+                kept.append(number)
+        return kept, judged
+
+    async def _judge(
+        self,
+        filter: Filter,
+        wanted: list[int],
+        sizes: dict[int, int],
+    ) -> tuple[list[int], list[int]]:
+        """Ask ``filter`` about each of ``wanted`` (headers by pipelined TOP): what to fetch,
+        and what to delete unread. A ``-ERR`` to TOP or a broken filter leaves it alone."""
+        result = self.result
+        fetch: list[int] = []
+        delete: list[int] = []
+
+        def refuse(number: int, error: ResponseError) -> None:
+            result.refused.append(Refusal(number, self.uids.get(number), error))
+
+        def pipelined(rest: list[int]) -> AsyncGenerator[tuple[int, bytes], None]:
+            return self.client.top_many(rest, 0)
+
+        items = _each(wanted, pipelined, refuse)
+        async with contextlib.aclosing(items):
+            async for number, headers in items:
+                uid, size = self.uids.get(number), sizes.get(number, 0)
+                try:
+                    verdict = await filter(MessageHeaders(number, uid, size, headers, self.source))
+                except DeliveryError as exc:
+                    result.undelivered.append(Undelivered(number, uid, exc))
+                    continue
+                if verdict == "fetch":
+                    fetch.append(number)
+                elif verdict in ("skip", "delete"):
+                    result.filtered.append(Filtered(number, uid, size, verdict, "filter"))
+                    if verdict == "delete":
+                        delete.append(number)
+                else:
+                    raise ValueError(
+                        f"a filter must answer 'fetch', 'skip' or 'delete', not {verdict!r}"
+                    )
+        return fetch, delete
 
 
 async def recover(maildir: Maildir, state: DeliveryState, account: str) -> int:
@@ -326,26 +571,62 @@ def _window(client: POP3, sizes: Sequence[int], memory: int) -> int:
     return max(1, min(2 * client.max_in_flight, memory // largest))
 
 
-def _deletable(
+def _due(
     uids: dict[int, str] | None,
     sizes: dict[int, int],
-    known: dict[str, int | None],
-    result: FetchResult,
+    records: dict[str, Record],
+    after: float | None,
+    now: float,
 ) -> list[int]:
-    """The messages durably in the Maildir: saved by this run, or by an earlier one.
+    """The messages delivered by an earlier run that the policy deletes now.
 
-    An earlier run's message is recognised by its unique-id and its size
+    Those first delivered at least ``after`` seconds before ``now`` (None:
+    none). An earlier delivery is recognised by its unique-id and its size
     (as LIST gave it then and now), and only when no other message in this
     listing has the same unique-id. RFC 1939 makes unique-ids unique and
     permanent; against a server that breaks that, the size check and the
-    uniqueness check keep a message that was never saved from being deleted.
+    uniqueness check keep a message that was never delivered from being
+    deleted. A row still pending (its file not known to be in ``new/``) is
+    never due.
     """
-    numbers = {delivery.number for delivery in result.delivered}
-    if uids is not None:
-        counts = collections.Counter(uids.values())
-        numbers.update(
-            number
-            for number, uid in uids.items()
-            if counts[uid] == 1 and uid in known and known[uid] == sizes.get(number, -1)
-        )
-    return sorted(numbers)
+    if uids is None or after is None:
+        return []
+    counts = collections.Counter(uids.values())
+    due: list[int] = []
+    for number, uid in uids.items():
+        record = records.get(uid)
+        if record is None or counts[uid] != 1 or not record.delivered:
+            continue
+        same = record.size is not None and record.size == sizes.get(number, -1)
+        if same and record.first_delivered <= now - after:
+            due.append(number)
+    return sorted(due)
+
+
+async def _learn_sizes(
+    state: DeliveryState,
+    key: str,
+    records: dict[str, Record],
+    uids: dict[int, str],
+    sizes: dict[int, int],
+) -> dict[str, Record]:
+    """Record the LIST size of the messages recorded without one (imported from another tool).
+
+    Only for a unique-id that names one message of the listing. From then
+    on the message is known by unique-id and size like any other, so a
+    policy may delete it, and a unique-id reused later at another size is
+    told apart.
+    """
+    counts = collections.Counter(uids.values())
+    learnt = {
+        uid: sizes[number]
+        for number, uid in uids.items()
+        if counts[uid] == 1 and number in sizes
+        and uid in records and records[uid].size is None
+    }  # fmt: skip
+    if not learnt:
+        return records
+    await state.learn_sizes(key, learnt)
+    return {
+        uid: replace(record, size=learnt.get(uid, record.size)) for uid, record in records.items()
+    }

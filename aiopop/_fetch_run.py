@@ -18,12 +18,22 @@ from typing import TYPE_CHECKING, TypeVar
 from ._delivery_state import DeliveryState
 from ._errors import ResponseError
 from ._maildir import Maildir
+from ._message import Verdict
 
 if TYPE_CHECKING:
     from ._client import POP3
     from ._stream import MessageStream
 
-__all__ = ["Delivery", "FetchResult", "Oversized", "Refusal"]
+__all__ = [
+    "Delivery",
+    "FetchResult",
+    "Filtered",
+    "Oversized",
+    "Plan",
+    "Planned",
+    "Refusal",
+    "Undelivered",
+]
 
 WRITE_GROUP = 16
 """Messages written one after the other in one worker-thread trip (open, write, fsync, close
@@ -37,14 +47,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message saved into ``new/`` by this run."""
+    """A message delivered by this run: saved into ``new/``, or handed to a delivery callable."""
 
     number: int
     """Its message number in this session."""
     uid: str | None
     """Its unique-id, or None when the server has no UIDL."""
-    name: str
-    """Its file name in ``new/``."""
+    name: str | None
+    """Its file name in ``new/`` (None: handed to a delivery callable, not a Maildir)."""
     size: int
     """Its size as received, in octets (CRLF line ends)."""
 
@@ -69,6 +79,56 @@ class Oversized:
     the limit was passed (the rest was read and dropped)."""
 
 
+@dataclass(frozen=True)
+class Undelivered:
+    """A message its destination did not take (a :class:`~aiopop.DeliveryError`, a
+    delivery command that failed or hung, a filter that broke): left on the server, not
+    recorded, tried again on the next run."""
+
+    number: int
+    uid: str | None
+    error: Exception
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """A message judged before retrieval, by the filter or ``delete_larger_than``.
+
+    ``"skip"``: left on the server, untouched (a filter may judge it again next
+    run). ``"delete"``: marked deleted without being retrieved; like every
+    deletion it takes effect only at a QUIT the server answers ``+OK``.
+    """
+
+    number: int
+    uid: str | None
+    size: int
+    """Its size by LIST."""
+    verdict: Verdict
+    by: str
+    """``"filter"`` or ``"size"`` (over ``delete_larger_than``)."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One message of a :class:`Plan`: its number, unique-id and size by LIST."""
+
+    number: int
+    uid: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a ``dry_run`` would have done: nothing was retrieved, deleted or recorded."""
+
+    fetch: list[Planned]
+    """The messages it would retrieve and deliver."""
+    delete: list[Planned]
+    """The messages it would mark deleted: delivered before and due by the policy, or
+    judged ``"delete"`` (those also appear in :attr:`FetchResult.filtered`). Messages
+    retrieved by this run that ``delete`` would delete once delivered are not listed."""
+
+
 @dataclass
 class FetchResult:
     """What :func:`fetch_to_maildir` did."""
@@ -87,6 +147,12 @@ class FetchResult:
     """Messages over ``max_size``, not written and not marked deleted; the others went on."""
     recovered: int = 0
     """Messages of an interrupted earlier run that were moved from ``tmp/`` into ``new/``."""
+    undelivered: list[Undelivered] = field(default_factory=list)
+    """Messages the destination did not take; left on the server, the others went on."""
+    filtered: list[Filtered] = field(default_factory=list)
+    """Messages the filter or ``delete_larger_than`` judged before retrieval."""
+    plan: Plan | None = None
+    """With ``dry_run``: what would have been done (and nothing was). None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +166,63 @@ class _Saving:
     index: int = 0
 
 
-class _Run:
-    """One download: the batch being saved, and what has been done."""
+class _Work:
+    """One run's session, state and result: what every destination's run shares."""
+
+    def __init__(
+        self,
+        client: POP3,
+        state: DeliveryState,
+        account: str,
+        max_size: int | None = None,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.account = account
+        self.max_size = max_size
+        self.result = FetchResult()
+        self.uids: dict[int, str] = {}
+        self.sizes: dict[int, int] = {}
+
+    def too_big(self, number: int, size: int) -> bool:
+        """Whether message ``number`` of ``size`` octets is over ``max_size``; if so, note it."""
+        if self.max_size is None or size <= self.max_size:
+            return False
+        self.result.oversized.append(Oversized(number, self.uids.get(number), size))
+        return True
+
+    def refuse(self, number: int, error: ResponseError) -> None:
+        self.result.refused.append(Refusal(number, self.uids.get(number), error))
+
+    async def delete(self, numbers: list[int]) -> None:
+        """DELE ``numbers``, each delivered or judged; pipelined, each with its own reply.
+
+        Separate commands rather than :meth:`~aiopop.POP3.dele_many`: a
+        ``-ERR`` to one must not cancel the others, as a DELE already sent
+        and then cancelled would be carried out with its reply unread.
+        """
+        for start in range(0, len(numbers), DELE_CHUNK):
+            chunk = numbers[start : start + DELE_CHUNK]
+            replies = await asyncio.gather(
+                *(self.client.dele(number) for number in chunk), return_exceptions=True
+            )
+            accepted: list[str] = []
+            for number, reply in zip(chunk, replies, strict=True):
+                if isinstance(reply, ResponseError):
+                    self.refuse(number, reply)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                else:
+                    self.result.marked.append(number)
+                    if number in self.uids:
+                        accepted.append(self.uids[number])
+            # Before QUIT: were the deletion rolled back, the next run must know that
+            # a unique-id listed again may be this message (see _reused).
+            await self.state.mark(self.account, accepted)
+
+
+class _Run(_Work):
+    """One download into a Maildir: the batch being saved, and what has been done."""
 
     def __init__(
         self,
@@ -113,16 +234,10 @@ class _Run:
         batch_octets: int,
         max_size: int | None = None,
     ) -> None:
-        self.client = client
+        super().__init__(client, state, account, max_size)
         self.box = box
-        self.state = state
-        self.account = account
         self.batch_messages = batch_messages
         self.batch_octets = batch_octets
-        self.max_size = max_size
-        self.result = FetchResult()
-        self.uids: dict[int, str] = {}
-        self.sizes: dict[int, int] = {}
         self.batch: list[_Saving] = []
         self.octets = 0
         self.writing: set[asyncio.Future[list[str]]] = set()
@@ -135,13 +250,6 @@ class _Run:
         self.published: list[str] = []
         """Files renamed into ``new/`` (and ``new/`` synced) whose rows the next transaction
         marks delivered."""
-
-    def too_big(self, number: int, size: int) -> bool:
-        """Whether message ``number`` of ``size`` octets is over ``max_size``; if so, note it."""
-        if self.max_size is None or size <= self.max_size:
-            return False
-        self.result.oversized.append(Oversized(number, self.uids.get(number), size))
-        return True
 
     async def retrieve(
         self, small: list[int], big: list[int], window: int, memory: int, threshold: int
@@ -157,7 +265,7 @@ class _Run:
             def pipelined(rest: list[int]) -> AsyncGenerator[tuple[int, MessageStream], None]:
                 return self.client.retr_each(rest, window=window, memory=memory)
 
-            items = _each(small, pipelined, self)
+            items = _each(small, pipelined, self.refuse)
             async with contextlib.aclosing(items):
                 async for number, stream in items:
                     message = await stream.collect(threshold)
@@ -198,35 +306,6 @@ class _Run:
         self.batch.append(_Saving(number, self.uids.get(number), size, job))
         self.octets += size
         await self._pace()
-
-    async def delete(self, numbers: list[int]) -> None:
-        """DELE ``numbers``, each durably in the Maildir; pipelined, each with its own reply.
-
-        Separate commands rather than :meth:`~aiopop.POP3.dele_many`: a
-        ``-ERR`` to one must not cancel the others, as a DELE already sent
-        and then cancelled would be carried out with its reply unread.
-        """
-        for start in range(0, len(numbers), DELE_CHUNK):
-            chunk = numbers[start : start + DELE_CHUNK]
-            replies = await asyncio.gather(
-                *(self.client.dele(number) for number in chunk), return_exceptions=True
-            )
-            accepted: list[str] = []
-            for number, reply in zip(chunk, replies, strict=True):
-                if isinstance(reply, ResponseError):
-                    self.refuse(number, reply)
-                elif isinstance(reply, BaseException):
-                    raise reply
-                else:
-                    self.result.marked.append(number)
-                    if number in self.uids:
-                        accepted.append(self.uids[number])
-            # Before QUIT: were the deletion rolled back, the next run must know that
-            # a unique-id listed again may be this message (see _reused).
-            await self.state.mark(self.account, accepted)
-
-    def refuse(self, number: int, error: ResponseError) -> None:
-        self.result.refused.append(Refusal(number, self.uids.get(number), error))
 
     def _receive(self, number: int, message: bytes) -> bool:
         """Hold a message received whole; True when it is time to write what is held."""
@@ -339,7 +418,7 @@ async def _limited(
 async def _each(
     numbers: list[int],
     many: Callable[[list[int]], AsyncGenerator[T, None]],
-    run: _Run,
+    refuse: Callable[[int, ResponseError], None],
 ) -> AsyncGenerator[T, None]:
     """What ``many(numbers)`` yields; a ``-ERR`` is noted and the rest asked again."""
     rest = numbers
@@ -352,5 +431,5 @@ async def _each(
                     yield item
             return
         except ResponseError as exc:
-            run.refuse(rest[done], exc)
+            refuse(rest[done], exc)
             rest = rest[done + 1 :]

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from aiopop._cli import main
 from aiopop._delivery_state import STATE_FILE, DeliveryState, StateLock, StateLockedError
 from aiopop._import_state import MAX_LINE, ImportFileError, import_state, read_seen_uids
 from aiopop.testing import Mailbox, POP3TestServer
+from aiopop.testing._mailbox import size_of
 from tests.helpers.fetch import ACCOUNT, fetch, serve
 from tests.helpers.watch import PASSWORD, account_for, collect, uids_of
 
@@ -261,13 +263,15 @@ async def test_the_mailbox_lock_is_held_while_writing(tmp_path: Path) -> None:
 # -- what fetch does with imported messages ----------------------------------------------------
 
 
-async def test_fetch_new_only_skips_imported_messages_and_delete_leaves_them(
+async def test_fetch_new_only_skips_imported_messages_and_the_policies_apply_to_them(
     tmp_path: Path,
 ) -> None:
-    """Imported messages were delivered by another tool, not by aiopop: --delete keeps them.
+    """Imported messages count as delivered when imported: the policies apply to them.
 
-    fetch deletes what it saved, or what the state recorded at the size
-    LIST still gives; imported rows have no size, so they are never deleted.
+    The first run that lists one records its LIST size (from then on it is
+    known by unique-id and size, like aiopop's own); ``delete`` deletes it
+    then, as watch(delete=True) does, and ``delete_after_days`` counts from
+    the import.
     """
     mailbox, server = serve(b"Subject: a\r\n\r\n1\r\n", b"Subject: b\r\n\r\n2\r\n")
     assert mailbox.uids is not None
@@ -278,13 +282,17 @@ async def test_fetch_new_only_skips_imported_messages_and_delete_leaves_them(
     result = await import_state("fetchmail", ids, box / STATE_FILE, user="alice", host="test")
     assert result.mailbox == ACCOUNT
     async with server:
-        first = await fetch(server.port, box, new_only=True, delete=True)
-        assert (first.delivered, first.skipped, first.marked) == ([], 2, [])
+        kept = await fetch(server.port, box, new_only=True)
+        assert (kept.delivered, kept.skipped, kept.marked) == ([], 2, [])
+        with sqlite3.connect(box / STATE_FILE) as db:
+            sizes = dict(db.execute("SELECT uid, size FROM messages"))
+        assert sizes == dict(zip(old, map(size_of, mailbox.messages), strict=True))  # from LIST
         new = mailbox.add(b"Subject: c\r\n\r\n3\r\n")
         second = await fetch(server.port, box, new_only=True, delete=True)
     assert [d.uid for d in second.delivered] == [new]
-    assert second.marked == [3]
-    assert [uid for uid in mailbox.uids if uid in old] == old  # still on the server
+    assert second.marked == [1, 2, 3]
+    assert mailbox.uids == []  # QUIT committed all three
+    assert len(list(box.joinpath("new").iterdir())) == 1  # only the new one was fetched
 
 
 async def test_watch_with_an_imported_store_yields_only_new_mail(tmp_path: Path) -> None:
