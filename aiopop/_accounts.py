@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import math
 import os
+import re
 import shlex
 import ssl
 import urllib.parse
@@ -544,6 +545,42 @@ def _positive(value: object) -> str:
     return f"a positive number of seconds, not {value!r}"
 
 
+_SIZE = re.compile(r"(-?[0-9]+)([KMG]?)", re.IGNORECASE)
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def parse_size(value: object) -> int | None:
+    """A size in octets: an integer, or a string with an optional K, M or G (powers of
+    1024), ``"150M"``; 0 means no limit (None). Raises ValueError for anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        number = int(match[1]) * _UNITS[match[2].upper()]
+    else:
+        raise ValueError(f"not a size: {value!r} (say 500000, 100K or 150M)")
+    if number < 0:
+        raise ValueError(f"a size cannot be negative: {value!r}")
+    return number or None
+
+
+def _size(value: object) -> str:
+    try:
+        parse_size(value)
+    except ValueError:
+        return f'a size in octets, or a string such as "100K" or "150M", not {value!r}'
+    return ""
+
+
+def _days(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"a number of days, at least 0, not {value!r}"
+    if value >= 0 and math.isfinite(value):
+        return ""
+    return f"a number of days, at least 0, not {value!r}"
+
+
 def _flag(value: object) -> str:
     return "" if isinstance(value, bool) else f"true or false, not {value!r}"
 
@@ -578,7 +615,17 @@ _KEY_TYPES: dict[str, Callable[[object], str]] = {
     "allow_cleartext": _flag,
     "timeout": _positive,
     "state_key": _text,
-    "maildir": _text,  # read by aiopop fetch ACCOUNTS (aiopop._targets), ignored here
+    # Where and how aiopop fetch ACCOUNTS and aiopop watch ACCOUNTS deliver (read by
+    # aiopop._targets); no part of an Account, and ignored here.
+    "maildir": _text,
+    "command": _command,
+    "command_time_limit": _positive,
+    "state": _text,
+    "delete": _flag,
+    "delete_after_days": _days,
+    "skip_larger_than": _size,
+    "delete_larger_than": _size,
+    "filter": _command,
     "password_env": _text,
     "password_command": _command,
     "keyring": _true,

@@ -1,5 +1,5 @@
-"""The ``aiopop`` command (also ``python -m aiopop``): stat, list, uidl, fetch, check, import-state,
-demo.
+"""The ``aiopop`` command (also ``python -m aiopop``): stat, list, uidl, fetch, watch, check,
+import-state, demo.
 
 Passwords come from a ``getpass`` prompt, an environment variable
 (``--password-env``) or a password command (``--password-command``); never
@@ -32,6 +32,7 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 from ._cli_fetch import run_fetch, run_fetch_many
@@ -59,6 +60,7 @@ from ._errors import (
     UsageError,
     diagnose,
 )
+from ._targets import FetchSettings, FetchTarget
 
 __all__ = [
     "EXIT_AUTH",
@@ -121,39 +123,53 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 out=out,
             )
         )
-    if args.command == "fetch" and _accounts_file(args):
+    if args.command == "watch":
+        from ._daemon import run_daemon
+
         return asyncio.run(
-            run_fetch_many(
-                args.host,
+            run_daemon(
+                args.accounts,
+                defaults=_settings(args, new_only=True, dry_run=False),
+                interval=args.interval,
+                polls=args.polls,
                 concurrency=args.concurrency,
                 per_host=args.per_host,
                 timeout=args.timeout,
                 cafile=args.cafile,
-                delete=args.delete,
-                new_only=args.new_only,
-                max_size=args.max_size,
                 as_json=args.json,
                 out=out,
             )
         )
-    if args.command == "fetch" and args.maildir is None:
-        raise UsageError("--maildir is required with HOST USER (or give a file of accounts)")
+    if args.command == "fetch" and _accounts_file(args):
+        return asyncio.run(
+            run_fetch_many(
+                args.host,
+                defaults=_settings(args, new_only=args.new_only, dry_run=args.dry_run),
+                concurrency=args.concurrency,
+                per_host=args.per_host,
+                timeout=args.timeout,
+                cafile=args.cafile,
+                as_json=args.json,
+                out=out,
+            )
+        )
+    if args.command == "fetch":
+        _check_destination(args)
     # The password prompt (if any) runs here, outside the event loop: Ctrl-C
     # there raises KeyboardInterrupt at once instead of cancelling a task.
     account = account_from_args(args, sys.stdin)
     if args.command == "fetch":
-        return asyncio.run(
-            run_fetch(
+        settings = _settings(args, new_only=args.new_only, dry_run=args.dry_run)
+        if args.command_line is not None:
+            target = FetchTarget(
                 account,
-                args.maildir,
-                delete=args.delete,
-                new_only=args.new_only,
-                max_size=args.max_size,
-                as_json=args.json,
-                out=out,
-                err=err,
+                command=tuple(args.command_line),
+                state=Path(args.state).expanduser() if args.state else None,
+                settings=settings,
             )
-        )
+        else:
+            target = FetchTarget(account, maildir=Path(args.maildir), settings=settings)
+        return asyncio.run(run_fetch(target, as_json=args.json, out=out, err=err))
     runners = {"stat": run_stat, "list": run_list, "uidl": run_uidl}
     return asyncio.run(runners[args.command](account, args.json, out))
 
@@ -168,7 +184,36 @@ _MAILBOX_ONLY = {
     "oauth2_token_env": "--oauth2-token-env",
     "oauth2_token_command": "--oauth2-token-command",
     "maildir": "--maildir",
+    "command_line": "--command",
+    "state": "--state",
 }
+
+
+def _settings(args: argparse.Namespace, *, new_only: bool, dry_run: bool) -> FetchSettings:
+    """The command line's policy options: one account's, or every account's default."""
+    return FetchSettings(
+        delete=args.delete,
+        delete_after_days=args.delete_after_days,
+        skip_larger_than=args.skip_larger_than,
+        delete_larger_than=args.delete_larger_than,
+        filter=args.filter,
+        command_time_limit=args.command_time_limit,
+        new_only=new_only,
+        dry_run=dry_run,
+    )
+
+
+def _check_destination(args: argparse.Namespace) -> None:
+    """``aiopop fetch HOST USER`` needs one destination: --maildir or --command."""
+    if args.command_line is not None and not args.command_line:
+        raise UsageError("--command needs a program (and its arguments), last on the line")
+    if (args.maildir is None) == (args.command_line is None):
+        raise UsageError(
+            "give --maildir DIR or --command PROGRAM [ARGS...] with HOST USER (or give a file"
+            " of accounts)"
+        )
+    if args.state is not None and args.maildir is not None:
+        raise UsageError("--state is for --command: a Maildir keeps its own state")
 
 
 def _accounts_file(args: argparse.Namespace) -> bool:
@@ -183,7 +228,7 @@ def _accounts_file(args: argparse.Namespace) -> bool:
     if given:
         raise UsageError(
             f"{', '.join(given)}: not with a file of accounts (the file says where and how"
-            " to log in, and each account's maildir)"
+            " to log in, and where each account's mail goes)"
         )
     return True
 

@@ -1,18 +1,22 @@
-"""``aiopop fetch``: one account (HOST USER --maildir DIR), or every account of a file.
+"""``aiopop fetch``: one account (HOST USER, to a Maildir or a command), or every account of
+a file; and the per-account path that ``aiopop watch ACCOUNTS`` polls with.
 
-Both run :func:`fetch_account`, the one per-account path: connect (with the
-command's greeting wait), log in with the method remembered in the Maildir's
-state, :func:`~aiopop.fetch_to_maildir`, an explicit QUIT, and the login
+Both run :func:`fetch_account`: connect (with the command's greeting wait),
+log in with the method remembered in the state, :func:`~aiopop.fetch_into`
+(into the Maildir, or through :class:`~aiopop.CommandDelivery` with the
+state file; with the policies, size limits and filter of the
+:class:`~aiopop._targets.FetchSettings`), an explicit QUIT, and the login
 method remembered. ``aiopop fetch ACCOUNTS.toml`` runs it for every account
 of the file through :func:`aiopop._many.run_many`, ``check``'s scheduler
-(``--concurrency``, ``--per-host``), each into the Maildir its ``maildir``
-key names (:func:`aiopop._targets.load_fetch_targets`).
+(``--concurrency``, ``--per-host``), each to the destination its table
+names (:func:`aiopop._targets.load_fetch_targets`).
 
 Exit status of a file of accounts: 0 when every account was fetched and no
-message was refused or left over ``--max-size``; else 1 (``EXIT_FAILED``),
-as ``aiopop check`` says 1 when an account failed; the table or the JSON
-says which failed and why. A file that cannot be used (an account without
-``maildir``...) is 2, before any account is fetched.
+message was refused, left over ``--skip-larger-than`` or not delivered;
+else 1 (``EXIT_FAILED``), as ``aiopop check`` says 1 when an account
+failed; the table or the JSON says which failed and why. A file that cannot
+be used (an account without ``maildir`` or ``command``...) is 2, before any
+account is fetched.
 """
 
 from __future__ import annotations
@@ -38,13 +42,15 @@ from ._cli_report import (
     rich,
 )
 from ._cli_run import changes, connect, login, reading
-from ._delivery_state import STATE_FILE, DeliveryState
+from ._delivery_state import DeliveryState
 from ._errors import EXIT_FAILED, EXIT_OK, POP3Error, diagnose
-from ._fetch import fetch_to_maildir
+from ._fetch import fetch_into
 from ._fetch_run import FetchResult
 from ._maildir import Maildir
 from ._many import run_many
-from ._targets import FetchTarget, load_fetch_targets
+from ._message import Deliver, Filter
+from ._programs import CommandDelivery, FilterCommand
+from ._targets import FetchSettings, FetchTarget, load_fetch_targets
 from ._types import AuthMethod
 
 __all__ = ["Fetched", "fetch_account", "run_fetch", "run_fetch_many"]
@@ -58,17 +64,22 @@ class Fetched:
     """What fetching one account did: the result, or the error that stopped it.
 
     ``ended`` is the error of a QUIT that failed after the fetch: the
-    messages are saved, and the deletions (if any) were rolled back by the
-    server. ``error`` is what stopped the fetch before that (``result`` is
-    then None); only the many-account path keeps it here, the single one
-    lets it propagate.
+    messages are delivered, and the deletions (if any) were rolled back by
+    the server. ``error`` is what stopped the fetch before that (``result``
+    is then None); only the many-account paths keep it here, the single one
+    lets it propagate. ``login_delay`` is the server's LOGIN-DELAY in
+    seconds after this login (0: none), when asked for.
     """
 
-    account: Account
-    maildir: str
+    target: FetchTarget
     result: FetchResult | None = None
     ended: Exception | None = None
     error: BaseException | None = None
+    login_delay: float = 0.0
+
+    @property
+    def account(self) -> Account:
+        return self.target.account
 
     @property
     def failure(self) -> BaseException | None:
@@ -82,30 +93,52 @@ class Fetched:
 
     @property
     def left(self) -> bool:
-        """True when a message was refused or over ``--max-size``: still on the server."""
-        return self.result is not None and bool(self.result.refused or self.result.oversized)
+        """True when a message was refused, over the size limit or not delivered: still on
+        the server, and worth an exit status."""
+        result = self.result
+        return result is not None and bool(result.refused or result.oversized or result.undelivered)
 
 
-async def fetch_account(
-    account: Account, maildir: str, *, delete: bool, new_only: bool, max_size: int | None
-) -> Fetched:
-    """Fetch one account into ``maildir``: every message durably, before any deletion commits.
+async def fetch_account(target: FetchTarget, *, ask_login_delay: bool = False) -> Fetched:
+    """Deliver one account's mail as ``target`` says, every message before any deletion
+    commits.
 
-    The one per-account path of ``aiopop fetch``, for one account or a file
-    of them. Raises what stopped it before QUIT; a QUIT that failed is
-    :attr:`Fetched.ended` (deletions are reported only once the server
-    answered ``+OK`` to QUIT). The login method that worked is kept in the
-    Maildir's state and tried first next time.
+    The one per-account path of ``aiopop fetch`` (one account or a file of
+    them) and of ``aiopop watch ACCOUNTS``: connect (with the command's
+    greeting wait), log in with the method remembered in the state, run
+    :func:`~aiopop.fetch_into` into the Maildir or through the command,
+    QUIT, and remember the login method. Raises what stopped it before
+    QUIT; a QUIT that failed is :attr:`Fetched.ended` (deletions are
+    reported only once the server answered ``+OK`` to QUIT).
     """
+    account, settings = target.account, target.settings
     key = account.mailbox_key
-    state_path = Maildir(maildir).path / STATE_FILE
+    state_path = target.state_path
     prefer = await _remembered_login(state_path, key)
+    destination, state = _destination(target)
+    screen: Filter | None = None
+    if settings.filter:
+        screen = FilterCommand(settings.filter)
     client = account.client()
+    delay = 0.0
     try:
         await connect(account, client)
         method = await login(account, client, prefer)
-        result = await fetch_to_maildir(
-            client, maildir, account=key, delete=delete, new_only=new_only, max_size=max_size
+        if ask_login_delay:
+            announced = (await client.capabilities()).login_delay
+            delay = float(announced.seconds) if announced is not None else 0.0
+        result = await fetch_into(
+            client,
+            destination,
+            account=account,
+            state=state,
+            new_only=settings.new_only,
+            delete=settings.delete,
+            delete_after_days=settings.delete_after_days,
+            max_size=settings.skip_larger_than,
+            delete_larger_than=settings.delete_larger_than,
+            filter=screen,
+            dry_run=settings.dry_run,
         )
         ended: Exception | None = None
         try:
@@ -114,9 +147,20 @@ async def fetch_account(
             ended = exc
     finally:
         await client.close()
-    if method is not prefer:
+    if method is not prefer and not settings.dry_run:
         await _remember_login(state_path, key, method)
-    return Fetched(account, maildir, result, ended)
+    return Fetched(target, result, ended, login_delay=delay)
+
+
+def _destination(target: FetchTarget) -> tuple[Maildir | Deliver, Path | None]:
+    """The destination ``fetch_into`` is given, and its state file (None: the Maildir's)."""
+    if target.maildir is not None:
+        return Maildir(target.maildir), None
+    assert target.command is not None
+    if not target.settings.dry_run:
+        target.state_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    delivery = CommandDelivery(target.command, time_limit=target.settings.command_time_limit)
+    return delivery, target.state_path
 
 
 def ended_explanation(fetched: Fetched) -> Explanation:
@@ -128,16 +172,20 @@ def ended_explanation(fetched: Fetched) -> Explanation:
         message += (
             f"; the session ended before the server confirmed QUIT, so the"
             f" {plural(len(marked), 'deletion')} were rolled back: the messages"
-            " are saved and still on the server"
+            " are delivered and still on the server"
         )
-        hints = ["run again with --new-only --delete to delete them"]
+        hints = ["run again with --new-only and the same policy to delete them"]
     return status, message, hints
 
 
 def fetched_json(fetched: Fetched) -> dict[str, Any]:
     """One account's fetch as JSON: octets, not human sizes."""
-    result = fetched.result
-    report: dict[str, Any] = {"account": fetched.account.name, "maildir": fetched.maildir}
+    result, target = fetched.result, fetched.target
+    report: dict[str, Any] = {"account": fetched.account.name}
+    if target.maildir is not None:
+        report["maildir"] = str(target.maildir)
+    else:
+        report["command"] = list(target.command or ())
     if result is None:
         return report
     report |= {
@@ -153,55 +201,117 @@ def fetched_json(fetched: Fetched) -> dict[str, Any]:
             {"number": r.number, "uid": r.uid, "error": str(r.error)} for r in result.refused
         ],
         "oversized": [{"number": o.number, "uid": o.uid, "size": o.size} for o in result.oversized],
+        "undelivered": [
+            {"number": u.number, "uid": u.uid, "error": str(u.error)} for u in result.undelivered
+        ],
+        "filtered": [
+            {"number": f.number, "uid": f.uid, "size": f.size, "verdict": f.verdict, "by": f.by}
+            for f in result.filtered
+        ],
     }
+    if result.plan is not None:
+        report["dry_run"] = {
+            part: [{"number": p.number, "uid": p.uid, "size": p.size} for p in planned]
+            for part, planned in (("fetch", result.plan.fetch), ("delete", result.plan.delete))
+        }
     return report
 
 
-async def run_fetch(
-    account: Account,
-    maildir: str,
-    *,
-    delete: bool,
-    new_only: bool,
-    max_size: int | None,
-    as_json: bool,
-    out: TextIO,
-    err: TextIO,
-) -> int:
-    """``aiopop fetch HOST USER --maildir DIR``: one account, as :func:`fetch_account` does.
+def describe(fetched: Fetched) -> list[str]:
+    """The lines ``aiopop fetch`` prints about one account's fetch (not about a failure)."""
+    result, target = fetched.result, fetched.target
+    assert result is not None
+    where = (
+        target.destination
+        if target.maildir is not None
+        else f"the command {target.destination[2:]}"
+    )
+    if result.plan is not None:
+        return _describe_plan(fetched, where)
+    octets = sum(delivery.size for delivery in result.delivered)
+    verb = "Fetched" if target.maildir is not None else "Delivered"
+    line = f"{verb} {plural(len(result.delivered), 'message')} ({human_size(octets)})"
+    line += f" into {where}" if target.maildir is not None else f" to {where}"
+    extras = []
+    if result.skipped:
+        extras.append(f"{result.skipped} already there")
+    if fetched.deleted:
+        extras.append(f"{len(fetched.deleted)} deleted on the server")
+    if result.recovered:
+        extras.append(f"{result.recovered} recovered from an interrupted run")
+    lines = [line + (f" ({', '.join(extras)})" if extras else "")]
+    return lines + _details(fetched)
+
+
+def _details(fetched: Fetched) -> list[str]:
+    result, settings = fetched.result, fetched.target.settings
+    assert result is not None
+    lines = []
+    for refusal in result.refused:
+        lines.append(f"  message {refusal.number}: the server refused: {refusal.error}")
+    for big in result.oversized:
+        limit = human_size(settings.skip_larger_than or 0)
+        lines.append(
+            f"  message {big.number} (uid {big.uid or '-'}): {human_size(big.size)} or more,"
+            f" over --skip-larger-than {limit}: not fetched, left on the server"
+        )
+    for failed in result.undelivered:
+        lines.append(
+            f"  message {failed.number} (uid {failed.uid or '-'}): not delivered: {failed.error};"
+            " left on the server, tried again next run"
+        )
+    for judged in result.filtered:
+        if judged.verdict == "skip":
+            what = "the filter said skip: left on the server"
+        elif judged.by == "filter":
+            what = "the filter said delete: deleted without being fetched"
+        else:
+            limit = human_size(settings.delete_larger_than or 0)
+            what = f"over --delete-larger-than {limit}: deleted without being fetched"
+        if judged.verdict == "delete" and judged.number not in fetched.deleted:
+            what = what.replace("deleted without", "marked deleted (not committed) without")
+        lines.append(f"  message {judged.number} (uid {judged.uid or '-'}): {what}")
+    return lines
+
+
+def _describe_plan(fetched: Fetched, where: str) -> list[str]:
+    result = fetched.result
+    assert result is not None
+    assert result.plan is not None
+    plan = result.plan
+    octets = sum(planned.size for planned in plan.fetch)
+    line = (
+        f"Dry run: would fetch {plural(len(plan.fetch), 'message')} ({human_size(octets)})"
+        f" {'into' if fetched.target.maildir is not None else 'for'} {where}"
+        f" and delete {plural(len(plan.delete), 'message')} on the server"
+    )
+    if fetched.target.settings.delete:
+        line += " (and each fetched message once delivered, with --delete)"
+    lines = [line]
+    for planned in plan.fetch:
+        lines.append(
+            f"  would fetch message {planned.number} (uid {planned.uid or '-'},"
+            f" {human_size(planned.size)})"
+        )
+    for planned in plan.delete:
+        lines.append(f"  would delete message {planned.number} (uid {planned.uid or '-'})")
+    details = [line for line in _details(fetched) if "deleted without" not in line]
+    return [*lines, *details, "  nothing was fetched, deleted or recorded"]
+
+
+async def run_fetch(target: FetchTarget, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """``aiopop fetch HOST USER (--maildir DIR | --command ...)``: one account, as
+    :func:`fetch_account` does.
 
     A session that ended before QUIT's ``+OK`` rolled the deletions back,
     which is said, with the network's exit status.
     """
-    fetched = await fetch_account(
-        account, maildir, delete=delete, new_only=new_only, max_size=max_size
-    )
-    result = fetched.result
-    assert result is not None
+    fetched = await fetch_account(target)
     if as_json:
         print(json.dumps(fetched_json(fetched)), file=out)
     else:
-        octets = sum(delivery.size for delivery in result.delivered)
-        line = (
-            f"Fetched {plural(len(result.delivered), 'message')} ({human_size(octets)})"
-            f" into {maildir}"
-        )
-        extras = []
-        if result.skipped:
-            extras.append(f"{result.skipped} already there")
-        if fetched.deleted:
-            extras.append(f"{len(fetched.deleted)} deleted on the server")
-        if result.recovered:
-            extras.append(f"{result.recovered} recovered from an interrupted run")
-        print(line + (f" ({', '.join(extras)})" if extras else ""), file=out)
-        for refusal in result.refused:
-            print(f"  message {refusal.number}: the server refused: {refusal.error}", file=out)
-        for big in result.oversized:
-            print(
-                f"  message {big.number} (uid {big.uid or '-'}): {human_size(big.size)} or more,"
-                f" over --max-size {human_size(max_size or 0)}: not saved, left on the server",
-                file=out,
-            )
+        for line in describe(fetched):
+            print(line, file=out)
     if fetched.ended is not None:
         return print_error(ended_explanation(fetched), err)
     return EXIT_FAILED if fetched.left else EXIT_OK
@@ -210,20 +320,29 @@ async def run_fetch(
 # -- every account of a file ------------------------------------------------------------------
 
 
+def load_targets(
+    path: str, defaults: FetchSettings, timeout: float | None, cafile: str | None
+) -> list[FetchTarget]:
+    """The file's targets, with the command line's --timeout and --cafile applied to each."""
+    targets = reading(path, lambda: load_fetch_targets(path, defaults))
+    options = changes(timeout, cafile)
+    if options:
+        targets = [replace(t, account=replace(t.account, **options)) for t in targets]
+    return targets
+
+
 async def run_fetch_many(
     path: str,
     *,
+    defaults: FetchSettings,
     concurrency: int,
     per_host: int,
     timeout: float | None = None,  # noqa: ASYNC109 - one step, as everywhere in aiopop
     cafile: str | None,
-    delete: bool,
-    new_only: bool,
-    max_size: int | None,
     as_json: bool,
     out: TextIO,
 ) -> int:
-    """``aiopop fetch ACCOUNTS.toml``: every account of the file, each into its ``maildir``.
+    """``aiopop fetch ACCOUNTS.toml``: every account of the file, each to its destination.
 
     The whole file is checked before anything is fetched. One account's
     failure never stops the others. A table (a rich one, with a progress
@@ -231,25 +350,18 @@ async def run_fetch_many(
     ``{"accounts": [...], "failed": N}``, each account as ``aiopop fetch
     --json`` prints it plus ``ok`` (and ``reason``, ``error`` when it failed).
     """
-    targets = reading(path, lambda: load_fetch_targets(path))
-    options = changes(timeout, cafile)
-    if options:
-        targets = [replace(t, account=replace(t.account, **options)) for t in targets]
+    targets = load_targets(path, defaults, timeout, cafile)
 
     async def job(target: FetchTarget) -> Fetched:
-        maildir = str(target.maildir)
         try:
-            return await fetch_account(
-                target.account, maildir, delete=delete, new_only=new_only, max_size=max_size
-            )
+            return await fetch_account(target)
         except Exception as exc:
-            return Fetched(target.account, maildir, error=exc)
+            return Fetched(target, error=exc)
 
     def cancelled(target: FetchTarget) -> Fetched:
-        error = asyncio.CancelledError("the fetch was cancelled")
-        return Fetched(target.account, str(target.maildir), error=error)
+        return Fetched(target, error=asyncio.CancelledError("the fetch was cancelled"))
 
-    order = {id(target.account): index for index, target in enumerate(targets)}
+    order = {id(target): index for index, target in enumerate(targets)}
     fancy = not as_json and out.isatty() and rich() is not None
     results: list[Fetched] = []
     fetches = run_many(
@@ -267,7 +379,7 @@ async def run_fetch_many(
                 results.append(fetched)
                 if advance is not None:
                     advance()
-    results.sort(key=lambda fetched: order[id(fetched.account)])
+    results.sort(key=lambda fetched: order[id(fetched.target)])
     failed = sum(fetched.failure is not None for fetched in results)
     if as_json:
         reports = [_account_json(fetched) for fetched in results]
@@ -279,10 +391,12 @@ async def run_fetch_many(
     return EXIT_FAILED if failed or any(fetched.left for fetched in results) else EXIT_OK
 
 
-_HEADER = ("ACCOUNT", "FETCHED", "SIZE", "DELETED", "OVERSIZED", "REFUSED", "RECOVERED")
+_HEADER = (
+    "ACCOUNT", "FETCHED", "SIZE", "DELETED", "OVERSIZED", "REFUSED", "UNDELIVERED", "RECOVERED",
+)  # fmt: skip
 
 
-def _message(fetched: Fetched) -> str:
+def failure_message(fetched: Fetched) -> str:
     """What went wrong with the account's fetch, in one line."""
     if fetched.error is not None:
         return explain(fetched.error)[1]
@@ -294,7 +408,7 @@ def _outcome(fetched: Fetched) -> str | None:
     failure = fetched.failure
     if failure is None:
         return None
-    return f"{diagnose(failure).reason}: {_message(fetched)}"
+    return f"{diagnose(failure).reason}: {failure_message(fetched)}"
 
 
 def _row(fetched: Fetched) -> Row:
@@ -309,6 +423,7 @@ def _row(fetched: Fetched) -> Row:
         str(len(fetched.deleted)),
         str(len(result.oversized)),
         str(len(result.refused)),
+        str(len(result.undelivered)),
         str(result.recovered),
     )
     return cells, _outcome(fetched)
@@ -320,7 +435,7 @@ def _account_json(fetched: Fetched) -> dict[str, Any]:
     report["ok"] = failure is None
     if failure is not None:
         report["reason"] = diagnose(failure).reason
-        report["error"] = _message(fetched)
+        report["error"] = failure_message(fetched)
     return report
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 
 from . import __version__
+from ._accounts import parse_size
 from ._client import DEFAULT_TIMEOUT
 from ._fetch import DEFAULT_MAX_SIZE
 from ._import_state import IMPORT_KINDS
 from ._many import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_PER_HOST
+from ._targets import DEFAULT_COMMAND_TIME_LIMIT, DEFAULT_INTERVAL
 from ._types import TLS_POLICIES
 
 __all__ = ["ACCOUNT_KEYS", "build_parser"]
@@ -39,9 +42,6 @@ ACCOUNT_KEYS = {
     "allow_cleartext": "true to allow a password over an unencrypted connection",
     "timeout": "seconds for each step (connect, each reply)",
     "state_key": "names the mailbox's state in place of user@host[:port]",
-    "maildir": "used by fetch: the Maildir for this account's mail (~ expanded; relative\n"
-    + " " * 24
-    + "to the accounts file's folder); check ignores it",
     "password_env": "the environment variable holding the password",
     "password_command": 'a command printing the password: ["pass", "show", "mail/work"]',
     "keyring": "true: the password is in the system keyring (service aiopop)",
@@ -55,23 +55,55 @@ _ACCOUNTS_FILE = (
     "secret source (password_env, password_command, keyring, oauth2_token_env or\n"
     "oauth2_token_command); inline passwords are refused. Its keys:\n"
     + "\n".join(f"  {key:<21} {text}" for key, text in ACCOUNT_KEYS.items())
+    + "\n  (fetch and watch read more keys: see aiopop fetch --help)"
     + "\n\nexample:\n"
     '  [[account]]\n  name = "work"\n  url = "pops://alice@pop.example.com"\n'
     '  password_command = ["pass", "show", "mail/work"]'
 )
 
 
+DELIVERY_KEYS = {
+    "maildir": "the Maildir for this account's mail (~ expanded; relative to the file's folder)",
+    "command": 'or a command run per message, the message on its stdin: ["procmail"]',
+    "state": "with command: the state file (default ~/.local/state/aiopop/...)",
+    "command_time_limit": "seconds the command may take per message",
+    "delete": "true: delete each message once delivered",
+    "delete_after_days": "delete each message N days after its first delivery",
+    "skip_larger_than": 'leave bigger messages on the server: 20000000 or "20M"',
+    "delete_larger_than": "delete bigger messages without fetching them",
+    "filter": "a program given each new message's headers: exit 0 fetch, 1 delete, 2 skip",
+}
+"""The keys that fetch and watch read beside an account's own (check ignores them)."""
+
+_DELIVERY = (
+    "where each account's mail goes, and the policy (keys of its [[account]] table beside\n"
+    "those of aiopop check --help; a key here beats the command line's option):\n"
+    + "\n".join(f"  {key:<21} {text}" for key, text in DELIVERY_KEYS.items())
+)
+
 _FETCH_MANY = (
-    "many accounts: aiopop fetch ACCOUNTS.toml fetches every account of the file (the\n"
-    "keys of aiopop check --help) at once, each into the Maildir of its maildir key\n"
-    "(~ expanded; a relative path is relative to the accounts file's folder); the\n"
-    "options --delete, --new-only, --max-size, --timeout, --cafile and --json apply to\n"
-    "every account, --concurrency and --per-host limit the sessions at once. Exit\n"
-    "status 1 when any account failed or left a message on the server, 2 when an\n"
-    "account has no maildir (then nothing is fetched).\n\n"
-    "example:\n"
+    "many accounts: aiopop fetch ACCOUNTS.toml fetches every account of the file at\n"
+    "once, each to its maildir or command; the options below are every account's\n"
+    "defaults, --concurrency and --per-host limit the sessions at once. Exit status 1\n"
+    "when any account failed or left a message on the server, 2 when the file is bad\n"
+    "(then nothing is fetched).\n\n" + _DELIVERY + "\n\nexample:\n"
     '  [[account]]\n  name = "work"\n  url = "pops://alice@pop.example.com"\n'
-    '  password_command = ["pass", "show", "mail/work"]\n  maildir = "~/Mail/work"'
+    '  password_command = ["pass", "show", "mail/work"]\n  maildir = "~/Mail/work"\n'
+    "  delete_after_days = 7\n\n"
+    '  [[account]]\n  name = "support"\n  url = "pops://help@pop.example.com"\n'
+    '  password_env = "SUPPORT_PASSWORD"\n'
+    '  command = ["rt-mailgate", "--queue", "general", "--url", "http://localhost/"]'
+)
+
+_WATCH = (
+    "aiopop watch polls every account of the file for ever (new messages only, by UIDL),\n"
+    "delivering each as the file says; one line per event on stdout (--json: one JSON\n"
+    "object per line). A refused login stops that account until a reload; other failures\n"
+    "are retried with backoff and jitter; the server's LOGIN-DELAY is honoured.\n"
+    "Signals: SIGHUP reloads the file; SIGTERM or SIGINT stops within a few seconds (a\n"
+    "running delivery command is killed after a short grace period, and its message\n"
+    "stays on the server: delivery is at least once). Exit status 2 for a bad file\n"
+    "at start, else 0.\n\n" + _DELIVERY
 )
 
 
@@ -98,18 +130,12 @@ def positive(text: str) -> int:
 
 
 def size(text: str) -> int | None:
-    """``--max-size``: octets, with an optional K, M or G (powers of 1024); 0 for none."""
-    units = {"K": 2**10, "M": 2**20, "G": 2**30}
-    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
+    """``--skip-larger-than`` and ``--delete-larger-than``: octets, with an optional K, M or G
+    (powers of 1024); 0 for none."""
     try:
-        value = int(number) * unit
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a size: {text!r} (say 500000, 100K or 150M)"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
-    return value or None
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _timeout_option(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +212,76 @@ def _import_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def days(text: str) -> float:
+    """``--delete-after-days``: a number of days, at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of days, at least 0, not {text!r}")
+    return value
+
+
+def program(text: str) -> tuple[str, ...]:
+    """``--filter``: a command line, split as a shell would split it (never run by one)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from None
+    if not argv or not argv[0]:
+        raise argparse.ArgumentTypeError("an empty command")
+    return tuple(argv)
+
+
+def _policy_options(parser: argparse.ArgumentParser) -> None:
+    """What to delete, skip and filter, and the delivery command's time limit: for fetch, and
+    (as every account's default) for watch. An account's own keys in a file beat them."""
+    delete = parser.add_mutually_exclusive_group()
+    delete.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete each message on the server once it is delivered (default: keep)",
+    )
+    delete.add_argument(
+        "--delete-after-days",
+        type=days,
+        metavar="DAYS",
+        help="delete each message DAYS days after it was first delivered",
+    )
+    parser.add_argument(
+        "--skip-larger-than",
+        "--max-size",
+        dest="skip_larger_than",
+        type=size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help="leave messages larger than SIZE bytes on the server, and report them (K, M, G"
+        f" suffixes; 0: no limit; default {DEFAULT_MAX_SIZE // 2**20}M)",
+    )
+    parser.add_argument(
+        "--delete-larger-than",
+        type=size,
+        metavar="SIZE",
+        help="delete messages larger than SIZE on the server without fetching them",
+    )
+    parser.add_argument(
+        "--filter",
+        type=program,
+        metavar="PROGRAM",
+        help="run PROGRAM with each new message's headers on its standard input (mpop's"
+        " convention): exit 0 fetch, 1 delete without fetching, 2 skip",
+    )
+    parser.add_argument(
+        "--command-time-limit",
+        type=seconds,
+        default=DEFAULT_COMMAND_TIME_LIMIT,
+        metavar="SECONDS",
+        help="seconds the delivery command may take per message before it is killed and the"
+        f" message left on the server (default {DEFAULT_COMMAND_TIME_LIMIT:g})",
+    )
+
+
 def _limit_options(parser: argparse.ArgumentParser, what: str) -> None:
     """``--concurrency`` and ``--per-host``: check_many's limits, for check and fetch."""
     parser.add_argument(
@@ -238,27 +334,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _mailbox_options(fetch, or_file=True)
     fetch.add_argument(
-        "--maildir", help="the Maildir (created if missing); required with HOST USER"
-    )
-    fetch.add_argument(
-        "--delete",
-        action="store_true",
-        help="delete each message on the server once it is safely on disk",
+        "--maildir", help="the Maildir (created if missing); this or --command with HOST USER"
     )
     fetch.add_argument(
         "--new-only",
         action="store_true",
-        help="skip messages fetched before (by UIDL, state kept next to the Maildir)",
+        help="skip messages delivered before (by UIDL and size, as the state records them)",
     )
     fetch.add_argument(
-        "--max-size",
-        type=size,
-        default=DEFAULT_MAX_SIZE,
-        metavar="SIZE",
-        help="skip messages larger than SIZE bytes (K, M, G suffixes; 0: no limit;"
-        f" default {DEFAULT_MAX_SIZE // 2**20}M): they stay on the server and are reported",
+        "--dry-run",
+        action="store_true",
+        help="say what would be fetched, skipped and deleted; change nothing",
+    )
+    _policy_options(fetch)
+    fetch.add_argument(
+        "--state",
+        metavar="FILE",
+        help="with --command: the state file (default ~/.local/state/aiopop/aiopop-uidl.sqlite3)",
+    )
+    fetch.add_argument(
+        "--command",
+        dest="command_line",
+        nargs=argparse.REMAINDER,
+        metavar="PROGRAM [ARGS...]",
+        help="deliver each message to PROGRAM's standard input (no shell); it counts as"
+        " delivered when PROGRAM exits 0; the rest of the line is its arguments, so put"
+        " --command last",
     )
     _limit_options(fetch, "accounts of a file at once")
+    watch = command("watch", "Poll every account of a TOML file for ever: a daemon.", _WATCH)
+    watch.add_argument("accounts", help="a TOML file of [[account]] tables (keys below)")
+    watch.add_argument(
+        "--interval",
+        type=seconds,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between the polls of an account (default {DEFAULT_INTERVAL:g}); at"
+        " least the server's LOGIN-DELAY",
+    )
+    watch.add_argument(
+        "--polls",
+        type=positive,
+        metavar="N",
+        help="stop after N polls of every account (default: never)",
+    )
+    _policy_options(watch)
+    _limit_options(watch, "accounts polled at once")
+    _timeout_option(watch)
+    watch.add_argument("--cafile", help="trust the CA certificates in this PEM file")
+    watch.add_argument("--json", action="store_true", help="log JSON lines, one per event")
     check = command(
         "check",
         "Check every account of a TOML file at once; a table of results.",

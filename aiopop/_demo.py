@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import POP3
 from ._parse import escape
+from ._targets import FetchSettings, FetchTarget
 from .testing import Mailbox, POP3TestServer
 
 DEMO_USER = "demo"
@@ -107,16 +108,12 @@ async def command_tour(server: POP3TestServer) -> None:
         maildir = os.path.join(directory, "Mail")
         for _ in range(2):
             print(f"$ aiopop fetch {where} {secret} --maildir {maildir} --new-only")
-            await _cli_fetch.run_fetch(
+            target = FetchTarget(
                 account,
-                maildir,
-                delete=False,
-                new_only=True,
-                max_size=None,
-                as_json=False,
-                out=sys.stdout,
-                err=sys.stderr,
+                maildir=Path(maildir),
+                settings=FetchSettings(new_only=True, skip_larger_than=None),
             )
+            await _cli_fetch.run_fetch(target, as_json=False, out=sys.stdout, err=sys.stderr)
         accounts = os.path.join(directory, "accounts.toml")
         text = "".join(
             f'[[account]]\nname = "{user}"\n'

@@ -158,10 +158,17 @@ def test_check_help_lists_every_key_of_the_accounts_file(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from aiopop._accounts import _KEY_TYPES
+    from aiopop._cli_parser import ACCOUNT_KEYS, DELIVERY_KEYS
 
+    assert set(ACCOUNT_KEYS) | set(DELIVERY_KEYS) == set(_KEY_TYPES)
+    assert not set(ACCOUNT_KEYS) & set(DELIVERY_KEYS)
     text = _help(capsys, "check")
-    for key in _KEY_TYPES:
+    for key in ACCOUNT_KEYS:
         assert f"\n  {key} " in text, key
+    for command in ("fetch", "watch"):  # where each account's mail goes
+        delivery = _help(capsys, command)
+        for key in DELIVERY_KEYS:
+            assert f"\n  {key} " in delivery, (command, key)
     assert "--deadline SECONDS" in text
     assert "--timeout SECONDS" in text
 
@@ -224,7 +231,7 @@ async def test_fetch_delete_cut_before_quits_reply_reports_the_rollback(
     report = json.loads(run.out)
     assert (report["deleted"], report["not_deleted"]) == ([], [1, 2])
     assert "the 2 deletions were rolled back" in run.err
-    assert "hint: run again with --new-only --delete" in run.err
+    assert "hint: run again with --new-only and the same policy" in run.err
     assert len(server.mailboxes["u"].messages) == 2  # the server kept them
     assert maildir_messages(maildir) == sorted(m.replace(b"\r\n", b"\n") for m in MESSAGES)
     assert server.sessions[-1].quit is False
@@ -244,7 +251,7 @@ async def test_fetch_max_size_leaves_a_bigger_message_and_says_so(
     assert lines[0].endswith("(1 deleted on the server)")
     assert lines[1].startswith("  message 2 (uid ")
     assert lines[1].endswith(
-        ": 518 bytes or more, over --max-size 100 bytes: not saved, left on the server"
+        ": 518 bytes or more, over --skip-larger-than 100 bytes: not fetched, left on the server"
     )
     assert server.mailboxes["u"].messages == [MESSAGES[1]]
     bad = await aiopop_command(

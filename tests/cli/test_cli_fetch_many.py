@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from aiopop import _cli
+from aiopop._targets import FetchSettings
 from aiopop.testing import Faults, Mailbox, POP3TestServer
 from tests.helpers.cli import PASSWORD, Run, aiopop_command
 
@@ -93,13 +94,14 @@ async def test_three_accounts_on_two_servers_into_two_maildirs(tmp_path: Path) -
         "DELETED",
         "OVERSIZED",
         "REFUSED",
+        "UNDELIVERED",
         "RECOVERED",
         "RESULT",
     ]
     sizes = {user: sum(map(len, messages)) for user, messages in boxes.items()}
-    assert rows[1] == ["ann", "2", str(sizes["ann"]), "bytes", "0", "0", "0", "0", "ok"]
-    assert rows[2] == ["bob", "3", str(sizes["bob"]), "bytes", "0", "0", "0", "0", "ok"]
-    assert rows[3] == ["cy", "1", str(sizes["cy"]), "bytes", "0", "0", "0", "0", "ok"]
+    assert rows[1] == ["ann", "2", str(sizes["ann"]), "bytes", "0", "0", "0", "0", "0", "ok"]
+    assert rows[2] == ["bob", "3", str(sizes["bob"]), "bytes", "0", "0", "0", "0", "0", "ok"]
+    assert rows[3] == ["cy", "1", str(sizes["cy"]), "bytes", "0", "0", "0", "0", "0", "ok"]
     assert first.out.splitlines()[-1] == "3 accounts fetched, 0 failed"
     # Each message once, in its account's Maildir; nothing again with --new-only.
     assert stored(tmp_path / "Shared") == saved_form(boxes["ann"] + boxes["bob"])
@@ -214,7 +216,7 @@ async def test_an_account_without_maildir_fetches_nothing_at_all(tmp_path: Path)
         assert server.sessions == []  # no connection at all
     assert run.status == _cli.EXIT_USAGE
     assert run.out == ""
-    assert f"{path}: account 2 ('no place'): no maildir" in run.err
+    assert f"{path}: account 2 ('no place'): give maildir or command" in run.err
     assert duplicate.status == _cli.EXIT_USAGE
     assert "account 2 ('same'): the same mailbox (ann@127.0.0.1:" in duplicate.err
     assert not (tmp_path / "M").exists()
@@ -278,7 +280,7 @@ def test_options_of_one_mailbox_are_refused_with_a_file(
 
 def test_host_user_still_needs_a_maildir(capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli.main(["fetch", "pop.example.com", "u"]) == _cli.EXIT_USAGE
-    assert "--maildir is required with HOST USER" in capsys.readouterr().err
+    assert "give --maildir DIR or --command PROGRAM" in capsys.readouterr().err
 
 
 def test_a_missing_file_of_accounts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -305,7 +307,7 @@ def test_in_process_table_json_and_what_stays_on_the_server(
         # A message over --max-size stays on the server: 1, as the single fetch says.
         assert status == _cli.EXIT_FAILED
         row = out.splitlines()[1].split()
-        assert (row[:2], row[4:]) == (["ann", "1"], ["0", "1", "0", "0", "ok"])
+        assert (row[:2], row[4:]) == (["ann", "1"], ["0", "1", "0", "0", "0", "ok"])
         assert len(stored(tmp_path / "home" / "M")) == 1
         server.faults = Faults(drop_at="QUIT")
         status = _cli.main(["fetch", str(path), "--delete", "--new-only", "--json"])
@@ -338,9 +340,7 @@ def test_the_terminal_table_with_a_progress_bar(
             concurrency=1,
             per_host=1,
             cafile=None,
-            delete=False,
-            new_only=False,
-            max_size=None,
+            defaults=FetchSettings(skip_larger_than=None),
             as_json=False,
             out=out,
         )
@@ -369,9 +369,7 @@ async def test_a_fetch_cancelled_from_inside_is_its_accounts_result(
         concurrency=1,
         per_host=1,
         cafile=None,
-        delete=False,
-        new_only=False,
-        max_size=None,
+        defaults=FetchSettings(skip_larger_than=None),
         as_json=True,
         out=out,
     )
@@ -407,7 +405,7 @@ def test_maildir_paths_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(AccountError, match="maildir must be a non-empty string"):
         load_fetch_targets(path)
     path.write_text(table(None, "ann", "M", port=9) + table(None, "bob", None, port=9))
-    with pytest.raises(AccountError, match=r"account 2 \('bob'\): no maildir"):
+    with pytest.raises(AccountError, match=r"account 2 \('bob'\): give maildir or command"):
         load_fetch_targets(path)
     path.write_text(table(None, "ann", "M", port=9) + table(None, "ann", f"{folder}/M", port=9))
     with pytest.raises(AccountError, match=r"account 2 \('ann'\): the same mailbox"):

@@ -104,7 +104,7 @@ def test_fetch_and_its_reports(capsys: pytest.CaptureFixture[str], tmp_path: Pat
         )
         assert status == _cli.EXIT_NETWORK
         assert "the 2 deletions were rolled back" in err
-        assert "hint: run again with --new-only --delete" in err
+        assert "hint: run again with --new-only and the same policy" in err
         server.faults = Faults()
         status, out, _ = run(
             capsys,
@@ -112,7 +112,7 @@ def test_fetch_and_its_reports(capsys: pytest.CaptureFixture[str], tmp_path: Pat
             *plain_args(server, "--maildir", maildir, "--delete", "--max-size", "100"),
         )
         assert status == _cli.EXIT_FAILED
-        assert "over --max-size 100 bytes" in out
+        assert "over --skip-larger-than 100 bytes" in out
         assert "deleted on the server" in out
 
 
