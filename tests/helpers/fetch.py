@@ -1,15 +1,18 @@
-"""What the tests of fetch_to_maildir share: a served mailbox, the Maildir's files, waits."""
+"""What the tests of fetch_to_maildir and fetch_into share: a served mailbox, the Maildir's
+files, the state file's rows, what reached the wire, a delivery callable, waits."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiopop
 from aiopop._fetch import (
     FetchResult,
+    fetch_into,
     fetch_to_maildir,
 )
 from aiopop._maildir import Maildir
@@ -91,3 +94,105 @@ async def scripted_client(server: ScriptedServer) -> aiopop.POP3:
     await client.user("u")
     await client.pass_("p")
     return client
+
+
+# -- fetch_into: a delivery callable, the state file, the wire -------------------------------
+
+
+class Row(NamedTuple):
+    """One row of the state file's ``messages`` table, as sqlite3 reads it."""
+
+    size: int | None
+    name: str | None
+    delivered: int
+    first_delivered: float
+    marked: float | None
+
+
+def rows(state: Path, account: str = ACCOUNT) -> dict[str, Row]:
+    """The rows of ``account`` in the state file ``state``, by unique-id (read with sqlite3)."""
+    db = sqlite3.connect(state)
+    try:
+        found = db.execute(
+            "SELECT uid, size, name, delivered, first_delivered, marked FROM messages"
+            " WHERE mailbox = ?",
+            (account,),
+        ).fetchall()
+    finally:
+        db.close()
+    return {uid: Row(*rest) for uid, *rest in found}
+
+
+def age(state: Path, uids: Iterable[str], days: float) -> None:
+    """Make the rows of ``uids`` first delivered ``days`` days earlier than they were."""
+    db = sqlite3.connect(state)
+    try:
+        with db:
+            db.executemany(
+                "UPDATE messages SET first_delivered = first_delivered - ? WHERE uid = ?",
+                [(days * 86400, uid) for uid in uids],
+            )
+    finally:
+        db.close()
+
+
+def wire(server: POP3TestServer, *keywords: str, session: int = -1) -> list[bytes]:
+    """The command lines of a session (the last by default) whose keyword is in ``keywords``
+    (by default TOP, RETR, DELE and QUIT: what a fetch did with the messages)."""
+    wanted = keywords or ("TOP", "RETR", "DELE", "QUIT")
+    record = server.sessions[session]
+    return [line for line, keyword in zip(record.lines, record.keywords, strict=True)
+            if keyword in wanted]  # fmt: skip
+
+
+class Hand:
+    """A delivery callable that keeps each message it is given, in order.
+
+    It raises :class:`aiopop.DeliveryError` for the message numbers in
+    ``refuse``, and ``fail[number]`` (any exception) for those in ``fail``.
+    """
+
+    def __init__(
+        self, refuse: Iterable[int] = (), fail: dict[int, BaseException] | None = None
+    ) -> None:
+        self.got: list[aiopop.NewMessage] = []
+        self.refuse = set(refuse)
+        self.fail = dict(fail or {})
+
+    async def __call__(self, message: aiopop.NewMessage) -> None:
+        if message.number in self.fail:
+            raise self.fail[message.number]
+        if message.number in self.refuse:
+            raise aiopop.DeliveryError(f"message {message.number} refused")
+        self.got.append(message)
+
+    @property
+    def numbers(self) -> list[int]:
+        return [message.number for message in self.got]
+
+
+async def run_into(
+    server: POP3TestServer,
+    destination: Any,
+    *,
+    user: str = USER,
+    quit: bool = True,
+    **options: Any,
+) -> FetchResult:
+    """Log in to ``server`` as ``user``, run fetch_into, then QUIT (or, with ``quit=False``,
+    close without QUIT); returns once the server has finished with the session.
+
+    ``options`` go to fetch_into; ``account`` defaults to :data:`ACCOUNT`.
+    """
+    options.setdefault("account", ACCOUNT)
+    client = aiopop.POP3(server.host, server.port, timeout=5)
+    try:
+        await client.connect()
+        await client.login(user, PASSWORD)
+        result = await fetch_into(client, destination, **options)
+        if quit:
+            await client.quit()
+        return result
+    finally:
+        await client.close()
+        await server.wait_idle()
