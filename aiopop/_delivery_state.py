@@ -150,6 +150,18 @@ class DeliveryState:
         file = Path(path)
         return cls(await asyncio.to_thread(_connect, file, busy_wait), file)
 
+    @classmethod
+    async def open_copy(cls, path: str | os.PathLike[str]) -> DeliveryState:
+        """A copy in memory of the file at ``path``, read without writing anything to it.
+
+        For a dry run: the copy is migrated to :data:`SCHEMA_VERSION` if
+        needed and may be changed at will; the file stays as it was (it is
+        opened read-only and takes no lock). Raises :class:`StateError` as
+        :meth:`open` does.
+        """
+        file = Path(path)
+        return cls(await asyncio.to_thread(_copy, file), file)
+
     async def close(self) -> None:
         """Close the file (after the operation in progress, if any)."""
         await self._run(lambda db: db.close())
@@ -417,6 +429,29 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _copy(path: Path) -> sqlite3.Connection:
+    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    copy = sqlite3.connect(":memory:", check_same_thread=False)
+    try:
+        source.backup(copy)
+        with copy:
+            copy.execute("BEGIN IMMEDIATE")
+            _migrate(copy, path)
+    except sqlite3.DatabaseError as exc:
+        copy.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            translated = _translated(exc, path)
+            if isinstance(translated, OSError):
+                raise translated from exc
+        raise StateError(f"{path}: not an aiopop state file ({exc})") from exc
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        source.close()
+    return copy
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:

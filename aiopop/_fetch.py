@@ -268,14 +268,22 @@ async def fetch_into(
         raise ValueError("a delivery callable needs state=: the file recording what it took")
     else:
         state_path = Path(os.path.expanduser(state))  # noqa: ASYNC240 - no I/O
-    if dry_run and not os.path.exists(state_path):  # noqa: ASYNC240 - one stat, before I/O
-        # Nothing recorded yet; and a dry run creates nothing, not even the state file.
-        return await _Engine(client, box, destination, None, key, source, options).run()
+    if dry_run:
+        # A dry run takes no lock and writes nothing: it works on a copy of the state in
+        # memory (migrated, adopted, recovered as the real run would), or on none.
+        exists = os.path.exists(state_path)  # noqa: ASYNC240 - one stat, before any I/O
+        copy = await DeliveryState.open_copy(state_path) if exists else None
+        try:
+            if copy is not None:
+                await copy.adopt(key)
+            return await _Engine(client, box, destination, copy, key, source, options).run()
+        finally:
+            if copy is not None:
+                await copy.close()
     async with StateLock(state_path, key, wait=lock_wait):
         opened = await DeliveryState.open(state_path)
         try:
-            if not dry_run:
-                await opened.adopt(key)
+            await opened.adopt(key)
             return await _Engine(client, box, destination, opened, key, source, options).run()
         finally:
             await opened.close()
@@ -324,20 +332,20 @@ class _Engine:
             self.client, self.box, self.state, self.options, self.result,
         )  # fmt: skip
         dry = options.dry_run
-        if box is not None and state is not None and not dry:
-            result.recovered = await recover(box, state, self.key)
+        if box is not None and state is not None:
+            # In a dry run, on the copy of the state only: no file is moved.
+            result.recovered = await _recover(box, state, self.key, move=not dry)
         uids, sizes = await _listings(client, options.new_only)
         self.uids = uids or {}
         records: dict[str, Record] = {}
         if uids is not None and state is not None:
-            if not dry:
-                # A unique-id no longer listed names no message now: if it comes back, it
-                # is another message. (Pending rows stay: recover() finished them above.)
-                await state.forget_missing(self.key, set(uids.values()))
+            # A unique-id no longer listed names no message now: if it comes back, it
+            # is another message. (Pending rows stay: recover() finished them above.)
+            await state.forget_missing(self.key, set(uids.values()))
             records = await state.records(self.key)
-            if not dry:
-                records = await _learn_sizes(state, self.key, records, uids, sizes)
-            if box is not None:
+            records = await _learn_sizes(state, self.key, records, uids, sizes)
+            if box is not None and not dry:
+                # A dry run sends no RETR: it trusts unique-id and size here.
                 for uid in await _reused(client, box, records, uids, sizes):
                     del records[uid]
         known = {uid: record.size for uid, record in records.items()}
@@ -424,8 +432,8 @@ class _Engine:
         def refuse(number: int, error: ResponseError) -> None:
             result.refused.append(Refusal(number, self.uids.get(number), error))
 
-        def pipelined(rest: list[int]) -> AsyncGenerator[tuple[int, bytes], None]:
-            return self.client.top_many(rest, 0)
+        def pipelined(rest: list[int], most: int | None) -> AsyncGenerator[tuple[int, bytes], None]:
+            return self.client.top_many(rest, 0, window=most)
 
         items = _each(wanted, pipelined, refuse)
         async with contextlib.aclosing(items):
@@ -434,6 +442,8 @@ class _Engine:
                 try:
                     verdict = await filter(MessageHeaders(number, uid, size, headers, self.source))
                 except DeliveryError as exc:
+                    if exc.uid is None:
+                        exc.uid = uid
                     result.undelivered.append(Undelivered(number, uid, exc))
                     continue
                 if verdict == "fetch":
@@ -465,17 +475,25 @@ async def recover(maildir: Maildir, state: DeliveryState, account: str) -> int:
     (:meth:`Maildir.abandoned <aiopop.Maildir.abandoned>`): no row
     names them, so they are fetched again.
     """
+    return await _recover(maildir, state, account, move=True)
+
+
+async def _recover(maildir: Maildir, state: DeliveryState, account: str, *, move: bool) -> int:
+    """:func:`recover`; without ``move`` (a dry run, on a copy of the state) no file is
+    renamed or removed, and the state says what the renames would have made it say."""
     names = await state.pending(account)
     moved: list[str] = []
     if names:
         found = maildir.find(names)
         moved = [name for name in names if found.get(name) == "tmp"]
-        await maildir.publish(moved)
+        if move:
+            await maildir.publish(moved)
         await state.commit(
             delivered=[name for name in names if name in found],
             forgotten=[name for name in names if name not in found],
         )
-    maildir.discard(maildir.abandoned())
+    if move:
+        maildir.discard(maildir.abandoned())
     return len(moved)
 
 

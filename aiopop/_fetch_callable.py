@@ -59,8 +59,10 @@ class _Hand(_Work):
         """
         most = sys.maxsize if self.max_size is None else self.max_size
 
-        def pipelined(rest: list[int]) -> AsyncGenerator[tuple[int, MessageStream], None]:
-            return self.client.retr_each(rest, window=window, memory=memory)
+        def pipelined(
+            rest: list[int], most: int | None
+        ) -> AsyncGenerator[tuple[int, MessageStream], None]:
+            return self.client.retr_each(rest, window=most or window, memory=memory)
 
         items = _each(numbers, pipelined, self.refuse)
         async with contextlib.aclosing(items):

@@ -262,8 +262,10 @@ class _Run(_Work):
         """
         try:
 
-            def pipelined(rest: list[int]) -> AsyncGenerator[tuple[int, MessageStream], None]:
-                return self.client.retr_each(rest, window=window, memory=memory)
+            def pipelined(
+                rest: list[int], most: int | None
+            ) -> AsyncGenerator[tuple[int, MessageStream], None]:
+                return self.client.retr_each(rest, window=most or window, memory=memory)
 
             items = _each(small, pipelined, self.refuse)
             async with contextlib.aclosing(items):
@@ -417,15 +419,22 @@ async def _limited(
 
 async def _each(
     numbers: list[int],
-    many: Callable[[list[int]], AsyncGenerator[T, None]],
+    many: Callable[[list[int], int | None], AsyncGenerator[T, None]],
     refuse: Callable[[int, ResponseError], None],
 ) -> AsyncGenerator[T, None]:
-    """What ``many(numbers)`` yields; a ``-ERR`` is noted and the rest asked again."""
+    """What ``many(numbers, window)`` yields; a ``-ERR`` is noted and the rest asked again.
+
+    A ``-ERR`` ends the pipelined generator and drops the replies queued
+    behind it, so their commands are sent again. After the first, the rest
+    go with a window of 1: a server that refuses every command costs one
+    command more per refusal at most, not the whole window again each time.
+    """
     rest = numbers
+    window: int | None = None  # the caller's
     while rest:
         done = 0
         try:
-            async with contextlib.aclosing(many(rest)) as items:
+            async with contextlib.aclosing(many(rest, window)) as items:
                 async for item in items:
                     done += 1
                     yield item
@@ -433,3 +442,4 @@ async def _each(
         except ResponseError as exc:
             refuse(rest[done], exc)
             rest = rest[done + 1 :]
+            window = 1

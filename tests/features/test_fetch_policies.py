@@ -516,12 +516,6 @@ async def test_a_dry_run_plans_what_the_real_run_then_does(destination: Destinat
     assert destination.held() == sorted(MAIL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Engine.run (aiopop/_fetch.py, the `if box is not None:` under `records = ...`)"
-    " calls _reused() in a dry run too, and _same_content() RETRs every message that an"
-    " earlier run marked deleted without a QUIT: a dry run retrieves messages",
-)
 async def test_a_dry_run_sends_no_retr_after_a_session_that_ended_before_quit(
     tmp_path: Path,
 ) -> None:
@@ -537,12 +531,6 @@ async def test_a_dry_run_sends_no_retr_after_a_session_that_ended_before_quit(
         assert wire(server, "RETR", "DELE") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a dry run skips _learn_sizes (aiopop/_fetch.py, `if not dry:` before it), so rows"
-    " without a size (imported) are never due in _due(), while the real run learns their"
-    " size and deletes them: the plan leaves out deletions the real run makes",
-)
 async def test_a_dry_runs_plan_deletes_imported_messages_as_the_real_run_does(
     destination: Destination,
 ) -> None:
@@ -556,13 +544,6 @@ async def test_a_dry_runs_plan_deletes_imported_messages_as_the_real_run_does(
     assert [p.number for p in dry.plan.delete] == real.marked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a dry run skips recover() (aiopop/_fetch.py, _Engine.run: `if box is not None and"
-    " state is not None and not dry`) and decides on the pending rows as they are: one whose"
-    " file is in tmp/ is not due (the real run recovers it, then deletes it), one whose file"
-    " is gone is taken for known (the real run forgets it, then fetches the message again)",
-)
 @pytest.mark.parametrize("file", ["in tmp", "gone"])
 async def test_a_dry_runs_plan_agrees_with_what_recovery_changes(tmp_path: Path, file: str) -> None:
     destination = Destination("maildir", tmp_path)
@@ -613,12 +594,6 @@ def version_1_maildir(box: Path, account: str, mailbox: Mailbox) -> None:
     db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DeliveryState.open (aiopop/_delivery_state.py, _connect -> _migrate) migrates an"
-    " older state file in place, and fetch_into opens it so in a dry run too: the dry run"
-    " rewrites the state file",
-)
 async def test_a_dry_run_leaves_an_old_state_file_as_it_was(tmp_path: Path) -> None:
     destination = Destination("maildir", tmp_path)
     mailbox, server = serve(*MAIL[:2])
@@ -631,12 +606,6 @@ async def test_a_dry_run_leaves_an_old_state_file_as_it_was(tmp_path: Path) -> N
     assert destination.state.read_bytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fetch_into (aiopop/_fetch.py, `if not dry_run: await opened.adopt(key)`) adopts"
-    " the rows a version-1 file kept without the port only in a real run: the dry run plans"
-    " to fetch again every message the real run then skips",
-)
 async def test_a_dry_run_on_a_non_standard_port_plans_as_the_real_run_does(
     tmp_path: Path,
 ) -> None:
@@ -652,12 +621,6 @@ async def test_a_dry_run_on_a_non_standard_port_plans_as_the_real_run_does(
     assert dry.plan.fetch == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="minor: fetch_into takes the StateLock in a dry run too, and StateLock.acquire"
-    " (aiopop/_delivery_state.py) creates '<state>.<hash>.lock' when it is missing (an"
-    " account new to a shared state file): a dry run writes a file",
-)
 async def test_a_dry_run_creates_no_lock_file(destination: Destination) -> None:
     _, server = serve(*MAIL[:2])
     async with server:
