@@ -450,6 +450,52 @@ async def test_a_broken_filter_is_a_delivery_error_never_a_verdict(tmp_path: Pat
     assert await all_gone(await pids_written(pids))
 
 
+# -- with the delivery engine ---------------------------------------------------------------
+
+# Files each message under argv[1] by its unique-id; refuses (exit 75) the one named "bad".
+FILE_BY_UID = """
+test "$AIOPOP_UID" = bad && { echo "mailbox full" >&2; exit 75; }
+cat > "$1/$AIOPOP_UID"
+"""
+# Deletes (exit 1) a message whose headers say spam; fetches the others.
+SPAM_FILTER = "grep -q '^Subject: spam' && exit 1\nexit 0\n"
+
+
+async def test_fetch_into_a_command_with_a_filter_command(tmp_path: Path) -> None:
+    from aiopop.testing import Mailbox, POP3TestServer
+
+    messages = [
+        b"Subject: one\r\n\r\nfirst\r\n",
+        b"Subject: spam\r\n\r\nbuy\r\n",
+        b"Subject: three\r\n\r\nrefused\r\n",
+    ]
+    mailbox = Mailbox("secret", list(messages), uids=["good", "spam", "bad"])
+    box = tmp_path / "box"
+    box.mkdir()
+    account = Account("127.0.0.1", "alice", tls="none", allow_cleartext=True)
+    async with POP3TestServer({"alice": mailbox}) as server:
+        client = aiopop.POP3("127.0.0.1", server.port, timeout=5)
+        async with client:
+            await client.login("alice", "secret", allow_cleartext=True)
+            result = await aiopop.fetch_into(
+                client,
+                CommandDelivery(shell(tmp_path, FILE_BY_UID, str(box))),
+                account=account,
+                state=tmp_path / "state.db",
+                delete=True,
+                filter=FilterCommand(shell(tmp_path, SPAM_FILTER)),
+            )
+            await client.quit()
+    assert [d.uid for d in result.delivered] == ["good"]
+    assert (box / "good").read_bytes() == b"Subject: one\n\nfirst\n"
+    assert [(f.uid, f.verdict) for f in result.filtered] == [("spam", "delete")]
+    [undelivered] = result.undelivered
+    assert undelivered.uid == "bad"
+    assert isinstance(undelivered.error, DeliveryError)
+    assert undelivered.error.reason == "/bin/sh exited with status 75; stderr: mailbox full"
+    assert mailbox.messages == [messages[2]]  # only the refused one stays on the server
+
+
 # -- the constructor ------------------------------------------------------------------------
 
 
