@@ -119,6 +119,9 @@ _SOURCES: dict[str, str] = {
     "MessageHeaders": "_message",
     "NewMessage": "_message",
     "Verdict": "_message",
+    # running a program per message
+    "CommandDelivery": "_programs",
+    "FilterCommand": "_programs",
     # watching for new mail
     "MemoryStore": "_stores",
     "SQLiteStore": "_stores",
@@ -144,6 +147,7 @@ __all__ = [
     "AuthenticationError",
     "Capabilities",
     "CheckResult",
+    "CommandDelivery",
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
@@ -157,6 +161,7 @@ __all__ = [
     "FailureKind",
     "FetchResult",
     "Filter",
+    "FilterCommand",
     "Filtered",
     "ImportFileError",
     "ImportKind",
@@ -280,6 +285,7 @@ if TYPE_CHECKING:
     from ._maildir import Maildir
     from ._many import CheckResult, check_many
     from ._message import Deliver, Filter, MessageHeaders, NewMessage, Verdict
+    from ._programs import CommandDelivery, FilterCommand
     from ._state import State
     from ._stores import MemoryStore, SeenStore, SQLiteStore
     from ._stream import MessageSource, MessageStream

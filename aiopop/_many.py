@@ -149,6 +149,7 @@ def failure_reason(error: BaseException) -> str:
     ``"account"``           the account itself is unusable: no secret, an unknown method
     ``"local"``             a file or disk of this machine (an ``OSError`` naming a path)
     ``"state"``             a state file that cannot be used, or is locked by another process
+    ``"delivery"``          a destination did not take a message (:class:`~aiopop.DeliveryError`)
     ``"usage"``             a command line that cannot be run (:class:`~aiopop._errors.UsageError`)
     ``"cancelled"``         the check was cancelled from inside (not by closing the generator)
     ``"error"``             anything else: an unexpected exception, a bug

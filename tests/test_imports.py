@@ -44,6 +44,7 @@ FEATURES = [
     "aiopop._delivery_state",
     "aiopop._fetch",
     "aiopop._many",
+    "aiopop._programs",
     "aiopop._stores",
     "aiopop._watch",
 ]

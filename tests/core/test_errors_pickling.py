@@ -15,6 +15,7 @@ import pytest
 from aiopop import _errors as errors
 from aiopop._errors import (
     AuthenticationError,
+    DeliveryError,
     LoginDelayError,
     POP3Error,
     ResponseError,
@@ -120,6 +121,25 @@ def test_a_login_delay_keeps_its_delay_set_or_not() -> None:
     for other in round_trips(unset):
         assert isinstance(other, LoginDelayError)
         assert other.delay == 900
+
+
+@pytest.mark.parametrize("uid", ["u1", None])
+def test_a_delivery_error_keeps_its_uid_and_reason(uid: str | None) -> None:
+    """Not a POP3Error (the server did nothing wrong), but it travels between processes too."""
+    error = DeliveryError("procmail exited with status 75; stderr: quota", uid=uid)
+    error.add_note("account: work")
+    error.retries = 2  # type: ignore[attr-defined]
+    for other in [pickle.loads(pickle.dumps(error, p)) for p in PROTOCOLS] + [
+        copy.copy(error),
+        copy.deepcopy(error),
+    ]:
+        assert type(other) is DeliveryError
+        assert (other.uid, other.reason) == (uid, "procmail exited with status 75; stderr: quota")
+        assert str(other) == str(error)
+        assert other.args == error.args
+        assert other.__notes__ == ["account: work"]
+        assert vars(other) == vars(error)
+    assert str(error) == "procmail exited with status 75; stderr: quota"
 
 
 def test_the_rebuilt_error_runs_its_constructor() -> None:

@@ -68,6 +68,7 @@ EXPECTED: dict[type[BaseException], errors.FailureKind] = {
     errors.ImportFileError: K.USAGE,
     StateError: K.STATE,
     StateLockedError: K.STATE_LOCKED,
+    errors.DeliveryError: K.DELIVERY,
     _cli_run.NoGreetingError: K.TIMEOUT,  # the command line's: no greeting within 5 s
 }
 
@@ -76,6 +77,7 @@ def _classes() -> set[type[BaseException]]:
     found: set[type[BaseException]] = {POP3Error, *_all_subclasses(POP3Error)}
     found |= {errors.AccountError, errors.UsageError, errors.ImportFileError}
     found |= {StateError, *_all_subclasses(StateError)}
+    found |= {errors.DeliveryError, *_all_subclasses(errors.DeliveryError)}
     # aiopop's own; other tests define subclasses of their own (test_error_pickling's).
     return {cls for cls in found if cls.__module__.startswith("aiopop.")}
 
@@ -135,11 +137,26 @@ def test_the_command_line_check_many_and_watch_agree(error: BaseException) -> No
     assert CheckResult(Account("h.test", "u"), error=error).reason == failure.reason
     assert _retryable(error) is failure.retryable
     # Local failures have exit statuses of their own, never the network's.
-    # (A command called in the wrong state is this program's mistake: exit status 1.)
-    if failure.local and failure.kind not in (K.CANCELLED, K.COMMAND_STATE):
+    # (A command called in the wrong state is this program's mistake: exit status 1;
+    # so is a delivery command that failed: the run went on, one message is left.)
+    if failure.local and failure.kind not in (K.CANCELLED, K.COMMAND_STATE, K.DELIVERY):
         assert status in (errors.EXIT_USAGE, errors.EXIT_LOCAL)
     if status == errors.EXIT_NETWORK:
         assert not failure.local
+
+
+def test_a_failed_delivery_is_local_retryable_and_says_so() -> None:
+    error = errors.DeliveryError("procmail exited with status 75", uid="u1")
+    failure = diagnose(error)
+    assert (failure.kind, failure.reason) == (K.DELIVERY, "delivery")
+    assert (failure.retryable, failure.local) == (True, True)
+    assert failure.exit_status == errors.EXIT_FAILED
+    status, message, hints = explain(error)
+    assert status == errors.EXIT_FAILED
+    assert message == "procmail exited with status 75"
+    assert any("stays on the server" in hint for hint in hints)
+    # Not the server's: never a POP3Error, so `except POP3Error` does not swallow it.
+    assert not isinstance(error, POP3Error)
 
 
 def test_a_login_refused_with_sys_perm_is_permanent_everywhere() -> None:

@@ -317,6 +317,7 @@ async def test_reasons_for_tls_connection_and_protocol_failures(ca: trustme.CA) 
         (aiopop.UIDLUnavailableError(aiopop.ResponseError("no")), "unsupported"),
         (aiopop.MethodNotOfferedError("no SCRAM"), "unsupported"),
         (AccountError("no secret"), "account"),
+        (aiopop.DeliveryError("procmail exited with status 75", uid="u1"), "delivery"),
         (asyncio.CancelledError(), "cancelled"),
         (RuntimeError("bug"), "error"),
     ],
