@@ -31,6 +31,7 @@ from typing import Any
 from ._accounts import Account, AccountError, _command_argv, account_tables, parse_size
 from ._delivery_state import STATE_FILE
 from ._fetch import DEFAULT_MAX_SIZE
+from ._programs import DEFAULT_COMMAND_TIME_LIMIT
 
 __all__ = [
     "DEFAULT_COMMAND_TIME_LIMIT",
@@ -40,8 +41,6 @@ __all__ = [
     "load_fetch_targets",
 ]
 
-DEFAULT_COMMAND_TIME_LIMIT = 120.0
-"""Seconds a delivery command may take for one message, by default."""
 DEFAULT_INTERVAL = 300.0
 """Seconds between two polls of an account by ``aiopop watch ACCOUNTS``, by default
 (fetchmail's and getmail's usual daemon interval is 5 to 15 minutes)."""
