@@ -156,7 +156,10 @@ class Daemon:
                 pollers = [p.task for p in self._pollers.values() if p.task is not None]
                 stop = asyncio.ensure_future(self._stop.wait())
                 reload = asyncio.ensure_future(self._reload.wait())
-                done = asyncio.ensure_future(asyncio.wait(pollers)) if pollers else None
+                # Without --polls, accounts that stopped (a refused login) wait for a reload:
+                # the daemon runs until told to stop.
+                counted = pollers and self.polls is not None
+                done = asyncio.ensure_future(asyncio.wait(pollers)) if counted else None
                 waits = [stop, reload] + ([done] if done is not None else [])
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -170,7 +173,9 @@ class Daemon:
                 if self._reload.is_set():
                     self._reload.clear()
                     self._reload_file()
-                elif all(p.task is None or p.task.done() for p in self._pollers.values()):
+                elif self.polls is not None and all(
+                    p.task is None or p.task.done() for p in self._pollers.values()
+                ):
                     self.log("finished", None, "every account made its polls")
                     return EXIT_OK
 

@@ -53,6 +53,7 @@ async def test_every_message_is_saved_once_and_the_server_keeps_them(tmp_path: P
     assert [d.size for d in result.delivered] == [len(MESSAGES[i]) for i in (0, 1, 3, 2)]
     assert [d.uid for d in result.delivered] == [uids[i] for i in (0, 1, 3, 2)]
     for delivery in result.delivered:
+        assert delivery.name is not None  # a Maildir's deliveries have files
         assert (tmp_path / "new" / delivery.name).read_bytes() == unix(
             MESSAGES[delivery.number - 1]
         )

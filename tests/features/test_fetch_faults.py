@@ -204,6 +204,7 @@ class Harness:
         expunged = {m for m in run.before if m not in run.after}
         if run.result is not None:
             for delivery in run.result.delivered:
+                assert delivery.name is not None  # a Maildir's deliveries have files
                 file = self.path / "new" / delivery.name
                 assert file.exists(), f"{where}: reported delivered, not in new/: {delivery}"
                 assert file.read_bytes() == self.stored(run.before[delivery.number - 1]), (
