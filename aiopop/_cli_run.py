@@ -394,7 +394,10 @@ async def run_import_state(
         await box.create()
         state_path = box.path / STATE_FILE
     else:
-        state_path = Path(state or "")
+        state_path = Path(state or "").expanduser()
+        # As fetch and watch make the directory of a command's state: 0700, it holds
+        # what was delivered.
+        await asyncio.to_thread(state_path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
     result = await import_state(
         tool, file, state_path, user=user, host=host, port=port, host_in_file=host_in_file
     )

@@ -21,12 +21,12 @@ line longer than :data:`MAX_LINE`, or a file that ends inside a line raise
 :class:`~aiopop.ImportFileError` naming the file and the line; nothing is
 written then. A trailing CR (a file edited on Windows) is allowed.
 
-What ``fetch --delete`` does with imported messages: nothing. It deletes a
-message only when it saved it itself, or when the state recorded its size
-and the size still matches; imported rows have no size, so those messages
-stay on the server (delete them with the old tool, or by hand). ``fetch
---new-only`` skips them. :func:`aiopop.watch` with ``delete=True`` is
-different: it deletes every message its store knows, imported ones included.
+An imported row means *delivered at the import*: ``fetch --new-only`` and
+the daemon skip the message. It has no size; the first run that lists the
+message records its LIST size (:func:`aiopop.fetch_into`), and from then
+on the policies apply to it as to any other: ``--delete`` deletes it,
+``--delete-after-days N`` N days after the import. :func:`aiopop.watch`
+with ``delete=True`` deletes it at its first poll.
 """
 
 from __future__ import annotations

@@ -68,8 +68,12 @@ def fetchmail_keep(dovecot: DovecotServer, user: MailUser, home: Path) -> Path:
     rc.chmod(0o600)
     ids = home / ".fetchids"
     env = {**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)}
+    # Its own pid file: as root, fetchmail's default is /var/run/fetchmail.pid, and a
+    # second fetchmail anywhere on the machine would then refuse to run.
+    pidfile = home / "fetchmail.pid"
     run_tool(
-        [fetchmail, "--fetchmailrc", str(rc), "--idfile", str(ids), "--nosyslog", "--silent"],
+        [fetchmail, "--fetchmailrc", str(rc), "--idfile", str(ids), "--pidfile", str(pidfile)]
+        + ["--nosyslog", "--silent"],
         env=env,
     )
     return ids

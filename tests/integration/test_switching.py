@@ -285,9 +285,7 @@ def test_switching_as_the_readme_says(dovecot: DovecotServer, home: Path, tmp_pa
     switch.accounts_file.write_text(toml_accounts(accounts), encoding="utf-8")
     assert tomllib.loads(switch.accounts_file.read_text(encoding="utf-8")) == {"account": accounts}
     (tmp_path / "var" / "mail").mkdir(parents=True)  # there on any system, as /var/lib is
-    # /var/lib/aiopop made by hand: import-state --state does not create it (see
-    # test_import_state_creates_the_state_directory_as_fetch_does below).
-    (tmp_path / "var" / "lib" / "aiopop").mkdir(parents=True)
+    (tmp_path / "var" / "lib").mkdir(parents=True)  # /var/lib/aiopop: import-state makes it
     switch.tickets.mkdir()
 
     alice_box = Path(accounts[0]["maildir"])
@@ -404,15 +402,6 @@ def test_switching_as_the_readme_says(dovecot: DovecotServer, home: Path, tmp_pa
     assert maildir_files(alerts_box) == {"new": [switch.new["alerts"]], "cur": []}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiopop import-state --state FILE fails (exit status 6, 'FILE.<hash>.lock: No such"
-    " file or directory') when FILE's directory does not exist, as /var/lib/aiopop does not on"
-    " a fresh system: the README's step 1 for the support account fails as printed. --maildir"
-    " creates missing parents (Maildir.create), and aiopop fetch/watch with command and state"
-    " create the state's directory (_cli_fetch._destination); _cli_run.run_import_state does"
-    " not. When fixed, drop the mkdir of var/lib/aiopop in test_switching_as_the_readme_says.",
-)
 def test_import_state_creates_the_state_directory_as_fetch_does(tmp_path: Path) -> None:
     """The README's getmail6 import as printed, on a machine without /var/lib/aiopop."""
     (line,) = [
@@ -440,6 +429,7 @@ def test_import_state_creates_the_state_directory_as_fetch_does(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert (state.parent.stat().st_mode & 0o777) == 0o700
     assert json.loads(done.stdout)["imported"] == 2
     assert [(r[0], r[1]) for r in rows(state)] == [
         ("support@pop.example.com", "000000017a3c1f00"),
