@@ -394,7 +394,7 @@ async def run_import_state(
         await box.create()
         state_path = box.path / STATE_FILE
     else:
-        state_path = Path(state or "").expanduser()
+        state_path = Path(os.path.expanduser(state or ""))  # noqa: ASYNC240 - no I/O
         # As fetch and watch make the directory of a command's state: 0700, it holds
         # what was delivered.
         await asyncio.to_thread(state_path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)

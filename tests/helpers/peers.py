@@ -72,8 +72,17 @@ def fetchmail_keep(dovecot: DovecotServer, user: MailUser, home: Path) -> Path:
     # second fetchmail anywhere on the machine would then refuse to run.
     pidfile = home / "fetchmail.pid"
     run_tool(
-        [fetchmail, "--fetchmailrc", str(rc), "--idfile", str(ids), "--pidfile", str(pidfile)]
-        + ["--nosyslog", "--silent"],
+        [
+            fetchmail,
+            "--fetchmailrc",
+            str(rc),
+            "--idfile",
+            str(ids),
+            "--pidfile",
+            str(pidfile),
+            "--nosyslog",
+            "--silent",
+        ],
         env=env,
     )
     return ids

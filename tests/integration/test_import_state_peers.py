@@ -142,8 +142,17 @@ def test_switching_from_fetchmail(dovecot: DovecotServer, workdir: Path) -> None
     ids = workdir / "fetchids"
     env = {**os.environ, "HOME": str(workdir), "FETCHMAILHOME": str(workdir)}
     _run(
-        [fetchmail, "--fetchmailrc", str(rc), "--idfile", str(ids)]
-        + ["--pidfile", str(workdir / "fetchmail.pid"), "--nosyslog", "--silent"],
+        [
+            fetchmail,
+            "--fetchmailrc",
+            str(rc),
+            "--idfile",
+            str(ids),
+            "--pidfile",
+            str(workdir / "fetchmail.pid"),
+            "--nosyslog",
+            "--silent",
+        ],
         env=env,
     )
     assert ids.read_text().count(f"{user.name}@{HOST} ") == 3
