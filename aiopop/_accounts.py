@@ -18,10 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import math
 import os
-import re
-import shlex
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -29,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+from ._account_keys import KEY_TYPES, command_argv
 from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from ._errors import AccountError, InsecureLoginError
 from ._login import PASSWORD_MECHANISMS, ensure_tls
@@ -306,20 +304,6 @@ def _shown_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _command_argv(argv: object) -> list[str] | None:
-    """A command as an argv list: a string split by :func:`shlex.split`; None if unusable."""
-    if isinstance(argv, str):
-        try:
-            command = shlex.split(argv)
-        except ValueError:  # an unclosed quote, a lone backslash at the end
-            return None
-    elif isinstance(argv, Sequence) and all(isinstance(arg, str) for arg in argv):
-        command = list(argv)
-    else:
-        return None
-    return command if command and command[0] else None
-
-
 async def _reveal(secret: Secret) -> str:
     value = secret if isinstance(secret, str) else await secret()
     if not isinstance(value, str) or not value:
@@ -352,7 +336,7 @@ def secret_from_command(argv: Sequence[str] | str) -> Callable[[], Awaitable[str
     The command runs each time the secret is needed; its first output line
     is the secret. A failure names the command, never its output.
     """
-    command = _command_argv(argv)
+    command = command_argv(argv)
     if command is None:
         raise AccountError(
             "a password command is a non-empty list of strings, or a non-empty string "
@@ -472,11 +456,11 @@ def _account(entry: Mapping[str, Any], where: str) -> Account:
         raise AccountError(
             f"{where}: inline secrets are refused; use password_env, password_command or keyring"
         )
-    unknown = sorted(set(entry) - set(_KEY_TYPES))
+    unknown = sorted(set(entry) - set(KEY_TYPES))
     if unknown:
         raise AccountError(f"{where}: unknown keys {unknown}")
     for key, value in entry.items():
-        problem = _KEY_TYPES[key](value)
+        problem = KEY_TYPES[key](value)
         if problem:
             raise AccountError(f"{where}: {key} must be {problem}")
     options: dict[str, Any] = {}
@@ -524,111 +508,3 @@ def _account(entry: Mapping[str, Any], where: str) -> Account:
 
 
 # Each key's check: "" when the value will do, else what it must be (for the error).
-def _text(value: object) -> str:
-    return "" if isinstance(value, str) and value.strip() else f"a non-empty string, not {value!r}"
-
-
-def _port(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
-        return ""
-    return f"an integer from 1 to 65535, not {value!r}"
-
-
-def _positive(value: object) -> str:
-    if (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value > 0
-        and math.isfinite(value)
-    ):
-        return ""
-    return f"a positive number of seconds, not {value!r}"
-
-
-_SIZE = re.compile(r"(-?[0-9]+)([KMG]?)", re.IGNORECASE)
-_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
-
-
-def parse_size(value: object) -> int | None:
-    """A size in octets: an integer, or a string with an optional K, M or G (powers of
-    1024), ``"150M"``; 0 means no limit (None). Raises ValueError for anything else."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a size: {value!r}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
-        number = int(match[1]) * _UNITS[match[2].upper()]
-    else:
-        raise ValueError(f"not a size: {value!r} (say 500000, 100K or 150M)")
-    if number < 0:
-        raise ValueError(f"a size cannot be negative: {value!r}")
-    return number or None
-
-
-def _size(value: object) -> str:
-    try:
-        parse_size(value)
-    except ValueError:
-        return f'a size in octets, or a string such as "100K" or "150M", not {value!r}'
-    return ""
-
-
-def _days(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"a number of days, at least 0, not {value!r}"
-    if value >= 0 and math.isfinite(value):
-        return ""
-    return f"a number of days, at least 0, not {value!r}"
-
-
-def _flag(value: object) -> str:
-    return "" if isinstance(value, bool) else f"true or false, not {value!r}"
-
-
-def _true(value: object) -> str:
-    return "" if value is True else f"true (the only value it takes), not {value!r}"
-
-
-def _tls(value: object) -> str:
-    if isinstance(value, str) and value in TLS_POLICIES:
-        return ""
-    return f"one of {', '.join(sorted(TLS_POLICIES))}, not {value!r}"
-
-
-def _command(value: object) -> str:
-    # The value is not shown: a command line may hold more than its author meant to share.
-    if _command_argv(value) is not None:
-        return ""
-    if isinstance(value, str):
-        return "a command line (split as a shell would split it), not an empty or unclosed one"
-    return "a command line or a non-empty array of strings"
-
-
-_KEY_TYPES: dict[str, Callable[[object], str]] = {
-    "name": _text,
-    "url": _text,
-    "host": _text,
-    "port": _port,
-    "user": _text,
-    "tls": _tls,
-    "auth": _text,
-    "allow_cleartext": _flag,
-    "timeout": _positive,
-    "state_key": _text,
-    # Where and how aiopop fetch ACCOUNTS and aiopop watch ACCOUNTS deliver (read by
-    # aiopop._targets); no part of an Account, and ignored here.
-    "maildir": _text,
-    "command": _command,
-    "command_time_limit": _positive,
-    "state": _text,
-    "delete": _flag,
-    "delete_after_days": _days,
-    "skip_larger_than": _size,
-    "delete_larger_than": _size,
-    "filter": _command,
-    "password_env": _text,
-    "password_command": _command,
-    "keyring": _true,
-    "oauth2_token_env": _text,
-    "oauth2_token_command": _command,
-}

@@ -7,7 +7,7 @@ import math
 import shlex
 
 from . import __version__
-from ._accounts import parse_size
+from ._account_keys import parse_size
 from ._client import DEFAULT_TIMEOUT
 from ._fetch import DEFAULT_MAX_SIZE
 from ._import_state import IMPORT_KINDS

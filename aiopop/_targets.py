@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ._accounts import Account, AccountError, _command_argv, account_tables, parse_size
+from ._account_keys import command_argv, parse_size
+from ._accounts import Account, AccountError, account_tables
 from ._delivery_state import STATE_FILE
 from ._fetch import DEFAULT_MAX_SIZE
 from ._programs import DEFAULT_COMMAND_TIME_LIMIT
@@ -156,10 +157,10 @@ def _target(
         if key in table:
             changes[key] = parse_size(table[key])
     if "filter" in table:
-        changes["filter"] = tuple(_command_argv(table["filter"]) or ())
+        changes["filter"] = tuple(command_argv(table["filter"]) or ())
     settings = replace(defaults, **changes)
     if "maildir" in table:
         return FetchTarget(account, maildir=_path(folder, table["maildir"]), settings=settings)
-    command = tuple(_command_argv(table["command"]) or ())
+    command = tuple(command_argv(table["command"]) or ())
     state = _path(folder, table["state"]) if "state" in table else None
     return FetchTarget(account, command=command, state=state, settings=settings)

@@ -41,10 +41,15 @@ IO_MODULES = ["aiofiles", "asyncio", "socket", "sqlite3", "ssl", "selectors"]
 
 FEATURES = [
     "aiopop._accounts",
+    "aiopop._daemon",
     "aiopop._delivery_state",
     "aiopop._fetch",
+    "aiopop._fetch_callable",
+    "aiopop._fetch_choose",
     "aiopop._many",
+    "aiopop._message",
     "aiopop._programs",
+    "aiopop._targets",
     "aiopop._stores",
     "aiopop._watch",
 ]

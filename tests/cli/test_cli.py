@@ -157,10 +157,10 @@ def test_help_documents_secrets_and_exit_statuses_once(capsys: pytest.CaptureFix
 def test_check_help_lists_every_key_of_the_accounts_file(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from aiopop._accounts import _KEY_TYPES
+    from aiopop._account_keys import KEY_TYPES
     from aiopop._cli_parser import ACCOUNT_KEYS, DELIVERY_KEYS
 
-    assert set(ACCOUNT_KEYS) | set(DELIVERY_KEYS) == set(_KEY_TYPES)
+    assert set(ACCOUNT_KEYS) | set(DELIVERY_KEYS) == set(KEY_TYPES)
     assert not set(ACCOUNT_KEYS) & set(DELIVERY_KEYS)
     text = _help(capsys, "check")
     for key in ACCOUNT_KEYS:

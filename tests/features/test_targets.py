@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aiopop import Account, AccountError
-from aiopop._accounts import parse_size
+from aiopop._account_keys import parse_size
 from aiopop._targets import FetchSettings, FetchTarget, default_state, load_fetch_targets
 
 HEAD = '[[account]]\nname = "{name}"\nurl = "pops://{name}@pop.example.com"\npassword_env = "P"\n'
