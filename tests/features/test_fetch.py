@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import aiopop
-from aiopop import _fetch as fetch_module
+from aiopop import _fetch_choose as fetch_module
 from aiopop import _fetch_run as fetch_run
 from aiopop._delivery_state import STATE_FILE, DeliveryState, StateLock
 from aiopop._fetch import (
