@@ -174,7 +174,7 @@ def _many_plan(options: argparse.Namespace) -> tuple[str, list[tuple[str, int, i
     count = options.many_messages
     key = f"many-{MANY_ACCOUNTS}x{count}x{MANY_SIZE // KIB}KB"
     accounts = [
-        (f"{MANY_USER}{number}", number * count + 1, count, MANY_SIZE)
+        (f"{MANY_USER}{number + 1}", number * count + 1, count, MANY_SIZE)
         for number in range(MANY_ACCOUNTS)
     ]
     return key, accounts
