@@ -34,40 +34,83 @@ class PeerMailbox:
     """The distinct lengths of those LF forms."""
 
 
+def peer_mailbox(
+    key: str,
+    user: str,
+    count: int,
+    size: int,
+    host: str,
+    port: int,
+    password: str,
+    first: int = 1,
+) -> PeerMailbox:
+    """The mailbox of ``user``: messages ``first`` to ``first + count - 1`` of ``size`` octets."""
+    from benchmarks.harness.messages import build_message
+
+    expected: Counter[str] = Counter()
+    lengths = set()
+    octets = 0
+    for index in range(first, first + count):
+        message = build_message(index, size)
+        octets += len(message)
+        stored = message.replace(b"\r\n", b"\n")
+        expected[hashlib.sha256(stored).hexdigest()] += 1
+        lengths.add(len(stored))
+    return PeerMailbox(
+        key,
+        user,
+        count,
+        size,
+        host,
+        port,
+        password,
+        octets,
+        dict(expected),
+        tuple(sorted(lengths, reverse=True)),
+    )
+
+
 def peer_mailboxes(
     plans: Sequence[tuple[str, str, int, int]],
     host: str,
     ports: dict[str, int],
     passwords: dict[str, str],
 ) -> list[PeerMailbox]:
-    from benchmarks.harness.messages import build_message
+    return [
+        peer_mailbox(key, user, count, size, host, ports[user], passwords[user])
+        for key, user, count, size in plans
+    ]
 
-    found = []
-    for key, user, count, size in plans:
-        expected: Counter[str] = Counter()
-        lengths = set()
-        octets = 0
-        for index in range(1, count + 1):
-            message = build_message(index, size)
-            octets += len(message)
-            stored = message.replace(b"\r\n", b"\n")
-            expected[hashlib.sha256(stored).hexdigest()] += 1
-            lengths.add(len(stored))
-        found.append(
-            PeerMailbox(
-                key,
-                user,
-                count,
-                size,
-                host,
-                ports[user],
-                passwords[user],
-                octets,
-                dict(expected),
-                tuple(sorted(lengths, reverse=True)),
-            )
-        )
-    return found
+
+@dataclass(frozen=True)
+class AccountSet:
+    """Several mailboxes that one client run fetches, each into a Maildir of its own.
+
+    Each account holds other messages (numbered on from the previous one's),
+    so a message delivered into another account's Maildir fails the check.
+    """
+
+    key: str
+    accounts: tuple[PeerMailbox, ...]
+
+    @property
+    def count(self) -> int:
+        """Messages in all the accounts."""
+        return sum(account.count for account in self.accounts)
+
+    @property
+    def size(self) -> int:
+        """The size of each message."""
+        return self.accounts[0].size
+
+    @property
+    def octets(self) -> int:
+        """Octets in all the accounts, as LIST counts them."""
+        return sum(account.octets for account in self.accounts)
+
+
+Workload = PeerMailbox | AccountSet
+"""What one client run fetches: one mailbox, or several accounts."""
 
 
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:.*|[ \t].*")

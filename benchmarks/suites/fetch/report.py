@@ -10,8 +10,12 @@ from typing import Any
 from benchmarks.harness.ratios import median_or_nan as _median
 from benchmarks.harness.ratios import round_ratios as ratios_of
 
-from .peers import AIOPOP, INPROC, TARGETS
+from .maildir import AccountSet
+from .peers import AIOPOP, INPROC, MANY_TARGETS, TARGETS, WATCH
 from .runs import FetchResult
+
+COMMANDS = (AIOPOP, INPROC, WATCH)
+"""aiopop's clients: each compared with every other client of its workload."""
 
 # -- numbers -----------------------------------------------------------------------------------
 
@@ -41,28 +45,41 @@ def round_ratios(workload: FetchResult, reference: str, client: str = AIOPOP) ->
     return ratios_of([ref for ref, _ in both], [mine for _, mine in both])
 
 
+def targets(workload: FetchResult) -> list[tuple[str, str, float, str, str]]:
+    """The workload's targets: (client, reference, minimum, words, test)."""
+    if isinstance(workload.mailbox, AccountSet):
+        return list(MANY_TARGETS)
+    return [(AIOPOP, *target) for target in TARGETS]
+
+
 def verdicts(workload: FetchResult) -> list[dict[str, Any]]:
-    """PASS, FAIL or SKIP for each of aiopop fetch's targets on this workload."""
+    """PASS, FAIL or SKIP for each of aiopop's targets on this workload."""
     found: list[dict[str, Any]] = []
-    for reference, minimum, words, test in TARGETS:
-        title = f"{workload.mailbox.key}: aiopop fetch {words}"
-        if reference not in workload.runs or AIOPOP not in workload.runs:
+    key = workload.mailbox.key
+    for client, reference, minimum, words, test in targets(workload):
+        title = f"{key}: {client} {words}"
+        if client in workload.unavailable:
+            text = f"{title}: {workload.unavailable[client]}"
+            found.append({"status": "SKIP", "text": text, "median": None})
+            continue
+        if reference not in workload.runs or client not in workload.runs:
             found.append({"status": "SKIP", "text": f"{title}: not measured", "median": None})
             continue
-        ratios = round_ratios(workload, reference)
+        ratios = round_ratios(workload, reference, client)
         if not ratios:
             found.append({"status": "SKIP", "text": f"{title}: no round", "median": None})
             continue
         value = statistics.median(ratios)
         passed = value > minimum if test == ">" else value >= minimum
         text = (
-            f"{title}: {reference} time / aiopop fetch time {value:.2f}x "
+            f"{title}: {reference} time / {client} time {value:.2f}x "
             f"(target {test} {minimum:g}x; rounds {min(ratios):.2f} to {max(ratios):.2f})"
         )
         found.append(
             {
                 "status": "PASS" if passed else "FAIL",
-                "workload": workload.mailbox.key,
+                "workload": key,
+                "client": client,
                 "reference": reference,
                 "target": f"{test} {minimum:g}",
                 "median": value,
@@ -92,10 +109,12 @@ def parts(workload: FetchResult) -> dict[str, float]:
 
 # -- the report --------------------------------------------------------------------------------
 
-_HEADER = (
-    f"{'client':<19}{'workload':<10}{'median s':>10}{'messages/s':>12}{'MB/s':>8}"
-    f"{'CPU s':>8}{'peak RSS MB':>13}{'runs ok':>9}"
-)
+
+def _header(width: int) -> str:
+    return (
+        f"{'client':<19}{'workload':<{width}}{'median s':>10}{'messages/s':>12}{'MB/s':>8}"
+        f"{'CPU s':>8}{'peak RSS MB':>13}{'runs ok':>9}"
+    )
 
 
 def print_report(
@@ -108,45 +127,58 @@ def print_report(
     print(f"aiopop fetch benchmark: {info['settings_line']}")
     print(info["machine_line"])
     print(info["tools_line"])
+    for workload in workloads:
+        if isinstance(workload.mailbox, AccountSet):
+            print(
+                f"{workload.mailbox.key}: {len(workload.mailbox.accounts)} accounts, "
+                "each into a Maildir of its own, all in one process per client "
+                "(the table's counts are for all of them)"
+            )
     print()
-    print(_HEADER)
-    print("-" * len(_HEADER))
+    width = max([10, *(len(workload.mailbox.key) + 2 for workload in workloads)])
+    header = _header(width)
+    print(header)
+    print("-" * len(header))
     for number, workload in enumerate(workloads):
         if number:
             print()
+        key = workload.mailbox.key
         for client in workload.runs:
             s = summary(workload, client)
             if not s["runs_ok"]:
-                print(f"{client:<19}{workload.mailbox.key:<10}  no successful run")
+                print(f"{client:<19}{key:<{width}}  no successful run")
                 continue
             print(
-                f"{client:<19}{workload.mailbox.key:<10}{s['seconds']:>10.3f}"
+                f"{client:<19}{key:<{width}}{s['seconds']:>10.3f}"
                 f"{s['messages_per_s']:>12.0f}{s['mb_per_s']:>8.1f}{s['cpu_seconds']:>8.3f}"
                 f"{s['peak_rss_mib']:>13.1f}{s['runs_ok']:>5}/{s['runs']}"
             )
+        for client, why in workload.unavailable.items():
+            print(f"{client:<19}{key:<{width}}  {why}")
     print()
     print("aiopop's time against each other client's, median over rounds of (the other's")
     print("time / aiopop's time); above 1: aiopop is faster. `aiopop in-process` counts only")
     print("fetch_to_maildir (no start-up, login or QUIT): what the library does, not the command")
     for workload in workloads:
-        for client in (AIOPOP, INPROC):
+        for client in COMMANDS:
             for reference in workload.runs:
-                if client not in workload.runs or reference in (AIOPOP, INPROC):
+                if client not in workload.runs or reference in COMMANDS:
                     continue
                 ratios = round_ratios(workload, reference, client)
                 if ratios:
                     print(
-                        f"  {workload.mailbox.key:<10}{client:<19}against {reference:<12}"
+                        f"  {workload.mailbox.key:<{width}}{client:<19}against {reference:<12}"
                         f"{statistics.median(ratios):>7.2f}x   "
                         f"(rounds {min(ratios):.2f} to {max(ratios):.2f})"
                     )
-    print()
-    print("where aiopop's time goes (medians; the in-process run's parts, in seconds)")
-    for workload in workloads:
-        found_parts = parts(workload)
+    all_parts = {workload.mailbox.key: parts(workload) for workload in workloads}
+    if any(all_parts.values()):
+        print()
+        print("where aiopop's time goes (medians; the in-process run's parts, in seconds)")
+    for key, found_parts in all_parts.items():
         if found_parts:
             print(
-                f"  {workload.mailbox.key:<10} "
+                f"  {key:<{width}} "
                 + ", ".join(f"{name} {value:.3f}" for name, value in found_parts.items())
             )
     print()
@@ -198,11 +230,24 @@ def print_report(
 
 
 def to_json(workload: FetchResult) -> dict[str, Any]:
-    """A workload's mailbox, summaries, ratios, parts, rounds and every run."""
+    """A workload's mailbox, summaries, ratios, parts, rounds and every run.
+
+    The many-account workload's ``mailbox`` counts all its accounts and
+    lists each; ``watch_ratios`` are ``aiopop watch``'s against the other
+    clients (but ``aiopop fetch``, whose ratio against it is in ``ratios``);
+    ``unavailable`` names the clients that could not run, and why.
+    """
     box = workload.mailbox
+    mailbox: dict[str, Any] = {"count": box.count, "size": box.size, "octets": box.octets}
+    if isinstance(box, AccountSet):
+        mailbox["accounts"] = [
+            {"user": account.user, "count": account.count, "octets": account.octets}
+            for account in box.accounts
+        ]
     return {
-        "mailbox": {"count": box.count, "size": box.size, "octets": box.octets},
+        "mailbox": mailbox,
         "summaries": {client: summary(workload, client) for client in workload.runs},
+        "unavailable": workload.unavailable,
         "ratios": {
             reference: round_ratios(workload, reference)
             for reference in workload.runs
@@ -212,6 +257,11 @@ def to_json(workload: FetchResult) -> dict[str, Any]:
             reference: round_ratios(workload, reference, INPROC)
             for reference in workload.runs
             if reference not in (AIOPOP, INPROC) and INPROC in workload.runs
+        },
+        "watch_ratios": {
+            reference: round_ratios(workload, reference, WATCH)
+            for reference in workload.runs
+            if reference not in COMMANDS and WATCH in workload.runs
         },
         "aiopop_parts": parts(workload),
         **workload.rounds.to_json(),

@@ -24,7 +24,7 @@ from benchmarks.harness.paths import CACHE, REPOSITORY, BenchmarkAbortedError
 from benchmarks.harness.paths import progress as _progress
 from benchmarks.harness.rounds import Rounds, alternate
 
-from .maildir import CheckError, PeerMailbox, check_maildir
+from .maildir import AccountSet, CheckError, PeerMailbox, Workload, check_maildir
 from .peers import (
     AIOPOP,
     CEILING,
@@ -37,6 +37,7 @@ from .peers import (
     PASSWORD_ENV,
     PEER_PACKAGES,
     PEER_PROGRAMS,
+    WATCH,
 )
 
 ENTRY = "benchmarks.suites.fetch.inproc"
@@ -108,14 +109,17 @@ class Run:
 
 @dataclass
 class FetchResult:
-    """A mailbox's kept runs by client, in round order, and how the rounds went."""
+    """A workload's kept runs by client, in round order, and how the rounds went."""
 
-    mailbox: PeerMailbox
+    mailbox: Workload
+    """One mailbox, or the accounts of the many-account workload."""
     rounds: Rounds[Run]
     aborted: list[Run] = field(default_factory=list)
     """Runs of a flaky client (getmail6) that failed, warm-up and repeated rounds included."""
     profile: dict[str, Any] | None = None
     """aiopop's steps in one more in-process run, when a target failed."""
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Clients that could not run here (``aiopop watch`` before it exists), and why."""
 
     @property
     def runs(self) -> dict[str, list[Run]]:
@@ -212,6 +216,21 @@ def install_aiopop(directory: Path) -> str:
     return str(venv / "bin" / "aiopop")
 
 
+def watch_missing(aiopop: str) -> str | None:
+    """Why ``aiopop watch ACCOUNTS.toml --polls 1`` cannot run with ``aiopop``; None: it can."""
+    try:
+        done = subprocess.run(
+            [aiopop, "watch", "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"not available in this aiopop (aiopop watch --help: {exc})"
+    if done.returncode != 0:
+        return f"not available in this aiopop (aiopop watch --help: exit status {done.returncode})"
+    if "--polls" not in done.stdout:
+        return "not available in this aiopop (aiopop watch has no --polls)"
+    return None
+
+
 # -- running clients ---------------------------------------------------------------------------
 
 
@@ -227,15 +246,20 @@ class FetchBench:
         self.nobody = (nobody.pw_uid, nobody.pw_gid)
         self.me = pwd.getpwuid(os.geteuid()).pw_name
 
-    def _fresh(self, client: str, mailbox: PeerMailbox, number: int) -> tuple[Path, Path]:
+    def _fresh(self, client: str, workload: Workload, number: int) -> tuple[Path, list[Path]]:
+        """A new directory for one run, with an empty Maildir for each account."""
         self.sequence += 1
         slug = re.sub(r"[^a-z0-9]+", "-", client.lower())
         label = f"r{number + 1}" if number >= 0 else f"w{-number}"
-        directory = self.workdir / "runs" / f"{self.sequence:04d}-{mailbox.key}-{label}-{slug}"
-        maildir = directory / "Maildir"
-        for sub in ("tmp", "new", "cur"):
-            (maildir / sub).mkdir(mode=0o700, parents=True)
-        return directory, maildir
+        directory = self.workdir / "runs" / f"{self.sequence:04d}-{workload.key}-{label}-{slug}"
+        if isinstance(workload, AccountSet):
+            maildirs = [directory / f"Maildir-{account.user}" for account in workload.accounts]
+        else:
+            maildirs = [directory / "Maildir"]
+        for maildir in maildirs:
+            for sub in ("tmp", "new", "cur"):
+                (maildir / sub).mkdir(mode=0o700, parents=True)
+        return directory, maildirs
 
     def _command(
         self, client: str, mailbox: PeerMailbox, directory: Path, maildir: Path
@@ -313,23 +337,143 @@ class FetchBench:
                 "delivered_to = false\nreceived = false\nmessage_log_syslog = false\n"
             )
             rc.chmod(0o600)
-            uid, gid = self.nobody
-            for path in [directory, *directory.rglob("*")]:
-                os.chown(path, uid, gid)
             env["HOME"] = str(directory)
             argv = [
                 self.tools.programs[GETMAIL], "--rcfile", str(rc), "--getmaildir", str(state),
                 "--quiet",
             ]  # fmt: skip
-            return argv, (uid, gid), env
+            return argv, self._give_to_nobody(directory), env
         raise ValueError(f"unknown client {client!r}")
 
-    def run_client(self, client: str, mailbox: PeerMailbox, number: int) -> Run:
-        """One run of ``client`` into a fresh Maildir, measured and checked."""
-        directory, maildir = self._fresh(client, mailbox, number)
-        argv, (uid, gid), env = self._command(client, mailbox, directory, maildir)
+    def _give_to_nobody(self, directory: Path) -> tuple[int, int]:
+        """Make ``directory`` and everything in it nobody's (getmail6's user); its uid and gid."""
+        uid, gid = self.nobody
+        for path in [directory, *directory.rglob("*")]:
+            os.chown(path, uid, gid)
+        return uid, gid
+
+    def _many_command(
+        self, client: str, accounts: AccountSet, directory: Path, maildirs: Sequence[Path]
+    ) -> tuple[list[str], tuple[int, int], dict[str, str]]:
+        """:meth:`_command` for several accounts: one process fetches them all.
+
+        Each account has its own Maildir and password; each peer is set up
+        for each account as for one mailbox. ``aiopop fetch`` and ``aiopop
+        watch`` read one accounts file (``auth = "+USER"``, as ``--auth
+        +USER`` for one mailbox), with ``HOME`` and the XDG folders in the
+        run's directory, so that no state outlives the run wherever it is
+        kept; mpop gets one rc file of accounts and ``-a``; fetchmail one rc
+        file of ``poll`` entries, each with its own MDA; getmail6 one
+        ``--rcfile`` per account; the raw socket a thread per account.
+        """
+        env = dict(os.environ)
+        same = (-1, -1)
+        pairs = list(zip(accounts.accounts, maildirs, strict=True))
+        if client in (AIOPOP, WATCH):
+            tables = []
+            for number, (account, maildir) in enumerate(pairs, start=1):
+                variable = f"{PASSWORD_ENV}_{number}"
+                env[variable] = account.password
+                tables.append(
+                    "[[account]]\n"
+                    f"name = {json.dumps(account.user)}\n"
+                    f"host = {json.dumps(account.host)}\nport = {account.port}\n"
+                    f"user = {json.dumps(account.user)}\n"
+                    'tls = "none"\nauth = "+USER"\nallow_cleartext = true\n'
+                    f"password_env = {json.dumps(variable)}\n"
+                    f"maildir = {json.dumps(str(maildir))}\n"
+                )
+            toml = directory / "accounts.toml"
+            toml.write_text("\n".join(tables))
+            for variable in ("STATE", "DATA", "CACHE", "CONFIG"):
+                env[f"XDG_{variable}_HOME"] = str(directory / "xdg" / variable.lower())
+            env["HOME"] = str(directory)
+            if client == AIOPOP:
+                return [self.tools.aiopop, "fetch", str(toml)], same, env
+            return [self.tools.aiopop, "watch", str(toml), "--polls", "1"], same, env
+        if client == CEILING:
+            request = {
+                "accounts": [
+                    {
+                        "host": account.host,
+                        "port": account.port,
+                        "user": account.user,
+                        "password": account.password,
+                        "maildir": str(maildir),
+                    }
+                    for account, maildir in pairs
+                ]
+            }
+            return [sys.executable, "-m", ENTRY, "ceiling-many", json.dumps(request)], same, env
+        if client == MPOP:
+            rc = directory / "mpoprc"
+            rc.write_text(
+                "defaults\ntls off\nauth user\n"
+                "keep on\nonly_new off\nreceived_header off\npipelining auto\n"
+                + "".join(
+                    f"\naccount {account.user}\n"
+                    f"host {account.host}\nport {account.port}\n"
+                    f"user {account.user}\npassword {account.password}\n"
+                    f"uidls_file {directory / f'mpop-uidls-{account.user}'}\n"
+                    f"delivery maildir {maildir}\n"
+                    for account, maildir in pairs
+                )
+            )
+            rc.chmod(0o600)
+            return [self.tools.programs[MPOP], "--file", str(rc), "--quiet", "-a"], same, env
+        if client == FETCHMAIL:
+            rc = directory / "fetchmailrc"
+            polls = []
+            for account, maildir in pairs:
+                mda = shlex.join([*self.tools.mda, str(maildir)])
+                polls.append(
+                    f"poll {account.user} via {account.host} protocol pop3 port {account.port}"
+                    " auth password\n"
+                    f'  user "{account.user}" there with password "{account.password}"'
+                    f' is "{self.me}" here\n'
+                    "  keep fetchall no rewrite\n  fetchsizelimit 0\n  sslproto ''\n"
+                    f'  mda "{mda}"\n'
+                )
+            rc.write_text("set no bouncemail\nset no syslog\n" + "".join(polls))
+            rc.chmod(0o600)
+            env["FETCHMAILHOME"] = str(directory)
+            argv = [
+                self.tools.programs[FETCHMAIL], "--fetchmailrc", str(rc), "--silent",
+                "--invisible", "--idfile", str(directory / "fetchids"), "--nosyslog",
+            ]  # fmt: skip
+            return argv, same, env
+        if client == GETMAIL:
+            state = directory / "getmail"
+            state.mkdir()
+            argv = [self.tools.programs[GETMAIL]]
+            for account, maildir in pairs:
+                rc = directory / f"getmailrc-{account.user}"
+                rc.write_text(
+                    "[retriever]\ntype = SimplePOP3Retriever\n"
+                    f"server = {account.host}\nport = {account.port}\n"
+                    f"username = {account.user}\npassword = {account.password}\n\n"
+                    f"[destination]\ntype = Maildir\npath = {maildir}/\n\n"
+                    "[options]\nverbose = 0\nread_all = true\ndelete = false\n"
+                    "delivered_to = false\nreceived = false\nmessage_log_syslog = false\n"
+                )
+                rc.chmod(0o600)
+                argv += ["--rcfile", str(rc)]
+            env["HOME"] = str(directory)
+            argv += ["--getmaildir", str(state), "--quiet"]
+            return argv, self._give_to_nobody(directory), env
+        raise ValueError(f"unknown client {client!r} for several accounts")
+
+    def run_client(self, client: str, workload: Workload, number: int) -> Run:
+        """One run of ``client`` into fresh Maildirs (one per account), measured and checked."""
+        directory, maildirs = self._fresh(client, workload, number)
+        if isinstance(workload, AccountSet):
+            argv, (uid, gid), env = self._many_command(client, workload, directory, maildirs)
+            checks = list(zip(maildirs, workload.accounts, strict=True))
+        else:
+            argv, (uid, gid), env = self._command(client, workload, directory, maildirs[0])
+            checks = [(maildirs[0], workload)]
         measured = directory / "measure.json"
-        run = Run(client, mailbox.key, number + 1, directory=str(directory))
+        run = Run(client, workload.key, number + 1, directory=str(directory))
         log = directory / "log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -365,21 +509,26 @@ class FetchBench:
             parts = json.loads((directory / "parts.json").read_text())
             run.parts = parts["times"]
             run.seconds = parts["times"]["fetch_to_maildir"]
-        try:
-            run.delivered, run.octets_on_disk, run.header_octets = check_maildir(maildir, mailbox)
-        except CheckError as exc:
-            run.problem = f"{run.problem}; {exc}" if run.problem else str(exc)
-        except OSError as exc:
-            run.problem = f"{run.problem}; {exc}" if run.problem else str(exc)
+        for maildir, mailbox in checks:
+            try:
+                delivered, octets, added = check_maildir(maildir, mailbox)
+            except (CheckError, OSError) as exc:
+                where = f"{maildir.name}: " if len(checks) > 1 else ""
+                problem = f"{where}{exc}"
+                run.problem = f"{run.problem}; {problem}" if run.problem else problem
+            else:
+                run.delivered += delivered
+                run.octets_on_disk += octets
+                run.header_octets += added
         run.ok = run.problem is None
         if not run.ok and client not in FLAKY:
             tail = log.read_text(errors="replace")[-2000:]
-            raise BenchmarkAbortedError(f"{client}, {mailbox.key}: {run.problem}\n{tail}")
+            raise BenchmarkAbortedError(f"{client}, {workload.key}: {run.problem}\n{tail}")
         return run
 
     def profile(self, mailbox: PeerMailbox) -> dict[str, Any]:
         """One more in-process run with aiopop's steps timed (and pyinstrument, if installed)."""
-        directory, maildir = self._fresh("profile", mailbox, -99)
+        directory, (maildir,) = self._fresh("profile", mailbox, -99)
         request = {
             "host": mailbox.host,
             "port": mailbox.port,
@@ -452,12 +601,21 @@ class FetchBench:
             times.append(time.perf_counter() - began)
         return statistics.median(times) * 1000
 
-    def measure(self, mailbox: PeerMailbox, clients: Sequence[str]) -> FetchResult:
-        """Every client once per round (the harness's rounds), each run checked."""
+    def measure(
+        self,
+        workload: Workload,
+        clients: Sequence[str],
+        unavailable: dict[str, str] | None = None,
+    ) -> FetchResult:
+        """Every client once per round (the harness's rounds), each run checked.
+
+        ``unavailable`` names clients that cannot run here, and why: they are
+        reported, not run.
+        """
         aborted: list[Run] = []
 
         def run(client: str, number: int) -> Run:
-            found = self.run_client(client, mailbox, number)
+            found = self.run_client(client, workload, number)
             if not found.ok:
                 aborted.append(found)
             return found
@@ -470,7 +628,7 @@ class FetchBench:
             retries=self.options.retries
             if self.options.retries is not None
             else self.options.rounds,
-            label=mailbox.key,
+            label=workload.key,
             describe=lambda r: f"{r.seconds:.3f} s" if r.ok else f"ABORTED ({r.problem})",
             before=lambda: {
                 "load_1min_at_start": _load(),
@@ -478,4 +636,4 @@ class FetchBench:
             },
             after=lambda: {"load_1min_at_end": _load()},
         )
-        return FetchResult(mailbox, rounds, aborted)
+        return FetchResult(workload, rounds, aborted, unavailable=dict(unavailable or {}))
