@@ -32,6 +32,7 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -160,15 +161,21 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     account = account_from_args(args, sys.stdin)
     if args.command == "fetch":
         settings = _settings(args, new_only=args.new_only, dry_run=args.dry_run)
+        secrets = (args.password_env, args.oauth2_token_env)
+        hidden = tuple(variable for variable in secrets if variable)
         if args.command_line is not None:
             target = FetchTarget(
                 account,
                 command=tuple(args.command_line),
                 state=Path(args.state).expanduser() if args.state else None,
-                settings=settings,
+                # A command is never handed a message it took before.
+                settings=replace(settings, new_only=True),
+                hidden=hidden,
             )
         else:
-            target = FetchTarget(account, maildir=Path(args.maildir), settings=settings)
+            target = FetchTarget(
+                account, maildir=Path(args.maildir), settings=settings, hidden=hidden
+            )
         return asyncio.run(run_fetch(target, as_json=args.json, out=out, err=err))
     runners = {"stat": run_stat, "list": run_list, "uidl": run_uidl}
     return asyncio.run(runners[args.command](account, args.json, out))

@@ -118,7 +118,7 @@ async def fetch_account(target: FetchTarget, *, ask_login_delay: bool = False) -
     destination, state = _destination(target)
     screen: Filter | None = None
     if settings.filter:
-        screen = FilterCommand(settings.filter)
+        screen = FilterCommand(settings.filter, hidden=target.hidden)
     client = account.client()
     delay = 0.0
     try:
@@ -157,9 +157,9 @@ def _destination(target: FetchTarget) -> tuple[Maildir | Deliver, Path | None]:
     if target.maildir is not None:
         return Maildir(target.maildir), None
     assert target.command is not None
-    if not target.settings.dry_run:
-        target.state_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    delivery = CommandDelivery(target.command, time_limit=target.settings.command_time_limit)
+    delivery = CommandDelivery(
+        target.command, time_limit=target.settings.command_time_limit, hidden=target.hidden
+    )
     return delivery, target.state_path
 
 
@@ -243,7 +243,9 @@ def describe(fetched: Fetched) -> list[str]:
     return lines + _details(fetched)
 
 
-def _details(fetched: Fetched) -> list[str]:
+def _details(fetched: Fetched, *, planned: bool = False) -> list[str]:
+    """The messages left, refused or judged; ``planned``: for a dry run, which judged
+    nothing for good (the deletions it plans are listed on their own)."""
     result, settings = fetched.result, fetched.target.settings
     assert result is not None
     lines = []
@@ -261,6 +263,8 @@ def _details(fetched: Fetched) -> list[str]:
             " left on the server, tried again next run"
         )
     for judged in result.filtered:
+        if planned and judged.verdict == "delete":
+            continue  # among the plan's deletions
         if judged.verdict == "skip":
             what = "the filter said skip: left on the server"
         elif judged.by == "filter":
@@ -295,8 +299,7 @@ def _describe_plan(fetched: Fetched, where: str) -> list[str]:
         )
     for planned in plan.delete:
         lines.append(f"  would delete message {planned.number} (uid {planned.uid or '-'})")
-    details = [line for line in _details(fetched) if "deleted without" not in line]
-    return [*lines, *details, "  nothing was fetched, deleted or recorded"]
+    return [*lines, *_details(fetched, planned=True), "  nothing was fetched, deleted or recorded"]
 
 
 async def run_fetch(target: FetchTarget, *, as_json: bool, out: TextIO, err: TextIO) -> int:
@@ -384,6 +387,14 @@ async def run_fetch_many(
     if as_json:
         reports = [_account_json(fetched) for fetched in results]
         print(json.dumps({"accounts": reports, "failed": failed}), file=out)
+    elif defaults.dry_run:
+        # The plan of each account, as aiopop fetch HOST USER --dry-run says it.
+        for fetched in results:
+            lines = [f"{fetched.account.name}: {_outcome(fetched)}"]
+            if fetched.result is not None:
+                lines = [f"{fetched.account.name}: {line.strip()}" for line in describe(fetched)]
+            print("\n".join(lines), file=out)
+        print(f"{plural(len(results), 'account')}, {failed} failed; nothing was changed", file=out)
     else:
         print_table(_HEADER, [_row(fetched) for fetched in results], out, fancy=fancy)
         if not fancy:

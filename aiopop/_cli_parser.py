@@ -192,7 +192,7 @@ def _import_options(parser: argparse.ArgumentParser) -> None:
         "file",
         metavar="FILE",
         help="its record: fetchmail's ~/.fetchids, getmail6's oldmail-SERVER-PORT-USER,"
-        " mpop's ~/.mpop_uidls (or uidls_file)",
+        " mpop's ~/.mpop_uidls/USER_at_HOST (or its uidls_file)",
     )
     parser.add_argument(
         "host", metavar="HOST", help="the server's host name, as aiopop fetch will be given it"
@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="aiopop",
-        description="Read POP3 mailboxes: check them, list them, download them into a Maildir.",
+        description="Read POP3 mailboxes: check them, list them, download them into a Maildir or"
+        " to a command, once or as a daemon.",
         epilog=f"{SECRETS}\n\n{EXIT_TABLE}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -328,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     _mailbox_options(command("uidl", "List each message's number and unique id."))
     fetch = command(
         "fetch",
-        "Download every message into a Maildir (tmp/, fsync, rename into new/);"
-        " or every account of a TOML file, each into its own Maildir.",
+        "Download every message into a Maildir (tmp/, fsync, rename into new/) or to a"
+        " command run per message; or every account of a TOML file, each to its own.",
         f"{_FETCH_MANY}\n\nsecrets and exit statuses: see aiopop --help",
     )
     _mailbox_options(fetch, or_file=True)

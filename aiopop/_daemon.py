@@ -11,12 +11,13 @@ polls at once: one poller per mailbox and state file, and the state's lock
 besides.
 
 Failures: what :func:`aiopop.diagnose` calls a refused login (exit status 3:
-wrong credentials, no safe method, a method not offered) or a bad account
-(exit status 2: a missing password variable...) stops that account's
-polling until the daemon is reloaded, so that a changed password never
-locks the account by retrying; everything else is retried after a backoff
-with full jitter, at least the server's LOGIN-DELAY. The other accounts go
-on.
+wrong credentials, no safe method, a method not offered) stops that
+account's polling until the daemon is reloaded, so that a changed password
+never locks the account by retrying; everything else (a password command
+that failed, the network, the server's ``[SYS/TEMP]``, a full disk) is
+retried after a backoff with full jitter. No login comes sooner than the
+server's LOGIN-DELAY allows, across failures and reloads. The other
+accounts go on.
 
 Signals: SIGHUP reloads the file (each poller finishes the poll in progress
 and the new configuration takes over; a file that does not load is
@@ -48,7 +49,7 @@ from typing import Any, TextIO
 
 from ._cli_fetch import Fetched, failure_message, fetch_account, load_targets
 from ._cli_report import explain, human_size, plural
-from ._errors import EXIT_AUTH, EXIT_OK, FailureKind, LoginDelayError, diagnose
+from ._errors import EXIT_AUTH, EXIT_OK, LoginDelayError, diagnose
 from ._targets import FetchSettings, FetchTarget
 
 __all__ = ["BACKOFF", "Daemon", "run_daemon"]
@@ -58,9 +59,6 @@ BACKOFF = (10.0, 1800.0)
 drawn uniformly from ``[0, min(1800, 10 * 2**n)]`` seconds ("full jitter")."""
 STOP_WAIT = 10.0
 """Seconds the daemon waits for its cancelled polls to end when told to stop."""
-
-_STOPS = frozenset({FailureKind.ACCOUNT, FailureKind.USAGE})
-"""Failures besides a refused login (exit status 3) that stop an account until a reload."""
 
 
 class Log:
@@ -129,6 +127,8 @@ class Daemon:
         self._all = asyncio.Semaphore(concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._pollers: dict[tuple[str, Path], _Poller] = {}
+        self._next_login: dict[tuple[str, Path], float] = {}
+        """When each mailbox may log in again by its server's LOGIN-DELAY (monotonic)."""
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -256,6 +256,8 @@ class Daemon:
             await asyncio.wait([previous.task])
         failures = 0
         made = 0
+        # The server's LOGIN-DELAY outlives a reload: the new poller waits for it too.
+        await self._nap(poller, self._login_delay_left(poller))
         while not poller.retiring.is_set():
             outcome = await self._poll(poller, failures)
             if outcome is None:
@@ -265,8 +267,18 @@ class Daemon:
             made += 1
             if self.polls is not None and made >= self.polls:
                 return
+            await self._nap(poller, max(wait, self._login_delay_left(poller)))
+
+    @staticmethod
+    async def _nap(poller: _Poller, seconds: float) -> None:
+        """Sleep ``seconds``, or until the poller is retired."""
+        if seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poller.retiring.wait(), wait)
+                await asyncio.wait_for(poller.retiring.wait(), seconds)
+
+    def _login_delay_left(self, poller: _Poller) -> float:
+        """Seconds until the server's LOGIN-DELAY allows this mailbox's next login."""
+        return self._next_login.get(poller.key, 0.0) - time.monotonic()
 
     async def _poll(self, poller: _Poller, failures: int) -> tuple[bool, float] | None:
         """One poll: whether it succeeded and the seconds until the next; None when the
@@ -278,7 +290,8 @@ class Daemon:
         except Exception as exc:
             failure = diagnose(exc)
             message = failure_message(Fetched(poller.target, error=exc))
-            if failure.exit_status == EXIT_AUTH or failure.kind in _STOPS:
+            if failure.exit_status == EXIT_AUTH:
+                # Refused: retrying with the same secret could lock the account.
                 self.log(
                     "stopped",
                     name,
@@ -300,12 +313,16 @@ class Daemon:
                 retry_in=round(wait, 3),
             )
             return False, wait
-        self._report(fetched)
+        if fetched.login_delay:
+            self._next_login[poller.key] = time.monotonic() + fetched.login_delay
         if fetched.ended is not None:  # QUIT failed: the deletions were rolled back
-            return False, self._delay(failures)
+            wait = self._delay(failures)
+            self._report(fetched, wait)
+            return False, wait
+        self._report(fetched, max(self.interval, fetched.login_delay))
         return True, max(self.interval, fetched.login_delay)
 
-    def _report(self, fetched: Fetched) -> None:
+    def _report(self, fetched: Fetched, wait: float) -> None:
         name, result = fetched.account.name, fetched.result
         assert result is not None
         for failed in result.undelivered:
@@ -339,13 +356,13 @@ class Daemon:
             self.log(
                 "failed",
                 name,
-                f"{diagnose(fetched.ended).reason}: {message}",
+                f"{diagnose(fetched.ended).reason}: {message}; trying again in {wait:.0f} s",
                 reason=diagnose(fetched.ended).reason,
                 error=message,
+                retry_in=round(wait, 3),
             )
             return
         octets = sum(delivery.size for delivery in result.delivered)
-        wait = max(self.interval, fetched.login_delay)
         self.log(
             "polled",
             name,

@@ -46,6 +46,7 @@ first, record second, a crash between them would leave a message in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -266,6 +267,8 @@ async def fetch_into(
         raise ValueError("a delivery callable needs state=: the file recording what it took")
     else:
         state_path = Path(os.path.expanduser(state))  # noqa: ASYNC240 - no I/O
+        if not dry_run:  # its folder, as for a Maildir: 0700, it says what was delivered
+            await asyncio.to_thread(state_path.parent.mkdir, 0o700, parents=True, exist_ok=True)
     if dry_run:
         # A dry run takes no lock and writes nothing: it works on a copy of the state in
         # memory (migrated, adopted, recovered as the real run would), or on none.

@@ -21,7 +21,7 @@ import math
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -308,10 +308,21 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def _environment(
-    extra: Mapping[str, str], *, account: Account | None, uid: str | None, number: int, size: int
+    extra: Mapping[str, str],
+    *,
+    account: Account | None,
+    uid: str | None,
+    number: int,
+    size: int,
+    hidden: Collection[str] = (),
 ) -> dict[str, str]:
-    """The program's environment: ours, then ``extra``, then the ``AIOPOP_*`` variables."""
-    env = {name: value for name, value in os.environ.items() if name not in ENVIRONMENT}
+    """The program's environment: ours without ``hidden``, then ``extra``, then the
+    ``AIOPOP_*`` variables."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ENVIRONMENT and name not in hidden
+    }
     env.update(extra)
     if account is not None:
         env["AIOPOP_ACCOUNT"] = account.name
@@ -385,8 +396,10 @@ class _Program:
         grace: float,
         env: Mapping[str, str] | None,
         cwd: str | os.PathLike[str] | None,
+        hidden: Collection[str] = (),
     ) -> None:
         self.argv: tuple[str, ...] = _check_argv(argv)
+        self.hidden = frozenset(hidden)
         self.time_limit = _check_seconds("time_limit", time_limit, zero=False)
         self.grace = _check_seconds("grace", grace, zero=True)
         self.env: dict[str, str] = _check_env(env)
@@ -402,7 +415,9 @@ class _Program:
     async def _run(
         self, data: bytes, *, account: Account | None, uid: str | None, number: int, size: int
     ) -> _Ending:
-        env = _environment(self.env, account=account, uid=uid, number=number, size=size)
+        env = _environment(
+            self.env, account=account, uid=uid, number=number, size=size, hidden=self.hidden
+        )
         ending = await _run_program(
             self.argv, data, env=env, cwd=self.cwd, time_limit=self.time_limit, grace=self.grace
         )
@@ -431,7 +446,10 @@ class CommandDelivery(_Program):
     outlive the delivery. Its standard output is discarded; the tail of its
     standard error is quoted in the error.
 
-    Its environment is this process's, then ``env``, then:
+    Its environment is this process's without the variables named in
+    ``hidden`` (the command line passes the variables that hold the
+    accounts' passwords and tokens: a delivery program has no use for
+    them), then ``env``, then:
 
     ===================  ===============================================================
     ``AIOPOP_ACCOUNT``   the account's name (label, or ``user@host[:port]``)
@@ -460,8 +478,9 @@ class CommandDelivery(_Program):
         grace: float = GRACE,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        hidden: Collection[str] = (),
     ) -> None:
-        super().__init__(argv, time_limit=time_limit, grace=grace, env=env, cwd=cwd)
+        super().__init__(argv, time_limit=time_limit, grace=grace, env=env, cwd=cwd, hidden=hidden)
 
     async def __call__(self, message: NewMessage) -> None:
         """Deliver ``message``: return when the program exited 0, else raise DeliveryError."""
@@ -502,8 +521,9 @@ class FilterCommand(_Program):
         grace: float = GRACE,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        hidden: Collection[str] = (),
     ) -> None:
-        super().__init__(argv, time_limit=time_limit, grace=grace, env=env, cwd=cwd)
+        super().__init__(argv, time_limit=time_limit, grace=grace, env=env, cwd=cwd, hidden=hidden)
 
     async def __call__(self, headers: MessageHeaders) -> Verdict:
         """The program's verdict on ``headers``: ``"fetch"``, ``"delete"`` or ``"skip"``."""

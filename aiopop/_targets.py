@@ -16,8 +16,12 @@ the account's own (``aiopop check --help`` lists those):
 * ``delete = true``, ``delete_after_days = 7``, ``skip_larger_than =
   "20M"``, ``delete_larger_than = "50M"``, ``filter = ["spam-check"]``.
 
-A key in the file beats the command line's option for that account; the
-command line's options are the defaults of every account.
+A key in the file beats the command line's option for that account (and
+``delete`` and ``delete_after_days`` go together: either one in the file
+makes the file's policy the whole policy); the command line's options are
+the defaults of every account. A command is only ever handed new messages
+(``--new-only`` always holds for it). The delivery and filter programs do
+not get the environment variables that hold the file's secrets.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class FetchTarget:
     state: Path | None = None
     """The state file of a command delivery (a Maildir keeps its own)."""
     settings: FetchSettings = field(default_factory=FetchSettings)
+    hidden: tuple[str, ...] = ()
+    """Environment variables the delivery and filter programs do not get: those that hold
+    the passwords and tokens of the file's accounts."""
 
     def __post_init__(self) -> None:
         if (self.maildir is None) == (self.command is None):
@@ -122,8 +129,11 @@ def load_fetch_targets(
     folder = Path(path).parent
     targets: list[FetchTarget] = []
     seen: dict[tuple[str, Path], str] = {}
-    for account, table, where in account_tables(path):
+    tables = account_tables(path)
+    hidden = tuple(sorted({t[key] for _, t, _ in tables for key in _SECRET_VARIABLES if key in t}))
+    for account, table, where in tables:
         target = _target(account, table, where, folder, defaults or FetchSettings())
+        target = replace(target, hidden=hidden)
         key = (account.mailbox_key, target.state_path)
         if key in seen:
             raise AccountError(
@@ -133,6 +143,9 @@ def load_fetch_targets(
         seen[key] = where
         targets.append(target)
     return targets
+
+
+_SECRET_VARIABLES = ("password_env", "oauth2_token_env")
 
 
 def _path(folder: Path, value: str) -> Path:
@@ -150,9 +163,15 @@ def _target(
     if "state" in table and "maildir" in table:
         raise AccountError(f"{where}: a Maildir keeps its own state: leave state out")
     changes: dict[str, Any] = {}
-    for key in ("delete", "delete_after_days", "command_time_limit"):
-        if key in table:
-            changes[key] = table[key]
+    if table.get("delete") and "delete_after_days" in table:
+        raise AccountError(f"{where}: give delete = true or delete_after_days, not both")
+    if "delete" in table or "delete_after_days" in table:
+        # The account's policy is the file's, whole: "delete = false" keeps mail whatever
+        # the command line says, "delete_after_days = 7" is not cut short by its --delete.
+        changes["delete"] = table.get("delete", False)
+        changes["delete_after_days"] = table.get("delete_after_days")
+    if "command_time_limit" in table:
+        changes["command_time_limit"] = table["command_time_limit"]
     for key in ("skip_larger_than", "delete_larger_than"):
         if key in table:
             changes[key] = parse_size(table[key])
@@ -163,4 +182,6 @@ def _target(
         return FetchTarget(account, maildir=_path(folder, table["maildir"]), settings=settings)
     command = tuple(command_argv(table["command"]) or ())
     state = _path(folder, table["state"]) if "state" in table else None
+    # A command is never handed a message it took before, whatever --new-only says.
+    settings = replace(settings, new_only=True)
     return FetchTarget(account, command=command, state=state, settings=settings)
