@@ -166,3 +166,27 @@ async def test_bot_prints_each_new_subject_once_then_stops(count: int, left: int
         *(f"New mail: {subject}" for subject in subjects[:count]),
         f"{count} handled, {left} left on the server",
     ]
+
+
+async def test_ticket_gateway_files_each_message_once_after_a_temporary_failure() -> None:
+    # The example runs its own embedded server and `python -m aiopop fetch` three times.
+    code, out, err = await run_example("ticket_gateway/run.py")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    # Locked: every message stays on the server (exit status 1); then filed; then nothing more.
+    assert [line for line in lines if line.startswith("(exit status")] == [
+        "(exit status 1)",
+        "(exit status 0)",
+        "(exit status 0)",
+    ]
+    assert [line for line in lines if line.startswith("tickets filed:")] == [
+        "tickets filed: 0",
+        "tickets filed: 3",
+        "tickets filed: 3",
+    ]
+    assert [line for line in lines if line.startswith("#") and "[general]" in line] == [
+        "#1 [general] Printer on floor 3 is jammed again (from Ann <ann@example.com>)",
+        "#2 [general] VPN drops every ten minutes (from Bo <bo@example.com>)",
+        "#3 [general] Access to the finance share, please (from Cy <cy@example.com>)",
+    ]
+    assert lines[-1] == "still on the server: 3 messages (kept 7 days after filing)"
