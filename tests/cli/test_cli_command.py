@@ -105,11 +105,12 @@ async def test_each_message_goes_to_the_command_and_is_recorded(
         assert env["AIOPOP_SIZE"] == str(len(message))
         assert env["AIOPOP_USER"] == "u"
         assert env["AIOPOP_MAILBOX"] == f"u@127.0.0.1:{server.port}"
+        assert "AIOPOP_TEST_PASSWORD" not in env  # the password's variable is not passed on
     assert rows(tmp_path / "state.sqlite3") == {
         uid: len(message) for uid, message in zip(uids, MESSAGES, strict=True)
     }
     assert mailbox.messages == MESSAGES  # kept: the default policy
-    again = await fetch(server, "--new-only", *command_args(tmp_path, out))
+    again = await fetch(server, *command_args(tmp_path, out))  # a command: new-only anyway
     assert again.status == _cli.EXIT_OK, again.err
     assert again.out.startswith("Delivered 0 messages (0 bytes) to the command ")
     assert "(3 already there)" in again.out
@@ -296,3 +297,29 @@ async def test_the_default_state_is_under_xdg_state_home(
     state = tmp_path / "xdg" / "aiopop" / "aiopop-uidl.sqlite3"
     assert len(rows(state)) == 3
     assert (state.parent.stat().st_mode & 0o777) == 0o700
+
+
+async def test_a_dry_run_of_a_file_prints_each_accounts_plan(
+    server: POP3TestServer, tmp_path: Path
+) -> None:
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        "[[account]]\n"
+        f'url = "pop://u@127.0.0.1:{server.port}"\n'
+        'tls = "none"\nallow_cleartext = true\npassword_env = "AIOPOP_TEST_PASSWORD"\n'
+        'maildir = "Mail"\ndelete_larger_than = 2000\n',
+        encoding="utf-8",
+    )
+    run = await aiopop_command("fetch", str(accounts), "--dry-run", env=ENV)
+    assert run.status == _cli.EXIT_OK, run.err
+    name = f"u@127.0.0.1:{server.port}"
+    lines = run.out.splitlines()
+    assert lines[0] == (
+        f"{name}: Dry run: would fetch 2 messages (53 bytes) into {tmp_path / 'Mail'}"
+        " and delete 1 message on the server"
+    )
+    assert f"{name}: would delete message 3 (uid " in run.out
+    assert "marked deleted" not in run.out
+    assert lines[-1] == "1 account, 0 failed; nothing was changed"
+    assert not (tmp_path / "Mail").exists()
+    assert len(server.mailboxes["u"].messages) == 3

@@ -149,3 +149,34 @@ async def test_the_text_log_reports_messages_left_on_the_server(tmp_path: Path) 
     assert "is over the size limit: left on the server" in text
     assert "ann: 0 messages delivered (0 bytes), 0 deleted; next poll in 0.05 s" in text
     assert len(ann.messages) == 2
+
+
+async def test_login_delay_holds_across_a_reload_and_a_missing_password_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann = Mailbox(PASSWORD, [b"Subject: a\r\n\r\na\r\n"])
+    monkeypatch.delenv("AIOPOP_UNSET_PASSWORD", raising=False)
+    async with POP3TestServer({"ann": ann}, extra_capabilities=["LOGIN-DELAY 2"]) as server:
+        path = tmp_path / "accounts.toml"
+        path.write_text(
+            table(server.host, server.port, "ann", 'maildir = "A"')
+            + table(
+                server.host, server.port, "nopw", 'maildir = "N"', secret="AIOPOP_UNSET_PASSWORD"
+            )
+        )
+        out = io.StringIO()
+        running = daemon(path, out)
+        task = asyncio.create_task(running.run())
+        loop = asyncio.get_running_loop()
+        await until(out, "polled", "ann")
+        first = loop.time()
+        running._reload.set()  # the new poller must wait for the server's LOGIN-DELAY too
+        await until(out, "polled", "ann", 2)
+        assert loop.time() - first >= 1.5
+        await until(out, "failed", "nopw", 2)  # no password: retried, never stopped
+        running._stop.set()
+        assert await task == 0
+    nopw = [e for e in events(out) if e["account"] == "nopw"]
+    assert {e["event"] for e in nopw} == {"failed"}
+    assert nopw[0]["reason"] == "account"
+    assert [s.user for s in server.sessions].count("ann") == 2

@@ -434,3 +434,12 @@ async def test_a_filters_delivery_error_gets_the_uid_like_the_callables(tmp_path
         result = await run_into(server, Hand(), state=tmp_path / "s", filter=broken)
     errors = [u.error for u in result.undelivered]
     assert [e.uid if isinstance(e, aiopop.DeliveryError) else e for e in errors] == uids_of(mailbox)
+
+
+async def test_a_callables_state_folder_is_made_private(tmp_path: Path) -> None:
+    _, server = serve(*MAIL[:1])
+    state = tmp_path / "new" / "folder" / "state.sqlite3"
+    async with server:
+        await run_into(server, Hand(), state=state)
+    assert len(rows(state)) == 1
+    assert (state.parent.stat().st_mode & 0o777) == 0o700

@@ -119,3 +119,38 @@ def test_sizes(value: object, octets: int | None) -> None:
 def test_bad_sizes(value: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(value)
+
+
+def test_the_files_policy_is_the_whole_policy(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        account("days", 'maildir = "M"', "delete_after_days = 7"),
+        account("keep", 'maildir = "N"', "delete = false"),
+        account("asis", 'maildir = "O"'),
+    )
+    days, keep, asis = load_fetch_targets(path, FetchSettings(delete=True))
+    assert (days.settings.delete, days.settings.delete_after_days) == (False, 7)
+    assert (keep.settings.delete, keep.settings.delete_after_days) == (False, None)
+    assert (asis.settings.delete, asis.settings.delete_after_days) == (True, None)
+    _, keep, _ = load_fetch_targets(path, FetchSettings(delete_after_days=3))
+    assert keep.settings.delete_after_days is None  # "delete = false" keeps, whatever
+
+
+def test_a_table_giving_delete_and_delete_after_days_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, account("both", 'maildir = "M"', "delete = true", "delete_after_days = 7")
+    )
+    with pytest.raises(AccountError, match="give delete = true or delete_after_days, not both"):
+        load_fetch_targets(path)
+
+
+def test_commands_are_new_only_and_no_program_gets_the_files_secrets(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        account("a", 'command = ["x"]').replace('password_env = "P"', 'password_env = "A_PW"'),
+        account("b", 'maildir = "M"').replace('password_env = "P"', 'oauth2_token_env = "B_TOKEN"'),
+    )
+    a, b = load_fetch_targets(path, FetchSettings(new_only=False))
+    assert a.settings.new_only is True
+    assert b.settings.new_only is False
+    assert a.hidden == b.hidden == ("A_PW", "B_TOKEN")
