@@ -10,7 +10,7 @@ status) is read from :func:`aiopop.diagnose`, the one table that
 
 =====  ==============================================================
 0      done
-1      the server refused a command, or (``check``, ``fetch ACCOUNTS``) an account failed
+1      the server refused a command, an account failed, or a message was left
 2      bad usage, or a bad account description or file of accounts
 3      the login was refused (wrong credentials, or no safe method)
 4      TLS: a certificate that does not verify, or TLS required and missing

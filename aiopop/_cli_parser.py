@@ -19,7 +19,8 @@ __all__ = ["ACCOUNT_KEYS", "build_parser"]
 
 EXIT_TABLE = """exit status:
   0    done
-  1    the server refused a command, or (check, fetch ACCOUNTS) an account failed
+  1    the server refused a command, an account failed (check, fetch ACCOUNTS), or
+       fetch left a message on the server (not delivered, over the size limit)
   2    bad usage, or a bad account description or file of accounts
   3    the login was refused (wrong credentials, or no safe method)
   4    TLS: a certificate that does not verify, or TLS required and missing
