@@ -5,7 +5,7 @@ configuration in ``home`` (its HOME for the run), loopback only, plain POP3
 on ``dovecot.pop3_port``, delivering into a throw-away mbox and leaving
 every message on the server. Each returns the state file the tool wrote,
 where a user would find it: ``~/.fetchids``, ``~/.getmail/oldmail-...``,
-``~/.mpop_uidls``. A missing tool skips the test, except on CI
+``~/.mpop_uidls/USER_at_HOST``. A missing tool skips the test, except on CI
 (``CI=true``) where that is a failure (scripts/install-peers.sh installs
 them).
 """
@@ -89,9 +89,11 @@ def fetchmail_keep(dovecot: DovecotServer, user: MailUser, home: Path) -> Path:
 
 
 def mpop_keep(dovecot: DovecotServer, user: MailUser, home: Path) -> Path:
-    """mpop fetches ``user``'s mailbox, keeping it; returns its uidls file ``~/.mpop_uidls``."""
+    """mpop fetches ``user``'s mailbox, keeping it; returns its uidls file where mpop 1.0.1
+    and later keep it by default: ``~/.mpop_uidls/USER_at_HOST``."""
     mpop = peer_program("mpop", "mpop")
-    uidls = home / ".mpop_uidls"
+    uidls = home / ".mpop_uidls" / f"{user.name}_at_{HOST}"
+    uidls.parent.mkdir(mode=0o700, exist_ok=True)
     rc = home / ".mpoprc"
     rc.write_text(
         f"account old\nhost {HOST}\nport {dovecot.pop3_port}\ntls off\nauth user\n"

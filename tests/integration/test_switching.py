@@ -218,6 +218,9 @@ class Switch:
             elif word.startswith("~/.getmail/oldmail-pop.example.com-995-"):
                 user = self.users[word.rsplit("-", 1)[1]].name
                 word = str(self.home / f".getmail/oldmail-{HOST}-{self.dovecot.pop3_port}-{user}")
+            elif word.startswith("~/.mpop_uidls/") and word.endswith("_at_pop.example.com"):
+                user = self.users[word.split("/")[-1].split("_at_")[0]].name
+                word = str(self.home / f".mpop_uidls/{user}_at_{HOST}")
             elif word.startswith("~/"):
                 word = str(self.home / word[2:])
             rewritten.append(word)
