@@ -343,6 +343,18 @@ class Daemon:
                 uid=big.uid,
                 size=big.size,
             )
+        for judged in result.filtered:
+            what = "left on the server" if judged.verdict == "skip" else "deleted unread"
+            by = "the filter" if judged.by == "filter" else "its size"
+            self.log(
+                "filtered",
+                name,
+                f"message {judged.uid or judged.number} ({human_size(judged.size)}): {what},"
+                f" by {by}",
+                uid=judged.uid,
+                verdict=judged.verdict,
+                by=judged.by,
+            )
         for refusal in result.refused:
             self.log(
                 "refused",

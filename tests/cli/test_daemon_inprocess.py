@@ -147,6 +147,7 @@ async def test_the_text_log_reports_messages_left_on_the_server(tmp_path: Path) 
     assert "ann: message " in text
     assert "fail.sh exited with status 3; left on the server, tried again next poll" in text
     assert "is over the size limit: left on the server" in text
+    assert "filtered" not in text
     assert "ann: 0 messages delivered (0 bytes), 0 deleted; next poll in 0.05 s" in text
     assert len(ann.messages) == 2
 
@@ -180,3 +181,16 @@ async def test_login_delay_holds_across_a_reload_and_a_missing_password_is_retri
     assert {e["event"] for e in nopw} == {"failed"}
     assert nopw[0]["reason"] == "account"
     assert [s.user for s in server.sessions].count("ann") == 2
+
+
+async def test_messages_judged_before_retrieval_are_logged_one_by_one(tmp_path: Path) -> None:
+    big = b"Subject: big\r\n\r\n" + b"x" * 2000 + b"\r\n"
+    ann = Mailbox(PASSWORD, [b"Subject: a\r\n\r\na\r\n", big])
+    async with POP3TestServer({"ann": ann}) as server:
+        path = tmp_path / "accounts.toml"
+        path.write_text(table(server.host, server.port, "ann", 'maildir = "A"'))
+        out = io.StringIO()
+        assert await daemon(path, out, polls=1, delete_larger_than=1000).run() == 0
+    (judged,) = [e for e in events(out) if e["event"] == "filtered"]
+    assert (judged["verdict"], judged["by"]) == ("delete", "size")
+    assert ann.messages == [b"Subject: a\r\n\r\na\r\n"]  # the big one deleted unread
