@@ -388,16 +388,21 @@ def _check_env(env: object) -> dict[str, str]:
 class _Program:
     """What :class:`CommandDelivery` and :class:`FilterCommand` share: a checked command."""
 
+    default_time_limit: float
+    """``time_limit``'s default, per kind of program."""
+
     def __init__(
         self,
         argv: Sequence[str],
         *,
-        time_limit: float,
-        grace: float,
-        env: Mapping[str, str] | None,
-        cwd: str | os.PathLike[str] | None,
+        time_limit: float | None = None,
+        grace: float = GRACE,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
         hidden: Collection[str] = (),
     ) -> None:
+        if time_limit is None:
+            time_limit = self.default_time_limit
         self.argv: tuple[str, ...] = _check_argv(argv)
         self.hidden = frozenset(hidden)
         self.time_limit = _check_seconds("time_limit", time_limit, zero=False)
@@ -433,8 +438,8 @@ class CommandDelivery(_Program):
     arguments; never through a shell) with the message on its standard
     input, with LF line ends as a Maildir file holds it, then an end of
     file. The message is delivered when the program exits 0. Any other
-    status, death by a signal, or ``time_limit`` seconds passing (from the
-    start to the exit, writing the input included) raises
+    status, death by a signal, or ``time_limit`` seconds passing (120 by
+    default; from the start to the exit, writing the input included) raises
     :class:`aiopop.DeliveryError`: the message stays on the server and is
     tried again on the next run. A program that exits without reading all
     of its input is judged by its exit status alone.
@@ -470,17 +475,7 @@ class CommandDelivery(_Program):
     that is the configuration's fault, not one message's. POSIX only.
     """
 
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        time_limit: float = DEFAULT_COMMAND_TIME_LIMIT,
-        grace: float = GRACE,
-        env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        hidden: Collection[str] = (),
-    ) -> None:
-        super().__init__(argv, time_limit=time_limit, grace=grace, env=env, cwd=cwd, hidden=hidden)
+    default_time_limit = DEFAULT_COMMAND_TIME_LIMIT
 
     async def __call__(self, message: NewMessage) -> None:
         """Deliver ``message``: return when the program exited 0, else raise DeliveryError."""
@@ -503,8 +498,8 @@ class FilterCommand(_Program):
     message's header section on its standard input, LF line ends, and reads
     the verdict from its exit status: 0 ``"fetch"``, 1 ``"delete"`` (on the
     server, unread), 2 ``"skip"`` (leave it there, untouched). Any other
-    status, death by a signal, or ``time_limit`` seconds passing raises
-    :class:`aiopop.DeliveryError`, and the message is neither fetched nor
+    status, death by a signal, or ``time_limit`` seconds passing (60 by
+    default) raises :class:`aiopop.DeliveryError`, and the message is neither fetched nor
     deleted: a broken filter never deletes mail.
 
     The environment, the process group, the time limit, ``grace`` and
@@ -513,17 +508,7 @@ class FilterCommand(_Program):
     message's size by LIST (:attr:`aiopop.MessageHeaders.size`).
     """
 
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        time_limit: float = DEFAULT_FILTER_TIME_LIMIT,
-        grace: float = GRACE,
-        env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        hidden: Collection[str] = (),
-    ) -> None:
-        super().__init__(argv, time_limit=time_limit, grace=grace, env=env, cwd=cwd, hidden=hidden)
+    default_time_limit = DEFAULT_FILTER_TIME_LIMIT
 
     async def __call__(self, headers: MessageHeaders) -> Verdict:
         """The program's verdict on ``headers``: ``"fetch"``, ``"delete"`` or ``"skip"``."""
