@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,15 @@ class DistanceBench(FetchBench):
     """:class:`FetchBench` with the distance suite's clients."""
 
     serial: dict[str, PeerMailbox]
-    seed: Path | None = None
+    seeds: dict[int, Path]
+    """The seed Maildir (its state file) of each endpoint's port."""
     new_mailbox: PeerMailbox | None = None
     big_count = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.serial = {}
+        self.seeds = {}
 
     def _command(
         self, client: str, mailbox: PeerMailbox, directory: Path, maildir: Path
@@ -78,8 +81,8 @@ class DistanceBench(FetchBench):
                 dict(os.environ),
             )
         if client == NEW_ONLY:
-            assert self.seed is not None
-            for path in self.seed.glob(STATE_FILE + "*"):
+            seed = self.seeds[mailbox.port]
+            for path in seed.glob(STATE_FILE + "*"):
                 shutil.copy2(path, maildir / path.name)
             argv, ids, env = super()._command(AIOPOP, mailbox, directory, maildir)
             return [*argv, "--new-only"], ids, env
@@ -106,31 +109,40 @@ class DistanceBench(FetchBench):
 
     # -- the new-only workload -----------------------------------------------------------------
 
-    def seed_new_only(self, server: Any, direct: Endpoint, count: int, size: int, new: int) -> None:
-        """Fetch the big mailbox once (directly), keep its state, then add ``new`` messages."""
+    def seed_new_only(
+        self, server: Any, endpoints: Sequence[Endpoint], count: int, size: int, new: int
+    ) -> None:
+        """Fetch the big mailbox once through each endpoint, then add ``new`` messages.
+
+        Once per endpoint: aiopop keeps a mailbox's state under ``user@host:port``,
+        and each distance has its own port (its proxy's). The seed Maildirs stay
+        until the end: deleting them would slow file creation here for a while.
+        """
         from benchmarks.harness.messages import build_message
 
         self.big_count = count + new
-        seed = self.workdir / "seed" / "Maildir"
-        for sub in ("tmp", "new", "cur"):
-            (seed / sub).mkdir(parents=True)
-        _progress(f"new-only: fetching the {count} messages once, to record them as delivered")
-        env = dict(os.environ)
-        env[PASSWORD_ENV] = BIG_PASSWORD
-        argv = [
-            self.tools.aiopop, "fetch", direct.host, BIG_USER, "--port", str(direct.port),
-            "--tls", "none", "--allow-cleartext", "--auth", "+USER",
-            "--password-env", PASSWORD_ENV, "--maildir", str(seed), "--new-only",
-        ]  # fmt: skip
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600)
-        if done.returncode != 0:
-            raise BenchmarkAbortedError(f"seeding the new-only state failed:\n{done.stderr}")
-        delivered = sum(1 for _ in os.scandir(seed / "new")) + sum(
-            1 for _ in os.scandir(seed / "cur")
-        )
-        if delivered != count or not (seed / STATE_FILE).exists():
-            raise BenchmarkAbortedError(f"seeding delivered {delivered} of {count} messages")
-        self.seed = seed
+        for endpoint in endpoints:
+            seed = self.workdir / "seed" / f"{endpoint.port}" / "Maildir"
+            for sub in ("tmp", "new", "cur"):
+                (seed / sub).mkdir(parents=True)
+            _progress(
+                f"new-only: fetching the {count} messages once through port {endpoint.port}, "
+                "to record them as delivered"
+            )
+            env = dict(os.environ)
+            env[PASSWORD_ENV] = BIG_PASSWORD
+            argv = [
+                self.tools.aiopop, "fetch", endpoint.host, BIG_USER, "--port", str(endpoint.port),
+                "--tls", "none", "--allow-cleartext", "--auth", "+USER",
+                "--password-env", PASSWORD_ENV, "--maildir", str(seed), "--new-only",
+            ]  # fmt: skip
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600)
+            if done.returncode != 0:
+                raise BenchmarkAbortedError(f"seeding the new-only state failed:\n{done.stderr}")
+            delivered = sum(len(os.listdir(seed / sub)) for sub in ("new", "cur"))
+            if delivered != count or not (seed / STATE_FILE).exists():
+                raise BenchmarkAbortedError(f"seeding delivered {delivered} of {count} messages")
+            self.seeds[endpoint.port] = seed
         # The new messages, as a local delivery agent would add them: later names, LF ends.
         maildir = Path(server.maildir(BIG_USER))
         owner = os.stat(maildir)
@@ -140,12 +152,10 @@ class DistanceBench(FetchBench):
             path.write_bytes(build_message(index, size).replace(b"\r\n", b"\n"))
             os.chown(path, owner.st_uid, owner.st_gid)
             path.chmod(0o600)
+        first = endpoints[0]
         self.new_mailbox = peer_mailbox(
-            "new", BIG_USER, new, size, direct.host, direct.port, BIG_PASSWORD, first=count + 1
+            "new", BIG_USER, new, size, first.host, first.port, BIG_PASSWORD, first=count + 1
         )
-        # Keep the seed's delivered messages out of the runs' way: only the state file is used.
-        shutil.rmtree(seed / "new", ignore_errors=True)
-        shutil.rmtree(seed / "cur", ignore_errors=True)
 
     def measure_new_only(self, endpoint: Endpoint, rtt: float) -> dict[str, Any]:
         assert self.new_mailbox is not None

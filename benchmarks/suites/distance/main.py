@@ -63,6 +63,7 @@ Only loopback addresses are ever contacted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -272,13 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             with DovecotServer(users) as server:
                 bench = DistanceBench(options, workdir, tools)
                 direct = Endpoint(server.host, server.pop3_port)
-                if do_new:
-                    bench.seed_new_only(server, direct, options.big, BIG_SIZE, NEW)
-                for rtt in options.rtts:
-                    with DelayRoute(rtt) as route:
+                with contextlib.ExitStack() as stack:
+                    routes = {rtt: stack.enter_context(DelayRoute(rtt)) for rtt in options.rtts}
+                    for rtt in options.rtts:
                         if rtt > 0:
                             _check_proxy(options, rtt, checks)
-                        endpoint = route.endpoint(direct)
+                    endpoints = {rtt: route.endpoint(direct) for rtt, route in routes.items()}
+                    if do_new:
+                        bench.seed_new_only(
+                            server, list(endpoints.values()), options.big, BIG_SIZE, NEW
+                        )
+                    for rtt, endpoint in endpoints.items():
                         if do_fetch:
                             fetches.append(_fetch(options, bench, endpoint, rtt, n))
                         if do_new:
