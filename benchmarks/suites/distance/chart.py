@@ -28,7 +28,7 @@ def chart(summary: dict[str, Any], path: Path) -> bool:
     n = summary["messages"]
     figure, axes = plt.subplots(figsize=(8, 0.5 * len(clients) + 1.8), dpi=100)
     for index, (name, found) in enumerate(clients):
-        runs = found["runs"]
+        runs = [run for run in found["runs"] if run["ok"]]
         seconds = [run["seconds"] / max(run["delivered"], 1) * n for run in runs]
         median = found["scaled_seconds_median"]
         axes.barh(

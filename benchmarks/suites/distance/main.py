@@ -137,6 +137,15 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
         "--clients", help=f"comma-separated fetch clients (default all: {', '.join(FETCH_CLIENTS)})"
     )
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT, help="seconds per run (120)")
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=0.7,
+        help="wait until the 1-minute load is below this before measuring (0.7)",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=1200, help="wait at most this many seconds (1200; --quick 0)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--no-self-check", action="store_true", help="skip the proxy's self-check")
     options = parser.parse_args(argv)
@@ -250,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     do_fetch, do_new = _wanted(options, "fetch"), _wanted(options, "new-only")
     try:
         machine = machine_info(REPOSITORY)
-        quiet = wait_for_quiet(0.7, 0)
+        quiet = wait_for_quiet(options.max_load, 0 if options.quick else options.wait)
         tools = find_tools(workdir) if do_fetch or do_new else None
         if do_fetch or do_new:
             assert tools is not None

@@ -52,9 +52,11 @@ def fetch_summary(fetches: Sequence[dict[str, Any]], messages: int) -> list[dict
         result: FetchResult = fetch["result"]
         rtt = fetch["rtt_ms"]
         clients: dict[str, Any] = {}
-        for client, runs in result.runs.items():
+        for client, every in result.runs.items():
+            runs = [run for run in every if run.ok]  # getmail6 may abort (see peers.md)
             scaled = [_scaled(run, messages) for run in runs]
             clients[client] = {
+                "runs_ok": f"{len(runs)}/{len(every)}",
                 "messages_fetched": runs[0].delivered if runs else 0,
                 "scaled_seconds_median": median_or_nan(scaled),
                 "seconds_median": median_or_nan([run.seconds for run in runs]),
@@ -63,8 +65,8 @@ def fetch_summary(fetches: Sequence[dict[str, Any]], messages: int) -> list[dict
                 ),
                 "peak_rss_mib_median": median_or_nan([run.peak_rss_mib for run in runs]),
                 "cpu_seconds_median": median_or_nan([run.cpu_seconds for run in runs]),
-                "scaled": scaled != [run.seconds for run in runs],
-                "runs": [asdict(run) for run in runs],
+                "scaled": bool(runs) and runs[0].delivered != messages,
+                "runs": [asdict(run) for run in every],
             }
         if rtt == 0:
             loopback = {c: v["scaled_seconds_median"] for c, v in clients.items()}
@@ -97,12 +99,12 @@ def fetch_summary(fetches: Sequence[dict[str, Any]], messages: int) -> list[dict
             runs = result.runs
             if reference not in runs or client not in runs:
                 return float("nan")
-            return median_or_nan(
-                round_ratios(
-                    [_scaled(r, messages) for r in runs[reference]],
-                    [_scaled(r, messages) for r in runs[client]],
-                )
-            )
+            pairs = [
+                (_scaled(ref, messages), _scaled(mine, messages))
+                for ref, mine in zip(runs[reference], runs[client], strict=True)
+                if ref.ok and mine.ok
+            ]
+            return median_or_nan(round_ratios([p[0] for p in pairs], [p[1] for p in pairs]))
 
         summary["ratios"] = {
             f"{LIBRARY} vs {POPLIB}": ratio(POPLIB, LIBRARY),
@@ -255,6 +257,9 @@ def print_report(
             note = ""
             if found["scaled"]:
                 note = f"  (scaled from {found['messages_fetched']} messages)"
+            ok, total = found["runs_ok"].split("/")
+            if ok != total:
+                note += f"  ({found['runs_ok']} runs ok)"
             print(
                 f"  {client:<20} {_s(found['scaled_seconds_median']):>10}"
                 f"  {found['ms_per_message_median']:8.2f} ms/message"
