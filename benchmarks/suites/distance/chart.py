@@ -17,6 +17,7 @@ def chart(summary: dict[str, Any], path: Path) -> bool:
 
     matplotlib.use("Agg")  # before pyplot: no display needed
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     clients = [
         (name, found)
@@ -39,12 +40,25 @@ def chart(summary: dict[str, Any], path: Path) -> bool:
             xerr=[[median - min(seconds)], [max(seconds) - median]],
         )
         axes.text(median * 1.05, index, f"{median:.2f} s", va="center", fontsize=8)
-    for name, limit in summary["physical_limit_seconds"].items():
-        axes.axvline(limit, linestyle="--", linewidth=1, color="#d62728")
-        axes.text(limit, len(clients) - 0.4, f"limit of {name}", fontsize=7, color="#d62728")
+    styles = ("--", ":")
+    for (name, limit), style in zip(
+        summary["physical_limit_seconds"].items(), styles, strict=False
+    ):
+        axes.axvline(
+            limit,
+            linestyle=style,
+            linewidth=1.2,
+            color="#d62728",
+            label=f"physical limit of {name}: {limit:.2f} s",
+        )
+    if summary["physical_limit_seconds"]:
+        axes.legend(fontsize=7, loc="upper right")  # the top rows (aiopop) are short
     axes.set_yticks(range(len(clients)), [name for name, _ in clients])
     axes.invert_yaxis()
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel(f"seconds for {n} x 8 KB into a Maildir (log scale; lower is better)")
     scaled = f"; hatched: fetched {summary['serial_messages']}, scaled per message"
     axes.set_title(
