@@ -221,6 +221,9 @@ class _Link:
             if self.client.transport is not None:
                 self.client.transport.abort()
             return
+        if self.closed and self.server.transport is not None:
+            self.server.transport.close()  # the client left before the upstream connect
+            return
         if self.server.transport is not None:
             sock = self.server.transport.get_extra_info("socket")
             if sock is not None:
