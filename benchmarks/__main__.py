@@ -1,7 +1,7 @@
 """``python -m benchmarks [SUITE] [options]``: run one suite, print its report.
 
 SUITE is ``throughput`` (the default: ``python -m benchmarks`` alone runs it),
-``fetch``, ``scale`` or ``login``; ``python -m benchmarks SUITE --help``
+``fetch``, ``scale``, ``login`` or ``distance``; ``python -m benchmarks SUITE --help``
 lists a suite's options. See benchmarks/README.md.
 """
 
@@ -16,6 +16,7 @@ SUITES = {
     "fetch": "benchmarks.suites.fetch.main",
     "scale": "benchmarks.suites.scale.main",
     "login": "benchmarks.suites.login",
+    "distance": "benchmarks.suites.distance.main",
 }
 """Suite name -> the module whose ``main(argv)`` runs it."""
 

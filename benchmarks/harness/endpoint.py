@@ -1,10 +1,10 @@
 """Where a client connects: the server's address, or a proxy's in front of it.
 
 Suites hand their clients an :class:`Endpoint`, never a server's own host and
-port, so that a suite can run through something in between (the planned
-delay proxy, a fixed one-way delay per direction between client and
-Dovecot) by choosing another :class:`Route`. Only loopback addresses are
-ever allowed.
+port, so that a suite can run through something in between (the delay
+proxy of :mod:`.delay`, a fixed one-way delay per direction between client
+and Dovecot: :class:`~.delay.DelayRoute`) by choosing another
+:class:`Route`. Only loopback addresses are ever allowed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Route(Protocol):
 
 
 class Direct:
-    """Straight to the server (every suite today)."""
+    """Straight to the server."""
 
     name = "direct"
 

@@ -1,0 +1,1 @@
+"""The distance suite: aiopop through a delay proxy (see main.py)."""
