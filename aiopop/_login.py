@@ -437,7 +437,11 @@ async def oauth2_login(
         first = exc
     # [AUTH]: the token expired or was revoked. Ask for a fresh one, once.
     logger.debug("%s: the token was refused; asking its source for a fresh one", method.value)
-    fresh = await _ask(token, tells, value)
+    try:
+        fresh = await _ask(token, tells, value)
+    except Exception as exc:
+        exc.add_note(f"the token source failed when asked for a fresh token after: {first}")
+        raise
     if fresh == value:
         first.add_note(
             "the token source gave the refused token again, so it was not sent twice; "

@@ -148,6 +148,27 @@ async def test_a_fresh_token_also_refused_ends_the_login_after_two_attempts(
     assert not any("token-" in n for n in notes)
 
 
+async def test_a_source_that_fails_to_refresh_says_after_what(ca: trustme.CA) -> None:
+    mailbox = Mailbox(PASSWORD, [MESSAGE])
+    calls: list[str | None] = []
+
+    async def token(*, refused: str | None = None) -> str:
+        calls.append(refused)
+        if refused is not None:
+            raise RuntimeError("invalid_grant: the refresh token has expired")
+        return "expired"
+
+    async with oauth_server(ca, mailbox) as server, tls_client_for(server, ca) as client:
+        with pytest.raises(RuntimeError, match="invalid_grant") as info:
+            await client.login("mrose", oauth2_token=token)
+    assert calls == [None, "expired"]
+    assert attempts(server) == ["OAUTHBEARER"]
+    (note,) = info.value.__notes__
+    assert note.startswith("the token source failed when asked for a fresh token after: AUTH")
+    assert "[AUTH]" in note
+    assert "expired" not in note  # the token is not in it
+
+
 async def test_only_auth_refusals_ask_for_a_fresh_token(ca: trustme.CA) -> None:
     mailbox = Mailbox(PASSWORD, [MESSAGE], locked=True)
     provider = CachingProvider(mailbox)
