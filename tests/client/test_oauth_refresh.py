@@ -306,7 +306,7 @@ async def test_what_reaches_the_wire_for_tokens_of_every_length(
     on_the_line = b"AUTH " + method.value.encode() + b" " + encoded
     assert all(len(line) + 2 <= 255 for line in lines if line.startswith(b"AUTH"))
     fits = len(on_the_line) + 2 <= 255
-    # XOAUTH2 fits up to a token of 153 characters here; OAUTHBEARER, which also
+    # XOAUTH2 fits up to a token of 155 characters here; OAUTHBEARER, which also
     # names the host and port, to one of about 130.
     assert fits == (length <= (140 if method is AuthMethod.XOAUTH2 else 40))
     if fits:
