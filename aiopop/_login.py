@@ -31,12 +31,14 @@ there. A SASL error (a server that failed to prove itself) never leads to
 a weaker method.
 
 An OAuth 2.0 login is one method with one token, and at most one retry:
-when the server refuses the token with ``[AUTH]`` (it has expired, or
-was revoked) and the token came from a callable, the callable is asked
+when the server refuses the token with ``[AUTH]``, or with no response
+code at all as Microsoft's server does (the token has expired, or was
+revoked), and the token came from a callable, the callable is asked
 again, told which token was refused when it takes a ``refused`` keyword
 (:class:`TokenSource`), and the fresh token is tried once. A token string,
 a source that hands back the refused token, or a second refusal ends the
-login with :class:`~aiopop.CredentialsError`.
+login with the server's refusal (:class:`~aiopop.CredentialsError` for
+``[AUTH]``).
 """
 
 from __future__ import annotations
@@ -79,10 +81,10 @@ class TokenSource(Protocol):
     """An async callable that returns an OAuth 2.0 access token and learns of refusals.
 
     ``login()`` calls it with ``refused=None`` for a token to log in with.
-    If the server refuses that token with ``[AUTH]`` (it expired, or was
-    revoked), ``login()`` calls it once more with ``refused`` set to the
-    refused token: a source that caches tokens drops that one and fetches
-    a new one (for MSAL, ``acquire_token_silent(..., force_refresh=True)``;
+    If the server refuses that token with ``[AUTH]``, or with no response
+    code (it expired, or was revoked), ``login()`` calls it once more with
+    ``refused`` set to the refused token: a source that caches tokens drops
+    that one and fetches a new one (for MSAL, ``acquire_token_silent(..., force_refresh=True)``;
     for google-auth, ``credentials.refresh()``). One retry, never more::
 
         async def token(*, refused: str | None = None) -> str:
@@ -433,9 +435,11 @@ async def oauth2_login(
     try:
         await _send_token(client, method, user, value)
         return method
-    except CredentialsError as exc:
+    except AuthenticationError as exc:
+        if not _token_refused(exc):
+            raise
         first = exc
-    # [AUTH]: the token expired or was revoked. Ask for a fresh one, once.
+    # The token expired or was revoked. Ask for a fresh one, once.
     logger.debug("%s: the token was refused; asking its source for a fresh one", method.value)
     try:
         fresh = await _ask(token, tells, value)
@@ -452,13 +456,26 @@ async def oauth2_login(
     step = _Method(method, True, _token_run(method))
     try:
         await _attempt(client, step, user, fresh, policy, reconnect=True)
-    except CredentialsError as exc:
+    except AuthenticationError as exc:
+        if not _token_refused(exc):
+            raise
         exc.add_note(
             f"a fresh token from the token source was also refused ({method.value}); "
             f"the first refusal: {first.response}"
         )
         raise
     return method
+
+
+def _token_refused(exc: AuthenticationError) -> bool:
+    """Whether a refusal of a token may be cured by a fresh token.
+
+    ``[AUTH]`` says so (RFC 3206). So does a refusal without any response
+    code: Microsoft's POP server announces no AUTH-RESP-CODE and refuses an
+    expired token with a bare ``-ERR Authentication failure``. Any other
+    code (``[IN-USE]``, ``[SYS/TEMP]``...) is about something else.
+    """
+    return isinstance(exc, CredentialsError) or exc.code is None
 
 
 def _takes_refused(source: Callable[..., Awaitable[str]]) -> bool:

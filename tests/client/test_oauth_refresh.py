@@ -18,8 +18,9 @@ import trustme
 import aiopop
 from aiopop import Account, AuthMethod, secret_from_command
 from aiopop._login import _takes_refused
-from aiopop.testing import Mailbox, POP3TestServer
+from aiopop.testing import Expect, Mailbox, POP3TestServer, ScriptedServer, Send, Step
 from tests.helpers.login import MESSAGE, PASSWORD, attempts, tls_client_for
+from tests.helpers.scripted import client_for
 from tests.helpers.tls import client_context, server_context
 
 OAUTH = [AuthMethod.XOAUTH2, AuthMethod.OAUTHBEARER]
@@ -319,3 +320,76 @@ async def test_what_reaches_the_wire_for_tokens_of_every_length(
         assert lines[2] == encoded
     assert server.sessions[0].mechanism == method.value
     assert lines[-1] == b"QUIT"
+
+
+# -- Microsoft's server: no response codes, no error challenge ----------------------------
+
+MICROSOFT_CAPA = b"+OK\r\nTOP\r\nUIDL\r\nSASL PLAIN XOAUTH2\r\nUSER\r\n.\r\n"
+MICROSOFT_REFUSAL = b"-ERR Authentication failure: unknown user name or bad password.\r\n"
+
+
+def xoauth2_line(token: str) -> bytes:
+    return base64.b64encode(f"user=mrose@contoso.test\x01auth=Bearer {token}\x01\x01".encode())
+
+
+async def test_a_refusal_without_a_code_as_microsoft_sends_it_is_retried_once() -> None:
+    stale, fresh = "s" * 1500, "f" * 1500  # Microsoft's tokens are over 1 KB
+    script: list[Step] = [
+        Send(b"+OK The Microsoft Exchange POP3 service is ready.\r\n"),
+        Expect(b"CAPA"),
+        Send(MICROSOFT_CAPA),
+        Expect(b"AUTH XOAUTH2"),  # too long for the AUTH line: after an empty challenge
+        Send(b"+ \r\n"),
+        Expect(xoauth2_line(stale)),
+        Send(MICROSOFT_REFUSAL),  # no JSON challenge, no [AUTH]
+        Expect(b"AUTH XOAUTH2"),
+        Send(b"+ \r\n"),
+        Expect(xoauth2_line(fresh)),
+        Send(b"+OK User successfully authenticated.\r\n"),
+        Expect(b"QUIT"),
+        Send(b"+OK Microsoft Exchange Server POP3 server signing off.\r\n"),
+    ]
+    provider_calls: list[str | None] = []
+
+    async def token(*, refused: str | None = None) -> str:
+        provider_calls.append(refused)
+        return stale if refused is None else fresh
+
+    async with ScriptedServer(script) as server, client_for(server) as client:
+        method = await client.login("mrose@contoso.test", oauth2_token=token, allow_cleartext=True)
+        assert method is AuthMethod.XOAUTH2
+        assert client.state is aiopop.State.TRANSACTION
+    assert not server.mismatches
+    assert provider_calls == [None, stale]
+
+
+async def test_microsoft_refusing_the_fresh_token_too_ends_the_login() -> None:
+    script: list[Step] = [
+        Send(b"+OK The Microsoft Exchange POP3 service is ready.\r\n"),
+        Expect(b"CAPA"),
+        Send(MICROSOFT_CAPA),
+        Expect(b"AUTH XOAUTH2"),
+        Send(b"+ \r\n"),
+        Expect(xoauth2_line("a" * 1500)),
+        Send(MICROSOFT_REFUSAL),
+        Expect(b"AUTH XOAUTH2"),
+        Send(b"+ \r\n"),
+        Expect(xoauth2_line("b" * 1500)),
+        Send(MICROSOFT_REFUSAL),
+        Expect(b"QUIT"),
+        Send(b"+OK Microsoft Exchange Server POP3 server signing off.\r\n"),
+    ]
+    tokens = iter(["a" * 1500, "b" * 1500, "c" * 1500])
+
+    async def token() -> str:
+        return next(tokens)
+
+    async with ScriptedServer(script) as server, client_for(server) as client:
+        with pytest.raises(aiopop.AuthenticationError) as info:
+            await client.login("mrose@contoso.test", oauth2_token=token, allow_cleartext=True)
+    assert not server.mismatches
+    assert info.value.code is None
+    assert any(
+        "a fresh token from the token source was also refused" in n for n in info.value.__notes__
+    )
+    assert next(tokens) == "c" * 1500  # asked twice, not three times
