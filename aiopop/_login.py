@@ -84,11 +84,12 @@ class TokenSource(Protocol):
     If the server refuses that token with ``[AUTH]``, or with no response
     code (it expired, or was revoked), ``login()`` calls it once more with
     ``refused`` set to the refused token: a source that caches tokens drops
-    that one and fetches a new one (for MSAL, ``acquire_token_silent(..., force_refresh=True)``;
-    for google-auth, ``credentials.refresh()``). One retry, never more::
+    that one and fetches a new one (MSAL: ``acquire_token_silent(...,
+    force_refresh=True)``; google-auth: ``credentials.refresh(...)``). One
+    retry, never more::
 
         async def token(*, refused: str | None = None) -> str:
-            return await asyncio.to_thread(access_token, refresh=refused is not None)
+            return await asyncio.to_thread(access_token, refused is not None)
 
     A callable without a ``refused`` parameter (``async def token() ->
     str``) works as before; it is simply called again after a refusal, and
@@ -397,7 +398,11 @@ async def oauth2_login(
     methods: Sequence[AuthMethod | str] | None = None,
     prefer: AuthMethod | None = None,
 ) -> AuthMethod:
-    """Log in with OAUTHBEARER, else XOAUTH2 (or ``prefer``); never falls back to a password."""
+    """Log in with OAUTHBEARER, else XOAUTH2 (or ``prefer``); never falls back to a password.
+
+    A refused token from a callable gets one retry with a fresh token (see
+    the module's docstring).
+    """
     _check_credentials(user=user, token=token if isinstance(token, str) else "")
     allowed = parse_methods(methods)
     if allowed is not None and not allowed & set(OAUTH2_METHODS):
