@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import sys
 from typing import Any
 
@@ -68,8 +69,9 @@ class CachingProvider:
 
 @pytest.mark.parametrize("method", OAUTH)
 async def test_an_expired_token_is_refreshed_once_and_the_source_told_which(
-    ca: trustme.CA, method: AuthMethod
+    ca: trustme.CA, method: AuthMethod, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiopop")
     mailbox = Mailbox(PASSWORD, [MESSAGE])
     provider = CachingProvider(mailbox)
     first = provider.cached
@@ -89,6 +91,9 @@ async def test_an_expired_token_is_refreshed_once_and_the_source_told_which(
     verbs = [line.split(b" ")[0] for line in server.sessions[1].lines]
     assert verbs[:4] == [b"CAPA", b"AUTH", answer, b"AUTH"]
     assert server.sessions[1].mechanism == method.value
+    assert "the token was refused; asking its source for a fresh one" in caplog.text
+    assert first not in caplog.text
+    assert fresh not in caplog.text
 
 
 async def test_a_source_without_refused_is_called_again(ca: trustme.CA) -> None:
