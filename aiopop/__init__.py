@@ -38,6 +38,7 @@ _SOURCES: dict[str, str] = {
     "MessageStream": "_stream",
     "State": "_state",
     "OAuth2Token": "_login",
+    "TokenSource": "_login",
     # what the client returns
     "AuthMethod": "_types",
     "Capabilities": "_types",
@@ -202,6 +203,7 @@ __all__ = [
     "TLSPolicy",
     "TLSRequiredError",
     "TemporaryFailureError",
+    "TokenSource",
     "UIDLUnavailableError",
     "UidEntry",
     "UidListing",
@@ -281,7 +283,7 @@ if TYPE_CHECKING:
         Undelivered,
     )
     from ._import_state import ImportKind, ImportResult, import_state, read_seen_uids
-    from ._login import OAuth2Token
+    from ._login import OAuth2Token, TokenSource
     from ._maildir import Maildir
     from ._many import CheckResult, check_many
     from ._message import Deliver, Filter, MessageHeaders, NewMessage, Verdict

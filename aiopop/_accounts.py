@@ -29,10 +29,11 @@ from typing import Any, cast
 from ._account_keys import KEY_TYPES, command_argv
 from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from ._errors import AccountError, InsecureLoginError
-from ._login import PASSWORD_MECHANISMS, ensure_tls
+from ._login import PASSWORD_MECHANISMS, OAuth2Token, TokenSource, ensure_tls
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
 __all__ = [
+    "REFUSED_TOKEN_VARIABLE",
     "Account",
     "AccountError",
     "Secret",
@@ -77,9 +78,10 @@ class Account:
     ``auth`` follows RFC 2384: ``"*"`` lets :meth:`aiopop.POP3.login` pick
     the strongest method; ``"+APOP"`` APOP only; ``"+USER"`` USER/PASS only;
     any other value names a SASL mechanism (``"SCRAM-SHA-256"``,
-    ``"XOAUTH2"``...). Give ``password`` or ``oauth2_token`` (each a
-    :data:`Secret`). ``name`` labels the account in reports; it defaults to
-    ``user@host``.
+    ``"XOAUTH2"``...). Give ``password`` (a :data:`Secret`) or
+    ``oauth2_token`` (a string or an async callable, which may be a
+    :class:`~aiopop.TokenSource`, told which token was refused). ``name``
+    labels the account in reports; it defaults to ``user@host``.
     """
 
     host: str
@@ -88,7 +90,7 @@ class Account:
     tls: TLSPolicy = "implicit"
     auth: str = "*"
     password: Secret | None = field(default=None, repr=False, compare=False)
-    oauth2_token: Secret | None = field(default=None, repr=False, compare=False)
+    oauth2_token: OAuth2Token | None = field(default=None, repr=False, compare=False)
     allow_cleartext: bool = False
     timeout: float | None = DEFAULT_TIMEOUT
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
@@ -149,7 +151,7 @@ class Account:
         return mailbox_key(self.user, self.host, self.effective_port)
 
     def with_secret(
-        self, *, password: Secret | None = None, oauth2_token: Secret | None = None
+        self, *, password: Secret | None = None, oauth2_token: OAuth2Token | None = None
     ) -> Account:
         """A copy with the given secret."""
         return replace(self, password=password, oauth2_token=oauth2_token)
@@ -234,7 +236,7 @@ class Account:
         url: str,
         *,
         password: Secret | None = None,
-        oauth2_token: Secret | None = None,
+        oauth2_token: OAuth2Token | None = None,
         **options: Any,
     ) -> Account:
         """An account from a POP URL (RFC 2384): ``pop://user;AUTH=mech@host:port``.
@@ -327,7 +329,11 @@ def secret_from_env(variable: str) -> Callable[[], Awaitable[str]]:
     return read
 
 
-def secret_from_command(argv: Sequence[str] | str) -> Callable[[], Awaitable[str]]:
+REFUSED_TOKEN_VARIABLE = "AIOPOP_REFUSED_TOKEN"  # noqa: S105 - a variable's name
+"""Set to ``1`` for a token command run again because the server refused its last token."""
+
+
+def secret_from_command(argv: Sequence[str] | str) -> TokenSource:
     """A secret printed by a password command (``["pass", "show", "mail/work"]``).
 
     A string (``"pass show mail/work"``) is split as a POSIX shell would
@@ -335,6 +341,12 @@ def secret_from_command(argv: Sequence[str] | str) -> Callable[[], Awaitable[str
     never run through a shell: no variables, globs, pipes or redirections.
     The command runs each time the secret is needed; its first output line
     is the secret. A failure names the command, never its output.
+
+    As an OAuth 2.0 token source (a :class:`~aiopop.TokenSource`): when the
+    server refused the token the command printed, the command runs once
+    more with ``AIOPOP_REFUSED_TOKEN=1`` in its environment, so a command
+    that caches tokens knows to fetch a new one. The refused token itself
+    is never passed, neither in the environment nor in the arguments.
     """
     command = command_argv(argv)
     if command is None:
@@ -343,13 +355,15 @@ def secret_from_command(argv: Sequence[str] | str) -> Callable[[], Awaitable[str
             "split as a shell would split it"
         )
 
-    async def run() -> str:
+    async def run(*, refused: str | None = None) -> str:
+        env = None if refused is None else {**os.environ, REFUSED_TOKEN_VARIABLE: "1"}
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
+                env=env,
             )
         except OSError as exc:
             raise AccountError(f"password command {command[0]!r} could not run: {exc}") from None

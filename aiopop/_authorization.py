@@ -133,7 +133,11 @@ class Authorization:
 
         With ``oauth2_token`` (a string, or an async callable that returns a
         fresh token; called once per login): OAUTHBEARER, else XOAUTH2, and
-        never a password. Gmail and Microsoft 365 want this.
+        never a password. Gmail and Microsoft 365 want this. When the server
+        refuses a token from a callable with ``[AUTH]`` or with no response
+        code (it has expired), the callable is called once more, with
+        ``refused=`` the refused token if it takes that keyword
+        (:class:`~aiopop.TokenSource`), and the fresh token is tried once.
 
         :class:`~aiopop.InsecureLoginError` means nothing secret was sent:
         the only methods left would have sent it in cleartext.

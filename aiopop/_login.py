@@ -29,10 +29,21 @@ login at once. A server that closes the connection after a refusal (RFC
 1939 section 4 allows it) is reconnected to, and the next attempt made
 there. A SASL error (a server that failed to prove itself) never leads to
 a weaker method.
+
+An OAuth 2.0 login is one method with one token, and at most one retry:
+when the server refuses the token with ``[AUTH]``, or with no response
+code at all as Microsoft's server does (the token has expired, or was
+revoked), and the token came from a callable, the callable is asked
+again, told which token was refused when it takes a ``refused`` keyword
+(:class:`TokenSource`), and the fresh token is tried once. A token string,
+a source that hands back the refused token, or a second refusal ends the
+login with the server's refusal (:class:`~aiopop.CredentialsError` for
+``[AUTH]``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +53,7 @@ from . import sasl
 from ._errors import (
     AuthenticationError,
     ConnectionLostError,
+    CredentialsError,
     InsecureLoginError,
     MethodNotOfferedError,
     ResponseError,
@@ -55,6 +67,7 @@ __all__ = [
     "PASSWORD_MECHANISMS",
     "LoginClient",
     "OAuth2Token",
+    "TokenSource",
     "ensure_tls",
     "oauth2_login",
     "parse_methods",
@@ -63,8 +76,32 @@ __all__ = [
 
 logger = logging.getLogger("aiopop")
 
-OAuth2Token = str | Callable[[], Awaitable[str]]
-"""An OAuth 2.0 access token, or an async callable returning a fresh one."""
+
+class TokenSource(Protocol):
+    """An async callable that returns an OAuth 2.0 access token and learns of refusals.
+
+    ``login()`` calls it with ``refused=None`` for a token to log in with.
+    If the server refuses that token with ``[AUTH]``, or with no response
+    code (it expired, or was revoked), ``login()`` calls it once more with
+    ``refused`` set to the refused token: a source that caches tokens drops
+    that one and fetches a new one (MSAL: ``acquire_token_silent(...,
+    force_refresh=True)``; google-auth: ``credentials.refresh(...)``). One
+    retry, never more::
+
+        async def token(*, refused: str | None = None) -> str:
+            return await asyncio.to_thread(access_token, refused is not None)
+
+    A callable without a ``refused`` parameter (``async def token() ->
+    str``) works as before; it is simply called again after a refusal, and
+    when it hands back the refused token that token is not sent again.
+    """
+
+    def __call__(self, *, refused: str | None = None) -> Awaitable[str]: ...
+
+
+OAuth2Token = str | Callable[[], Awaitable[str]] | TokenSource
+"""An OAuth 2.0 access token, or an async callable returning a fresh one
+(optionally a :class:`TokenSource`, told which token was refused)."""
 
 
 class LoginClient(Protocol):
@@ -361,7 +398,11 @@ async def oauth2_login(
     methods: Sequence[AuthMethod | str] | None = None,
     prefer: AuthMethod | None = None,
 ) -> AuthMethod:
-    """Log in with OAUTHBEARER, else XOAUTH2 (or ``prefer``); never falls back to a password."""
+    """Log in with OAUTHBEARER, else XOAUTH2 (or ``prefer``); never falls back to a password.
+
+    A refused token from a callable gets one retry with a fresh token (see
+    the module's docstring).
+    """
     _check_credentials(user=user, token=token if isinstance(token, str) else "")
     allowed = parse_methods(methods)
     if allowed is not None and not allowed & set(OAUTH2_METHODS):
@@ -391,12 +432,90 @@ async def oauth2_login(
             "an OAuth 2.0 token would be sent in cleartext; no token was sent. Use POP3_SSL "
             "or a server that offers STLS, or pass allow_cleartext=True"
         )
-    value = token if isinstance(token, str) else await token()
+    if isinstance(token, str):
+        await _send_token(client, method, user, token)
+        return method
+    tells = _takes_refused(token)
+    value = await _ask(token, tells, None)
+    try:
+        await _send_token(client, method, user, value)
+        return method
+    except AuthenticationError as exc:
+        if not _token_refused(exc):
+            raise
+        first = exc
+    # The token expired or was revoked. Ask for a fresh one, once.
+    logger.debug("%s: the token was refused; asking its source for a fresh one", method.value)
+    try:
+        fresh = await _ask(token, tells, value)
+    except Exception as exc:
+        exc.add_note(f"the token source failed when asked for a fresh token after: {first}")
+        raise
+    if fresh == value:
+        first.add_note(
+            "the token source gave the refused token again, so it was not sent twice; "
+            "a source that caches tokens should take a `refused` keyword (aiopop.TokenSource) "
+            "and fetch a new token when it is set"
+        )
+        raise first
+    step = _Method(method, True, _token_run(method))
+    try:
+        await _attempt(client, step, user, fresh, policy, reconnect=True)
+    except AuthenticationError as exc:
+        if not _token_refused(exc):
+            raise
+        exc.add_note(
+            f"a fresh token from the token source was also refused ({method.value}); "
+            f"the first refusal: {first.response}"
+        )
+        raise
+    return method
+
+
+def _token_refused(exc: AuthenticationError) -> bool:
+    """Whether a refusal of a token may be cured by a fresh token.
+
+    ``[AUTH]`` says so (RFC 3206). So does a refusal without any response
+    code: Microsoft's POP server announces no AUTH-RESP-CODE and refuses an
+    expired token with a bare ``-ERR Authentication failure``. Any other
+    code (``[IN-USE]``, ``[SYS/TEMP]``...) is about something else.
+    """
+    return isinstance(exc, CredentialsError) or exc.code is None
+
+
+def _takes_refused(source: Callable[..., Awaitable[str]]) -> bool:
+    """Whether ``source`` takes a ``refused`` keyword (a :class:`TokenSource`)."""
+    try:
+        parameter = inspect.signature(source).parameters.get("refused")
+    except (TypeError, ValueError):  # no signature to read: call it as before
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+
+
+async def _ask(source: Callable[..., Awaitable[str]], tells: bool, refused: str | None) -> str:
+    value = await (source(refused=refused) if tells else source())
+    if not isinstance(value, str):
+        raise TypeError(f"the token source returned {type(value).__name__}, not a str")
+    return value
+
+
+def _token_run(method: AuthMethod) -> Callable[[LoginClient, str, str], Awaitable[None]]:
+    async def run(client: LoginClient, user: str, token: str) -> None:
+        await _send_token(client, method, user, token)
+
+    return run
+
+
+async def _send_token(client: LoginClient, method: AuthMethod, user: str, token: str) -> None:
+    """One AUTH exchange with ``token``; a refusal carries the server's JSON as a note."""
     mechanism: sasl.OAuthBearer | sasl.XOAuth2
     if method is AuthMethod.OAUTHBEARER:
-        mechanism = sasl.OAuthBearer(user, value, host=client.host, port=client.port)
+        mechanism = sasl.OAuthBearer(user, token, host=client.host, port=client.port)
     else:
-        mechanism = sasl.XOAuth2(user, value)
+        mechanism = sasl.XOAuth2(user, token)
     try:
         await client.auth(mechanism)
     except AuthenticationError as exc:
@@ -407,4 +526,3 @@ async def oauth2_login(
                 + mechanism.error.decode("utf-8", "replace")[:500]
             )
         raise
-    return method

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -102,7 +104,13 @@ class Mailbox:
     position; given explicitly, it needs one valid unique-id per message.
     With ``locked`` set, every login is refused with ``-ERR [IN-USE]``.
     ``tokens`` are the OAuth 2.0 bearer tokens that XOAUTH2 and OAUTHBEARER
-    accept for this mailbox (none by default).
+    accept for this mailbox (none by default). Tokens expire as a provider's
+    do: :meth:`expire_token` withdraws one at once (its hour is over, or
+    the grant was revoked), and with ``token_logins`` set each token is
+    accepted for that many logins and then expires by itself.
+    :meth:`issue_token` plays the identity provider: it mints a new token,
+    accepts it from now on and returns it. An expired token is refused as
+    any unknown one: the error challenge, then ``-ERR [AUTH]``.
 
     The server works on this object: after a session that ended with QUIT,
     ``messages`` and ``uids`` no longer hold the messages it deleted. Add
@@ -115,10 +123,19 @@ class Mailbox:
     uids: list[str] | None = None
     locked: bool = False
     tokens: tuple[str, ...] = field(default=(), repr=False)
+    token_logins: int | None = None
     _serial: int = field(default=0, init=False, repr=False, compare=False)
+    _token_uses: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         saslprep(self.password)  # fail early on a password no client could send
+        if self.token_logins is not None and (
+            isinstance(self.token_logins, bool)
+            or not isinstance(self.token_logins, int)
+            or self.token_logins < 1
+        ):
+            raise ValueError(f"token_logins must be None or an int >= 1, not {self.token_logins!r}")
+        self.tokens = tuple(self.tokens)
         self.messages = [_normalise_any(message) for message in self.messages]
         if self.uids is None:
             self.uids = [_derive_uid(i, m) for i, m in enumerate(self.messages)]
@@ -142,6 +159,35 @@ class Mailbox:
         self.messages.append(data)
         self._uid_list().append(uid)
         return uid
+
+    def issue_token(self, length: int = 40) -> str:
+        """Mint a new random token of ``length`` characters, accept it from now on, return it.
+
+        The characters are those of base64url, as in a JWT. Microsoft's
+        access tokens are over 1,000 characters, some over 4,000: pass such
+        a ``length`` to test what reaches the wire.
+        """
+        if length < 8:
+            raise ValueError(f"a token of {length} characters is too short to be unique")
+        token = secrets.token_urlsafe(length)[:length]
+        self.tokens = (*self.tokens, token)
+        return token
+
+    def expire_token(self, token: str) -> None:
+        """Stop accepting ``token`` (a no-op for a token not accepted)."""
+        self.tokens = tuple(t for t in self.tokens if t != token)
+
+    def _accept_token(self, token: str) -> bool:
+        """True if ``token`` is accepted now; counts the login against ``token_logins``."""
+        given = token.encode()
+        match = next((t for t in self.tokens if hmac.compare_digest(t.encode(), given)), None)
+        if match is None:
+            return False
+        uses = self._token_uses.get(match, 0) + 1
+        self._token_uses[match] = uses
+        if self.token_logins is not None and uses >= self.token_logins:
+            self.expire_token(match)  # this login is its last
+        return True
 
     def _uid_list(self) -> list[str]:
         if self.uids is None:  # only if a caller set it back to None

@@ -213,7 +213,7 @@ class _OAuth(ServerMechanism):
         if parsed is None:
             return Failure("Malformed initial response", credentials=False)
         found = self.lookup(parsed[0])
-        if found is None or not any(hmac.compare_digest(parsed[1], t) for t in found[1].tokens):
+        if found is None or not found[1]._accept_token(parsed[1]):
             # RFC 7628 section 3.2.2: the error comes as a challenge, the client answers.
             self.failed = True
             return Challenge(self.error)
@@ -221,6 +221,7 @@ class _OAuth(ServerMechanism):
 
 
 class _XOAuth2(_OAuth):
+    # The shape of Gmail's error (its XOAUTH2 protocol page): status, schemes, scope.
     error = json.dumps(
         {"status": "401", "schemes": "bearer", "scope": "https://mail.example.test/"}
     ).encode()

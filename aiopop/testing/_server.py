@@ -57,7 +57,9 @@ class POP3TestServer(LoopbackServer):
     * ``sasl``: the SASL mechanisms to offer for AUTH (RFC 5034), announced in
       CAPA in this order: any of PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1,
       SCRAM-SHA-256 (passwords), XOAUTH2, OAUTHBEARER (a token from the
-      mailbox's ``tokens``; a bad one gets the RFC 7628 error challenge), and
+      mailbox's ``tokens``; a bad or expired one gets the error challenge of
+      RFC 7628 and Gmail, then ``-ERR [AUTH]``: see :class:`Mailbox` for
+      expiring tokens), and
       EXTERNAL (the common name of the TLS client certificate names the
       mailbox; give the server an ``ssl_context`` that asks for one).
       :attr:`SessionRecord.mechanism` says which one logged in.

@@ -421,3 +421,27 @@ def test_option_values() -> None:
     assert _cli_parser.size("3M") == 3 * 2**20
     assert _cli_parser.seconds("0.5") == 0.5
     assert _cli_parser.positive("7") == 7
+
+
+def test_a_token_command_refreshes_after_a_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    # The command prints a cached token unless told, by AIOPOP_REFUSED_TOKEN=1 in its
+    # environment, that the server refused it; the token is never in its arguments.
+    script = (
+        "import os; print('fresh-token' if os.environ.get('AIOPOP_REFUSED_TOKEN') == '1' "
+        "else 'cached-token')"
+    )
+    command = f'{sys.executable} -c "{script}"'
+    mailbox = Mailbox(PASSWORD, list(MESSAGES), tokens=("fresh-token",))
+    with serving(mailboxes={"u": mailbox}, sasl=["XOAUTH2"]) as server:
+        base = [server.host, "u", "--port", str(server.port), "--tls", "none", "--allow-cleartext"]
+        status, out, err = run(capsys, "stat", *base, "--oauth2-token-command", command)
+        assert status == 0, err
+        assert out.startswith("You have 2 messages")
+        mailbox.expire_token("fresh-token")
+        status, _, err = run(capsys, "stat", *base, "--oauth2-token-command", command)
+        assert status == _cli.EXIT_AUTH
+        assert "a fresh token from the token source was also refused" in err
+    auths = [
+        [line for line in record.lines if line.startswith(b"AUTH")] for record in server.sessions
+    ]
+    assert [len(lines) for lines in auths] == [2, 2]  # cached, then fresh; never a third

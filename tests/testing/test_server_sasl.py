@@ -11,7 +11,7 @@ import pytest
 import trustme
 
 from aiopop import sasl
-from aiopop.testing import POP3TestServer
+from aiopop.testing import Mailbox, POP3TestServer
 from tests.helpers.server import Wire, sasl_exchange, sasl_mailboxes
 from tests.helpers.tls import client_context, server_context
 
@@ -149,3 +149,57 @@ async def test_external_uses_the_client_certificate(ca: trustme.CA) -> None:
 def test_unknown_sasl_mechanisms_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown SASL"):
         POP3TestServer({}, sasl=["GSSAPI"])
+
+
+# -- tokens that expire ------------------------------------------------------------------
+
+
+async def test_expire_token_refuses_it_as_a_provider_does() -> None:
+    mailbox = Mailbox("secret", tokens=("old-token",))
+    async with POP3TestServer({"alice": mailbox}, sasl=["XOAUTH2", "OAUTHBEARER"]) as srv:
+        wire = await Wire.pop(srv)
+        assert (await sasl_exchange(wire, sasl.XOAuth2("alice", "old-token"))).startswith(b"+OK")
+        await wire.close()
+        mailbox.expire_token("old-token")
+        mailbox.expire_token("never-issued")  # a no-op
+        fresh = mailbox.issue_token()
+        assert mailbox.tokens == (fresh,)
+        for make in (sasl.XOAuth2, sasl.OAuthBearer):
+            wire = await Wire.pop(srv)
+            refused = await sasl_exchange(wire, make("alice", "old-token"))
+            assert refused == b"-ERR [AUTH] Authentication failed.\r\n"
+            assert (await sasl_exchange(wire, make("alice", fresh))).startswith(b"+OK")
+            await wire.close()
+    # The refusal: the AUTH line, the client's answer to the error challenge; then the
+    # fresh token's AUTH line.
+    assert [line.split(b" ")[0] for line in srv.sessions[1].lines] == [
+        b"AUTH",
+        b"",
+        b"AUTH",
+    ]
+    assert srv.sessions[2].lines[1] == b"AQ=="  # OAUTHBEARER's dummy response
+
+
+async def test_token_logins_expires_each_token_after_so_many_logins() -> None:
+    mailbox = Mailbox("secret", token_logins=2)
+    token = mailbox.issue_token(4500)
+    assert len(token) == 4500
+    assert token.isascii()
+    assert token in mailbox.tokens
+    async with POP3TestServer({"alice": mailbox}, sasl=["XOAUTH2"]) as srv:
+        replies = []
+        for _ in range(3):
+            wire = await Wire.pop(srv)
+            replies.append(await sasl_exchange(wire, sasl.XOAuth2("alice", token)))
+            await wire.close()
+    assert [reply[:4] for reply in replies] == [b"+OK ", b"+OK ", b"-ERR"]
+    assert [record.mechanism for record in srv.sessions] == ["XOAUTH2", "XOAUTH2", None]
+    assert mailbox.tokens == ()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_token_logins_must_be_a_positive_int(bad: object) -> None:
+    with pytest.raises(ValueError, match="token_logins"):
+        Mailbox("secret", token_logins=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="too short"):
+        Mailbox("secret").issue_token(4)
