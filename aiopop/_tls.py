@@ -69,6 +69,9 @@ def client_context(*, pinned: bool = False) -> ssl.SSLContext:
     if pinned:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        # The fingerprint is checked once, after the handshake: no second one (TLS 1.2
+        # renegotiation) may bring another certificate in afterwards.
+        context.options |= ssl.OP_NO_RENEGOTIATION
     return context
 
 

@@ -307,3 +307,14 @@ def test_an_account_keeps_its_pin_in_one_spelling(tmp_path: Path) -> None:
         )
         with pytest.raises(aiopop.AccountError, match="tls_fingerprint must be a SHA-256"):
             aiopop.load_accounts(path)
+
+
+def test_the_pinned_default_context_checks_no_ca_and_refuses_renegotiation() -> None:
+    context = aiopop.POP3_SSL("127.0.0.1", tls_fingerprint=HEX).ssl_context
+    assert context is not None
+    assert context.verify_mode is ssl.CERT_NONE
+    assert not context.check_hostname
+    assert context.options & ssl.OP_NO_RENEGOTIATION  # one certificate, checked once
+    verified = aiopop.POP3_SSL("127.0.0.1").ssl_context
+    assert verified is not None
+    assert verified.verify_mode is ssl.CERT_REQUIRED
