@@ -432,10 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fingerprint = command(
         "fingerprint",
-        "Print the SHA-256 fingerprint of the server's certificate, for --fingerprint (or"
-        " tls_fingerprint in a file of accounts). Nothing is verified and no login is made:"
-        " compare it with the fingerprint the server's administrator gives, or with"
-        " `openssl x509 -noout -fingerprint -sha256 -in CERT` on the server, before pinning it.",
+        "Print the SHA-256 fingerprint of the server's certificate, to pin with --fingerprint.",
+        "nothing is verified and no login is made: before pinning it (--fingerprint, or\n"
+        "tls_fingerprint in a file of accounts), compare it with the fingerprint the server's\n"
+        "administrator gives, or with this on the server:\n"
+        "  openssl x509 -noout -fingerprint -sha256 -in CERT\n\n"
+        "exit statuses: see aiopop --help",
     )
     fingerprint.add_argument("host", help="the server's host name")
     fingerprint.add_argument("--port", type=int, help="the port (default 995, or 110 with STLS)")
