@@ -60,6 +60,7 @@ _SOURCES: dict[str, str] = {
     "ConnectionLostError": "_errors",
     "CredentialsError": "_errors",
     "DeliveryError": "_errors",
+    "FingerprintMismatchError": "_tls",
     "InsecureLoginError": "_errors",
     "LoginDelayError": "_errors",
     "MailboxInUseError": "_errors",
@@ -164,6 +165,7 @@ __all__ = [
     "Filter",
     "FilterCommand",
     "Filtered",
+    "FingerprintMismatchError",
     "ImportFileError",
     "ImportKind",
     "ImportResult",
@@ -291,6 +293,7 @@ if TYPE_CHECKING:
     from ._state import State
     from ._stores import MemoryStore, SeenStore, SQLiteStore
     from ._stream import MessageSource, MessageStream
+    from ._tls import FingerprintMismatchError
     from ._types import (
         TLS_POLICIES,
         AuthMethod,

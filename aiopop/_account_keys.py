@@ -15,6 +15,7 @@ import re
 import shlex
 from collections.abc import Callable, Sequence
 
+from ._parse import parse_fingerprint
 from ._types import TLS_POLICIES
 
 __all__ = ["KEY_TYPES", "command_argv", "parse_size"]
@@ -105,6 +106,17 @@ def _tls(value: object) -> str:
     return f"one of {', '.join(sorted(TLS_POLICIES))}, not {value!r}"
 
 
+def _fingerprint(value: object) -> str:
+    try:
+        parse_fingerprint(value)
+    except (TypeError, ValueError):
+        return (
+            'a SHA-256 certificate fingerprint, "SHA256:AB:CD:..." (64 hex digits, colons'
+            f" optional), not {value!r}"
+        )
+    return ""
+
+
 def _command(value: object) -> str:
     # The value is not shown: a command line may hold more than its author meant to share.
     if command_argv(value) is not None:
@@ -121,6 +133,7 @@ KEY_TYPES: dict[str, Callable[[object], str]] = {
     "port": _port,
     "user": _text,
     "tls": _tls,
+    "tls_fingerprint": _fingerprint,
     "auth": _text,
     "allow_cleartext": _flag,
     "timeout": _positive,

@@ -30,6 +30,7 @@ from ._account_keys import KEY_TYPES, command_argv
 from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
 from ._errors import AccountError, InsecureLoginError
 from ._login import PASSWORD_MECHANISMS, OAuth2Token, TokenSource, ensure_tls
+from ._parse import format_fingerprint, parse_fingerprint
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
 __all__ = [
@@ -82,6 +83,9 @@ class Account:
     ``oauth2_token`` (a string or an async callable, which may be a
     :class:`~aiopop.TokenSource`, told which token was refused). ``name``
     labels the account in reports; it defaults to ``user@host``.
+    ``tls_fingerprint`` pins the server's certificate by its SHA-256
+    fingerprint in place of the CA and host name checks (see
+    :class:`aiopop.POP3`); it needs ``tls`` "implicit" or "starttls".
     """
 
     host: str
@@ -96,6 +100,7 @@ class Account:
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     label: str | None = None
     state_key: str | None = None
+    tls_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         host = self.host
@@ -127,6 +132,17 @@ class Account:
             not isinstance(self.state_key, str) or not self.state_key.strip()
         ):
             raise AccountError(f"state_key must be a non-empty string, not {self.state_key!r}")
+        if self.tls_fingerprint is not None:
+            try:
+                pin = parse_fingerprint(self.tls_fingerprint)
+            except (TypeError, ValueError) as exc:
+                raise AccountError(f"tls_fingerprint: {exc}") from None
+            if self.tls not in ("implicit", "starttls"):
+                raise AccountError(
+                    f"tls_fingerprint needs TLS: tls {self.tls!r} may go on without it"
+                    " (use implicit or starttls)"
+                )
+            object.__setattr__(self, "tls_fingerprint", format_fingerprint(pin))
 
     @property
     def name(self) -> str:
@@ -159,6 +175,8 @@ class Account:
     def client(self, **options: Any) -> POP3:
         """An unconnected client for this account; ``options`` go to the constructor."""
         options.setdefault("timeout", self.timeout)
+        if self.tls_fingerprint is not None:
+            options.setdefault("tls_fingerprint", self.tls_fingerprint)
         if self.tls == "implicit":
             return POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
         return POP3(self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options)
@@ -423,7 +441,8 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
     passwords are refused: a file of accounts should be safe to share.
     ``state_key`` (a string) names the mailbox's state in place of
-    :attr:`Account.mailbox_key`'s default. ``maildir`` (a string) is where
+    :attr:`Account.mailbox_key`'s default. ``tls_fingerprint`` (a string,
+    ``"SHA256:AB:CD:..."``) pins the server's certificate. ``maildir`` (a string) is where
     ``aiopop fetch ACCOUNTS`` saves the account's mail: it is no part of the
     :class:`Account` and is ignored here (see :func:`aiopop._targets.load_fetch_targets`).
 
@@ -478,7 +497,7 @@ def _account(entry: Mapping[str, Any], where: str) -> Account:
         if problem:
             raise AccountError(f"{where}: {key} must be {problem}")
     options: dict[str, Any] = {}
-    for key in ("tls", "auth", "allow_cleartext", "timeout", "state_key"):
+    for key in ("tls", "auth", "allow_cleartext", "timeout", "state_key", "tls_fingerprint"):
         if key in entry:
             options[key] = entry[key]
     if "name" in entry:

@@ -23,6 +23,7 @@ from ._events import Command, ReplyShape
 from ._login import LoginClient, OAuth2Token
 from ._parse import StatusLine
 from ._state import State
+from ._tls import client_context
 from ._types import AuthMethod, Capabilities, TLSPolicy
 from .sasl import Mechanism
 
@@ -52,6 +53,7 @@ class _Client(LoginClient, Protocol):
     tls: TLSPolicy
     ssl_context: ssl.SSLContext | None
     server_hostname: str | None
+    _tls_pin: bytes | None
     max_listing_size: int | None
     _caps: KnownCapabilities | None
 
@@ -206,11 +208,16 @@ class Authorization:
         (an ``OSError``, as in poplib) and closes the connection. A second
         STLS is refused before anything is sent. The capabilities are asked
         again afterwards, as what the server said in the clear proves nothing.
+        With the client's ``tls_fingerprint``, the certificate must have that
+        fingerprint (:class:`~aiopop.FingerprintMismatchError`, nothing sent
+        after the handshake), and the CA and host name checks are left out
+        unless ``ssl_context`` asks for them.
         """
         if self.is_tls:
             raise CommandStateError("the connection is already encrypted: STLS again is refused")
         connection = self._require()
-        context = ssl_context or self.ssl_context or ssl.create_default_context()
+        pinned = self._tls_pin is not None
+        context = ssl_context or self.ssl_context or client_context(pinned=pinned)
         hostname = server_hostname or self.server_hostname or self.host
         status = await connection.starttls(context, hostname)
         if not status.ok:

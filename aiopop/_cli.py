@@ -1,5 +1,5 @@
 """The ``aiopop`` command (also ``python -m aiopop``): stat, list, uidl, fetch, watch, check,
-import-state, demo.
+import-state, fingerprint, demo.
 
 Passwords come from a ``getpass`` prompt, an environment variable
 (``--password-env``) or a password command (``--password-command``); never
@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -42,6 +44,7 @@ from ._cli_report import explain, plural, print_error
 from ._cli_run import (
     account_from_args,
     run_check,
+    run_fingerprint,
     run_import_state,
     run_list,
     run_stat,
@@ -108,6 +111,10 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 as_json=args.json,
                 out=out,
             )
+        )
+    if args.command == "fingerprint":
+        return asyncio.run(
+            run_fingerprint(args.host, args.port, args.tls, timeout=args.timeout, out=out)
         )
     if args.command == "import-state":
         return asyncio.run(
@@ -186,6 +193,7 @@ _MAILBOX_ONLY = {
     "tls": "--tls",
     "auth": "--auth",
     "allow_cleartext": "--allow-cleartext",
+    "fingerprint": "--fingerprint",
     "password_env": "--password-env",
     "password_command": "--password-command",
     "oauth2_token_env": "--oauth2-token-env",
@@ -240,6 +248,35 @@ def _accounts_file(args: argparse.Namespace) -> bool:
     return True
 
 
+class _Dialogue(logging.Formatter):
+    """``HOST:PORT C: USER u`` for the dialogue (the library logs the commands with their
+    secrets redacted), ``aiopop: ...`` for the library's other notes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        peer = getattr(record, "peer", None)
+        return f"{peer} {text}" if isinstance(peer, str) and peer else f"aiopop: {text}"
+
+
+@contextlib.contextmanager
+def _dialogue(err: TextIO, verbose: bool) -> Iterator[None]:
+    """With ``verbose``, the ``aiopop`` logger's debug lines (the dialogue) go to ``err``."""
+    if not verbose:
+        yield
+        return
+    logger = logging.getLogger("aiopop")
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(_Dialogue("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the ``aiopop`` command; returns the exit status."""
     out = out if out is not None else sys.stdout
@@ -248,7 +285,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     maildir: str | None = args.maildir if args.command == "fetch" else None
     before = _saved_messages(maildir) if maildir is not None else 0
     try:
-        return _run_command(args, out, err)
+        with _dialogue(err, getattr(args, "verbose", False)):
+            return _run_command(args, out, err)
     except KeyboardInterrupt:
         if maildir is None:
             print("aiopop: interrupted", file=err)

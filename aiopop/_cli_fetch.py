@@ -41,7 +41,7 @@ from ._cli_report import (
     progress,
     rich,
 )
-from ._cli_run import changes, connect, login, reading
+from ._cli_run import changed, changes, connect, login, reading
 from ._delivery_state import DeliveryState
 from ._errors import EXIT_FAILED, EXIT_OK, POP3Error, diagnose
 from ._fetch import fetch_into
@@ -330,7 +330,7 @@ def load_targets(
     targets = reading(path, lambda: load_fetch_targets(path, defaults))
     options = changes(timeout, cafile)
     if options:
-        targets = [replace(t, account=replace(t.account, **options)) for t in targets]
+        targets = [replace(t, account=changed(t.account, options)) for t in targets]
     return targets
 
 

@@ -39,6 +39,7 @@ ACCOUNT_KEYS = {
     "port": "the port, an integer (default 995, or 110 without implicit TLS)",
     "user": "the user name",
     "tls": "implicit (default), starttls, if-offered or none",
+    "tls_fingerprint": 'pin the certificate by SHA-256, "SHA256:AB:CD:..." (no CA check)',
     "auth": '"*" (default: the strongest offered), "+APOP", "+USER" or a SASL mechanism',
     "allow_cleartext": "true to allow a password over an unencrypted connection",
     "timeout": "seconds for each step (connect, each reply)",
@@ -149,6 +150,17 @@ def _timeout_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _verbose_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the dialogue with the server on standard error: each command sent and each"
+        " status line received (never a message's content); passwords, APOP digests, AUTH"
+        " responses and tokens hidden",
+    )
+
+
 def _mailbox_options(parser: argparse.ArgumentParser, *, or_file: bool = False) -> None:
     also = "; or (fetch) a TOML file of accounts" if or_file else ""
     parser.add_argument(
@@ -174,6 +186,12 @@ def _mailbox_options(parser: argparse.ArgumentParser, *, or_file: bool = False) 
         help="allow sending the password unencrypted (only on a trusted network path)",
     )
     parser.add_argument("--cafile", help="trust the CA certificates in this PEM file")
+    parser.add_argument(
+        "--fingerprint",
+        metavar="SHA256",
+        help="pin the server's certificate by its SHA-256 fingerprint (SHA256:AB:CD:..., colons"
+        " optional) in place of the CA and host name checks: for a self-signed certificate",
+    )
     _timeout_option(parser)
     secrets = parser.add_mutually_exclusive_group()
     secrets.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
@@ -185,6 +203,7 @@ def _mailbox_options(parser: argparse.ArgumentParser, *, or_file: bool = False) 
         "--oauth2-token-command", metavar="CMD", help="run CMD to print an OAuth 2.0 token"
     )
     parser.add_argument("--json", action="store_true", help="print JSON (sizes in octets)")
+    _verbose_option(parser)
 
 
 def _import_options(parser: argparse.ArgumentParser) -> None:
@@ -385,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout_option(watch)
     watch.add_argument("--cafile", help="trust the CA certificates in this PEM file")
     watch.add_argument("--json", action="store_true", help="log JSON lines, one per event")
+    _verbose_option(watch)
     check = command(
         "check",
         "Check every account of a TOML file at once; a table of results.",
@@ -402,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--cafile", help="trust the CA certificates in this PEM file")
     check.add_argument("--json", action="store_true", help="print JSON lines, one per account")
+    _verbose_option(check)
     _import_options(
         command(
             "import-state",
@@ -409,6 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
             " so that fetch --new-only skips them.",
         )
     )
+    fingerprint = command(
+        "fingerprint",
+        "Print the SHA-256 fingerprint of the server's certificate, to pin with --fingerprint.",
+        "nothing is verified and no login is made: before pinning it (--fingerprint, or\n"
+        "tls_fingerprint in a file of accounts), compare it with the fingerprint the server's\n"
+        "administrator gives, or with this on the server:\n"
+        "  openssl x509 -noout -fingerprint -sha256 -in CERT\n\n"
+        "exit statuses: see aiopop --help",
+    )
+    fingerprint.add_argument("host", help="the server's host name")
+    fingerprint.add_argument("--port", type=int, help="the port (default 995, or 110 with STLS)")
+    fingerprint.add_argument(
+        "--tls",
+        choices=["implicit", "starttls"],
+        default="implicit",
+        help="implicit: POP3S (default); starttls: STLS",
+    )
+    _timeout_option(fingerprint)
+    _verbose_option(fingerprint)
     command(
         "demo",
         "Start the embedded test server with a sample mailbox and read it.",

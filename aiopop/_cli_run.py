@@ -30,7 +30,7 @@ from ._cli_report import (
     rich,
     rich_table,
 )
-from ._client import POP3
+from ._client import DEFAULT_TIMEOUT, POP3, POP3_SSL
 from ._delivery_state import STATE_FILE
 from ._errors import (
     EXIT_FAILED,
@@ -44,16 +44,19 @@ from ._errors import (
 from ._import_state import ImportKind, import_state
 from ._maildir import Maildir
 from ._many import CheckResult, check_many
+from ._tls import client_context
 from ._types import AuthMethod
 
 __all__ = [
     "GREETING_WAIT",
     "account_from_args",
+    "changed",
     "changes",
     "connect",
     "login",
     "reading",
     "run_check",
+    "run_fingerprint",
     "run_import_state",
     "run_list",
     "run_stat",
@@ -127,6 +130,10 @@ def account_from_args(args: argparse.Namespace, stdin: TextIO) -> Account:
         options["tls"] = args.tls
     if args.auth is not None:
         options["auth"] = args.auth
+    if args.fingerprint is not None:
+        if args.cafile is not None:
+            raise UsageError("--fingerprint replaces the CA check: give it or --cafile, not both")
+        options["tls_fingerprint"] = args.fingerprint
     ssl_context = context(args.cafile)
     if ssl_context is not None:
         options["ssl_context"] = ssl_context
@@ -334,6 +341,14 @@ def changes(timeout: float | None, cafile: str | None) -> dict[str, Any]:
     return options
 
 
+def changed(account: Account, options: dict[str, Any]) -> Account:
+    """``account`` with :func:`changes`' ``options``; --cafile leaves alone an account that
+    pins its certificate (tls_fingerprint replaces the CA check)."""
+    if account.tls_fingerprint is not None and "ssl_context" in options:
+        options = {key: value for key, value in options.items() if key != "ssl_context"}
+    return replace(account, **options) if options else account
+
+
 async def run_check(
     path: str,
     *,
@@ -353,7 +368,7 @@ async def run_check(
     accounts = read_accounts(path)
     options = changes(timeout, cafile)
     if options:
-        accounts = [replace(account, **options) for account in accounts]
+        accounts = [changed(account, options) for account in accounts]
     order = {id(account): index for index, account in enumerate(accounts)}
     fancy = not as_json and out.isatty() and rich() is not None
     results: list[CheckResult] = []
@@ -371,6 +386,39 @@ async def run_check(
         (rich_table if fancy else plain_table)(results, out)
     failed = sum(not result.ok for result in results)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def run_fingerprint(
+    host: str,
+    port: int | None,
+    tls: str,
+    *,
+    timeout: float | None,  # noqa: ASYNC109 - one step, as everywhere in aiopop
+    out: TextIO,
+) -> int:
+    """``aiopop fingerprint``: the server certificate's SHA-256 fingerprint, unverified.
+
+    Connects (implicit TLS, or STLS), reads the certificate, and QUITs without logging in.
+    """
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--port must be from 1 to 65535, not {port}")
+    unverified = client_context(pinned=True)  # nothing to compare with yet: only shown
+    step = timeout if timeout is not None else DEFAULT_TIMEOUT
+    client: POP3
+    if tls == "implicit":
+        client = POP3_SSL(host, port, ssl_context=unverified, timeout=step)
+    else:
+        client = POP3(host, port, tls="starttls", ssl_context=unverified, timeout=step)
+    try:
+        await client.connect()
+        fingerprint = client.certificate_fingerprint
+        await client.quit()
+    finally:
+        await client.close()
+    if fingerprint is None:  # pragma: no cover - connect() raised without TLS
+        raise POP3Error("the server presented no certificate")
+    print(fingerprint, file=out)
+    return EXIT_OK
 
 
 async def run_import_state(

@@ -28,11 +28,12 @@ from ._errors import (
     response_error,
 )
 from ._events import Command, ReplyShape
-from ._options import ClientOptions, OldTLSPolicy, check_options, tls_policy
-from ._parse import StatusLine
+from ._options import ClientOptions, OldTLSPolicy, check_options, pinned_policy, tls_policy
+from ._parse import StatusLine, fingerprint_of, format_fingerprint, parse_fingerprint
 from ._protocol import DEFAULT_MAX_LINE_LENGTH
 from ._replies import LineSink
 from ._state import LIVE_STATES, State
+from ._tls import client_context
 from ._types import (
     ListEntry,
     SizeListing,
@@ -97,6 +98,17 @@ class POP3(Authorization, ManyMessages):
     ``starttls`` (``"required"``, ``"if-offered"``, ``"never"``) still
     works for one minor version, with a DeprecationWarning.
 
+    ``tls_fingerprint`` pins the server's certificate by its SHA-256
+    fingerprint (``"SHA256:AB:CD:..."``; 64 hex digits with or without
+    colons, in any case, the ``sha256:`` prefix optional; anything else
+    raises ValueError): the certificate authority and the host name are
+    then not checked (the case of a self-signed certificate), the
+    fingerprint is, right after the handshake, and a mismatch raises
+    :class:`~aiopop.FingerprintMismatchError` before anything else is sent.
+    TLS is then required: ``tls`` defaults to ``"starttls"``, and
+    ``"if-offered"`` and ``"none"`` are refused. An ``ssl_context`` given as
+    well is used as it is: its own checks apply besides the fingerprint.
+
     Leaving ``async with`` normally sends QUIT, which commits deletions.
     Leaving it by an exception closes the connection *without* QUIT, so the
     server rolls back this session's deletions (RFC 1939 section 6): a
@@ -121,8 +133,12 @@ class POP3(Authorization, ManyMessages):
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         starttls: OldTLSPolicy | None = None,
+        tls_fingerprint: str | None = None,
     ) -> None:
         policy = tls_policy(tls, starttls)
+        pin = parse_fingerprint(tls_fingerprint) if tls_fingerprint is not None else None
+        if pin is not None:
+            policy = pinned_policy(policy, given=tls is not None or starttls is not None)
         check_options(
             timeout=timeout,
             max_line_length=max_line_length,
@@ -143,6 +159,7 @@ class POP3(Authorization, ManyMessages):
         """When this client upgrades with STLS (``"implicit"`` on :class:`POP3_SSL`)."""
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
+        self._tls_pin = pin
         self._connection: Connection | None = None
         self._connecting = False
         self._caps: KnownCapabilities | None = None
@@ -155,6 +172,19 @@ class POP3(Authorization, ManyMessages):
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"
 
     # -- connection --------------------------------------------------------------
+
+    @property
+    def tls_fingerprint(self) -> str | None:
+        """The pinned certificate's SHA-256 fingerprint (``SHA256:AB:CD:...``), or None."""
+        return format_fingerprint(self._tls_pin) if self._tls_pin is not None else None
+
+    @property
+    def certificate_fingerprint(self) -> str | None:
+        """The SHA-256 fingerprint of the certificate the server presented on this
+        connection (``SHA256:AB:CD:...``), once TLS is up; else None."""
+        connection = self._connection
+        certificate = connection.peer_certificate if connection is not None else None
+        return format_fingerprint(fingerprint_of(certificate)) if certificate else None
 
     @property
     def is_tls(self) -> bool:
@@ -194,6 +224,7 @@ class POP3(Authorization, ManyMessages):
             max_line_length=self.max_line_length,
             pipelining=self.pipelining,
             max_in_flight=self.max_in_flight,
+            tls_fingerprint=self._tls_pin,
         )
         self._connection = connection  # from here on close() reaches it
         self.marked = 0
@@ -208,7 +239,7 @@ class POP3(Authorization, ManyMessages):
         finally:
             self._connecting = False
         status = greeting.status
-        logger.debug("S: %s", _parse.escape(status.raw))
+        logger.debug("S: %s", _parse.escape(status.raw), extra={"peer": connection.peer})
         if not status.ok:
             await connection.close()
             raise response_error(_parse.escape(status.text), status.code, command="greeting")
@@ -418,7 +449,8 @@ class POP3_SSL(POP3):
     The certificate and the host name are verified by default with
     :func:`ssl.create_default_context`. Pass ``ssl_context`` for another CA
     (a private one, say); ``server_hostname`` to verify a name other than
-    ``host``. The other options are :class:`POP3`'s.
+    ``host``; or ``tls_fingerprint`` to pin a certificate (a self-signed
+    one) in place of both checks. The other options are :class:`POP3`'s.
     """
 
     default_port = POP3_SSL_PORT
@@ -435,10 +467,12 @@ class POP3_SSL(POP3):
         for name in ("tls", "starttls"):
             if name in options:
                 raise TypeError(f"POP3_SSL takes no {name!r}: its TLS is implicit (use POP3)")
+        if ssl_context is None:
+            ssl_context = client_context(pinned=options.get("tls_fingerprint") is not None)
         super().__init__(
             host,
             port,
-            ssl_context=ssl_context if ssl_context is not None else ssl.create_default_context(),
+            ssl_context=ssl_context,
             server_hostname=server_hostname,
             **options,
         )
@@ -451,7 +485,9 @@ class POP3_SSL(POP3):
 
     def _ssl_options(self) -> tuple[ssl.SSLContext | None, str | None]:
         # ssl_context is public: a caller may have set it to None; verify by default then.
-        context = self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
+        context = self.ssl_context
+        if context is None:
+            context = client_context(pinned=self._tls_pin is not None)
         return context, self.server_hostname or self.host
 
 

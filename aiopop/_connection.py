@@ -60,6 +60,7 @@ class Connection(Engine, asyncio.Protocol):
         max_line_length: int,
         pipelining: bool | None,
         max_in_flight: int,
+        tls_fingerprint: bytes | None = None,
     ) -> None:
         super().__init__(
             peer=peer,
@@ -73,6 +74,7 @@ class Connection(Engine, asyncio.Protocol):
         self._tls: TLSSession | None = None
         self._handshake: asyncio.Future[None] | None = None
         self._tls_ended = False
+        self._tls_fingerprint = tls_fingerprint
 
     # -- opening ---------------------------------------------------------------
 
@@ -130,6 +132,11 @@ class Connection(Engine, asyncio.Protocol):
         False during the STLS handshake, and for good if it failed.
         """
         return self._protocol.tls and not self._upgrading
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The server's TLS certificate (DER), once a handshake has completed."""
+        return self._tls.peer_certificate() if self._tls is not None else None
 
     @property
     def state(self) -> State:
@@ -203,7 +210,7 @@ class Connection(Engine, asyncio.Protocol):
         self, context: ssl.SSLContext, server_hostname: str | None
     ) -> asyncio.Future[None]:
         """From now on the stream is TLS; the future completes with the handshake."""
-        self._tls = TLSSession(context, server_hostname)
+        self._tls = TLSSession(context, server_hostname, self._tls_fingerprint)
         self._handshake = handshake = self.loop.create_future()
         self._upgrading = True
         return handshake

@@ -242,7 +242,7 @@ class Engine:
         self._in_flight.append(call)
         self._out.append(data)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("C: %s", call.command.loggable())
+            logger.debug("C: %s", call.command.loggable(), extra={"peer": self.peer})
         if self._timeout is not None and self._timer is None:
             self._timer = self.loop.call_at(self._head_since + self._timeout, self._on_timer)
 
@@ -324,7 +324,7 @@ class Engine:
     def _on_reply(self, reply: Reply) -> None:
         status = reply.status
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("S: %s", escape(status.raw))
+            logger.debug("S: %s", escape(status.raw), extra={"peer": self.peer})
         call = self._in_flight[0]
         shape = call.command.shape
         if status.ok and shape in (ReplyShape.LINES, ReplyShape.DATA):
@@ -362,7 +362,8 @@ class Engine:
             response = None
         data = self._protocol.send_response(response)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("C: %s", "*" if response is None else "<SASL response>")
+            shown = "*" if response is None else "<SASL response>"
+            logger.debug("C: %s", shown, extra={"peer": self.peer})
         self._head_since = self.loop.time()  # the server waited for us
         self._write(data)
 

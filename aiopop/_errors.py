@@ -407,6 +407,7 @@ class FailureKind(enum.Enum):
     TIMEOUT = "timeout"
     TLS_MISSING = "tls missing"
     CLEARTEXT = "cleartext"
+    FINGERPRINT = "fingerprint"
     CERTIFICATE = "certificate"
     TLS = "tls"
     CONNECTION = "connection"
@@ -497,6 +498,7 @@ def _defined_in(module_name: str, name: str) -> Callable[[BaseException], bool]:
 
 
 _cancelled = _defined_in("asyncio", "CancelledError")
+_fingerprint = _defined_in("aiopop._tls", "FingerprintMismatchError")
 _certificate = _defined_in("ssl", "SSLCertVerificationError")
 _tls_failed = _defined_in("ssl", "SSLError")
 
@@ -519,6 +521,10 @@ _STATE = (
 _ACCOUNT = "check the account's description: its URL or keys, and where its password comes from"
 _NOT_OFFERED = "try another --auth method, or leave --auth out to pick the strongest offered"
 _SASL = "the server's side of the SASL exchange is broken: try another --auth method"
+_PINNED = (
+    "the server's certificate is not the pinned one: if it was renewed, check the new one"
+    " by other means, then pin it (--fingerprint, or tls_fingerprint in a file of accounts)"
+)
 _BUG = "an unexpected error, perhaps a bug in aiopop: please report it"
 
 # Columns: kind, reason word, retryable, local (this machine), exit status, hint.
@@ -556,6 +562,7 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
         "the server cannot do TLS on this port: try --tls implicit (port 995)")),
     (InsecureLoginError, Failure(_K.CLEARTEXT, "tls", False, False, EXIT_AUTH,
         "use --tls implicit, or --allow-cleartext if the network path is trusted")),
+    (_fingerprint, Failure(_K.FINGERPRINT, "tls", False, False, EXIT_TLS, _PINNED)),
     (_certificate, Failure(_K.CERTIFICATE, "tls", False, False, EXIT_TLS,
         "for a private CA, pass --cafile; check the host name")),
     (_tls_failed, Failure(_K.TLS, "tls", True, False, EXIT_TLS,
@@ -585,17 +592,33 @@ A match is an exception class (or a tuple of them), or a predicate. Read it
 through :func:`diagnose`."""
 
 
+def _pinned(failure: Failure, exc: BaseException) -> Failure:
+    """The fingerprint row's hint, naming the pinned fingerprint and the one offered."""
+    expected, offered = getattr(exc, "expected", None), getattr(exc, "offered", None)
+    if not expected or not offered:
+        return failure
+    return replace(
+        failure,
+        hint=f"pinned: {expected}; the server offered: {offered}. If its certificate was"
+        " renewed, check the new one by other means, then pin it (--fingerprint, or"
+        " tls_fingerprint in a file of accounts)",
+    )
+
+
 def diagnose(exc: BaseException) -> Failure:
     """What kind of failure ``exc`` is: the first row of :data:`FAILURES` that fits.
 
     The one classification of errors: the ``aiopop`` command's exit status
     and hint, :attr:`aiopop.CheckResult.reason` and
     :func:`aiopop.watch`'s decision to retry all come from here. The
-    hint of a :class:`LoginDelayError` names the server's delay when known.
+    hint of a :class:`LoginDelayError` names the server's delay when known; that of a
+    certificate fingerprint mismatch, the pinned fingerprint and the one offered.
     """
     for match, failure in FAILURES:
         fits = isinstance(exc, match) if isinstance(match, type | tuple) else match(exc)
         if fits:
+            if failure.kind is FailureKind.FINGERPRINT:
+                return _pinned(failure, exc)
             if failure.kind is FailureKind.LOGIN_DELAY and getattr(exc, "delay", None):
                 delay = getattr(exc, "delay")  # noqa: B009 (typed as object here)
                 return replace(

@@ -7,7 +7,7 @@ from typing import Literal, TypedDict
 
 from ._types import TLS_POLICIES, TLSPolicy
 
-__all__ = ["ClientOptions", "OldTLSPolicy", "check_options", "tls_policy"]
+__all__ = ["ClientOptions", "OldTLSPolicy", "check_options", "pinned_policy", "tls_policy"]
 
 
 class ClientOptions(TypedDict, total=False):
@@ -20,6 +20,7 @@ class ClientOptions(TypedDict, total=False):
     pipelining: bool | None
     max_in_flight: int
     local_addr: tuple[str, int] | None
+    tls_fingerprint: str | None
 
 
 OldTLSPolicy = Literal["required", "if-offered", "never"]
@@ -54,6 +55,22 @@ def tls_policy(tls: TLSPolicy | None, starttls: OldTLSPolicy | None) -> TLSPolic
     if tls not in TLS_POLICIES:
         raise ValueError(f"tls must be one of {sorted(TLS_POLICIES - {'implicit'})}, not {tls!r}")
     return tls
+
+
+def pinned_policy(policy: TLSPolicy, *, given: bool) -> TLSPolicy:
+    """The TLS policy of a client with a pinned certificate: TLS is required.
+
+    Unless ``given`` (the caller chose a policy), "starttls"; a policy that
+    lets the session go on in the clear ("if-offered", "none") is refused.
+    """
+    if not given:
+        return "starttls"
+    if policy in ("if-offered", "none"):
+        raise ValueError(
+            f"tls={policy!r} may go on without TLS, and then tls_fingerprint would check"
+            ' nothing: use tls="starttls" (or POP3_SSL)'
+        )
+    return policy
 
 
 def check_options(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,10 +26,13 @@ __all__ = [
     "UidListingParser",
     "escape",
     "find_apop_timestamp",
+    "fingerprint_of",
+    "format_fingerprint",
     "is_challenge",
     "parse_capa_line",
     "parse_capabilities",
     "parse_challenge",
+    "parse_fingerprint",
     "parse_lang_line",
     "parse_list_entry",
     "parse_list_listing",
@@ -315,3 +320,55 @@ def parse_lang_line(line: bytes) -> tuple[str, str]:
     if not tag:
         raise MalformedReplyError("empty LANG line")
     return tag, description.strip()
+
+
+# -- certificate fingerprints (tls_fingerprint) -------------------------------------------
+
+_FINGERPRINT_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_FINGERPRINT_PAIRS = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31}")
+_ALGORITHM = re.compile(r"([A-Za-z][A-Za-z0-9-]*)[:=]")
+_HEX_NAME = re.compile(r"[0-9a-fA-F]+")
+
+
+def parse_fingerprint(text: object) -> bytes:
+    """A SHA-256 certificate fingerprint as its 32 octets.
+
+    Accepted: 64 hex digits, or 32 pairs of them joined by colons, in either
+    case, with an optional ``sha256:`` (or ``SHA256:``, ``SHA-256:``)
+    prefix. Anything else, and any other algorithm (a SHA-1 fingerprint,
+    say), raises ValueError; a value that is not a string, TypeError.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a certificate fingerprint is a string, not {type(text).__name__}")
+    value = text.strip()
+    algorithm = _ALGORITHM.match(value)
+    # "AB:" opens a fingerprint; a name with a letter beyond F ("sha256:", "md5:") an algorithm.
+    if algorithm is not None and not _HEX_NAME.fullmatch(algorithm[1]):
+        name = algorithm[1].upper().replace("-", "")
+        if name != "SHA256":
+            raise ValueError(
+                f"only SHA-256 certificate fingerprints are accepted, not {algorithm[1]}"
+            )
+        value = value[algorithm.end() :].strip()
+    if _FINGERPRINT_HEX.fullmatch(value) or _FINGERPRINT_PAIRS.fullmatch(value):
+        return bytes.fromhex(value.replace(":", ""))
+    digits = sum(c in "0123456789abcdefABCDEF" for c in value)
+    if digits == 40:
+        raise ValueError(
+            "this looks like a SHA-1 fingerprint: give the certificate's SHA-256 fingerprint"
+            " (openssl x509 -noout -fingerprint -sha256)"
+        )
+    raise ValueError(
+        "a SHA-256 certificate fingerprint is 64 hex digits, or 32 pairs joined by colons"
+        f" (AB:CD:...), with an optional sha256: prefix; not {escape(text, 120)!r}"
+    )
+
+
+def format_fingerprint(digest: bytes) -> str:
+    """``SHA256:AB:CD:...``: how fingerprints are shown (and accepted back)."""
+    return "SHA256:" + ":".join(f"{octet:02X}" for octet in digest)
+
+
+def fingerprint_of(certificate: bytes) -> bytes:
+    """The SHA-256 fingerprint of a certificate in DER form."""
+    return hashlib.sha256(certificate).digest()

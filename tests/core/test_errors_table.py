@@ -15,6 +15,7 @@ from aiopop._cli import explain
 from aiopop._delivery_state import StateError, StateLockedError
 from aiopop._errors import POP3Error, diagnose
 from aiopop._many import CheckResult, failure_reason
+from aiopop._tls import FingerprintMismatchError
 from aiopop._watch import _retryable
 
 K = errors.FailureKind
@@ -29,6 +30,8 @@ def _all_subclasses(cls: type[BaseException]) -> set[type[BaseException]]:
 
 
 def _instance(cls: type[BaseException]) -> BaseException:
+    if issubclass(cls, FingerprintMismatchError):
+        return cls("SHA256:AB", "SHA256:CD")
     if issubclass(cls, errors.UIDLUnavailableError):
         return cls(errors.ResponseError("no UIDL", command="UIDL"))
     if issubclass(cls, errors.ResponseError):
@@ -70,6 +73,7 @@ EXPECTED: dict[type[BaseException], errors.FailureKind] = {
     StateLockedError: K.STATE_LOCKED,
     errors.DeliveryError: K.DELIVERY,
     _cli_run.NoGreetingError: K.TIMEOUT,  # the command line's: no greeting within 5 s
+    FingerprintMismatchError: K.FINGERPRINT,  # before the ssl module's certificate row
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import poplib
 import re
@@ -787,6 +788,42 @@ async def test_certificate_for_another_name_refused(dovecot_wrong_name: DovecotS
     with pytest.raises(ssl.SSLCertVerificationError) as refused:
         await client.connect()
     assert "IP address mismatch" in refused.value.verify_message
+
+
+def served_fingerprint(server: DovecotServer) -> str:
+    """The SHA-256 fingerprint of the certificate Dovecot serves (the first of its chain)."""
+    chain = (server.root / "tls" / "server-chain.pem").read_text()
+    first = chain[: chain.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(first)).digest()
+    return "SHA256:" + ":".join(f"{octet:02X}" for octet in digest)
+
+
+async def test_a_pinned_certificate_needs_neither_the_ca_nor_the_name(
+    dovecot_wrong_name: DovecotServer,
+) -> None:
+    # Neither the system's CAs nor the name: only the pin vouches for this certificate.
+    pin = served_fingerprint(dovecot_wrong_name)
+    async with aiopop.POP3_SSL(
+        HOST, dovecot_wrong_name.pop3s_port, tls_fingerprint=pin, timeout=TIMEOUT
+    ) as client:
+        assert client.certificate_fingerprint == pin
+        assert client.getwelcome().startswith(b"+OK")
+        assert "SASL" in await client.capabilities()  # this Dovecot has no users to log in
+    async with aiopop.POP3(
+        HOST, dovecot_wrong_name.pop3_port, tls_fingerprint=pin, timeout=TIMEOUT
+    ) as plain:
+        assert plain.is_tls  # STLS, required with a pin
+        assert plain.certificate_fingerprint == pin
+    wrong = pin[:-1] + ("0" if pin[-1] != "0" else "1")
+    attempts: list[aiopop.POP3] = [
+        aiopop.POP3_SSL(HOST, dovecot_wrong_name.pop3s_port, tls_fingerprint=wrong),
+        aiopop.POP3(HOST, dovecot_wrong_name.pop3_port, tls_fingerprint=wrong),
+    ]
+    for attempt in attempts:
+        with pytest.raises(aiopop.FingerprintMismatchError) as refused:
+            await attempt.connect()
+        assert refused.value.offered == pin
+        assert not attempt.is_connected
 
 
 # -- the same answers as poplib --------------------------------------------------------
