@@ -27,9 +27,18 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._account_keys import KEY_TYPES, command_argv
-from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
+from ._client import (
+    DEFAULT_TIMEOUT,
+    POP3,
+    POP3_PORT,
+    POP3_SSL,
+    POP3_SSL_PORT,
+    Connector,
+    use_connector,
+)
 from ._errors import AccountError, InsecureLoginError
 from ._login import PASSWORD_MECHANISMS, ensure_tls
+from ._proxy import parse_proxy, proxy_connector, require_proxy_support
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
 __all__ = [
@@ -80,6 +89,15 @@ class Account:
     ``"XOAUTH2"``...). Give ``password`` or ``oauth2_token`` (each a
     :data:`Secret`). ``name`` labels the account in reports; it defaults to
     ``user@host``.
+
+    ``proxy`` (a URL: ``socks5://[user:password@]host:port``, ``socks5h://``
+    to let the proxy resolve the server's name, or ``http://`` for HTTP
+    CONNECT) opens every connection through that proxy; it needs the extra
+    ``proxy`` (``pip install 'aiopop[proxy]'``, python-socks). ``connector``
+    (an async callable returning a new connected socket) opens every
+    connection itself: it is called again for each session, reconnection
+    and poll. Give one or neither. TLS always verifies ``host``, never the
+    proxy. The proxy URL is kept out of ``repr()``: it may hold a password.
     """
 
     host: str
@@ -94,6 +112,8 @@ class Account:
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     label: str | None = None
     state_key: str | None = None
+    proxy: str | None = field(default=None, repr=False)
+    connector: Connector | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         host = self.host
@@ -125,6 +145,16 @@ class Account:
             not isinstance(self.state_key, str) or not self.state_key.strip()
         ):
             raise AccountError(f"state_key must be a non-empty string, not {self.state_key!r}")
+        if self.proxy is not None:
+            if self.connector is not None:
+                raise AccountError("give proxy or connector, not both")
+            try:
+                parse_proxy(self.proxy)
+            except ValueError as exc:
+                raise AccountError(f"invalid proxy: {exc}") from None
+            require_proxy_support()
+        if self.connector is not None and not callable(self.connector):
+            raise AccountError("connector must be an async callable returning a socket")
 
     @property
     def name(self) -> str:
@@ -157,9 +187,21 @@ class Account:
     def client(self, **options: Any) -> POP3:
         """An unconnected client for this account; ``options`` go to the constructor."""
         options.setdefault("timeout", self.timeout)
+        client: POP3
         if self.tls == "implicit":
-            return POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
-        return POP3(self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options)
+            client = POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
+        else:
+            client = POP3(
+                self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options
+            )
+        connector = self.connector
+        if connector is None and self.proxy is not None:
+            connector = proxy_connector(
+                self.proxy, self.host, self.effective_port, timeout=client.timeout
+            )
+        if connector is not None:
+            use_connector(client, connector)
+        return client
 
     async def login(self, client: POP3, *, prefer: AuthMethod | None = None) -> AuthMethod:
         """Log ``client`` (connected) in as this account says; returns the method used.
@@ -408,8 +450,9 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     ``"pass show mail/work"``, but never run through a shell), or
     ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
     passwords are refused: a file of accounts should be safe to share.
-    ``state_key`` (a string) names the mailbox's state in place of
-    :attr:`Account.mailbox_key`'s default. ``maildir`` (a string) is where
+    ``proxy`` (a URL, ``socks5://127.0.0.1:1080``) opens every connection through
+    that proxy (see :class:`Account`). ``state_key`` (a string) names the mailbox's
+    state in place of :attr:`Account.mailbox_key`'s default. ``maildir`` (a string) is where
     ``aiopop fetch ACCOUNTS`` saves the account's mail: it is no part of the
     :class:`Account` and is ignored here (see :func:`aiopop._targets.load_fetch_targets`).
 
@@ -464,7 +507,7 @@ def _account(entry: Mapping[str, Any], where: str) -> Account:
         if problem:
             raise AccountError(f"{where}: {key} must be {problem}")
     options: dict[str, Any] = {}
-    for key in ("tls", "auth", "allow_cleartext", "timeout", "state_key"):
+    for key in ("tls", "auth", "allow_cleartext", "timeout", "state_key", "proxy"):
         if key in entry:
             options[key] = entry[key]
     if "name" in entry:

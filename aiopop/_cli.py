@@ -142,6 +142,11 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
         )
     if args.command == "fetch" and _accounts_file(args):
+        if args.proxy is not None:
+            raise UsageError(
+                "--proxy is for one mailbox (HOST USER); in a file of accounts,"
+                " give each account a proxy key"
+            )
         return asyncio.run(
             run_fetch_many(
                 args.host,

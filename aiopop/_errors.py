@@ -44,6 +44,7 @@ __all__ = [
     "MailboxInUseError",
     "MalformedReplyError",
     "MethodNotOfferedError",
+    "MissingExtraError",
     "POP3Error",
     "POP3TimeoutError",
     "PermanentFailureError",
@@ -365,6 +366,15 @@ class UsageError(Exception):
     """The ``aiopop`` command line cannot be run as given."""
 
 
+class MissingExtraError(ImportError):
+    """A feature needs an optional dependency that is not installed; ``extra`` names the
+    extra that brings it (``pip install 'aiopop[proxy]'``)."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class ImportFileError(ValueError):
     """Another tool's record of seen unique-ids that cannot be read: says the file and line."""
 
@@ -499,6 +509,9 @@ def _defined_in(module_name: str, name: str) -> Callable[[BaseException], bool]:
 _cancelled = _defined_in("asyncio", "CancelledError")
 _certificate = _defined_in("ssl", "SSLCertVerificationError")
 _tls_failed = _defined_in("ssl", "SSLError")
+# python-socks (the extra "proxy"): its errors come from the proxy, not the POP3 server.
+_proxy_refused = _defined_in("python_socks", "ProxyError")
+_proxy_unreachable = _defined_in("python_socks", "ProxyConnectionError")
 
 
 _Match = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -519,6 +532,10 @@ _STATE = (
 _ACCOUNT = "check the account's description: its URL or keys, and where its password comes from"
 _NOT_OFFERED = "try another --auth method, or leave --auth out to pick the strongest offered"
 _SASL = "the server's side of the SASL exchange is broken: try another --auth method"
+_PROXY = (
+    "the proxy refused to connect to the server (or refused the proxy's user name"
+    " and password): check --proxy and the server's host and port"
+)
 _BUG = "an unexpected error, perhaps a bug in aiopop: please report it"
 
 # Columns: kind, reason word, retryable, local (this machine), exit status, hint.
@@ -533,6 +550,8 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
     (_cancelled, Failure(_K.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED)),
     (UsageError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE, "see aiopop --help")),
     (AccountError, Failure(_K.ACCOUNT, "account", False, True, EXIT_USAGE, _ACCOUNT)),
+    (MissingExtraError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE,
+        "install the optional dependency: pip install 'aiopop[proxy]'")),
     (ImportFileError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE,
         "check that the file is that tool's record of unique-ids, and is whole")),
     (StateLockedError, Failure(_K.STATE_LOCKED, "state", True, True, EXIT_LOCAL,
@@ -562,6 +581,9 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
         "is this a plain POP3 port? try --tls starttls or --tls if-offered")),
     ((ConnectionLostError, ConnectionClosedError),
         Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK)),
+    (_proxy_unreachable, Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK,
+        "the proxy is unreachable: check the proxy's host and port (--proxy)")),
+    (_proxy_refused, Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK, _PROXY)),
     (DeliveryError, Failure(_K.DELIVERY, "delivery", True, True, EXIT_FAILED,
         "the destination did not take the message: it stays on the server and is tried"
         " again next run; check the delivery command")),

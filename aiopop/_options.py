@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from ._types import TLS_POLICIES, TLSPolicy
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["ClientOptions", "OldTLSPolicy", "check_options", "tls_policy"]
 
@@ -20,6 +23,7 @@ class ClientOptions(TypedDict, total=False):
     pipelining: bool | None
     max_in_flight: int
     local_addr: tuple[str, int] | None
+    sock: socket.socket | None
 
 
 OldTLSPolicy = Literal["required", "if-offered", "never"]
