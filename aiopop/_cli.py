@@ -142,11 +142,6 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
         )
     if args.command == "fetch" and _accounts_file(args):
-        if args.proxy is not None:
-            raise UsageError(
-                "--proxy is for one mailbox (HOST USER); in a file of accounts,"
-                " give each account a proxy key"
-            )
         return asyncio.run(
             run_fetch_many(
                 args.host,
@@ -191,6 +186,7 @@ _MAILBOX_ONLY = {
     "tls": "--tls",
     "auth": "--auth",
     "allow_cleartext": "--allow-cleartext",
+    "proxy": "--proxy",
     "password_env": "--password-env",
     "password_command": "--password-command",
     "oauth2_token_env": "--oauth2-token-env",

@@ -220,6 +220,7 @@ class POP3(Authorization, ManyMessages):
             raise CommandStateError("connect() is already in progress")
         if self._connection is not None and self._connection.is_open:
             raise CommandStateError("already connected")
+        given = self._sock
         opener = self._opener()
         self._connecting = True
         ssl_context, server_hostname = self._ssl_options()
@@ -241,6 +242,10 @@ class POP3(Authorization, ManyMessages):
                 local_addr=self.local_addr,
                 opener=opener,
             )
+        except BaseException:
+            if given is not None:  # a transport that took it has closed it already
+                given.close()
+            raise
         finally:
             self._connecting = False
         status = greeting.status

@@ -225,3 +225,13 @@ def test_python_socks_errors_are_the_network() -> None:
         assert not failure.local
     assert "proxy" in (diagnose(refused).hint or "")
     assert "proxy" in (diagnose(unreachable).hint or "")
+
+
+async def test_a_given_socket_is_closed_when_connecting_fails() -> None:
+    left, right = socket.socketpair()  # nothing ever greets on the other end
+    with right:
+        client = aiopop.POP3("h", sock=left, timeout=0.2)
+        with pytest.raises(aiopop.POP3TimeoutError):
+            await client.connect()
+        await client.close()
+        assert left.fileno() == -1

@@ -148,19 +148,16 @@ async def test_tls_through_the_proxy_verifies_the_servers_name(
 async def test_an_account_reuses_its_connector_for_every_poll(
     dante: ProxyServer, server: POP3TestServer, ca: trustme.CA
 ) -> None:
+    from python_socks.async_.asyncio import Proxy
+
     calls = 0
 
     async def through_dante() -> socket.socket:
+        """A connector of one's own, as a user would write it with python-socks."""
         nonlocal calls
         calls += 1
-        proxy = aiopop.Account(
-            "localhost", "u", port=server.port, proxy=f"socks5://127.0.0.1:{dante.port}"
-        )
-        # A connector of one's own: here, python-socks by way of a proxy account's client.
-        from aiopop._proxy import proxy_connector
-
-        assert proxy.proxy is not None
-        return await proxy_connector(proxy.proxy, "localhost", server.port, timeout=TIMEOUT)()
+        proxy = Proxy.from_url(f"socks5://127.0.0.1:{dante.port}")
+        return await proxy.connect("localhost", server.port, timeout=TIMEOUT)
 
     account = aiopop.Account(
         "localhost",
