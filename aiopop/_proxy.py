@@ -126,9 +126,15 @@ def proxy_connector(
             rdns=proxy.scheme == "socks5h",
         )
         # python-socks bounds its part with 60 s when given None: no bound means none here.
-        sock: socket.socket = await client.connect(
-            host, port, timeout=timeout if timeout is not None else 10.0**9
-        )
+        try:
+            sock: socket.socket = await client.connect(
+                host, port, timeout=timeout if timeout is not None else 10.0**9
+            )
+        except python_socks.ProxyError as exc:
+            # Its own words ("Connection refused by destination host") do not say who spoke.
+            raise python_socks.ProxyError(
+                f"the proxy at {proxy.host}:{proxy.port} answered: {exc}", exc.error_code
+            ) from exc
         return sock
 
     return connect

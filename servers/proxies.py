@@ -20,6 +20,7 @@ used or disturbed:
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -68,8 +69,6 @@ def _unprivileged() -> tuple[str, str] | None:
         entry = pwd.getpwnam("nobody")
     except KeyError:
         return None
-    import grp
-
     return entry.pw_name, grp.getgrgid(entry.pw_gid).gr_name
 
 
