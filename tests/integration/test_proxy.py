@@ -309,3 +309,34 @@ async def test_http_connect_to_dovecot(tinyproxy: ProxyServer, dovecot: DovecotS
         count, _ = await client.stat()
     assert count == len(ALICE.messages)
     await wait_for_log(tinyproxy, f"CONNECT localhost:{dovecot.pop3s_port}")
+
+
+async def test_watch_polls_through_the_proxy_of_an_accounts_file(
+    dante: ProxyServer, server: POP3TestServer, cafile: Path, tmp_path: Path
+) -> None:
+    """One Account from the file, two polls: two connections, both through Dante."""
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        '[[account]]\nname = "u"\nhost = "localhost"\nuser = "u"\n'
+        f'port = {server.port}\npassword_env = "AIOPOP_TEST_PASSWORD"\n'
+        f'proxy = "socks5h://127.0.0.1:{dante.port}"\nmaildir = "Mail"\n'
+    )
+    run = await aiopop_command(
+        "watch",
+        str(accounts),
+        "--polls",
+        "2",
+        "--interval",
+        "0.2",
+        "--cafile",
+        str(cafile),
+        env={"AIOPOP_TEST_PASSWORD": PASSWORD},
+    )
+    assert run.status == 0, run.err
+    assert len(list((tmp_path / "Mail" / "new").iterdir())) == len(MESSAGES)
+    assert [session.quit for session in server.sessions] == [True, True]
+    log = await wait_for_log(dante, f"127.0.0.1.{server.port}")
+    opened = [
+        line for line in log.splitlines() if f"127.0.0.1.{server.port}" in line and "[:" in line
+    ]
+    assert len(opened) >= 2
