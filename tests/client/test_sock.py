@@ -235,3 +235,29 @@ async def test_a_given_socket_is_closed_when_connecting_fails() -> None:
             await client.connect()
         await client.close()
         assert left.fileno() == -1
+
+
+def test_odd_proxy_urls_and_connectors() -> None:
+    with pytest.raises(ValueError, match="needs a user name") as caught:
+        _proxy.parse_proxy("socks5://:Sup3r-secret@127.0.0.1:1080")
+    assert "Sup3r-secret" not in str(caught.value)
+    assert _proxy.shown_proxy("http://[::1") == "(a proxy URL that cannot be read)"
+    with pytest.raises(aiopop.AccountError, match="async callable"):
+        aiopop.Account("h", "u", connector=3)  # type: ignore[arg-type]
+
+
+async def test_a_connector_excludes_sock_and_local_addr() -> None:
+    from aiopop._client import use_connector
+
+    async def connector() -> socket.socket:
+        raise AssertionError("never called")
+
+    left, right = socket.socketpair()
+    with right:
+        client = aiopop.POP3("h", sock=left)
+        with pytest.raises(ValueError, match="not both"):
+            use_connector(client, connector)
+        await client.close()
+    bound = aiopop.POP3("h", local_addr=("127.0.0.1", 0))
+    with pytest.raises(ValueError, match="not both"):
+        use_connector(bound, connector)
