@@ -81,6 +81,7 @@ _SOURCES: dict[str, str] = {
     "error_proto": "_errors",
     # accounts
     "Account": "_accounts",
+    "Connector": "_client",
     "Secret": "_accounts",
     "load_accounts": "_accounts",
     "mailbox_key": "_accounts",
@@ -153,6 +154,7 @@ __all__ = [
     "CommandStateError",
     "ConnectionClosedError",
     "ConnectionLostError",
+    "Connector",
     "CredentialsError",
     "Deliver",
     "Delivery",
@@ -240,7 +242,7 @@ if TYPE_CHECKING:
         secret_from_env,
         secret_from_keyring,
     )
-    from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
+    from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT, Connector
     from ._delivery_state import STATE_FILE, DeliveryState, StateLock
     from ._errors import (
         AccountError,

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Callable, Sequence
 
 from ._parse import parse_fingerprint
+from ._proxy import parse_proxy
 from ._types import TLS_POLICIES
 
 __all__ = ["KEY_TYPES", "command_argv", "parse_size"]
@@ -117,6 +118,15 @@ def _fingerprint(value: object) -> str:
     return ""
 
 
+def _proxy(value: object) -> str:
+    # The value is not shown: a proxy URL may hold a password.
+    try:
+        parse_proxy(value)
+    except ValueError as exc:
+        return f"a proxy URL such as socks5://127.0.0.1:1080 ({exc})"
+    return ""
+
+
 def _command(value: object) -> str:
     # The value is not shown: a command line may hold more than its author meant to share.
     if command_argv(value) is not None:
@@ -138,6 +148,7 @@ KEY_TYPES: dict[str, Callable[[object], str]] = {
     "allow_cleartext": _flag,
     "timeout": _positive,
     "state_key": _text,
+    "proxy": _proxy,
     # Where and how aiopop fetch ACCOUNTS and aiopop watch ACCOUNTS deliver (read by
     # aiopop._targets); no part of an Account, and ignored here.
     "maildir": _text,

@@ -27,10 +27,19 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._account_keys import KEY_TYPES, command_argv
-from ._client import DEFAULT_TIMEOUT, POP3, POP3_PORT, POP3_SSL, POP3_SSL_PORT
+from ._client import (
+    DEFAULT_TIMEOUT,
+    POP3,
+    POP3_PORT,
+    POP3_SSL,
+    POP3_SSL_PORT,
+    Connector,
+    use_connector,
+)
 from ._errors import AccountError, InsecureLoginError
 from ._login import PASSWORD_MECHANISMS, OAuth2Token, TokenSource, ensure_tls
 from ._parse import format_fingerprint, parse_fingerprint
+from ._proxy import parse_proxy, proxy_connector, require_proxy_support
 from ._types import TLS_POLICIES, AuthMethod, TLSPolicy
 
 __all__ = [
@@ -86,6 +95,15 @@ class Account:
     ``tls_fingerprint`` pins the server's certificate by its SHA-256
     fingerprint in place of the CA and host name checks (see
     :class:`aiopop.POP3`); it needs ``tls`` "implicit" or "starttls".
+
+    ``proxy`` (a URL: ``socks5://[user:password@]host:port``, ``socks5h://``
+    to let the proxy resolve the server's name, or ``http://`` for HTTP
+    CONNECT) opens every connection through that proxy; it needs the extra
+    ``proxy`` (``pip install 'aiopop[proxy]'``, python-socks). ``connector``
+    (an async callable returning a new connected socket) opens every
+    connection itself: it is called again for each session, reconnection
+    and poll. Give one or neither. TLS always verifies ``host``, never the
+    proxy. The proxy URL is kept out of ``repr()``: it may hold a password.
     """
 
     host: str
@@ -101,6 +119,8 @@ class Account:
     label: str | None = None
     state_key: str | None = None
     tls_fingerprint: str | None = None
+    proxy: str | None = field(default=None, repr=False)
+    connector: Connector | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         host = self.host
@@ -143,6 +163,16 @@ class Account:
                     " (use implicit or starttls)"
                 )
             object.__setattr__(self, "tls_fingerprint", format_fingerprint(pin))
+        if self.proxy is not None:
+            if self.connector is not None:
+                raise AccountError("give proxy or connector, not both")
+            try:
+                parse_proxy(self.proxy)
+            except ValueError as exc:
+                raise AccountError(f"invalid proxy: {exc}") from None
+            require_proxy_support()
+        if self.connector is not None and not callable(self.connector):
+            raise AccountError("connector must be an async callable returning a socket")
 
     @property
     def name(self) -> str:
@@ -177,9 +207,21 @@ class Account:
         options.setdefault("timeout", self.timeout)
         if self.tls_fingerprint is not None:
             options.setdefault("tls_fingerprint", self.tls_fingerprint)
+        client: POP3
         if self.tls == "implicit":
-            return POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
-        return POP3(self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options)
+            client = POP3_SSL(self.host, self.port, ssl_context=self.ssl_context, **options)
+        else:
+            client = POP3(
+                self.host, self.port, tls=self.tls, ssl_context=self.ssl_context, **options
+            )
+        connector = self.connector
+        if connector is None and self.proxy is not None:
+            connector = proxy_connector(
+                self.proxy, self.host, self.effective_port, timeout=client.timeout
+            )
+        if connector is not None:
+            use_connector(client, connector)
+        return client
 
     async def login(self, client: POP3, *, prefer: AuthMethod | None = None) -> AuthMethod:
         """Log ``client`` (connected) in as this account says; returns the method used.
@@ -440,9 +482,10 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
     ``"pass show mail/work"``, but never run through a shell), or
     ``keyring = true`` (service ``aiopop``, user ``user@host``). Inline
     passwords are refused: a file of accounts should be safe to share.
-    ``state_key`` (a string) names the mailbox's state in place of
-    :attr:`Account.mailbox_key`'s default. ``tls_fingerprint`` (a string,
-    ``"SHA256:AB:CD:..."``) pins the server's certificate. ``maildir`` (a string) is where
+    ``proxy`` (a URL, ``socks5://127.0.0.1:1080``) opens every connection through
+    that proxy (see :class:`Account`). ``state_key`` (a string) names the mailbox's
+    state in place of :attr:`Account.mailbox_key`'s default. ``tls_fingerprint`` (a
+    string, ``"SHA256:AB:CD:..."``) pins the server's certificate. ``maildir`` (a string) is where
     ``aiopop fetch ACCOUNTS`` saves the account's mail: it is no part of the
     :class:`Account` and is ignored here (see :func:`aiopop._targets.load_fetch_targets`).
 
@@ -497,7 +540,9 @@ def _account(entry: Mapping[str, Any], where: str) -> Account:
         if problem:
             raise AccountError(f"{where}: {key} must be {problem}")
     options: dict[str, Any] = {}
-    for key in ("tls", "auth", "allow_cleartext", "timeout", "state_key", "tls_fingerprint"):
+    for key in (
+        "tls", "auth", "allow_cleartext", "timeout", "state_key", "tls_fingerprint", "proxy",
+    ):  # fmt: skip
         if key in entry:
             options[key] = entry[key]
     if "name" in entry:

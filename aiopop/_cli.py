@@ -194,6 +194,7 @@ _MAILBOX_ONLY = {
     "auth": "--auth",
     "allow_cleartext": "--allow-cleartext",
     "fingerprint": "--fingerprint",
+    "proxy": "--proxy",
     "password_env": "--password-env",
     "password_command": "--password-command",
     "oauth2_token_env": "--oauth2-token-env",

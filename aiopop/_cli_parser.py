@@ -44,6 +44,7 @@ ACCOUNT_KEYS = {
     "allow_cleartext": "true to allow a password over an unencrypted connection",
     "timeout": "seconds for each step (connect, each reply)",
     "state_key": "names the mailbox's state in place of user@host[:port]",
+    "proxy": "connect through a proxy: socks5://, socks5h:// or http://HOST:PORT",
     "password_env": "the environment variable holding the password",
     "password_command": 'a command printing the password: ["pass", "show", "mail/work"]',
     "keyring": "true: the password is in the system keyring (service aiopop)",
@@ -191,6 +192,13 @@ def _mailbox_options(parser: argparse.ArgumentParser, *, or_file: bool = False) 
         metavar="SHA256",
         help="pin the server's certificate by its SHA-256 fingerprint (SHA256:AB:CD:..., colons"
         " optional) in place of the CA and host name checks: for a self-signed certificate",
+    )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="connect through a proxy: socks5://HOST:PORT, socks5h:// (the proxy resolves the"
+        " server's name) or http:// (HTTP CONNECT); needs pip install 'aiopop[proxy]'"
+        + ("; in a file of accounts, each account's proxy key" if or_file else ""),
     )
     _timeout_option(parser)
     secrets = parser.add_mutually_exclusive_group()

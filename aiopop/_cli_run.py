@@ -134,6 +134,8 @@ def account_from_args(args: argparse.Namespace, stdin: TextIO) -> Account:
         if args.cafile is not None:
             raise UsageError("--fingerprint replaces the CA check: give it or --cafile, not both")
         options["tls_fingerprint"] = args.fingerprint
+    if args.proxy is not None:
+        options["proxy"] = args.proxy
     ssl_context = context(args.cafile)
     if ssl_context is not None:
         options["ssl_context"] = ssl_context
@@ -184,7 +186,9 @@ async def connect(account: Account, client: POP3) -> None:
     a server that does not answer at all is left to the step timeout.
     """
     step = account.timeout
-    if account.tls == "implicit" or (step is not None and step <= GREETING_WAIT):
+    indirect = account.proxy is not None or account.connector is not None
+    if account.tls == "implicit" or indirect or (step is not None and step <= GREETING_WAIT):
+        # Through a proxy or a connector, a direct probe would ask another network path.
         await client.connect()
         return
     connecting = asyncio.ensure_future(client.connect())

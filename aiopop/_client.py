@@ -11,7 +11,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self, TypeVar, Unpack, overload
 
@@ -43,7 +45,16 @@ from ._types import (
     UidListing,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "POP3", "POP3_PORT", "POP3_SSL", "POP3_SSL_PORT", "ClientOptions"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "POP3",
+    "POP3_PORT",
+    "POP3_SSL",
+    "POP3_SSL_PORT",
+    "ClientOptions",
+    "Connector",
+    "use_connector",
+]
 
 logger = logging.getLogger("aiopop")
 
@@ -54,6 +65,10 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 DEFAULT_MAX_LISTING_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 100
+
+Connector = Callable[[], Awaitable[socket.socket]]
+"""An async callable that returns a new connected socket to the POP3 server (through a
+proxy, a tunnel, another network namespace...), called once for every connection."""
 
 
 class POP3(Authorization, ManyMessages):
@@ -86,6 +101,15 @@ class POP3(Authorization, ManyMessages):
     several commands first wait at once; ``True`` pipelines without asking;
     ``False`` never does. ``max_in_flight`` bounds the commands sent and not
     yet answered.
+
+    ``sock``: a socket already connected to the server (through a proxy,
+    say), blocking or not, used in place of a TCP connection to
+    ``host:port``. The client owns it from then on: it is closed with the
+    connection, or by :meth:`close` if never used, and serves one
+    connection only (an :class:`~aiopop.Account` with a ``connector`` or a
+    ``proxy`` makes a new one for every session). ``host`` still names the
+    server: TLS (implicit or STLS) verifies its certificate for ``host`` (or
+    ``server_hostname``), never for a proxy's name.
 
     ``tls`` (a :data:`~aiopop.TLSPolicy`) says when to upgrade with
     STLS (RFC 2595): ``"if-offered"`` (the default) in :meth:`login`,
@@ -129,6 +153,7 @@ class POP3(Authorization, ManyMessages):
         pipelining: bool | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         local_addr: tuple[str, int] | None = None,
+        sock: socket.socket | None = None,
         tls: TLSPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
@@ -146,6 +171,13 @@ class POP3(Authorization, ManyMessages):
             max_listing_size=max_listing_size,
             max_in_flight=max_in_flight,
         )
+        if sock is not None:
+            if not isinstance(sock, socket.socket):
+                raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError("sock must be a stream (SOCK_STREAM) socket")
+            if local_addr is not None:
+                raise ValueError("give sock or local_addr, not both: sock is connected already")
         self.host = host
         self.port = self.default_port if port is None else port
         self.timeout = timeout
@@ -160,6 +192,8 @@ class POP3(Authorization, ManyMessages):
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
         self._tls_pin = pin
+        self._sock = sock
+        self._connector: Connector | None = None
         self._connection: Connection | None = None
         self._connecting = False
         self._caps: KnownCapabilities | None = None
@@ -216,6 +250,8 @@ class POP3(Authorization, ManyMessages):
             raise CommandStateError("connect() is already in progress")
         if self._connection is not None and self._connection.is_open:
             raise CommandStateError("already connected")
+        given = self._sock
+        opener = self._opener()
         self._connecting = True
         ssl_context, server_hostname = self._ssl_options()
         connection = Connection(
@@ -235,7 +271,12 @@ class POP3(Authorization, ManyMessages):
                 ssl_context=ssl_context,
                 server_hostname=server_hostname,
                 local_addr=self.local_addr,
+                opener=opener,
             )
+        except BaseException:
+            if given is not None:  # a transport that took it has closed it already
+                given.close()
+            raise
         finally:
             self._connecting = False
         status = greeting.status
@@ -251,6 +292,28 @@ class POP3(Authorization, ManyMessages):
                 raise
         return status.raw
 
+    def _opener(self) -> Connector | None:
+        """What gives the next connection its socket: ``sock`` (once), the connector, or
+        None for a TCP connection to ``host:port``."""
+        if self._connector is not None:
+            return self._connector
+        if self._sock is None:
+            if self._sock_used:
+                raise CommandStateError(
+                    "the socket given as sock= served one connection and is closed:"
+                    " give a new one (or use an Account with a connector)"
+                )
+            return None
+        sock, self._sock = self._sock, None
+        self._sock_used = True
+
+        async def given() -> socket.socket:
+            return sock
+
+        return given
+
+    _sock_used = False
+
     async def close(self) -> None:
         """Close the connection without QUIT: the server keeps every message.
 
@@ -259,6 +322,10 @@ class POP3(Authorization, ManyMessages):
         and on a connection that failed. Waits at most 2 s for an orderly
         TLS shutdown, then aborts.
         """
+        if self._sock is not None:  # never used: the client owns it all the same
+            sock, self._sock = self._sock, None
+            self._sock_used = True
+            sock.close()
         if self._connection is not None:
             await self._connection.close()
 
@@ -441,6 +508,18 @@ class POP3(Authorization, ManyMessages):
             return reply
         finally:
             await self.close()
+
+
+def use_connector(client: POP3, connector: Connector) -> POP3:
+    """Make ``client`` (not yet connected, with no ``sock``) get the socket of each
+    connection from ``connector``; returns it. How an :class:`~aiopop.Account` with a
+    ``connector`` or a ``proxy`` makes its clients."""
+    if client._sock is not None:
+        raise ValueError("give sock or a connector, not both")
+    if client.local_addr is not None:
+        raise ValueError("give local_addr or a connector, not both")
+    client._connector = connector
+    return client
 
 
 class POP3_SSL(POP3):

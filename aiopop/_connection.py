@@ -21,6 +21,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from ._engine import ConnectionFailure, Engine
@@ -86,10 +87,16 @@ class Connection(Engine, asyncio.Protocol):
         ssl_context: ssl.SSLContext | None,
         server_hostname: str | None,
         local_addr: tuple[str, int] | None,
+        opener: Callable[[], Awaitable[socket.socket]] | None = None,
     ) -> Greeting:
         """Connect, read the greeting and return it.
 
-        ``timeout`` bounds the whole of it (TCP, TLS handshake, greeting).
+        ``opener``, when given, returns a connected socket (one given as
+        ``sock=``, or a connector's, through a proxy say) that is used in
+        place of a TCP connection to ``host:port``; TLS still runs over it
+        with ``server_hostname`` (the POP3 server's name, never a proxy's).
+        ``timeout`` bounds the whole of it (the opener or TCP, TLS
+        handshake, greeting).
         Socket and certificate errors propagate as the ``OSError`` they are;
         a :meth:`close` meanwhile makes it raise ConnectionClosedError.
         """
@@ -99,7 +106,11 @@ class Connection(Engine, asyncio.Protocol):
                 if ssl_context is not None:
                     # TLS from the first octet: connection_made sends the ClientHello.
                     self._start_tls(ssl_context, server_hostname or host)
-                connecting = loop.create_connection(lambda: self, host, port, local_addr=local_addr)
+                connecting = (
+                    self._open_socket(opener)
+                    if opener is not None
+                    else loop.create_connection(lambda: self, host, port, local_addr=local_addr)
+                )
                 # A task of its own, so that close() can stop a TCP connect or a
                 # TLS handshake under way (there is no transport to close yet).
                 self._connect_task = loop.create_task(connecting)
@@ -121,6 +132,20 @@ class Connection(Engine, asyncio.Protocol):
             raise error from exc
         except BaseException:
             self._fail(ConnectionClosedError("connecting failed"))
+            raise
+
+    async def _open_socket(
+        self, opener: Callable[[], Awaitable[socket.socket]]
+    ) -> tuple[asyncio.Transport, Connection]:
+        """The transport over the socket ``opener`` returns; the socket is closed if that fails."""
+        sock = await opener()
+        try:
+            if not isinstance(sock, socket.socket):
+                raise TypeError(f"a connector must return a socket.socket, not {sock!r}")
+            return await self.loop.create_connection(lambda: self, sock=sock)
+        except BaseException:
+            if isinstance(sock, socket.socket):
+                sock.close()
             raise
 
     # -- what the client may ask ---------------------------------------------------

@@ -44,6 +44,7 @@ __all__ = [
     "MailboxInUseError",
     "MalformedReplyError",
     "MethodNotOfferedError",
+    "MissingExtraError",
     "POP3Error",
     "POP3TimeoutError",
     "PermanentFailureError",
@@ -365,6 +366,15 @@ class UsageError(Exception):
     """The ``aiopop`` command line cannot be run as given."""
 
 
+class MissingExtraError(ImportError):
+    """A feature needs an optional dependency that is not installed; ``extra`` names the
+    extra that brings it (``pip install 'aiopop[proxy]'``)."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class ImportFileError(ValueError):
     """Another tool's record of seen unique-ids that cannot be read: says the file and line."""
 
@@ -501,6 +511,9 @@ _cancelled = _defined_in("asyncio", "CancelledError")
 _fingerprint = _defined_in("aiopop._tls", "FingerprintMismatchError")
 _certificate = _defined_in("ssl", "SSLCertVerificationError")
 _tls_failed = _defined_in("ssl", "SSLError")
+# python-socks (the extra "proxy"): its errors come from the proxy, not the POP3 server.
+_proxy_refused = _defined_in("python_socks", "ProxyError")
+_proxy_unreachable = _defined_in("python_socks", "ProxyConnectionError")
 
 
 _Match = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -525,6 +538,10 @@ _PINNED = (
     "the server's certificate is not the pinned one: if it was renewed, check the new one"
     " by other means, then pin it (--fingerprint, or tls_fingerprint in a file of accounts)"
 )
+_PROXY = (
+    "the proxy refused to connect to the server (or refused the proxy's user name"
+    " and password): check --proxy and the server's host and port"
+)
 _BUG = "an unexpected error, perhaps a bug in aiopop: please report it"
 
 # Columns: kind, reason word, retryable, local (this machine), exit status, hint.
@@ -539,6 +556,8 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
     (_cancelled, Failure(_K.CANCELLED, "cancelled", False, True, EXIT_INTERRUPTED)),
     (UsageError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE, "see aiopop --help")),
     (AccountError, Failure(_K.ACCOUNT, "account", False, True, EXIT_USAGE, _ACCOUNT)),
+    (MissingExtraError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE,
+        "install the optional dependency: pip install 'aiopop[proxy]'")),
     (ImportFileError, Failure(_K.USAGE, "usage", False, True, EXIT_USAGE,
         "check that the file is that tool's record of unique-ids, and is whole")),
     (StateLockedError, Failure(_K.STATE_LOCKED, "state", True, True, EXIT_LOCAL,
@@ -569,6 +588,9 @@ FAILURES: tuple[tuple[_Match, Failure], ...] = (
         "is this a plain POP3 port? try --tls starttls or --tls if-offered")),
     ((ConnectionLostError, ConnectionClosedError),
         Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK)),
+    (_proxy_unreachable, Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK,
+        "the proxy is unreachable: check the proxy's host and port (--proxy)")),
+    (_proxy_refused, Failure(_K.CONNECTION, "connection", True, False, EXIT_NETWORK, _PROXY)),
     (DeliveryError, Failure(_K.DELIVERY, "delivery", True, True, EXIT_FAILED,
         "the destination did not take the message: it stays on the server and is tried"
         " again next run; check the delivery command")),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from ._types import TLS_POLICIES, TLSPolicy
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["ClientOptions", "OldTLSPolicy", "check_options", "pinned_policy", "tls_policy"]
 
@@ -21,6 +24,7 @@ class ClientOptions(TypedDict, total=False):
     max_in_flight: int
     local_addr: tuple[str, int] | None
     tls_fingerprint: str | None
+    sock: socket.socket | None
 
 
 OldTLSPolicy = Literal["required", "if-offered", "never"]

@@ -6,6 +6,8 @@ free high ports, and stops when its context ends.
 
 * :mod:`servers.dovecot`: Dovecot's POP3 server (``dovecot-pop3d``).
 * :mod:`servers.redis_server`: Redis, for the scale-out example.
+* :mod:`servers.proxies`: Dante, microsocks and tinyproxy (SOCKS5, SOCKS5
+  with a password, HTTP CONNECT), for the tests through a proxy.
 * :mod:`servers.popa3d`: popa3d, a server that does not cork its replies, in
   a private mount namespace (root; fetched with ``apt-get download``, never
   installed), for the throughput benchmark; ``python -m servers.popa3d``

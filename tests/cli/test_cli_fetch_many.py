@@ -266,6 +266,7 @@ async def test_delete_deletes_only_what_each_account_saved(tmp_path: Path) -> No
     [
         (["--port", "110"], "--port: not with a file of accounts"),
         (["--maildir", "M"], "--maildir: not with a file of accounts"),
+        (["--proxy", "socks5://127.0.0.1:1080"], "--proxy: not with a file of accounts"),
         (["--password-env", "X", "--tls", "none"], "--tls, --password-env: not with a file"),
     ],
 )
