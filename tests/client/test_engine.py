@@ -168,18 +168,18 @@ async def test_pipelined_commands_go_out_in_one_write() -> None:
     assert server.mismatches == []
 
 
-async def test_a_full_window_is_refilled_when_half_of_it_has_drained() -> None:
-    """With max_in_flight=4: four commands, then two more after every second reply."""
+async def test_a_full_window_is_refilled_when_a_quarter_of_it_has_drained() -> None:
+    """With max_in_flight=8: eight commands, then two more after every second reply."""
     ok = Send(b"+OK\r\n")
     pause = Sleep(0.05)  # each reply is read on its own
-    steps: list[Step] = [Expect(b"NOOP")] * 4
+    steps: list[Step] = [Expect(b"NOOP")] * 8
     for _ in range(4):
         steps += [ok, pause, ok, Expect(b"NOOP"), Expect(b"NOOP")]
-    steps += [ok, pause] * 4
-    async with logged_in(steps, pipelining=True, max_in_flight=4) as (server, client):
+    steps += [ok, pause] * 8
+    async with logged_in(steps, pipelining=True, max_in_flight=8) as (server, client):
         writes = record_writes(client)
-        assert await asyncio.gather(*(client.noop() for _ in range(12))) == [b"+OK"] * 12
-    assert writes == [b"NOOP\r\n" * 4] + [b"NOOP\r\n" * 2] * 4
+        assert await asyncio.gather(*(client.noop() for _ in range(16))) == [b"+OK"] * 16
+    assert writes == [b"NOOP\r\n" * 8] + [b"NOOP\r\n" * 2] * 4
     assert server.mismatches == []
 
 
