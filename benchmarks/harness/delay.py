@@ -180,7 +180,10 @@ class _Direction:
                 if self.source.lost or not transport.can_write_eof():
                     transport.close()
                 else:
-                    transport.write_eof()
+                    try:
+                        transport.write_eof()
+                    except OSError:  # the peer is gone already (ENOTCONN): just close
+                        transport.close()
             self.sink.link.check_done()
             return
         if self.reading_paused and self.buffered <= self.limit // 2:
