@@ -36,7 +36,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from ._cli_fetch import run_fetch, run_fetch_many
 from ._cli_parser import build_parser
@@ -140,12 +140,7 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 defaults=_settings(args, new_only=True, dry_run=False),
                 interval=args.interval,
                 polls=args.polls,
-                concurrency=args.concurrency,
-                per_host=args.per_host,
-                timeout=args.timeout,
-                cafile=args.cafile,
-                as_json=args.json,
-                out=out,
+                **_file_options(args, out),
             )
         )
     if args.command == "fetch" and _accounts_file(args):
@@ -153,12 +148,7 @@ def _run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             run_fetch_many(
                 args.host,
                 defaults=_settings(args, new_only=args.new_only, dry_run=args.dry_run),
-                concurrency=args.concurrency,
-                per_host=args.per_host,
-                timeout=args.timeout,
-                cafile=args.cafile,
-                as_json=args.json,
-                out=out,
+                **_file_options(args, out),
             )
         )
     if args.command == "fetch":
@@ -203,6 +193,19 @@ _MAILBOX_ONLY = {
     "command_line": "--command",
     "state": "--state",
 }
+
+
+def _file_options(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
+    """The options that fetch ACCOUNTS and watch ACCOUNTS pass on alike: the limits on
+    sessions at once, --timeout, --cafile, --json and the output."""
+    return {
+        "concurrency": args.concurrency,
+        "per_host": args.per_host,
+        "timeout": args.timeout,
+        "cafile": args.cafile,
+        "as_json": args.json,
+        "out": out,
+    }
 
 
 def _settings(args: argparse.Namespace, *, new_only: bool, dry_run: bool) -> FetchSettings:

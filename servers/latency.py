@@ -39,6 +39,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from servers.programs import stop_child
+
 __all__ = [
     "LatencyServer",
     "ServerProcess",
@@ -272,16 +274,7 @@ class ServerProcess:
         return self._read("STATS")
 
     def close(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_child(self.process)
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import signal
 import socket
@@ -48,6 +47,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from servers.programs import stop_child
 
 from .endpoint import Endpoint, check_loopback
 from .paths import REPOSITORY
@@ -356,16 +357,7 @@ class ProxyProcess:
         self.by_target = dict(zip(targets, self.addresses, strict=True))
 
     def close(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_child(self.process)
 
     def __enter__(self) -> ProxyProcess:
         return self
